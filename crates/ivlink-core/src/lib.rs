@@ -1,0 +1,23 @@
+//! Protocols that live inside an ivshmem shared-memory region.
+//!
+//! This crate is `no_std`: it sees the region only through the [`Region`] trait
+//! (bounds-checked volatile and atomic access at offsets) and the doorbell only
+//! through the [`Notify`] trait. It makes no syscalls, starts no threads and reads
+//! no clocks, so it runs unchanged in a host process, a Linux guest and an RTOS.
+//!
+//! The region is shared with peers that are not trusted: every access is checked
+//! against the region's bounds and no Rust reference into the region is ever handed
+//! out.
+#![no_std]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
+pub mod notify;
+pub mod region;
+
+pub use notify::{Notify, NotifyError, PeerId, Vector};
+pub use region::{RawRegion, Region, RegionError};
+
+#[cfg(any(test, feature = "alloc"))]
+pub use region::HeapRegion;

@@ -1,0 +1,377 @@
+//! Bounds-checked access to a shared-memory region.
+//!
+//! The region is written concurrently by peers we do not trust, so nothing here
+//! hands out a Rust reference into it. Plain bytes are copied in and out; words that
+//! peers synchronise on are accessed with atomics at checked, aligned offsets.
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// An access that does not fit the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionError {
+    /// `offset..offset + len` is not inside the region.
+    OutOfBounds {
+        /// First byte of the access.
+        offset: usize,
+        /// Length of the access in bytes.
+        len: usize,
+        /// Length of the region in bytes.
+        region_len: usize,
+    },
+    /// An atomic access at an offset that is not a multiple of its size.
+    Misaligned {
+        /// Offset of the access.
+        offset: usize,
+        /// Required alignment in bytes.
+        align: usize,
+    },
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RegionError::OutOfBounds {
+                offset,
+                len,
+                region_len,
+            } => write!(
+                f,
+                "access of {len} bytes at offset {offset:#x} is outside the {region_len}-byte region"
+            ),
+            RegionError::Misaligned { offset, align } => {
+                write!(f, "offset {offset:#x} is not {align}-byte aligned")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RegionError {}
+
+/// Checks that `offset..offset + len` lies inside a region of `region_len` bytes.
+pub fn check_bounds(offset: usize, len: usize, region_len: usize) -> Result<(), RegionError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= region_len => Ok(()),
+        _ => Err(RegionError::OutOfBounds {
+            offset,
+            len,
+            region_len,
+        }),
+    }
+}
+
+/// A shared-memory region seen through checked accessors.
+///
+/// Every method validates its offset; an access outside the region or a misaligned
+/// atomic is an error, never a panic or an out-of-bounds access.
+pub trait Region {
+    /// Length of the region in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the region has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` out of the region.
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError>;
+
+    /// Copies `data` into the region starting at `offset`.
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), RegionError>;
+
+    /// Sets `len` bytes starting at `offset` to `byte`.
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError>;
+
+    /// Atomically loads the 32-bit word at `offset` (4-byte aligned).
+    fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, RegionError>;
+
+    /// Atomically stores the 32-bit word at `offset` (4-byte aligned).
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), RegionError>;
+
+    /// Atomically loads the 64-bit word at `offset` (8-byte aligned).
+    fn load_u64(&self, offset: usize, order: Ordering) -> Result<u64, RegionError>;
+
+    /// Atomically stores the 64-bit word at `offset` (8-byte aligned).
+    fn store_u64(&self, offset: usize, value: u64, order: Ordering) -> Result<(), RegionError>;
+
+    /// Atomic compare-and-exchange of the 32-bit word at `offset`.
+    ///
+    /// The outer result reports a bad offset; the inner one is
+    /// [`AtomicU32::compare_exchange`]'s (the previous value either way).
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, RegionError>;
+
+    /// Atomic compare-and-exchange of the 64-bit word at `offset`.
+    fn compare_exchange_u64(
+        &self,
+        offset: usize,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, RegionError>;
+
+    /// Reads a NUL-terminated string of at most `max` bytes at `offset` into `buf`,
+    /// returning the number of bytes before the NUL (or before the end of the region
+    /// or `buf`). Useful for the raw layouts of foreign samples that put a C string at
+    /// a fixed offset.
+    fn read_c_str(&self, offset: usize, buf: &mut [u8]) -> Result<usize, RegionError> {
+        check_bounds(offset, 0, self.len())?;
+        let n = buf.len().min(self.len() - offset);
+        self.read(offset, &mut buf[..n])?;
+        Ok(buf[..n].iter().position(|&b| b == 0).unwrap_or(n))
+    }
+}
+
+/// A region at a raw address: a mapping made by a transport, or memory owned by a
+/// [`HeapRegion`].
+#[derive(Debug)]
+pub struct RawRegion {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a RawRegion is a pointer and a length; all accesses through it are
+// atomics or copies whose data races with other peers are part of the shared-memory
+// contract (see `RawRegion::new`). Moving or sharing it between threads adds nothing.
+unsafe impl Send for RawRegion {}
+// SAFETY: as above; `&RawRegion` only exposes the checked accessors.
+unsafe impl Sync for RawRegion {}
+
+impl RawRegion {
+    /// Wraps `len` bytes at `base`.
+    ///
+    /// # Safety
+    /// `base..base + len` must stay valid for reads and writes for the lifetime of the
+    /// returned value, and must not be accessed through Rust references elsewhere in
+    /// this process (other processes and devices may write it at any time).
+    pub unsafe fn new(base: NonNull<u8>, len: usize) -> Self {
+        RawRegion { base, len }
+    }
+
+    /// Address of the first byte (for display and for address translation only).
+    pub fn base_address(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
+    fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, RegionError> {
+        check_bounds(offset, len, self.len)?;
+        // SAFETY: offset + len <= self.len, so the result stays inside the mapping.
+        Ok(unsafe { self.base.as_ptr().add(offset) })
+    }
+
+    fn aligned_ptr_at(&self, offset: usize, size: usize) -> Result<*mut u8, RegionError> {
+        let ptr = self.ptr_at(offset, size)?;
+        if (ptr as usize) % size != 0 {
+            return Err(RegionError::Misaligned {
+                offset,
+                align: size,
+            });
+        }
+        Ok(ptr)
+    }
+
+    fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, RegionError> {
+        let ptr = self.aligned_ptr_at(offset, 4)?;
+        // SAFETY: in bounds and 4-byte aligned (checked above); the memory is valid
+        // for the lifetime of `self` (contract of `new`), and every word peers
+        // synchronise on is only ever accessed atomically.
+        Ok(unsafe { AtomicU32::from_ptr(ptr.cast()) })
+    }
+
+    fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, RegionError> {
+        let ptr = self.aligned_ptr_at(offset, 8)?;
+        // SAFETY: in bounds and 8-byte aligned (checked above); see `atomic_u32`.
+        Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
+    }
+}
+
+impl Region for RawRegion {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
+        let src = self.ptr_at(offset, buf.len())?;
+        // SAFETY: `src..src + buf.len()` is inside the region (checked) and cannot
+        // overlap `buf`, which is private memory. A peer may write the bytes while we
+        // copy; the copy then holds some mix of old and new bytes, which callers
+        // validate like any other hostile input.
+        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        let dst = self.ptr_at(offset, data.len())?;
+        // SAFETY: `dst..dst + data.len()` is inside the region (checked) and does not
+        // overlap `data`, which is private memory.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
+    }
+
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError> {
+        let dst = self.ptr_at(offset, len)?;
+        // SAFETY: `dst..dst + len` is inside the region (checked).
+        unsafe { core::ptr::write_bytes(dst, byte, len) };
+        Ok(())
+    }
+
+    fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, RegionError> {
+        Ok(self.atomic_u32(offset)?.load(order))
+    }
+
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), RegionError> {
+        self.atomic_u32(offset)?.store(value, order);
+        Ok(())
+    }
+
+    fn load_u64(&self, offset: usize, order: Ordering) -> Result<u64, RegionError> {
+        Ok(self.atomic_u64(offset)?.load(order))
+    }
+
+    fn store_u64(&self, offset: usize, value: u64, order: Ordering) -> Result<(), RegionError> {
+        self.atomic_u64(offset)?.store(value, order);
+        Ok(())
+    }
+
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, RegionError> {
+        Ok(self.atomic_u32(offset)?.compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+    }
+
+    fn compare_exchange_u64(
+        &self,
+        offset: usize,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, RegionError> {
+        Ok(self.atomic_u64(offset)?.compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+    }
+}
+
+/// A zeroed region on the heap: what tests, Miri and single-process users run on.
+#[cfg(any(test, feature = "alloc"))]
+pub struct HeapRegion {
+    // Declared before `_words` so the pointer never outlives the memory it names.
+    raw: RawRegion,
+    _words: alloc::boxed::Box<[AtomicU64]>,
+}
+
+#[cfg(any(test, feature = "alloc"))]
+impl HeapRegion {
+    /// Allocates a zeroed region of `len` bytes (8-byte aligned).
+    pub fn new(len: usize) -> Self {
+        let words: alloc::boxed::Box<[AtomicU64]> =
+            (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        let base =
+            NonNull::new(words.as_ptr().cast_mut().cast::<u8>()).unwrap_or(NonNull::dangling());
+        // SAFETY: the boxed words live as long as `self` and are never moved (a boxed
+        // slice's heap memory is stable); they are only reached through `raw`, and
+        // AtomicU64 permits mutation through a shared pointer.
+        let raw = unsafe { RawRegion::new(base, len) };
+        HeapRegion { raw, _words: words }
+    }
+}
+
+#[cfg(any(test, feature = "alloc"))]
+impl core::ops::Deref for HeapRegion {
+    type Target = RawRegion;
+
+    fn deref(&self) -> &RawRegion {
+        &self.raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips_bytes_and_words() {
+        let region = HeapRegion::new(64);
+        region.write(3, b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        region.read(3, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        region
+            .store_u64(8, 0x1122_3344_5566_7788, Ordering::Release)
+            .unwrap();
+        assert_eq!(region.load_u32(8, Ordering::Acquire).unwrap(), 0x5566_7788);
+        assert_eq!(
+            region.compare_exchange_u32(8, 0x5566_7788, 7).unwrap(),
+            Ok(0x5566_7788)
+        );
+        assert_eq!(region.compare_exchange_u32(8, 0, 9).unwrap(), Err(7));
+        assert_eq!(region.compare_exchange_u64(16, 0, 5).unwrap(), Ok(0));
+        assert_eq!(region.load_u64(16, Ordering::Relaxed).unwrap(), 5);
+    }
+
+    #[test]
+    fn rejects_out_of_bounds_and_misaligned_accesses() {
+        let region = HeapRegion::new(16);
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            region.read(13, &mut buf),
+            Err(RegionError::OutOfBounds {
+                offset: 13,
+                len: 4,
+                region_len: 16
+            })
+        );
+        assert!(region.write(usize::MAX, b"x").is_err());
+        assert!(region.fill(0, 17, 0).is_err());
+        assert_eq!(
+            region.load_u32(2, Ordering::Relaxed),
+            Err(RegionError::Misaligned {
+                offset: 2,
+                align: 4
+            })
+        );
+        assert!(region.load_u64(12, Ordering::Relaxed).is_err());
+        assert!(region.store_u64(16, 1, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn reads_c_strings_bounded_by_region_and_buffer() {
+        let region = HeapRegion::new(8);
+        region.write(0, b"hi\0rest!").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(region.read_c_str(0, &mut buf).unwrap(), 2);
+        assert_eq!(region.read_c_str(3, &mut buf).unwrap(), 5);
+        assert_eq!(region.read_c_str(8, &mut buf).unwrap(), 0);
+        assert!(region.read_c_str(9, &mut buf).is_err());
+        let mut small = [0u8; 2];
+        assert_eq!(region.read_c_str(3, &mut small).unwrap(), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn any_access_is_checked_never_panics(offset in 0usize..80, len in 0usize..80, word in 0usize..80) {
+            let region = HeapRegion::new(64);
+            let mut buf = alloc::vec![0u8; len];
+            let fits = offset + len <= 64;
+            prop_assert_eq!(region.read(offset, &mut buf).is_ok(), fits);
+            prop_assert_eq!(region.write(offset, &buf).is_ok(), fits);
+            let word_ok = word + 4 <= 64 && word % 4 == 0;
+            prop_assert_eq!(region.load_u32(word, Ordering::Relaxed).is_ok(), word_ok);
+        }
+    }
+}

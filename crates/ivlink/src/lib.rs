@@ -1,0 +1,30 @@
+//! The std runtime of ivlink: everything that connects to an ivshmem region.
+//!
+//! - [`server`]: an ivshmem server, byte-compatible with QEMU's, embeddable in
+//!   programs and tests.
+//! - [`transport`]: peers of the region. [`transport::host`] is a peer of a server
+//!   over its UNIX socket; [`transport::file`] maps a plain shared file. Both give a
+//!   [`Device`].
+//! - [`wire`]: the server socket protocol shared by both sides.
+//!
+//! The protocols that run inside the region live in `ivlink-core` and reach it
+//! through [`Device::region`] and the [`ivlink_core::Notify`] trait.
+
+pub mod device;
+pub mod doorbell;
+pub mod mapping;
+pub mod server;
+pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
+pub mod shm;
+pub mod size;
+pub mod transport;
+pub mod wire;
+
+pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
+pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
+pub use mapping::MappedRegion;
+
+pub use transport::{Transport, file::FilePeer, host::HostPeer};
+
+/// The socket path QEMU's tools use when none is given.
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/ivshmem_socket";

@@ -1,0 +1,444 @@
+//! The server's event loop.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SocketFlags};
+use tracing::{debug, info, warn};
+
+use super::ids::IdAllocator;
+use super::listener::Listener;
+use super::peer::{Flush, Peer};
+use super::{MAX_PEERS, MAX_VECTORS, ServerConfig, ServerError, ServerHandle};
+use crate::doorbell;
+use crate::shm::SharedMemory;
+use crate::wire;
+
+const LISTENER_TOKEN: u64 = 0;
+const STOP_TOKEN: u64 = 1;
+const FIRST_PEER_TOKEN: u64 = 2;
+/// How soon to retry sends refused for too many fds in flight.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    listener: Listener,
+    shm: SharedMemory,
+    shm_fd: Arc<OwnedFd>,
+    epoll: OwnedFd,
+    stop_rx: UnixStream,
+    handle: ServerHandle,
+    ids: IdAllocator,
+    /// Connected peers by token; tokens rise with connect order, so iteration order
+    /// is the reference server's list order.
+    peers: BTreeMap<u64, Peer>,
+    next_token: u64,
+    /// Peers to remove once the current step is done, with the reason.
+    doomed: Vec<(u64, String)>,
+}
+
+impl Server {
+    /// Sets up the shared memory and binds the socket (nothing is accepted until
+    /// [`run`](Server::run)). Also raises the open-file limit to its maximum.
+    pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        if config.vectors > MAX_VECTORS {
+            return Err(ServerError::Config(format!(
+                "too many requested vectors (max is {MAX_VECTORS})"
+            )));
+        }
+        if config.max_peers == 0 || config.max_peers > MAX_PEERS {
+            return Err(ServerError::Config(format!(
+                "max peers must be between 1 and {MAX_PEERS}"
+            )));
+        }
+        raise_fd_limit();
+        let shm = SharedMemory::create(
+            config.shm.clone(),
+            config.size,
+            config.shm_mode,
+            config.group,
+        )?;
+        info!("using {}, {} bytes", shm.backing(), shm.size());
+        let io_err = |context| {
+            move |e: Errno| ServerError::Io {
+                context,
+                source: e.into(),
+            }
+        };
+        let shm_fd = Arc::new(
+            shm.fd()
+                .try_clone_to_owned()
+                .map_err(|source| ServerError::Io {
+                    context: "duplicating the shared memory fd",
+                    source,
+                })?,
+        );
+        let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
+        info!("create & bind socket {}", config.socket_path.display());
+        let epoll =
+            epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io_err("creating an epoll set"))?;
+        let (stop_tx, stop_rx) = UnixStream::pair().map_err(|source| ServerError::Io {
+            context: "creating the stop channel",
+            source,
+        })?;
+        stop_rx
+            .set_nonblocking(true)
+            .map_err(|source| ServerError::Io {
+                context: "creating the stop channel",
+                source,
+            })?;
+        epoll::add(
+            &epoll,
+            listener.socket(),
+            epoll::EventData::new_u64(LISTENER_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io_err("watching the listening socket"))?;
+        epoll::add(
+            &epoll,
+            &stop_rx,
+            epoll::EventData::new_u64(STOP_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io_err("watching the stop channel"))?;
+        let ids = IdAllocator::new(config.id_policy, config.first_id);
+        Ok(Server {
+            handle: ServerHandle {
+                stop: Arc::new(stop_tx),
+                peers: Arc::new(AtomicUsize::new(0)),
+            },
+            config,
+            listener,
+            shm,
+            shm_fd,
+            epoll,
+            stop_rx,
+            ids,
+            peers: BTreeMap::new(),
+            next_token: FIRST_PEER_TOKEN,
+            doomed: Vec::new(),
+        })
+    }
+
+    /// A handle to stop the server from another thread or a signal handler.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The socket path.
+    pub fn socket_path(&self) -> &Path {
+        self.listener.path()
+    }
+
+    /// The shared memory size in bytes (after rounding).
+    pub fn shm_size(&self) -> u64 {
+        self.shm.size()
+    }
+
+    /// Serves peers until stopped, then disconnects them all and removes the socket.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let result = self.serve();
+        self.shutdown();
+        result
+    }
+
+    fn serve(&mut self) -> Result<(), ServerError> {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            let retrying = self.peers.values().any(|p| p.retry);
+            let timeout = retrying.then(|| doorbell::to_timespec(RETRY_INTERVAL));
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(ServerError::Io {
+                        context: "waiting for events",
+                        source: e.into(),
+                    });
+                }
+            }
+            for event in &events {
+                match event.data.u64() {
+                    LISTENER_TOKEN => self.accept_all()?,
+                    STOP_TOKEN => {
+                        let mut buf = [0u8; 64];
+                        let _ = (&self.stop_rx).read(&mut buf);
+                        info!("stop requested");
+                        return Ok(());
+                    }
+                    token => self.peer_ready(token, event.flags),
+                }
+            }
+            if retrying {
+                let tokens: Vec<u64> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.retry)
+                    .map(|(&t, _)| t)
+                    .collect();
+                for token in tokens {
+                    self.flush(token);
+                }
+            }
+            self.remove_doomed();
+        }
+    }
+
+    fn accept_all(&mut self) -> Result<(), ServerError> {
+        loop {
+            match rustix::net::accept_with(
+                self.listener.socket(),
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok(socket) => {
+                    self.add_peer(socket);
+                    self.remove_doomed();
+                }
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                    // Out of resources: leave the connection in the backlog for later.
+                    warn!("cannot accept a connection: {e}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(ServerError::Io {
+                        context: "accepting a connection",
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The reference connect sequence (ivshmem_server_handle_new_conn).
+    fn add_peer(&mut self, socket: OwnedFd) {
+        let credentials = match rustix::net::sockopt::socket_peercred(&socket) {
+            Ok(c) => format!(
+                "pid {}, uid {}, gid {}",
+                c.pid.as_raw_nonzero(),
+                c.uid.as_raw(),
+                c.gid.as_raw()
+            ),
+            Err(_) => "credentials unknown".into(),
+        };
+        if self.peers.len() >= self.config.max_peers {
+            warn!(
+                "refusing a connection ({credentials}): {} peers connected, the maximum",
+                self.peers.len()
+            );
+            return;
+        }
+        let Some(id) = self.ids.allocate() else {
+            warn!("cannot allocate new client id ({credentials}): all 65536 ids are in use");
+            return;
+        };
+        let vectors: io::Result<Vec<Arc<OwnedFd>>> = (0..self.config.vectors)
+            .map(|_| doorbell::new_eventfd().map(Arc::new))
+            .collect();
+        let vectors = match vectors {
+            Ok(v) => v,
+            Err(e) => {
+                warn!("cannot create eventfds for a new peer ({credentials}): {e}");
+                self.ids.release(id);
+                return;
+            }
+        };
+        let token = self.next_token;
+        if let Err(e) = epoll::add(
+            &self.epoll,
+            &socket,
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+        ) {
+            warn!("cannot watch a new peer's socket ({credentials}): {e}");
+            self.ids.release(id);
+            return;
+        }
+        self.next_token += 1;
+        info!("new peer id = {id} ({credentials})");
+
+        let mut peer = Peer::new(id, socket, vectors);
+        peer.push(wire::PROTOCOL_VERSION, None);
+        peer.push(i64::from(id), None);
+        peer.push(wire::SHM_MESSAGE, Some(self.shm_fd.clone()));
+
+        let existing: Vec<u64> = self.peers.keys().copied().collect();
+        for &other in &existing {
+            let target = self.peers.get_mut(&other).expect("listed");
+            for fd in &peer.vectors {
+                target.push(i64::from(id), Some(fd.clone()));
+            }
+            self.after_push(other);
+        }
+        for other in self.peers.values() {
+            for fd in &other.vectors {
+                peer.push(i64::from(other.id), Some(fd.clone()));
+            }
+        }
+        for fd in peer.vectors.clone() {
+            peer.push(i64::from(id), Some(fd));
+        }
+        self.peers.insert(token, peer);
+        self.handle.peers.store(self.peers.len(), Ordering::Relaxed);
+        self.flush(token);
+    }
+
+    fn peer_ready(&mut self, token: u64, flags: epoll::EventFlags) {
+        let Some(peer) = self.peers.get(&token) else {
+            return; // removed earlier in this batch
+        };
+        let hangup = epoll::EventFlags::IN
+            | epoll::EventFlags::HUP
+            | epoll::EventFlags::ERR
+            | epoll::EventFlags::RDHUP;
+        if flags.intersects(hangup) {
+            // Peers never write: any readability is a disconnect, as in QEMU's server.
+            let mut byte = [0u8; 1];
+            let reason = match rustix::net::recv(
+                &peer.socket,
+                &mut byte,
+                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+            ) {
+                Ok((n, _)) if n > 0 => {
+                    "it wrote to the server socket, which peers must never do".to_owned()
+                }
+                Ok(_) => "it disconnected".to_owned(),
+                Err(e) => format!("its socket failed: {e}"),
+            };
+            self.doom(token, reason);
+        } else if flags.contains(epoll::EventFlags::OUT) {
+            self.flush(token);
+        }
+    }
+
+    /// Checks a peer after messages were queued for it: send, or drop it if it has
+    /// stopped reading.
+    fn after_push(&mut self, token: u64) {
+        self.flush(token);
+        if let Some(peer) = self.peers.get(&token)
+            && peer.backlog() > self.config.max_backlog
+        {
+            let reason = format!(
+                "it is not reading its socket ({} messages queued, limit {})",
+                peer.backlog(),
+                self.config.max_backlog
+            );
+            self.doom(token, reason);
+        }
+    }
+
+    fn flush(&mut self, token: u64) {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return;
+        };
+        peer.retry = false;
+        let want_writable = match peer.flush() {
+            Flush::Done => false,
+            Flush::Blocked => true,
+            Flush::Retry => {
+                peer.retry = true;
+                false
+            }
+            Flush::Failed(e) => {
+                self.doom(token, format!("sending to it failed: {e}"));
+                return;
+            }
+        };
+        if want_writable != peer.watching_writable {
+            let mut flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
+            if want_writable {
+                flags |= epoll::EventFlags::OUT;
+            }
+            if epoll::modify(
+                &self.epoll,
+                &peer.socket,
+                epoll::EventData::new_u64(token),
+                flags,
+            )
+            .is_ok()
+            {
+                peer.watching_writable = want_writable;
+            }
+        }
+    }
+
+    fn doom(&mut self, token: u64, reason: String) {
+        if !self.doomed.iter().any(|(t, _)| *t == token) {
+            self.doomed.push((token, reason));
+        }
+    }
+
+    fn remove_doomed(&mut self) {
+        while let Some((token, reason)) = self.doomed.pop() {
+            self.remove_peer(token, &reason);
+        }
+    }
+
+    /// Frees a peer and tells the others (ivshmem_server_free_peer).
+    fn remove_peer(&mut self, token: u64, reason: &str) {
+        let Some(peer) = self.peers.remove(&token) else {
+            return;
+        };
+        let _ = epoll::delete(&self.epoll, &peer.socket);
+        self.ids.release(peer.id);
+        self.handle.peers.store(self.peers.len(), Ordering::Relaxed);
+        info!("free peer {}: {reason}", peer.id);
+        let id = peer.id;
+        drop(peer); // closes its socket; queued copies keep its eventfds open until sent
+        let remaining: Vec<u64> = self.peers.keys().copied().collect();
+        for other in remaining {
+            if let Some(target) = self.peers.get_mut(&other) {
+                target.push(i64::from(id), None);
+            }
+            self.after_push(other);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        info!("close server: disconnecting {} peer(s)", self.peers.len());
+        while let Some(&token) = self.peers.keys().next() {
+            self.remove_peer(token, "the server is stopping");
+            self.doomed.clear();
+        }
+        self.listener.remove();
+        if self.config.unlink_shm_on_exit {
+            match self.shm.unlink() {
+                Ok(()) => debug!("removed {}", self.shm.backing()),
+                Err(e) => warn!("cannot remove {}: {e}", self.shm.backing()),
+            }
+        }
+    }
+}
+
+/// Lifts the soft open-file limit to the hard one: each peer costs a socket and one
+/// eventfd per vector.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => debug!("open-file limit raised to {:?}", limit.maximum),
+            Err(e) => warn!("cannot raise the open-file limit: {e}"),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The server's listening socket: refuses to steal a live server's path, replaces a
+//! stale one, and removes only its own socket file on exit.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Gid, Mode};
+use tracing::info;
+
+use super::ServerError;
+
+/// A bound, listening, non-blocking UNIX socket.
+#[derive(Debug)]
+pub struct Listener {
+    socket: UnixListener,
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl Listener {
+    /// Binds `path`, applying `mode` and `group` to the socket file.
+    pub fn bind(path: &Path, mode: Option<u32>, group: Option<Gid>) -> Result<Self, ServerError> {
+        remove_if_stale(path)?;
+        let bind_err = |source: io::Error| ServerError::Bind {
+            path: path.to_owned(),
+            source,
+        };
+        let socket = UnixListener::bind(path).map_err(bind_err)?;
+        socket.set_nonblocking(true).map_err(bind_err)?;
+        if let Some(group) = group {
+            rustix::fs::chown(path, None, Some(group)).map_err(|e| bind_err(e.into()))?;
+        }
+        if let Some(mode) = mode {
+            rustix::fs::chmod(path, Mode::from_bits_truncate(mode))
+                .map_err(|e| bind_err(e.into()))?;
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
+        Ok(Listener {
+            socket,
+            path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// The listening socket.
+    pub fn socket(&self) -> &UnixListener {
+        &self.socket
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unlinks the socket file if it is still ours (another server may have
+    /// replaced it meanwhile).
+    pub fn remove(&self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == self.identity
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes `path` if it is a socket nobody listens on; refuses a live one and any
+/// other kind of file.
+fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ServerError::Bind {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ServerError::NotASocket(path.to_owned()));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(ServerError::AlreadyRunning(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            info!("replacing stale socket {}", path.display());
+            std::fs::remove_file(path).map_err(|source| ServerError::Bind {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ServerError::Bind {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_a_stale_socket_but_refuses_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        drop(UnixListener::bind(&path).unwrap()); // leaves a dead socket file
+        let live = Listener::bind(&path, Some(0o660), None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let err = Listener::bind(&path, None, None).unwrap_err();
+        assert!(matches!(err, ServerError::AlreadyRunning(_)), "{err}");
+        live.remove();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn refuses_to_replace_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-socket");
+        std::fs::write(&path, b"data").unwrap();
+        let err = Listener::bind(&path, None, None).unwrap_err();
+        assert!(matches!(err, ServerError::NotASocket(_)), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    }
+
+    #[test]
+    fn removes_only_its_own_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let first = Listener::bind(&path, None, None).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _second = UnixListener::bind(&path).unwrap();
+        first.remove();
+        assert!(path.exists(), "another server's socket must survive");
+    }
+}

@@ -1,0 +1,210 @@
+//! An ivshmem server, byte-compatible with QEMU's `ivshmem-server`.
+//!
+//! It hands every peer the shared memory, an id and eventfds, in exactly the
+//! reference order, and tells the others when a peer joins or leaves. Unlike the
+//! reference it uses epoll (no 1024-fd cap), queues output per peer so one stuck
+//! peer never blocks the rest, and drops a peer that stops reading.
+
+mod engine;
+mod ids;
+mod listener;
+mod peer;
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use ivlink_core::PeerId;
+use rustix::fs::Gid;
+use thiserror::Error;
+
+pub use engine::Server;
+pub use ids::{IdAllocator, IdPolicy};
+pub use listener::Listener;
+
+use crate::shm::{ShmBacking, ShmError};
+
+/// QEMU's limit on vectors per peer.
+pub const MAX_VECTORS: u16 = 64;
+/// Every id the protocol can name.
+pub const MAX_PEERS: usize = 65536;
+
+/// How a server is set up. [`Default`] gives QEMU's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Listening socket path (`-S`).
+    pub socket_path: PathBuf,
+    /// Where the shared memory lives (`-M`, `-m`, `--shm-file`, `--memfd`).
+    pub shm: ShmBacking,
+    /// Shared memory size in bytes, rounded up to a power of two (`-l`).
+    pub size: u64,
+    /// Vectors per peer (`-n`), at most 64.
+    pub vectors: u16,
+    /// Most peers connected at once; further connections are refused.
+    pub max_peers: usize,
+    /// How ids are chosen.
+    pub id_policy: IdPolicy,
+    /// Where the rotating id cursor starts (0, as QEMU; other values suit tests
+    /// of the wrap-around).
+    pub first_id: PeerId,
+    /// Mode for the socket file (e.g. 0o660); the umask decides when unset.
+    pub socket_mode: Option<u32>,
+    /// Mode for new shared memory; owner read-write when unset.
+    pub shm_mode: Option<u32>,
+    /// Group for the socket and the shared memory.
+    pub group: Option<Gid>,
+    /// Messages queued for one peer beyond which it counts as not reading and is
+    /// dropped.
+    pub max_backlog: usize,
+    /// Remove the shared memory's name when the server stops (QEMU keeps it).
+    pub unlink_shm_on_exit: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket_path: PathBuf::from(crate::DEFAULT_SOCKET_PATH),
+            shm: ShmBacking::Posix("ivshmem".into()),
+            size: 4 << 20,
+            vectors: 1,
+            max_peers: MAX_PEERS,
+            id_policy: IdPolicy::Rotating,
+            first_id: 0,
+            socket_mode: None,
+            shm_mode: None,
+            group: None,
+            max_backlog: 1 << 16,
+            unlink_shm_on_exit: false,
+        }
+    }
+}
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// Setting up the shared memory failed.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// Another server answers on the socket path.
+    #[error("a server is already listening on {}; stop it or choose another socket path", .0.display())]
+    AlreadyRunning(PathBuf),
+    /// Something that is not a socket sits at the socket path.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// Binding the socket failed.
+    #[error("cannot bind {}: {source}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A system call in the event loop failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+}
+
+/// Stops a running server and reports how many peers it has, from any thread.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    stop: Arc<UnixStream>,
+    peers: Arc<AtomicUsize>,
+}
+
+impl ServerHandle {
+    /// Asks the server to stop: it disconnects every peer (the others are told),
+    /// removes its socket file and returns from [`Server::run`].
+    pub fn stop(&self) {
+        use std::io::Write;
+        let _ = (&*self.stop).write(&[1]);
+    }
+
+    /// How many peers are connected.
+    pub fn peer_count(&self) -> usize {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// A stream whose writes stop the server, for async-signal-safe handlers
+    /// (e.g. `signal_hook::low_level::pipe::register`).
+    pub fn stop_stream(&self) -> io::Result<UnixStream> {
+        self.stop.try_clone()
+    }
+}
+
+/// A server running on its own thread (tests, the test bed, embedding programs).
+#[derive(Debug)]
+pub struct ServerThread {
+    handle: ServerHandle,
+    socket_path: PathBuf,
+    shm_size: u64,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl ServerThread {
+    /// Binds with `config` and runs the server on a new thread.
+    pub fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let server = Server::bind(config)?;
+        let handle = server.handle();
+        let socket_path = server.socket_path().to_owned();
+        let shm_size = server.shm_size();
+        let thread = std::thread::Builder::new()
+            .name("ivshmem-server".into())
+            .spawn(move || server.run())
+            .map_err(|source| ServerError::Io {
+                context: "starting the server thread",
+                source,
+            })?;
+        Ok(ServerThread {
+            handle,
+            socket_path,
+            shm_size,
+            thread: Some(thread),
+        })
+    }
+
+    /// The server's handle.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// The socket peers connect to.
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.socket_path
+    }
+
+    /// The shared memory size.
+    pub fn shm_size(&self) -> u64 {
+        self.shm_size
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ServerError> {
+        self.handle.stop();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ServerError::Config("the server thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}

@@ -1,0 +1,431 @@
+//! A peer of an ivshmem server, over the server's UNIX socket.
+//!
+//! The server sends our id, the shared memory, our vectors (eventfds we wait on) and,
+//! for every other peer, the eventfds that ring it. Later messages announce peers
+//! that join or leave. After the id, messages are accepted in any order, as QEMU's
+//! device does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Vector};
+use rustix::event::epoll;
+use tracing::{debug, warn};
+
+use crate::device::{Device, DeviceError, Event, PeerInfo, WaitFor};
+use crate::doorbell;
+use crate::mapping::MappedRegion;
+use crate::wire::{self, Message, ProtocolError, Receiver, RecvError};
+
+/// Token of the server socket in our epoll set; vectors use their index.
+const SOCKET_TOKEN: u64 = u64::MAX;
+
+/// How a host peer connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The server's socket.
+    pub socket_path: PathBuf,
+    /// How many vectors to expect for ourselves. The protocol never says; when
+    /// unset, setup ends once our vectors have arrived and the socket is quiet.
+    pub vectors: Option<usize>,
+    /// How long the whole setup may take.
+    pub setup_timeout: Duration,
+}
+
+impl HostConfig {
+    /// Connect to the server at `socket_path` with default settings.
+    pub fn new(socket_path: impl Into<PathBuf>) -> Self {
+        HostConfig {
+            socket_path: socket_path.into(),
+            vectors: None,
+            setup_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Quiet time after our last vector before setup counts as done.
+const QUIET_AFTER_VECTORS: Duration = Duration::from_millis(20);
+/// Quiet time after the shared memory before we assume a server with no vectors.
+const QUIET_WITHOUT_VECTORS: Duration = Duration::from_millis(250);
+
+/// A peer of an ivshmem server.
+#[derive(Debug)]
+pub struct HostPeer {
+    socket_path: PathBuf,
+    socket: UnixStream,
+    region: MappedRegion,
+    id: PeerId,
+    epoll: OwnedFd,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    receiver: Receiver,
+    own: Vec<OwnedFd>,
+    peers: BTreeMap<PeerId, Vec<OwnedFd>>,
+    pending: VecDeque<Event>,
+    server_gone: bool,
+}
+
+impl HostPeer {
+    /// Connects, runs the setup handshake and maps the shared memory.
+    pub fn connect(config: &HostConfig) -> Result<Self, DeviceError> {
+        let socket =
+            UnixStream::connect(&config.socket_path).map_err(|source| DeviceError::Connect {
+                path: config.socket_path.display().to_string(),
+                source,
+            })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(DeviceError::io("making the server socket non-blocking"))?;
+        let deadline = Instant::now() + config.setup_timeout;
+        let mut state = State::default();
+
+        let (version, fd) = recv_setup(
+            &mut state.receiver,
+            &socket,
+            deadline,
+            "its protocol version",
+        )?;
+        if fd.is_some() {
+            return Err(ProtocolError::VersionWithFd.into());
+        }
+        if version != wire::PROTOCOL_VERSION {
+            return Err(ProtocolError::BadVersion(version).into());
+        }
+        let (id, fd) = recv_setup(&mut state.receiver, &socket, deadline, "our peer id")?;
+        let id = match (PeerId::try_from(id), fd) {
+            (Ok(id), None) => id,
+            _ => return Err(ProtocolError::BadId(id).into()),
+        };
+
+        let mut shm = None;
+        while shm.is_none() {
+            let (value, fd) =
+                recv_setup(&mut state.receiver, &socket, deadline, "the shared memory")?;
+            match wire::classify(value, fd)? {
+                Message::SharedMemory(fd) => shm = Some(fd),
+                other => state.apply(id, other, false)?,
+            }
+        }
+        // Our own vectors come last and the protocol never says how many there are.
+        loop {
+            let have = state.own.len();
+            if config.vectors.is_some_and(|want| have >= want) {
+                break;
+            }
+            let quiet = if have == 0 {
+                QUIET_WITHOUT_VECTORS
+            } else {
+                QUIET_AFTER_VECTORS
+            };
+            let wait = if config.vectors.is_some() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                quiet.min(deadline.saturating_duration_since(Instant::now()))
+            };
+            match state.receiver.recv_timeout(&socket, Some(wait)) {
+                Ok(Some((value, fd))) => match wire::classify(value, fd)? {
+                    Message::SharedMemory(_) => {
+                        return Err(ProtocolError::InvalidValue(wire::SHM_MESSAGE).into());
+                    }
+                    other => state.apply(id, other, false)?,
+                },
+                Ok(None) if config.vectors.is_some() => {
+                    return Err(DeviceError::SetupTimeout("all our vectors"));
+                }
+                Ok(None) => break,
+                Err(RecvError::Closed) => return Err(DeviceError::ClosedDuringSetup),
+                Err(RecvError::Protocol(e)) => return Err(e.into()),
+                Err(RecvError::Io(e)) => {
+                    return Err(DeviceError::io("reading the server socket")(e));
+                }
+            }
+        }
+
+        let region = MappedRegion::map_fd(shm.expect("loop ends with the shm"))?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| DeviceError::io("creating an epoll set")(e.into()))?;
+        let watch = |fd: BorrowedFd<'_>, token: u64| {
+            epoll::add(
+                &epoll,
+                fd,
+                epoll::EventData::new_u64(token),
+                epoll::EventFlags::IN,
+            )
+            .map_err(|e| DeviceError::io("watching a file descriptor")(e.into()))
+        };
+        watch(socket.as_fd(), SOCKET_TOKEN)?;
+        for (vector, fd) in state.own.iter().enumerate() {
+            watch(fd.as_fd(), vector as u64)?;
+        }
+        debug!(
+            id,
+            vectors = state.own.len(),
+            peers = state.peers.len(),
+            size = region.len(),
+            "connected to {}",
+            config.socket_path.display()
+        );
+        Ok(HostPeer {
+            socket_path: config.socket_path.clone(),
+            socket,
+            region,
+            id,
+            epoll,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The server socket this peer is connected to.
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.socket_path
+    }
+
+    /// Whether the server has closed our connection.
+    pub fn server_gone(&self) -> bool {
+        self.lock().server_gone
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state (every mutation is
+        // a single push or insert), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes in everything that is ready: socket messages and rung vectors.
+    fn collect(&self, state: &mut State, ready: &[epoll::Event]) -> Result<(), DeviceError> {
+        for event in ready {
+            let token = event.data.u64();
+            if token == SOCKET_TOKEN {
+                self.drain_socket(state)?;
+            } else if let Some(fd) = state.own.get(token as usize) {
+                let count =
+                    doorbell::drain(fd.as_fd()).map_err(DeviceError::io("reading a vector"))?;
+                if count > 0 {
+                    state.push_notified(token as Vector, count);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_socket(&self, state: &mut State) -> Result<(), DeviceError> {
+        loop {
+            match state.receiver.recv(&self.socket) {
+                Ok(Some((value, fd))) => {
+                    let message = wire::classify(value, fd)?;
+                    if let Message::SharedMemory(_) = message {
+                        warn!("server sent unexpected shared memory message; ignored");
+                        continue;
+                    }
+                    let before = state.own.len();
+                    state.apply(self.id, message, true)?;
+                    for vector in before..state.own.len() {
+                        epoll::add(
+                            &self.epoll,
+                            state.own[vector].as_fd(),
+                            epoll::EventData::new_u64(vector as u64),
+                            epoll::EventFlags::IN,
+                        )
+                        .map_err(|e| DeviceError::io("watching a vector")(e.into()))?;
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(RecvError::Closed | RecvError::Io(_)) => {
+                    let _ = epoll::delete(&self.epoll, &self.socket);
+                    state.server_gone = true;
+                    state.pending.push_back(Event::ServerGone);
+                    return Ok(());
+                }
+                Err(RecvError::Protocol(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl State {
+    /// Applies a post-handshake message; `announce` queues peer events.
+    fn apply(
+        &mut self,
+        own_id: PeerId,
+        message: Message,
+        announce: bool,
+    ) -> Result<(), DeviceError> {
+        match message {
+            Message::SharedMemory(_) => Err(ProtocolError::InvalidValue(wire::SHM_MESSAGE).into()),
+            Message::PeerVector(peer, fd) if peer == own_id => {
+                if self.own.len() >= 64 {
+                    warn!("server sent more than 64 vectors for us; extra closed");
+                } else {
+                    self.own.push(fd);
+                }
+                Ok(())
+            }
+            Message::PeerVector(peer, fd) => {
+                let vectors = self.peers.entry(peer).or_default();
+                vectors.push(fd);
+                let count = vectors.len();
+                if announce {
+                    match self.pending.back_mut() {
+                        Some(Event::PeerJoined { peer: p, vectors }) if *p == peer => {
+                            *vectors = count
+                        }
+                        _ => self.pending.push_back(Event::PeerJoined {
+                            peer,
+                            vectors: count,
+                        }),
+                    }
+                }
+                Ok(())
+            }
+            Message::PeerGone(peer) => {
+                if self.peers.remove(&peer).is_none() {
+                    warn!("server announced that unknown peer {peer} left; ignored");
+                } else if announce {
+                    self.pending.push_back(Event::PeerLeft { peer });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn push_notified(&mut self, vector: Vector, count: u64) {
+        for event in self.pending.iter_mut() {
+            if let Event::Notified {
+                vector: v,
+                count: c,
+            } = event
+                && *v == vector
+            {
+                *c += count;
+                return;
+            }
+        }
+        self.pending.push_back(Event::Notified { vector, count });
+    }
+
+    fn take(&mut self, what: WaitFor) -> Option<Event> {
+        let index = self.pending.iter().position(|e| what.matches(e))?;
+        self.pending.remove(index)
+    }
+}
+
+fn recv_setup(
+    receiver: &mut Receiver,
+    socket: &UnixStream,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<(i64, Option<OwnedFd>), DeviceError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match receiver.recv_timeout(socket, Some(remaining)) {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err(DeviceError::SetupTimeout(what)),
+        Err(RecvError::Closed) => Err(DeviceError::ClosedDuringSetup),
+        Err(RecvError::Protocol(e)) => Err(e.into()),
+        Err(RecvError::Io(e)) => Err(DeviceError::io("reading the server socket")(e)),
+    }
+}
+
+impl Notify for HostPeer {
+    /// Rings `peer`'s eventfd for `vector`. Our own id is accepted (we notify
+    /// ourselves), as QEMU's client does.
+    fn notify(&self, peer: PeerId, vector: Vector) -> Result<(), NotifyError> {
+        let mut state = self.lock();
+        if peer != self.id && !state.peers.contains_key(&peer) {
+            // It may have joined since we last looked at the socket.
+            let _ = self.drain_socket(&mut state);
+        }
+        let fds = if peer == self.id {
+            &state.own
+        } else {
+            state
+                .peers
+                .get(&peer)
+                .ok_or(NotifyError::UnknownPeer(peer))?
+        };
+        let fd = fds
+            .get(usize::from(vector))
+            .ok_or(NotifyError::NoSuchVector {
+                peer,
+                vector,
+                available: fds.len(),
+            })?;
+        doorbell::ring(fd.as_fd()).map_err(|e| NotifyError::Os(e.raw_os_error().unwrap_or(0)))
+    }
+}
+
+impl Device for HostPeer {
+    fn region(&self) -> &RawRegion {
+        &self.region
+    }
+
+    fn id(&self) -> PeerId {
+        self.id
+    }
+
+    fn vectors(&self) -> usize {
+        self.lock().own.len()
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let mut state = self.lock();
+        let _ = self.drain_socket(&mut state);
+        state
+            .peers
+            .iter()
+            .map(|(&id, fds)| PeerInfo {
+                id,
+                vectors: fds.len(),
+            })
+            .collect()
+    }
+
+    fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut ready = Vec::with_capacity(16);
+        let mut polled = false;
+        loop {
+            if let Some(event) = self.lock().take(what) {
+                return Ok(Some(event));
+            }
+            let remaining = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // A zero timeout still looks once.
+                    if left.is_zero() && polled {
+                        return Ok(None);
+                    }
+                    Some(doorbell::to_timespec(left))
+                }
+                None => None,
+            };
+            polled = true;
+            ready.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut ready),
+                remaining.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(DeviceError::io("waiting for events")(e.into())),
+            }
+            let mut state = self.lock();
+            self.collect(&mut state, &ready)?;
+        }
+    }
+
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.epoll.as_fd())
+    }
+
+    fn describe(&self) -> String {
+        format!("host peer on {}", self.socket_path.display())
+    }
+}

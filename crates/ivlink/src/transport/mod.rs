@@ -1,0 +1,32 @@
+//! Ways to reach a region, each giving a [`Device`].
+
+pub mod file;
+pub mod host;
+
+use std::path::PathBuf;
+
+use crate::device::{Device, DeviceError};
+
+/// How a peer-side tool reaches the region: chosen the same way by every command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A peer of an ivshmem server on its UNIX socket.
+    Host(host::HostConfig),
+    /// A plain shared file, polled (no doorbell).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The id this peer uses for itself.
+        id: ivlink_core::PeerId,
+    },
+}
+
+impl Transport {
+    /// Connects or maps, giving the device.
+    pub fn open(&self) -> Result<Box<dyn Device>, DeviceError> {
+        Ok(match self {
+            Transport::Host(config) => Box::new(host::HostPeer::connect(config)?),
+            Transport::File { path, id } => Box::new(file::FilePeer::open(path, *id)?),
+        })
+    }
+}
