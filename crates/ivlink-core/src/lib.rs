@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod notify;
+pub mod raw_message;
 pub mod region;
 
 pub use notify::{Notify, NotifyError, PeerId, Vector};

@@ -17,6 +17,7 @@ pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 pub mod shm;
 pub mod size;
+pub mod testbed;
 pub mod transport;
 pub mod wire;
 

@@ -1,1 +1,69 @@
-fn main() {}
+//! `ivlink`: ivshmem server, peer tools and test bed in one command.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ivlink_cli::commands::{dump::DumpArgs, listen::ListenArgs, notify::NotifyArgs, testbed};
+use ivlink_cli::logging::{self, LogFormat, LogTarget};
+use ivlink_cli::server_cmd::ServerArgs;
+
+/// Shared memory and doorbells between QEMU VMs and processes, over ivshmem.
+#[derive(Debug, Parser)]
+#[command(name = "ivlink", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an ivshmem server (QEMU-compatible; `ivshmem-server` takes QEMU's short flags)
+    Server(Box<ServerArgs>),
+    /// Interactive client: QEMU's ivshmem-client commands (dump, int, help)
+    Client(ClientArgs),
+    /// Show the shared memory, this peer's id, its vectors and the known peers
+    Dump(DumpArgs),
+    /// Write a message into the region and ring a peer's vector
+    Notify(NotifyArgs),
+    /// Print each notification and the message in the region
+    Listen(ListenArgs),
+    /// Start a server and peers on private paths, exchange messages, check them
+    Testbed(testbed::TestbedArgs),
+    /// One peer of the test bed (started by `ivlink testbed`)
+    #[command(hide = true)]
+    TestbedPeer(testbed::TestbedPeerArgs),
+}
+
+/// Options of `ivlink client`.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Server socket
+    #[arg(short = 'S', long, value_name = "PATH", default_value = ivlink::DEFAULT_SOCKET_PATH)]
+    socket: std::path::PathBuf,
+    /// Print protocol details
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        let _ = logging::init(tracing::Level::WARN, LogFormat::Text, LogTarget::Stderr, None);
+    }
+    let result = match &cli.command {
+        Command::Server(args) => args.run(),
+        Command::Client(args) => ivlink_cli::client::run_interactive(&args.socket, args.verbose),
+        Command::Dump(args) => args.run(),
+        Command::Notify(args) => args.run(),
+        Command::Listen(args) => args.run(),
+        Command::Testbed(args) => args.run(),
+        Command::TestbedPeer(args) => args.run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ivlink: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -318,7 +318,7 @@ impl Server {
                 Ok((n, _)) if n > 0 => {
                     "it wrote to the server socket, which peers must never do".to_owned()
                 }
-                Ok(_) => "it disconnected".to_owned(),
+                Ok(_) | Err(Errno::CONNRESET) => "it disconnected".to_owned(),
                 Err(e) => format!("its socket failed: {e}"),
             };
             self.doom(token, reason);

@@ -1,0 +1,105 @@
+//! `ivlink notify`: write a message into the region and ring a peer, once or
+//! continuously (the seeds' `ivshmem_send_notify` and `ivshmem_send_continuous`).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ivlink::{PeerId, Vector};
+use ivlink_core::raw_message;
+
+use crate::transport_args::TransportArgs;
+
+/// Options of `ivlink notify`.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// Peer to notify
+    pub peer: PeerId,
+    /// Vector to ring on the peer
+    pub vector: Vector,
+    /// Message written at offset 0 of the region (Zephyr's doorbell sample layout)
+    pub message: Option<String>,
+
+    /// Keep sending until Ctrl-C (or --count / --duration)
+    #[arg(long)]
+    pub continuous: bool,
+
+    /// With --continuous: milliseconds between messages
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub interval: u64,
+
+    /// With --continuous: stop after this many messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// With --continuous: stop after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// Ring a peer above vector 255 anyway (QEMU guests only see the low 8 bits)
+    #[arg(long)]
+    pub allow_wide_vector: bool,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl NotifyArgs {
+    /// Sends.
+    pub fn run(&self) -> anyhow::Result<()> {
+        if self.vector > 255 && !self.allow_wide_vector {
+            anyhow::bail!(
+                "vector {} is above 255: QEMU's doorbell keeps only the low 8 bits (use --allow-wide-vector to force)",
+                self.vector
+            );
+        }
+        let device = self.transport.transport().open()?;
+        let stop = super::stop_flag()?;
+        let started = Instant::now();
+        let mut sent = 0u64;
+        loop {
+            if let Some(message) = &self.message {
+                raw_message::write(device.region(), raw_message::OFFSET, message.as_bytes())
+                    .context("cannot write the message")?;
+            }
+            device
+                .notify(self.peer, self.vector)
+                .with_context(|| format!("cannot notify peer {} on vector {}", self.peer, self.vector))?;
+            sent += 1;
+            match &self.message {
+                Some(m) => println!("Message {m} sent to peer {} on vector {}", self.peer, self.vector),
+                None => println!("Notification sent to peer {} on vector {}", self.peer, self.vector),
+            }
+            let done = !self.continuous
+                || stop.load(Ordering::Relaxed)
+                || self.count.is_some_and(|c| sent >= c)
+                || self
+                    .duration
+                    .is_some_and(|d| started.elapsed() >= Duration::from_secs_f64(d.max(0.0)));
+            if done {
+                break;
+            }
+            sleep_unless_stopped(Duration::from_millis(self.interval), &stop);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        if self.continuous {
+            println!("Stopped after {sent} message(s)");
+        }
+        Ok(())
+    }
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &std::sync::atomic::AtomicBool) {
+    let end = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}

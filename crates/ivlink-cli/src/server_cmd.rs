@@ -1,0 +1,254 @@
+//! Running a server from the command line: `ivlink server` and the drop-in
+//! `ivshmem-server` share [`run`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ivlink::server::IdPolicy;
+use ivlink::shm::ShmBacking;
+use ivlink::{Server, ServerConfig};
+use tracing::info;
+
+use crate::logging::{self, LogFormat, LogTarget};
+
+/// Default pid file of a daemonized server (QEMU's).
+pub const DEFAULT_PIDFILE: &str = "/var/run/ivshmem-server.pid";
+
+/// How ids are handed out, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdPolicyArg {
+    /// QEMU's rotating cursor (first peer 0, freed ids reused after wrapping)
+    Rotating,
+    /// The lowest free id
+    LowestFree,
+}
+
+/// Options of `ivlink server`: QEMU's flags with long names, plus more.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Listening socket path
+    #[arg(short = 'S', long, value_name = "PATH", default_value = ivlink::DEFAULT_SOCKET_PATH)]
+    pub socket: PathBuf,
+
+    /// POSIX shared memory object name (/dev/shm/NAME)
+    #[arg(short = 'M', long, value_name = "NAME", default_value = "ivshmem", group = "backing")]
+    pub shm_name: String,
+
+    /// Directory for an unlinked shared memory file (e.g. a hugetlbfs mount)
+    #[arg(short = 'm', long, value_name = "DIR", group = "backing")]
+    pub shm_dir: Option<PathBuf>,
+
+    /// File to use as shared memory, kept after exit (e.g. /dev/shm/x or a hugetlbfs file)
+    #[arg(long, value_name = "PATH", group = "backing")]
+    pub shm_file: Option<PathBuf>,
+
+    /// Anonymous memfd sealed against resizing (no name anyone could truncate)
+    #[arg(long, group = "backing")]
+    pub memfd: bool,
+
+    /// Shared memory size, K/M/G/T suffixes; rounded up to a power of two
+    #[arg(short = 'l', long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Vectors per peer (at most 64; Zephyr guests expect 2)
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1)]
+    pub vectors: u16,
+
+    /// Stay in the foreground (otherwise daemonize, like QEMU's server)
+    #[arg(short = 'F', long)]
+    pub foreground: bool,
+
+    /// Pid file (daemon mode only)
+    #[arg(short = 'p', long, value_name = "PATH", default_value = DEFAULT_PIDFILE)]
+    pub pidfile: PathBuf,
+
+    /// Log every peer event (debug level)
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Mode of the socket file and the shared memory, in octal (e.g. 0660)
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+
+    /// Group of the socket file and the shared memory (name or number)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Most peers connected at once (1-65536)
+    #[arg(long, value_name = "N", default_value_t = ivlink::server::MAX_PEERS)]
+    pub max_peers: usize,
+
+    /// How peer ids are chosen
+    #[arg(long, value_enum, default_value_t = IdPolicyArg::Rotating)]
+    pub id_policy: IdPolicyArg,
+
+    /// Messages queued for a peer that is not reading before it is dropped
+    #[arg(long, value_name = "N", default_value_t = 1 << 16)]
+    pub max_backlog: usize,
+
+    /// Remove the shared memory's name on exit (QEMU's server keeps it)
+    #[arg(long)]
+    pub unlink_shm: bool,
+
+    /// Log format
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Append logs to this file (useful in daemon mode)
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The library configuration these options describe.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let shm = if let Some(dir) = &self.shm_dir {
+            ShmBacking::Dir(dir.clone())
+        } else if let Some(file) = &self.shm_file {
+            ShmBacking::File(file.clone())
+        } else if self.memfd {
+            ShmBacking::Memfd
+        } else {
+            ShmBacking::Posix(self.shm_name.clone())
+        };
+        let group = self.group.as_deref().map(resolve_group).transpose()?;
+        Ok(ServerConfig {
+            socket_path: self.socket.clone(),
+            shm,
+            size: self.size,
+            vectors: self.vectors,
+            max_peers: self.max_peers,
+            id_policy: match self.id_policy {
+                IdPolicyArg::Rotating => IdPolicy::Rotating,
+                IdPolicyArg::LowestFree => IdPolicy::LowestFree,
+            },
+            socket_mode: self.mode,
+            shm_mode: self.mode,
+            group,
+            max_backlog: self.max_backlog,
+            unlink_shm_on_exit: self.unlink_shm,
+            ..ServerConfig::default()
+        })
+    }
+
+    /// Runs `ivlink server`.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let level = if self.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        logging::init(level, self.log_format, LogTarget::Stderr, self.log_file.as_deref())?;
+        let options = RunOptions {
+            foreground: self.foreground,
+            pidfile: self.pidfile.clone(),
+        };
+        run(self.config()?, &options)
+    }
+}
+
+/// Process-level choices around a server.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stay attached to the terminal.
+    pub foreground: bool,
+    /// Where a daemon writes its pid.
+    pub pidfile: PathBuf,
+}
+
+/// Binds, daemonizes unless in the foreground, and serves until SIGINT or SIGTERM.
+/// On a signal every peer is disconnected (the others are told) and the socket
+/// file is removed.
+pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
+    let server = Server::bind(config)?;
+    if !options.foreground {
+        daemonize().context("cannot daemonize")?;
+        std::fs::write(&options.pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
+    }
+    let handle = server.handle();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::low_level::pipe::register(signal, handle.stop_stream()?)
+            .context("cannot install signal handlers")?;
+    }
+    info!(
+        "listening on {} ({} bytes of shared memory)",
+        server.socket_path().display(),
+        server.shm_size()
+    );
+    server.run()?;
+    if !options.foreground {
+        let _ = std::fs::remove_file(&options.pidfile);
+    }
+    Ok(())
+}
+
+/// Detaches like QEMU's `qemu_daemon(1, 1)`: keeps the working directory and the
+/// standard streams.
+fn daemonize() -> std::io::Result<()> {
+    // SAFETY: daemon(3) forks; the server has started no threads yet (it is bound
+    // but not running), so the child is a complete copy of this process.
+    if unsafe { libc::daemon(1, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Parses a size with K/M/G/T suffixes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    ivlink::size::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// Parses an octal mode such as `0660` or `660`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("invalid mode '{text}': expected octal digits such as 0660")),
+    }
+}
+
+/// Resolves a group name or number.
+pub fn resolve_group(name: &str) -> anyhow::Result<rustix::fs::Gid> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(rustix::fs::Gid::from_raw(gid));
+    }
+    let c_name = std::ffi::CString::new(name).context("group names cannot contain NUL")?;
+    let mut group: libc::group = unsafe_zeroed_group();
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: every pointer refers to a live local of the right type; `buf` is
+    // large enough for typical entries and its length is passed.
+    let rc = unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut group, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        bail!("unknown group '{name}'");
+    }
+    Ok(rustix::fs::Gid::from_raw(group.gr_gid))
+}
+
+fn unsafe_zeroed_group() -> libc::group {
+    // SAFETY: libc::group is a plain C struct of integers and pointers, for which
+    // all-zero bytes are a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_octal_modes() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert!(parse_mode("0990").is_err());
+        assert!(parse_mode("77777").is_err());
+    }
+
+    #[test]
+    fn resolves_groups_by_name_and_number() {
+        assert_eq!(resolve_group("0").unwrap().as_raw(), 0);
+        assert_eq!(resolve_group("root").unwrap().as_raw(), 0);
+        assert!(resolve_group("no-such-group-ivlink").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! The test bed: a server and several peers exchanging notifications and messages,
+//! checked end to end. Replaces the seeds' "open two terminals, start the host
+//! first" choreography with one command.
+//!
+//! Peers pass a token around a ring ordered by id: the holder writes a message into
+//! the region (Zephyr's raw doorbell layout, a string at offset 0), rings the next
+//! peer, and waits for its predecessor. Only the holder writes, so the shared string
+//! is never torn, and with two peers every vector is exercised in both directions.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ivlink_core::{PeerId, Region, Vector, raw_message};
+use thiserror::Error;
+
+use crate::device::{Device, DeviceError, Event, WaitFor};
+use crate::server::{ServerError, ServerThread};
+use crate::shm::ShmBacking;
+use crate::ServerConfig;
+
+/// Why the test bed failed.
+#[derive(Debug, Error)]
+pub enum TestbedError {
+    /// The server could not start.
+    #[error("server: {0}")]
+    Server(#[from] ServerError),
+    /// A peer's device failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// Ringing failed.
+    #[error("notify: {0}")]
+    Notify(#[from] ivlink_core::NotifyError),
+    /// A peer did not hear from its predecessor in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    /// The message in the region was not the one expected.
+    #[error("wrong message on vector {vector}: expected '{expected}', found '{found}'")]
+    WrongMessage {
+        /// The vector that rang.
+        vector: Vector,
+        /// What the sender should have written.
+        expected: String,
+        /// What was there.
+        found: String,
+    },
+    /// The region refused the message.
+    #[error("region: {0}")]
+    Region(String),
+    /// Peers disagree on the number of vectors, or have none.
+    #[error("{0}")]
+    Setup(String),
+    /// Starting or watching a peer process failed.
+    #[error("peer process: {0}")]
+    Process(#[from] std::io::Error),
+    /// Some peer processes failed.
+    #[error("{failed} of {total} peer process(es) failed")]
+    PeersFailed {
+        /// How many failed.
+        failed: usize,
+        /// How many ran.
+        total: usize,
+    },
+}
+
+/// What one peer of the test bed does.
+#[derive(Debug, Clone)]
+pub struct PeerPlan {
+    /// How many peers take part (this one included).
+    pub peers: usize,
+    /// Laps of the token around the ring, per vector.
+    pub rounds: u32,
+    /// Longest wait for any one step.
+    pub timeout: Duration,
+}
+
+/// What one peer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Messages written and rung.
+    pub sent: u64,
+    /// Messages received and verified.
+    pub received: u64,
+}
+
+fn expected_message(from: PeerId, to: PeerId, vector: Vector, round: u32) -> String {
+    format!("message from peer {from} to peer {to} on vector {vector} round {round}")
+}
+
+/// Runs one peer's part; progress lines go to `out`.
+pub fn run_peer(device: &dyn Device, plan: &PeerPlan, out: &mut dyn Write) -> Result<PeerReport, TestbedError> {
+    let me = device.id();
+    let vectors = device.vectors();
+    if vectors == 0 {
+        return Err(TestbedError::Setup(
+            "this peer has no vectors: the test bed needs a server with -n 1 or more".into(),
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "connected: peer id {me}, {vectors} vector(s), {} bytes of shared memory",
+        device.region().len()
+    );
+    let deadline = Instant::now() + plan.timeout;
+    while device.peers().len() + 1 < plan.peers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TestbedError::Timeout(plan.timeout, format!("{} peers to join", plan.peers)));
+        }
+        if let Some(Event::PeerJoined { peer, .. }) = device.wait(WaitFor::PEER_EVENTS, Some(left))? {
+            let _ = writeln!(out, "peer {peer} joined");
+        }
+    }
+    let mut ids: Vec<PeerId> = device.peers().iter().map(|p| p.id).chain([me]).collect();
+    ids.sort_unstable();
+    let position = ids.iter().position(|&id| id == me).expect("own id listed");
+    let next = ids[(position + 1) % ids.len()];
+    let prev = ids[(position + ids.len() - 1) % ids.len()];
+    let vectors = device
+        .peers()
+        .iter()
+        .map(|p| p.vectors)
+        .chain([vectors])
+        .min()
+        .unwrap_or(0) as Vector;
+
+    let mut report = PeerReport::default();
+    for round in 0..plan.rounds {
+        for vector in 0..vectors {
+            if position == 0 {
+                send(device, next, vector, round, out)?;
+                receive(device, prev, vector, round, plan.timeout, out)?;
+                report.received += 1;
+            } else {
+                receive(device, prev, vector, round, plan.timeout, out)?;
+                report.received += 1;
+                send(device, next, vector, round, out)?;
+            }
+            report.sent += 1;
+        }
+    }
+    let _ = writeln!(out, "done: sent {}, received {}", report.sent, report.received);
+    Ok(report)
+}
+
+fn send(device: &dyn Device, to: PeerId, vector: Vector, round: u32, out: &mut dyn Write) -> Result<(), TestbedError> {
+    let text = expected_message(device.id(), to, vector, round);
+    raw_message::write(device.region(), raw_message::OFFSET, text.as_bytes())
+        .map_err(|e| TestbedError::Region(e.to_string()))?;
+    device.notify(to, vector)?;
+    let _ = writeln!(out, "Message {text} sent to peer {to} on vector {vector}");
+    Ok(())
+}
+
+fn receive(
+    device: &dyn Device,
+    from: PeerId,
+    vector: Vector,
+    round: u32,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<(), TestbedError> {
+    match device.wait(WaitFor::vector(vector), Some(timeout))? {
+        Some(Event::Notified { .. }) => {}
+        _ => {
+            return Err(TestbedError::Timeout(
+                timeout,
+                format!("a notification from peer {from} on vector {vector}"),
+            ));
+        }
+    }
+    let mut buf = [0u8; 256];
+    let len = raw_message::read(device.region(), raw_message::OFFSET, &mut buf)
+        .map_err(|e| TestbedError::Region(e.to_string()))?;
+    let found = String::from_utf8_lossy(&buf[..len]).into_owned();
+    let expected = expected_message(from, device.id(), vector, round);
+    if found != expected {
+        return Err(TestbedError::WrongMessage {
+            vector,
+            expected,
+            found,
+        });
+    }
+    let _ = writeln!(out, "received IRQ and full message: {found}");
+    Ok(())
+}
+
+/// The whole test bed.
+#[derive(Debug, Clone)]
+pub struct TestbedConfig {
+    /// Peer processes to start.
+    pub peers: usize,
+    /// Vectors per peer.
+    pub vectors: u16,
+    /// Shared memory size.
+    pub size: u64,
+    /// Laps of the token per vector.
+    pub rounds: u32,
+    /// Longest wait for any one step, and for each peer process to finish.
+    pub timeout: Duration,
+}
+
+impl Default for TestbedConfig {
+    fn default() -> Self {
+        TestbedConfig {
+            peers: 2,
+            vectors: 2,
+            size: 4 << 20,
+            rounds: 1,
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the whole test bed did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Peer processes that ran.
+    pub peers: usize,
+    /// Messages sent and verified across all peers.
+    pub messages: u64,
+}
+
+/// Starts a server on a private socket and `config.peers` peer processes, each made
+/// by `peer_command(socket_path)`, relays their output to `out` prefixed with the
+/// peer's number, and succeeds only if every peer does.
+pub fn run(
+    config: &TestbedConfig,
+    peer_command: &dyn Fn(&Path) -> Command,
+    out: &mut dyn Write,
+) -> Result<Summary, TestbedError> {
+    if config.peers < 2 {
+        return Err(TestbedError::Setup("the test bed needs at least 2 peers".into()));
+    }
+    if config.vectors == 0 {
+        return Err(TestbedError::Setup("the test bed needs at least 1 vector".into()));
+    }
+    let dir = tempfile::Builder::new().prefix("ivlink-testbed.").tempdir()?;
+    let socket = dir.path().join("ivshmem.sock");
+    let server = ServerThread::start(ServerConfig {
+        socket_path: socket.clone(),
+        shm: ShmBacking::Memfd,
+        size: config.size,
+        vectors: config.vectors,
+        ..ServerConfig::default()
+    })?;
+    let _ = writeln!(
+        out,
+        "testbed: server on {}, {} bytes of shared memory, {} vector(s) per peer; starting {} peers",
+        socket.display(),
+        server.shm_size(),
+        config.vectors,
+        config.peers
+    );
+
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let mut children = Children(Vec::new());
+    for number in 0..config.peers {
+        let mut command = peer_command(&socket);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn()?;
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = lines_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(format!("[peer process {number}] {line}"));
+                }
+            });
+        }
+        children.0.push(child);
+    }
+    drop(lines_tx);
+
+    let deadline = Instant::now() + config.timeout + Duration::from_secs(5);
+    let mut failed = 0;
+    let mut statuses = vec![None; children.0.len()];
+    while statuses.iter().any(Option::is_none) {
+        while let Ok(line) = lines_rx.try_recv() {
+            let _ = writeln!(out, "{line}");
+        }
+        for (child, status) in children.0.iter_mut().zip(statuses.iter_mut()) {
+            if status.is_none() {
+                *status = child.try_wait()?;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = writeln!(out, "testbed: peers did not finish in time; stopping them");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(children);
+    for line in lines_rx.iter() {
+        let _ = writeln!(out, "{line}");
+    }
+    for (number, status) in statuses.iter().enumerate() {
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => {
+                failed += 1;
+                let _ = writeln!(out, "testbed: peer process {number} failed ({s})");
+            }
+            None => failed += 1,
+        }
+    }
+    server.stop()?;
+    if failed > 0 {
+        return Err(TestbedError::PeersFailed {
+            failed,
+            total: config.peers,
+        });
+    }
+    let messages = config.peers as u64 * u64::from(config.rounds) * u64::from(config.vectors);
+    Ok(Summary {
+        peers: config.peers,
+        messages,
+    })
+}
+
+/// Peer processes, killed (by pid) and reaped if still running when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
