@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::{PeerId, Vector};
+use ivlink::{NotifyError, PeerId, Vector};
 use ivlink_core::raw_message;
 
 use crate::transport_args::TransportArgs;
@@ -64,14 +64,22 @@ impl NotifyArgs {
                 raw_message::write(device.region(), raw_message::OFFSET, message.as_bytes())
                     .context("cannot write the message")?;
             }
-            device
-                .notify(self.peer, self.vector)
-                .with_context(|| format!("cannot notify peer {} on vector {}", self.peer, self.vector))?;
-            sent += 1;
-            match &self.message {
-                Some(m) => println!("Message {m} sent to peer {} on vector {}", self.peer, self.vector),
-                None => println!("Notification sent to peer {} on vector {}", self.peer, self.vector),
+            match device.notify(self.peer, self.vector) {
+                Ok(()) => match &self.message {
+                    Some(m) => println!("Message {m} sent to peer {} on vector {}", self.peer, self.vector),
+                    None => println!("Notification sent to peer {} on vector {}", self.peer, self.vector),
+                },
+                Err(NotifyError::Unsupported) if self.message.is_some() => println!(
+                    "Message {} written; {} has no doorbell, so peers see it by polling",
+                    self.message.as_deref().unwrap_or_default(),
+                    device.describe()
+                ),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot notify peer {} on vector {}", self.peer, self.vector));
+                }
             }
+            sent += 1;
             let done = !self.continuous
                 || stop.load(Ordering::Relaxed)
                 || self.count.is_some_and(|c| sent >= c)

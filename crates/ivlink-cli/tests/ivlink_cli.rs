@@ -1,0 +1,255 @@
+//! The `ivlink` binary end to end: test bed, server lifecycle, peer commands over a
+//! real server and over a plain file, and clear errors for bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const IVLINK: &str = env!("CARGO_BIN_EXE_ivlink");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A child process killed (by pid) if the test ends early.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(IVLINK)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivlink");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    /// Waits for a line containing `needle`; panics with everything seen otherwise.
+    fn expect_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(IVLINK).args(args).stdin(Stdio::null()).output().expect("run ivlink")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn server(socket: &Path, extra: &[&str]) -> Running {
+    let mut args = vec!["server", "-F", "-S", socket.to_str().unwrap(), "-n", "2"];
+    args.extend_from_slice(extra);
+    let server = Running::start(&args);
+    server.expect_line("listening on");
+    server
+}
+
+#[test]
+fn testbed_exchanges_messages_both_ways_and_exits_zero() {
+    let output = run(&["testbed"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("testbed: OK: 2 peers exchanged 4 messages on 2 vector(s)"), "{all}");
+    assert!(all.contains("received IRQ and full message: message from peer 0 to peer 1 on vector 1"), "{all}");
+    assert!(all.contains("received IRQ and full message: message from peer 1 to peer 0 on vector 1"), "{all}");
+}
+
+#[test]
+fn testbed_with_three_peers_and_rounds() {
+    let output = run(&["testbed", "--peers", "3", "--rounds", "2", "-n", "1"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("3 peers exchanged 6 messages"), "{all}");
+}
+
+#[test]
+fn notify_reaches_listen_with_the_message_and_dump_shows_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let shm = dir.path().join("shm");
+    let _server = server(&socket, &["--shm-file", shm.to_str().unwrap()]);
+    let listener = Running::start(&["listen", "-S", sock, "--count", "2"]);
+    listener.expect_line("Listening as peer 0 (2 vector(s), 4194304 bytes)");
+
+    let dump = run(&["dump", "-S", sock]);
+    let dump_text = text(&dump);
+    assert!(dump.status.success(), "{dump_text}");
+    assert!(dump_text.contains("IVshmem up and running: \n"), "{dump_text}");
+    assert!(dump_text.contains("\tShared memory: 0x"), "{dump_text}");
+    assert!(dump_text.contains("of size 4194304 bytes"), "{dump_text}");
+    assert!(dump_text.contains("\tPeer id: 1\n"), "{dump_text}");
+    assert!(dump_text.contains("\tNotification vectors: 2\n"), "{dump_text}");
+    assert!(dump_text.contains("\tPeers: 0 (2 vectors)"), "{dump_text}");
+
+    let sent = run(&["notify", "-S", sock, "0", "1", "message from peer 2 to peer 0"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    assert!(text(&sent).contains("Message message from peer 2 to peer 0 sent to peer 0 on vector 1"));
+    listener.expect_line("vector 1: received IRQ and full message: message from peer 2 to peer 0");
+
+    let sent = run(&["notify", "-S", sock, "0", "0", "again", "--continuous", "--count", "3", "--interval", "1"]);
+    assert!(text(&sent).contains("Stopped after 3 message(s)"), "{}", text(&sent));
+    listener.expect_line("received IRQ and full message: again");
+}
+
+#[test]
+fn notify_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let absent = run(&["notify", "-S", sock, "0", "0", "x"]);
+    assert!(!absent.status.success());
+    assert!(text(&absent).contains("cannot connect to the ivshmem server at"), "{}", text(&absent));
+
+    let _server = server(&socket, &["--memfd"]);
+    let unknown = run(&["notify", "-S", sock, "9", "0", "x"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown).contains("peer 9 is not connected"), "{}", text(&unknown));
+    let wide = run(&["notify", "-S", sock, "0", "300"]);
+    assert!(text(&wide).contains("above 255"), "{}", text(&wide));
+    let bad = run(&["notify", "-S", sock, "zero", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "clap usage error");
+    assert!(text(&bad).contains("invalid value 'zero'"), "{}", text(&bad));
+}
+
+#[test]
+fn server_refuses_a_live_socket_replaces_a_stale_one_and_cleans_up_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let shm = dir.path().join("shm");
+    let shm_arg = shm.to_str().unwrap();
+    // A stale socket file from a crashed server.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut first = server(&socket, &["--shm-file", shm_arg, "--mode", "0660"]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::fs::metadata(&shm).unwrap().permissions().mode() & 0o777, 0o660);
+
+    let second = run(&["server", "-F", "-S", socket.to_str().unwrap(), "--memfd"]);
+    assert!(!second.status.success());
+    assert!(text(&second).contains("a server is already listening on"), "{}", text(&second));
+
+    let listener = Running::start(&["listen", "-S", socket.to_str().unwrap()]);
+    listener.expect_line("Listening as peer");
+    first.signal(rustix::process::Signal::TERM);
+    assert!(first.wait_exit().success());
+    listener.expect_line("the server went away");
+    assert!(!socket.exists(), "socket removed");
+    assert!(shm.exists(), "shared memory kept, as QEMU's server does");
+}
+
+#[test]
+fn server_unlinks_its_shared_memory_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let shm = dir.path().join("shm");
+    let mut server = server(&socket, &["--shm-file", shm.to_str().unwrap(), "--unlink-shm", "-l", "3M"]);
+    assert_eq!(std::fs::metadata(&shm).unwrap().len(), 4 << 20, "rounded up to a power of two");
+    server.signal(rustix::process::Signal::INT);
+    assert!(server.wait_exit().success());
+    assert!(!shm.exists());
+}
+
+#[test]
+fn server_logs_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let server = server(&socket, &["--memfd", "--log-format", "json"]);
+    let dump = run(&["dump", "-S", socket.to_str().unwrap()]);
+    assert!(dump.status.success());
+    let line = server.expect_line("new peer id = 0");
+    assert!(line.starts_with('{') && line.contains("\"level\":\"INFO\""), "{line}");
+    assert!(line.contains("uid"), "credentials logged: {line}");
+}
+
+#[test]
+fn bad_server_arguments_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let sock = sock.to_str().unwrap();
+    let vectors = run(&["server", "-F", "-S", sock, "--memfd", "-n", "65"]);
+    assert!(text(&vectors).contains("too many requested vectors (max is 64)"), "{}", text(&vectors));
+    let size = run(&["server", "-F", "-S", sock, "--memfd", "-l", "4Q"]);
+    assert!(text(&size).contains("invalid size '4Q'"), "{}", text(&size));
+    let mode = run(&["server", "-F", "-S", sock, "--memfd", "--mode", "999"]);
+    assert!(text(&mode).contains("invalid mode"), "{}", text(&mode));
+    let group = run(&["server", "-F", "-S", sock, "--memfd", "--group", "no-such-group-ivlink"]);
+    assert!(text(&group).contains("unknown group"), "{}", text(&group));
+    let both = run(&["server", "-F", "-S", sock, "--memfd", "-m", "/tmp"]);
+    assert!(!both.status.success());
+    assert!(!Path::new(sock).exists());
+}
+
+#[test]
+fn file_transport_writes_and_polls_without_a_doorbell() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("region");
+    std::fs::write(&file, vec![0u8; 65536]).unwrap();
+    let path = file.to_str().unwrap();
+    let listener = Running::start(&["listen", "--file", path, "--id", "1", "--count", "1"]);
+    listener.expect_line("Listening as peer 1 (0 vector(s), 65536 bytes)");
+    let sent = run(&["notify", "--file", path, "1", "0", "polled hello"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    assert!(text(&sent).contains("has no doorbell"), "{}", text(&sent));
+    listener.expect_line("region changed: received IRQ and full message: polled hello");
+    let dump = run(&["dump", "--file", path]);
+    assert!(text(&dump).contains("of size 65536 bytes"), "{}", text(&dump));
+    let missing = run(&["dump", "--file", dir.path().join("nope").to_str().unwrap()]);
+    assert!(text(&missing).contains("cannot open"), "{}", text(&missing));
+}
