@@ -22,7 +22,7 @@ pub enum Event {
         /// How many rings were coalesced into this event (at least 1).
         count: u64,
     },
-    /// A peer joined (or gained vectors).
+    /// A peer joined; announced once it has as many vectors as this peer.
     PeerJoined {
         /// The peer.
         peer: PeerId,

@@ -6,7 +6,7 @@
 //! device does.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -192,6 +192,24 @@ impl HostPeer {
         self.lock().server_gone
     }
 
+    /// The numbers of `peer`'s vector fds (ours when `peer` is our id), or `None`
+    /// for an unknown peer. For display only (QEMU's `ivshmem-client` prints them
+    /// in `dump`): the fds stay owned by this peer and may be closed at any time.
+    pub fn vector_fd_numbers(&self, peer: PeerId) -> Option<Vec<RawFd>> {
+        let state = self.lock();
+        let fds = if peer == self.id {
+            &state.own
+        } else {
+            state.peers.get(&peer)?
+        };
+        Some(fds.iter().map(AsRawFd::as_raw_fd).collect())
+    }
+
+    /// The number of the server socket's fd, for display only.
+    pub fn socket_fd_number(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent state (every mutation is
         // a single push or insert), so a poisoned lock is still usable.
@@ -271,16 +289,11 @@ impl State {
                 let vectors = self.peers.entry(peer).or_default();
                 vectors.push(fd);
                 let count = vectors.len();
-                if announce {
-                    match self.pending.back_mut() {
-                        Some(Event::PeerJoined { peer: p, vectors }) if *p == peer => {
-                            *vectors = count
-                        }
-                        _ => self.pending.push_back(Event::PeerJoined {
-                            peer,
-                            vectors: count,
-                        }),
-                    }
+                // Every peer of a server has the same number of vectors, sent one
+                // message each: announce the peer once it has as many as we do, so
+                // that every vector can be rung when the event is seen.
+                if announce && count == self.own.len().max(1) {
+                    self.pending.push_back(Event::PeerJoined { peer, vectors: count });
                 }
                 Ok(())
             }
