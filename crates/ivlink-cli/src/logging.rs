@@ -25,10 +25,18 @@ pub enum LogTarget {
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
-pub fn init(level: Level, format: LogFormat, target: LogTarget, file: Option<&Path>) -> anyhow::Result<()> {
+pub fn init(
+    level: Level,
+    format: LogFormat,
+    target: LogTarget,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let writer: tracing_subscriber::fmt::writer::BoxMakeWriter = match (file, target) {
         (Some(path), _) => {
             let file = std::fs::OpenOptions::new()
@@ -38,8 +46,12 @@ pub fn init(level: Level, format: LogFormat, target: LogTarget, file: Option<&Pa
                 .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
-        (None, LogTarget::Stdout) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
-        (None, LogTarget::Stderr) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        (None, LogTarget::Stdout) => {
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
+        }
+        (None, LogTarget::Stderr) => {
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+        }
     };
     let result = match format {
         LogFormat::Text => builder.with_writer(writer).with_ansi(false).try_init(),

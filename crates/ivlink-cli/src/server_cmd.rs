@@ -32,7 +32,13 @@ pub struct ServerArgs {
     pub socket: PathBuf,
 
     /// POSIX shared memory object name (/dev/shm/NAME)
-    #[arg(short = 'M', long, value_name = "NAME", default_value = "ivshmem", group = "backing")]
+    #[arg(
+        short = 'M',
+        long,
+        value_name = "NAME",
+        default_value = "ivshmem",
+        group = "backing"
+    )]
     pub shm_name: String,
 
     /// Directory for an unlinked shared memory file (e.g. a hugetlbfs mount)
@@ -139,7 +145,12 @@ impl ServerArgs {
         } else {
             tracing::Level::INFO
         };
-        logging::init(level, self.log_format, LogTarget::Stderr, self.log_file.as_deref())?;
+        logging::init(
+            level,
+            self.log_format,
+            LogTarget::Stderr,
+            self.log_file.as_deref(),
+        )?;
         let options = RunOptions {
             foreground: self.foreground,
             pidfile: self.pidfile.clone(),
@@ -163,8 +174,13 @@ pub struct RunOptions {
 pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
     let server = Server::bind(config)?;
     if !options.foreground {
+        // Open the pid file first: a failure is then reported by the process the
+        // user started, before it detaches.
+        let mut pidfile = std::fs::File::create(&options.pidfile)
+            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
         daemonize().context("cannot daemonize")?;
-        std::fs::write(&options.pidfile, format!("{}\n", std::process::id()))
+        use std::io::Write;
+        writeln!(pidfile, "{}", std::process::id())
             .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
     }
     let handle = server.handle();
@@ -205,7 +221,9 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!("invalid mode '{text}': expected octal digits such as 0660")),
+        _ => Err(format!(
+            "invalid mode '{text}': expected octal digits such as 0660"
+        )),
     }
 }
 
@@ -220,7 +238,15 @@ pub fn resolve_group(name: &str) -> anyhow::Result<rustix::fs::Gid> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: every pointer refers to a live local of the right type; `buf` is
     // large enough for typical entries and its length is passed.
-    let rc = unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut group, buf.as_mut_ptr(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() {
         bail!("unknown group '{name}'");
     }

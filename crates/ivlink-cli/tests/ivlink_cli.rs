@@ -81,7 +81,11 @@ impl Drop for Running {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(IVLINK).args(args).stdin(Stdio::null()).output().expect("run ivlink")
+    Command::new(IVLINK)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ivlink")
 }
 
 fn text(output: &Output) -> String {
@@ -105,9 +109,18 @@ fn testbed_exchanges_messages_both_ways_and_exits_zero() {
     let output = run(&["testbed"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
-    assert!(all.contains("testbed: OK: 2 peers exchanged 4 messages on 2 vector(s)"), "{all}");
-    assert!(all.contains("received IRQ and full message: message from peer 0 to peer 1 on vector 1"), "{all}");
-    assert!(all.contains("received IRQ and full message: message from peer 1 to peer 0 on vector 1"), "{all}");
+    assert!(
+        all.contains("testbed: OK: 2 peers exchanged 4 messages on 2 vector(s)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("received IRQ and full message: message from peer 0 to peer 1 on vector 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("received IRQ and full message: message from peer 1 to peer 0 on vector 1"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -131,20 +144,51 @@ fn notify_reaches_listen_with_the_message_and_dump_shows_peers() {
     let dump = run(&["dump", "-S", sock]);
     let dump_text = text(&dump);
     assert!(dump.status.success(), "{dump_text}");
-    assert!(dump_text.contains("IVshmem up and running: \n"), "{dump_text}");
+    assert!(
+        dump_text.contains("IVshmem up and running: \n"),
+        "{dump_text}"
+    );
     assert!(dump_text.contains("\tShared memory: 0x"), "{dump_text}");
     assert!(dump_text.contains("of size 4194304 bytes"), "{dump_text}");
     assert!(dump_text.contains("\tPeer id: 1\n"), "{dump_text}");
-    assert!(dump_text.contains("\tNotification vectors: 2\n"), "{dump_text}");
+    assert!(
+        dump_text.contains("\tNotification vectors: 2\n"),
+        "{dump_text}"
+    );
     assert!(dump_text.contains("\tPeers: 0 (2 vectors)"), "{dump_text}");
 
-    let sent = run(&["notify", "-S", sock, "0", "1", "message from peer 2 to peer 0"]);
+    let sent = run(&[
+        "notify",
+        "-S",
+        sock,
+        "0",
+        "1",
+        "message from peer 2 to peer 0",
+    ]);
     assert!(sent.status.success(), "{}", text(&sent));
-    assert!(text(&sent).contains("Message message from peer 2 to peer 0 sent to peer 0 on vector 1"));
+    assert!(
+        text(&sent).contains("Message message from peer 2 to peer 0 sent to peer 0 on vector 1")
+    );
     listener.expect_line("vector 1: received IRQ and full message: message from peer 2 to peer 0");
 
-    let sent = run(&["notify", "-S", sock, "0", "0", "again", "--continuous", "--count", "3", "--interval", "1"]);
-    assert!(text(&sent).contains("Stopped after 3 message(s)"), "{}", text(&sent));
+    let sent = run(&[
+        "notify",
+        "-S",
+        sock,
+        "0",
+        "0",
+        "again",
+        "--continuous",
+        "--count",
+        "3",
+        "--interval",
+        "1",
+    ]);
+    assert!(
+        text(&sent).contains("Stopped after 3 message(s)"),
+        "{}",
+        text(&sent)
+    );
     listener.expect_line("received IRQ and full message: again");
 }
 
@@ -155,17 +199,29 @@ fn notify_errors_name_the_problem() {
     let sock = socket.to_str().unwrap();
     let absent = run(&["notify", "-S", sock, "0", "0", "x"]);
     assert!(!absent.status.success());
-    assert!(text(&absent).contains("cannot connect to the ivshmem server at"), "{}", text(&absent));
+    assert!(
+        text(&absent).contains("cannot connect to the ivshmem server at"),
+        "{}",
+        text(&absent)
+    );
 
     let _server = server(&socket, &["--memfd"]);
     let unknown = run(&["notify", "-S", sock, "9", "0", "x"]);
     assert!(!unknown.status.success());
-    assert!(text(&unknown).contains("peer 9 is not connected"), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("peer 9 is not connected"),
+        "{}",
+        text(&unknown)
+    );
     let wide = run(&["notify", "-S", sock, "0", "300"]);
     assert!(text(&wide).contains("above 255"), "{}", text(&wide));
     let bad = run(&["notify", "-S", sock, "zero", "0"]);
     assert_eq!(bad.status.code(), Some(2), "clap usage error");
-    assert!(text(&bad).contains("invalid value 'zero'"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("invalid value 'zero'"),
+        "{}",
+        text(&bad)
+    );
 }
 
 #[test]
@@ -178,12 +234,22 @@ fn server_refuses_a_live_socket_replaces_a_stale_one_and_cleans_up_on_sigterm() 
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let mut first = server(&socket, &["--shm-file", shm_arg, "--mode", "0660"]);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
-    assert_eq!(std::fs::metadata(&shm).unwrap().permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    assert_eq!(
+        std::fs::metadata(&shm).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
 
     let second = run(&["server", "-F", "-S", socket.to_str().unwrap(), "--memfd"]);
     assert!(!second.status.success());
-    assert!(text(&second).contains("a server is already listening on"), "{}", text(&second));
+    assert!(
+        text(&second).contains("a server is already listening on"),
+        "{}",
+        text(&second)
+    );
 
     let listener = Running::start(&["listen", "-S", socket.to_str().unwrap()]);
     listener.expect_line("Listening as peer");
@@ -199,8 +265,21 @@ fn server_unlinks_its_shared_memory_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");
     let shm = dir.path().join("shm");
-    let mut server = server(&socket, &["--shm-file", shm.to_str().unwrap(), "--unlink-shm", "-l", "3M"]);
-    assert_eq!(std::fs::metadata(&shm).unwrap().len(), 4 << 20, "rounded up to a power of two");
+    let mut server = server(
+        &socket,
+        &[
+            "--shm-file",
+            shm.to_str().unwrap(),
+            "--unlink-shm",
+            "-l",
+            "3M",
+        ],
+    );
+    assert_eq!(
+        std::fs::metadata(&shm).unwrap().len(),
+        4 << 20,
+        "rounded up to a power of two"
+    );
     server.signal(rustix::process::Signal::INT);
     assert!(server.wait_exit().success());
     assert!(!shm.exists());
@@ -214,7 +293,10 @@ fn server_logs_json_when_asked() {
     let dump = run(&["dump", "-S", socket.to_str().unwrap()]);
     assert!(dump.status.success());
     let line = server.expect_line("new peer id = 0");
-    assert!(line.starts_with('{') && line.contains("\"level\":\"INFO\""), "{line}");
+    assert!(
+        line.starts_with('{') && line.contains("\"level\":\"INFO\""),
+        "{line}"
+    );
     assert!(line.contains("uid"), "credentials logged: {line}");
 }
 
@@ -224,12 +306,24 @@ fn bad_server_arguments_are_refused_clearly() {
     let sock = dir.path().join("sock");
     let sock = sock.to_str().unwrap();
     let vectors = run(&["server", "-F", "-S", sock, "--memfd", "-n", "65"]);
-    assert!(text(&vectors).contains("too many requested vectors (max is 64)"), "{}", text(&vectors));
+    assert!(
+        text(&vectors).contains("too many requested vectors (max is 64)"),
+        "{}",
+        text(&vectors)
+    );
     let size = run(&["server", "-F", "-S", sock, "--memfd", "-l", "4Q"]);
     assert!(text(&size).contains("invalid size '4Q'"), "{}", text(&size));
     let mode = run(&["server", "-F", "-S", sock, "--memfd", "--mode", "999"]);
     assert!(text(&mode).contains("invalid mode"), "{}", text(&mode));
-    let group = run(&["server", "-F", "-S", sock, "--memfd", "--group", "no-such-group-ivlink"]);
+    let group = run(&[
+        "server",
+        "-F",
+        "-S",
+        sock,
+        "--memfd",
+        "--group",
+        "no-such-group-ivlink",
+    ]);
     assert!(text(&group).contains("unknown group"), "{}", text(&group));
     let both = run(&["server", "-F", "-S", sock, "--memfd", "-m", "/tmp"]);
     assert!(!both.status.success());
@@ -249,7 +343,82 @@ fn file_transport_writes_and_polls_without_a_doorbell() {
     assert!(text(&sent).contains("has no doorbell"), "{}", text(&sent));
     listener.expect_line("region changed: received IRQ and full message: polled hello");
     let dump = run(&["dump", "--file", path]);
-    assert!(text(&dump).contains("of size 65536 bytes"), "{}", text(&dump));
+    assert!(
+        text(&dump).contains("of size 65536 bytes"),
+        "{}",
+        text(&dump)
+    );
     let missing = run(&["dump", "--file", dir.path().join("nope").to_str().unwrap()]);
     assert!(text(&missing).contains("cannot open"), "{}", text(&missing));
+}
+
+/// Clock ticks of CPU time a process has used (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_refuses_connections_without_spinning() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let mut child = Command::new("prlimit")
+        .args([
+            "--nofile=24",
+            "--",
+            IVLINK,
+            "server",
+            "-F",
+            "-S",
+            sock,
+            "--memfd",
+            "-n",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Without vectors each peer costs the server one fd, so `accept` itself is
+    // what runs out.
+    let peers: Vec<_> = (0..30)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(child.id()) - before;
+    assert!(
+        spent < 50,
+        "the server spun at the fd limit ({spent} ticks in 1 s)"
+    );
+    drop(peers);
+    // Once fds are free again, peers are served.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dump = run(&["dump", "-S", sock]);
+        if dump.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never recovered: {}",
+            text(&dump)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -48,7 +48,11 @@ impl From<RegionError> for RawMessageError {
 }
 
 /// Writes `message` and a terminating NUL at `offset`.
-pub fn write<R: Region + ?Sized>(region: &R, offset: usize, message: &[u8]) -> Result<(), RawMessageError> {
+pub fn write<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    message: &[u8],
+) -> Result<(), RawMessageError> {
     if message.contains(&0) {
         return Err(RawMessageError::ContainsNul);
     }
@@ -67,7 +71,11 @@ pub fn write<R: Region + ?Sized>(region: &R, offset: usize, message: &[u8]) -> R
 /// Reads the string at `offset` into `buf` (at most `buf.len()` bytes, stopping at a
 /// NUL or the region's end) and returns its length. Any bytes are accepted: the
 /// writer is not trusted, and the caller decides how to display them.
-pub fn read<R: Region + ?Sized>(region: &R, offset: usize, buf: &mut [u8]) -> Result<usize, RegionError> {
+pub fn read<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    buf: &mut [u8],
+) -> Result<usize, RegionError> {
     region.read_c_str(offset, buf)
 }
 
@@ -97,7 +105,10 @@ mod tests {
             Err(RawMessageError::TooLong { len: 8, room: 8 })
         );
         assert!(write(&*region, 0, b"1234567").is_ok());
-        assert_eq!(write(&*region, 0, b"a\0b"), Err(RawMessageError::ContainsNul));
+        assert_eq!(
+            write(&*region, 0, b"a\0b"),
+            Err(RawMessageError::ContainsNul)
+        );
         assert!(write(&*region, 9, b"").is_err());
     }
 

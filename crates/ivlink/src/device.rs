@@ -131,12 +131,12 @@ pub struct PeerInfo {
 #[derive(Debug, Error)]
 pub enum DeviceError {
     /// The server socket could not be reached.
-    #[error("cannot connect to the ivshmem server at {path}: {source}")]
+    #[error("cannot connect to the ivshmem server at {path}: {error}")]
     Connect {
         /// Socket path.
         path: String,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
     /// The server closed the connection during setup.
     #[error("the server closed the connection during setup")]
@@ -151,29 +151,29 @@ pub enum DeviceError {
     #[error(transparent)]
     Map(#[from] MapError),
     /// Opening a file or device failed.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}: {error}")]
     Open {
         /// What was opened.
         path: String,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
     /// Waiting needs a doorbell this transport does not have.
     #[error("this transport has no doorbell: poll the region instead of waiting for notifications")]
     NoDoorbell,
     /// A system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: &'static str,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
 impl DeviceError {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
-        move |source| DeviceError::Io { context, source }
+        move |error| DeviceError::Io { context, error }
     }
 }
 

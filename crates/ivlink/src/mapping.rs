@@ -14,7 +14,7 @@ use thiserror::Error;
 pub enum MapError {
     /// `fstat` failed.
     #[error("cannot inspect the shared memory: {0}")]
-    Stat(#[source] io::Error),
+    Stat(io::Error),
     /// The object has no bytes (nothing was ever sized).
     #[error("the shared memory is empty (size 0)")]
     Empty,
@@ -26,7 +26,7 @@ pub enum MapError {
     NotMappable,
     /// `mmap` failed.
     #[error("cannot map the shared memory: {0}")]
-    Mmap(#[source] io::Error),
+    Mmap(io::Error),
 }
 
 /// A shared region mapped read-write, shared with the other peers.

@@ -43,30 +43,30 @@ pub enum ShmError {
     #[error("invalid shared memory size {0}: it must be between 1 byte and 2^63 bytes")]
     BadSize(u64),
     /// Opening or creating failed.
-    #[error("cannot open shm file {what}: {source}")]
+    #[error("cannot open {what}: {error}")]
     Open {
         /// The object that could not be opened.
         what: String,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
     /// Sizing failed.
-    #[error("ftruncate({what}) to {size} bytes failed: {source}")]
+    #[error("ftruncate({what}) to {size} bytes failed: {error}")]
     Truncate {
         /// The object.
         what: String,
         /// The size asked for.
         size: u64,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
     /// Setting the mode or group failed.
-    #[error("cannot set permissions of {what}: {source}")]
+    #[error("cannot set permissions of {what}: {error}")]
     Permissions {
         /// The object.
         what: String,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -97,9 +97,9 @@ impl SharedMemory {
         }
         let create_mode = Mode::from_bits_truncate(mode.unwrap_or(DEFAULT_SHM_MODE));
         let what = backing.to_string();
-        let open_err = |source: io::Error| ShmError::Open {
+        let open_err = |error: io::Error| ShmError::Open {
             what: what.clone(),
-            source,
+            error,
         };
         let fd: OwnedFd = match &backing {
             ShmBacking::Posix(name) => rustix::shm::open(
@@ -129,9 +129,9 @@ impl SharedMemory {
             rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
                 .map_err(|e| open_err(e.into()))?;
         } else {
-            apply_permissions(&fd, mode, group).map_err(|source| ShmError::Permissions {
+            apply_permissions(&fd, mode, group).map_err(|error| ShmError::Permissions {
                 what: what.clone(),
-                source,
+                error,
             })?;
         }
         Ok(SharedMemory { fd, size, backing })
@@ -190,7 +190,7 @@ fn resize(fd: &OwnedFd, size: u64, what: &str) -> Result<u64, ShmError> {
         .map(|st| st.st_size as u64)
         .map_err(|e| ShmError::Open {
             what: what.to_owned(),
-            source: e.into(),
+            error: e.into(),
         })?;
     if current == size {
         info!("{what} already has {size} bytes; keeping its contents");
@@ -208,7 +208,7 @@ fn resize(fd: &OwnedFd, size: u64, what: &str) -> Result<u64, ShmError> {
                 return Err(ShmError::Truncate {
                     what: what.to_owned(),
                     size,
-                    source: e.into(),
+                    error: e.into(),
                 });
             }
         }

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use ivlink_core::{PeerId, Region, Vector, raw_message};
 use thiserror::Error;
 
+use crate::ServerConfig;
 use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::server::{ServerError, ServerThread};
 use crate::shm::ShmBacking;
-use crate::ServerConfig;
 
 /// Why the test bed failed.
 #[derive(Debug, Error)]
@@ -90,7 +90,11 @@ fn expected_message(from: PeerId, to: PeerId, vector: Vector, round: u32) -> Str
 }
 
 /// Runs one peer's part; progress lines go to `out`.
-pub fn run_peer(device: &dyn Device, plan: &PeerPlan, out: &mut dyn Write) -> Result<PeerReport, TestbedError> {
+pub fn run_peer(
+    device: &dyn Device,
+    plan: &PeerPlan,
+    out: &mut dyn Write,
+) -> Result<PeerReport, TestbedError> {
     let me = device.id();
     let vectors = device.vectors();
     if vectors == 0 {
@@ -107,9 +111,14 @@ pub fn run_peer(device: &dyn Device, plan: &PeerPlan, out: &mut dyn Write) -> Re
     while device.peers().len() + 1 < plan.peers {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(TestbedError::Timeout(plan.timeout, format!("{} peers to join", plan.peers)));
+            return Err(TestbedError::Timeout(
+                plan.timeout,
+                format!("{} peers to join", plan.peers),
+            ));
         }
-        if let Some(Event::PeerJoined { peer, .. }) = device.wait(WaitFor::PEER_EVENTS, Some(left))? {
+        if let Some(Event::PeerJoined { peer, .. }) =
+            device.wait(WaitFor::PEER_EVENTS, Some(left))?
+        {
             let _ = writeln!(out, "peer {peer} joined");
         }
     }
@@ -141,11 +150,21 @@ pub fn run_peer(device: &dyn Device, plan: &PeerPlan, out: &mut dyn Write) -> Re
             report.sent += 1;
         }
     }
-    let _ = writeln!(out, "done: sent {}, received {}", report.sent, report.received);
+    let _ = writeln!(
+        out,
+        "done: sent {}, received {}",
+        report.sent, report.received
+    );
     Ok(report)
 }
 
-fn send(device: &dyn Device, to: PeerId, vector: Vector, round: u32, out: &mut dyn Write) -> Result<(), TestbedError> {
+fn send(
+    device: &dyn Device,
+    to: PeerId,
+    vector: Vector,
+    round: u32,
+    out: &mut dyn Write,
+) -> Result<(), TestbedError> {
     let text = expected_message(device.id(), to, vector, round);
     raw_message::write(device.region(), raw_message::OFFSET, text.as_bytes())
         .map_err(|e| TestbedError::Region(e.to_string()))?;
@@ -232,12 +251,18 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Summary, TestbedError> {
     if config.peers < 2 {
-        return Err(TestbedError::Setup("the test bed needs at least 2 peers".into()));
+        return Err(TestbedError::Setup(
+            "the test bed needs at least 2 peers".into(),
+        ));
     }
     if config.vectors == 0 {
-        return Err(TestbedError::Setup("the test bed needs at least 1 vector".into()));
+        return Err(TestbedError::Setup(
+            "the test bed needs at least 1 vector".into(),
+        ));
     }
-    let dir = tempfile::Builder::new().prefix("ivlink-testbed.").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ivlink-testbed.")
+        .tempdir()?;
     let socket = dir.path().join("ivshmem.sock");
     let server = ServerThread::start(ServerConfig {
         socket_path: socket.clone(),
@@ -259,11 +284,20 @@ pub fn run(
     let mut children = Children(Vec::new());
     for number in 0..config.peers {
         let mut command = peer_command(&socket);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = command.spawn()?;
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()

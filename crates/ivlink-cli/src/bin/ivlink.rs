@@ -48,7 +48,12 @@ struct ClientArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Server(_)) {
-        let _ = logging::init(tracing::Level::WARN, LogFormat::Text, LogTarget::Stderr, None);
+        let _ = logging::init(
+            tracing::Level::WARN,
+            LogFormat::Text,
+            LogTarget::Stderr,
+            None,
+        );
     }
     let result = match &cli.command {
         Command::Server(args) => args.run(),

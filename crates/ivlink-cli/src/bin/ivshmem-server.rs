@@ -1,1 +1,7 @@
-fn main() {}
+//! Drop-in replacement for QEMU's `ivshmem-server`.
+
+fn main() {
+    std::process::exit(ivlink_cli::dropin_server::main_with_args(
+        std::env::args_os().collect(),
+    ));
+}

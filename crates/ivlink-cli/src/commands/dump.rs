@@ -41,7 +41,14 @@ pub fn print(device: &dyn Device, out: &mut dyn Write) -> std::io::Result<()> {
     } else {
         let list: Vec<String> = peers
             .iter()
-            .map(|p| format!("{} ({} vector{})", p.id, p.vectors, if p.vectors == 1 { "" } else { "s" }))
+            .map(|p| {
+                format!(
+                    "{} ({} vector{})",
+                    p.id,
+                    p.vectors,
+                    if p.vectors == 1 { "" } else { "s" }
+                )
+            })
             .collect();
         writeln!(out, "\tPeers: {}", list.join(", "))?;
     }

@@ -53,7 +53,11 @@ impl ListenArgs {
         let mut received = 0u64;
         let mut last_event = Instant::now();
         let mut last_message = self.message(&*device);
-        let tick = Duration::from_millis(if device.has_doorbell() { 100 } else { self.poll_interval.max(1) });
+        let tick = Duration::from_millis(if device.has_doorbell() {
+            100
+        } else {
+            self.poll_interval.max(1)
+        });
         while !stop.load(Ordering::Relaxed) && self.count.is_none_or(|c| received < c) {
             if let Some(limit) = timeout
                 && last_event.elapsed() >= limit

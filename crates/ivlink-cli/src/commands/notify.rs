@@ -66,8 +66,14 @@ impl NotifyArgs {
             }
             match device.notify(self.peer, self.vector) {
                 Ok(()) => match &self.message {
-                    Some(m) => println!("Message {m} sent to peer {} on vector {}", self.peer, self.vector),
-                    None => println!("Notification sent to peer {} on vector {}", self.peer, self.vector),
+                    Some(m) => println!(
+                        "Message {m} sent to peer {} on vector {}",
+                        self.peer, self.vector
+                    ),
+                    None => println!(
+                        "Notification sent to peer {} on vector {}",
+                        self.peer, self.vector
+                    ),
                 },
                 Err(NotifyError::Unsupported) if self.message.is_some() => println!(
                     "Message {} written; {} has no doorbell, so peers see it by polling",
@@ -75,8 +81,9 @@ impl NotifyArgs {
                     device.describe()
                 ),
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot notify peer {} on vector {}", self.peer, self.vector));
+                    return Err(e).with_context(|| {
+                        format!("cannot notify peer {} on vector {}", self.peer, self.vector)
+                    });
                 }
             }
             sent += 1;

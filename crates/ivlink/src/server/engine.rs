@@ -45,6 +45,8 @@ pub struct Server {
     next_token: u64,
     /// Peers to remove once the current step is done, with the reason.
     doomed: Vec<(u64, String)>,
+    /// An fd held in reserve so a connection can be refused when fds run out.
+    spare_fd: Option<OwnedFd>,
 }
 
 impl Server {
@@ -72,30 +74,30 @@ impl Server {
         let io_err = |context| {
             move |e: Errno| ServerError::Io {
                 context,
-                source: e.into(),
+                error: e.into(),
             }
         };
         let shm_fd = Arc::new(
             shm.fd()
                 .try_clone_to_owned()
-                .map_err(|source| ServerError::Io {
+                .map_err(|error| ServerError::Io {
                     context: "duplicating the shared memory fd",
-                    source,
+                    error,
                 })?,
         );
         let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
         info!("create & bind socket {}", config.socket_path.display());
         let epoll =
             epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io_err("creating an epoll set"))?;
-        let (stop_tx, stop_rx) = UnixStream::pair().map_err(|source| ServerError::Io {
+        let (stop_tx, stop_rx) = UnixStream::pair().map_err(|error| ServerError::Io {
             context: "creating the stop channel",
-            source,
+            error,
         })?;
         stop_rx
             .set_nonblocking(true)
-            .map_err(|source| ServerError::Io {
+            .map_err(|error| ServerError::Io {
                 context: "creating the stop channel",
-                source,
+                error,
             })?;
         epoll::add(
             &epoll,
@@ -127,6 +129,7 @@ impl Server {
             peers: BTreeMap::new(),
             next_token: FIRST_PEER_TOKEN,
             doomed: Vec::new(),
+            spare_fd: reserve_spare_fd(),
         })
     }
 
@@ -168,7 +171,7 @@ impl Server {
                 Err(e) => {
                     return Err(ServerError::Io {
                         context: "waiting for events",
-                        source: e.into(),
+                        error: e.into(),
                     });
                 }
             }
@@ -212,14 +215,19 @@ impl Server {
                 Err(Errno::AGAIN) => return Ok(()),
                 Err(Errno::INTR | Errno::CONNABORTED) => continue,
                 Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
-                    // Out of resources: leave the connection in the backlog for later.
-                    warn!("cannot accept a connection: {e}");
+                    // Out of resources. The pending connection would keep the
+                    // listener readable and spin the loop: free the spare fd,
+                    // accept and close the connection, then take the spare back.
+                    warn!("refusing a connection: {e}");
+                    self.spare_fd = None;
+                    let _ = rustix::net::accept_with(self.listener.socket(), SocketFlags::CLOEXEC);
+                    self.spare_fd = reserve_spare_fd();
                     return Ok(());
                 }
                 Err(e) => {
                     return Err(ServerError::Io {
                         context: "accepting a connection",
-                        source: e.into(),
+                        error: e.into(),
                     });
                 }
             }
@@ -294,6 +302,8 @@ impl Server {
         for fd in peer.vectors.clone() {
             peer.push(i64::from(id), Some(fd));
         }
+        // A large setup still being read is not a sign of a stuck peer.
+        peer.setup_len = peer.backlog();
         self.peers.insert(token, peer);
         self.handle.peers.store(self.peers.len(), Ordering::Relaxed);
         self.flush(token);
@@ -332,7 +342,7 @@ impl Server {
     fn after_push(&mut self, token: u64) {
         self.flush(token);
         if let Some(peer) = self.peers.get(&token)
-            && peer.backlog() > self.config.max_backlog
+            && peer.backlog() > self.config.max_backlog + peer.setup_len
         {
             let reason = format!(
                 "it is not reading its socket ({} messages queued, limit {})",
@@ -424,6 +434,15 @@ impl Server {
             }
         }
     }
+}
+
+fn reserve_spare_fd() -> Option<OwnedFd> {
+    rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
 }
 
 /// Lifts the soft open-file limit to the hard one: each peer costs a socket and one

@@ -23,9 +23,9 @@ impl Listener {
     /// Binds `path`, applying `mode` and `group` to the socket file.
     pub fn bind(path: &Path, mode: Option<u32>, group: Option<Gid>) -> Result<Self, ServerError> {
         remove_if_stale(path)?;
-        let bind_err = |source: io::Error| ServerError::Bind {
+        let bind_err = |error: io::Error| ServerError::Bind {
             path: path.to_owned(),
-            source,
+            error,
         };
         let socket = UnixListener::bind(path).map_err(bind_err)?;
         socket.set_nonblocking(true).map_err(bind_err)?;
@@ -65,16 +65,23 @@ impl Listener {
     }
 }
 
+impl Drop for Listener {
+    /// A server that never ran (or failed) leaves no socket file behind.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// Removes `path` if it is a socket nobody listens on; refuses a live one and any
 /// other kind of file.
 fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
+        Err(error) => {
             return Err(ServerError::Bind {
                 path: path.to_owned(),
-                source,
+                error,
             });
         }
     };
@@ -85,15 +92,15 @@ fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
         Ok(_) => Err(ServerError::AlreadyRunning(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             info!("replacing stale socket {}", path.display());
-            std::fs::remove_file(path).map_err(|source| ServerError::Bind {
+            std::fs::remove_file(path).map_err(|error| ServerError::Bind {
                 path: path.to_owned(),
-                source,
+                error,
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ServerError::Bind {
+        Err(error) => Err(ServerError::Bind {
             path: path.to_owned(),
-            source,
+            error,
         }),
     }
 }

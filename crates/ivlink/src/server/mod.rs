@@ -98,20 +98,20 @@ pub enum ServerError {
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
     /// Binding the socket failed.
-    #[error("cannot bind {}: {source}", path.display())]
+    #[error("cannot bind {}: {error}", path.display())]
     Bind {
         /// The socket path.
         path: PathBuf,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
     /// A system call in the event loop failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: &'static str,
         /// The system's reason.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -161,9 +161,9 @@ impl ServerThread {
         let thread = std::thread::Builder::new()
             .name("ivshmem-server".into())
             .spawn(move || server.run())
-            .map_err(|source| ServerError::Io {
+            .map_err(|error| ServerError::Io {
                 context: "starting the server thread",
-                source,
+                error,
             })?;
         Ok(ServerThread {
             handle,

@@ -46,6 +46,8 @@ pub struct Peer {
     pub watching_writable: bool,
     /// Whether a flush is waiting for the in-flight fd limit to ease.
     pub retry: bool,
+    /// Messages of its own connect sequence, tolerated on top of the backlog limit.
+    pub setup_len: usize,
     queue: VecDeque<Outgoing>,
 }
 
@@ -58,6 +60,7 @@ impl Peer {
             vectors,
             watching_writable: false,
             retry: false,
+            setup_len: 0,
             queue: VecDeque::new(),
         }
     }

@@ -26,7 +26,7 @@ impl FilePeer {
             rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
                 DeviceError::Open {
                     path: path.display().to_string(),
-                    source: e.into(),
+                    error: e.into(),
                 }
             })?;
         Ok(FilePeer {
@@ -40,7 +40,7 @@ impl FilePeer {
     pub fn create(path: &Path, size: u64, id: PeerId) -> Result<Self, DeviceError> {
         let open_err = |e: rustix::io::Errno| DeviceError::Open {
             path: path.display().to_string(),
-            source: e.into(),
+            error: e.into(),
         };
         let fd = rustix::fs::open(
             path,

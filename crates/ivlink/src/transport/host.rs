@@ -76,9 +76,9 @@ impl HostPeer {
     /// Connects, runs the setup handshake and maps the shared memory.
     pub fn connect(config: &HostConfig) -> Result<Self, DeviceError> {
         let socket =
-            UnixStream::connect(&config.socket_path).map_err(|source| DeviceError::Connect {
+            UnixStream::connect(&config.socket_path).map_err(|error| DeviceError::Connect {
                 path: config.socket_path.display().to_string(),
-                source,
+                error,
             })?;
         socket
             .set_nonblocking(true)
@@ -293,7 +293,10 @@ impl State {
                 // message each: announce the peer once it has as many as we do, so
                 // that every vector can be rung when the event is seen.
                 if announce && count == self.own.len().max(1) {
-                    self.pending.push_back(Event::PeerJoined { peer, vectors: count });
+                    self.pending.push_back(Event::PeerJoined {
+                        peer,
+                        vectors: count,
+                    });
                 }
                 Ok(())
             }
