@@ -369,7 +369,7 @@ fn a_server_out_of_file_descriptors_refuses_connections_without_spinning() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();
-    let mut child = Command::new("prlimit")
+    let child = Command::new("prlimit")
         .args([
             "--nofile=24",
             "--",
@@ -386,6 +386,8 @@ fn a_server_out_of_file_descriptors_refuses_connections_without_spinning() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed by pid however the test ends.
+    let child = Guarded(child);
     let deadline = Instant::now() + WAIT;
     while !socket.exists() {
         assert!(Instant::now() < deadline, "server did not start");
@@ -397,9 +399,9 @@ fn a_server_out_of_file_descriptors_refuses_connections_without_spinning() {
         .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_ticks(child.id());
+    let before = cpu_ticks(child.0.id());
     std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_ticks(child.id()) - before;
+    let spent = cpu_ticks(child.0.id()) - before;
     assert!(
         spent < 50,
         "the server spun at the fd limit ({spent} ticks in 1 s)"
@@ -419,6 +421,14 @@ fn a_server_out_of_file_descriptors_refuses_connections_without_spinning() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed (by pid) and reaped when dropped.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -158,6 +158,9 @@ pub enum DeviceError {
         /// The system's reason.
         error: io::Error,
     },
+    /// The guest transport could not reach the PCI device.
+    #[error(transparent)]
+    Guest(#[from] crate::transport::guest::GuestError),
     /// Waiting needs a doorbell this transport does not have.
     #[error("this transport has no doorbell: poll the region instead of waiting for notifications")]
     NoDoorbell,

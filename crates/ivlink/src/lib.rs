@@ -3,8 +3,9 @@
 //! - [`server`]: an ivshmem server, byte-compatible with QEMU's, embeddable in
 //!   programs and tests.
 //! - [`transport`]: peers of the region. [`transport::host`] is a peer of a server
-//!   over its UNIX socket; [`transport::file`] maps a plain shared file. Both give a
-//!   [`Device`].
+//!   over its UNIX socket; [`transport::guest`] is a Linux guest on QEMU's ivshmem
+//!   PCI device (VFIO or sysfs); [`transport::file`] maps a plain shared file. Each
+//!   gives a [`Device`].
 //! - [`wire`]: the server socket protocol shared by both sides.
 //!
 //! The protocols that run inside the region live in `ivlink-core` and reach it
@@ -19,13 +20,14 @@ pub mod shm;
 pub mod size;
 pub mod testbed;
 pub mod transport;
+pub mod vm;
 pub mod wire;
 
 pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
 pub use mapping::MappedRegion;
 
-pub use transport::{Transport, file::FilePeer, host::HostPeer};
+pub use transport::{Transport, file::FilePeer, guest::GuestPeer, host::HostPeer};
 
 /// The socket path QEMU's tools use when none is given.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/ivshmem_socket";

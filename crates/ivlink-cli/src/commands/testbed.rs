@@ -50,6 +50,7 @@ impl TestbedArgs {
         let peers = self.peers;
         let rounds = self.rounds;
         let timeout = self.timeout;
+        let nonce = run_nonce();
         let command = move |socket: &Path| {
             let mut command = Command::new(&exe);
             command
@@ -61,7 +62,9 @@ impl TestbedArgs {
                 .arg("--rounds")
                 .arg(rounds.to_string())
                 .arg("--timeout")
-                .arg(timeout.to_string());
+                .arg(timeout.to_string())
+                .arg("--nonce")
+                .arg(nonce.to_string());
             command
         };
         let mut out = std::io::stdout().lock();
@@ -91,6 +94,14 @@ pub struct TestbedPeerArgs {
     #[arg(long, default_value_t = 20.0)]
     pub timeout: f64,
 
+    /// Ids taking part, comma-separated (needed where peers cannot be discovered, as in a guest)
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub ring: Option<Vec<u16>>,
+
+    /// Value unique to this run, marking the peers ready
+    #[arg(long, default_value_t = 1)]
+    pub nonce: u64,
+
     /// How to reach the region
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -104,8 +115,19 @@ impl TestbedPeerArgs {
             peers: self.peers,
             rounds: self.rounds,
             timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+            ring: self.ring.clone(),
+            nonce: self.nonce,
         };
         testbed::run_peer(&*device, &plan, &mut std::io::stdout().lock())?;
         Ok(())
     }
+}
+
+/// A value that differs between runs (never 0, the region's initial content).
+pub fn run_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ u64::from(std::process::id()) | 1
 }

@@ -1,6 +1,7 @@
 //! Ways to reach a region, each giving a [`Device`].
 
 pub mod file;
+pub mod guest;
 pub mod host;
 
 use std::path::PathBuf;
@@ -19,6 +20,14 @@ pub enum Transport {
         /// The id this peer uses for itself.
         id: ivlink_core::PeerId,
     },
+    /// A Linux guest on QEMU's ivshmem PCI device (VFIO or sysfs).
+    Guest {
+        /// The device's PCI address (`"0000:00:03.0"` or `"00:03.0"`); `None` finds
+        /// the first ivshmem device.
+        device: Option<String>,
+        /// How to reach it.
+        mode: guest::GuestMode,
+    },
 }
 
 impl Transport {
@@ -27,6 +36,9 @@ impl Transport {
         Ok(match self {
             Transport::Host(config) => Box::new(host::HostPeer::connect(config)?),
             Transport::File { path, id } => Box::new(file::FilePeer::open(path, *id)?),
+            Transport::Guest { device, mode } => {
+                Box::new(guest::GuestPeer::open(device.as_deref(), *mode)?)
+            }
         })
     }
 }

@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,17 @@ pub struct PeerPlan {
     pub rounds: u32,
     /// Longest wait for any one step.
     pub timeout: Duration,
+    /// The ids taking part, when this peer cannot discover them (a guest sees no
+    /// peer events); `None` waits for the server to announce them.
+    pub ring: Option<Vec<PeerId>>,
+    /// A value unique to this run, published by each peer once it listens, so
+    /// flags left in a reused region from an earlier run are not mistaken for
+    /// readiness.
+    pub nonce: u64,
 }
+
+/// Where each peer publishes its "listening" word (after the raw message area).
+const READY_BASE: usize = 0x1_0000;
 
 /// What one peer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,23 +118,10 @@ pub fn run_peer(
         "connected: peer id {me}, {vectors} vector(s), {} bytes of shared memory",
         device.region().len()
     );
-    let deadline = Instant::now() + plan.timeout;
-    while device.peers().len() + 1 < plan.peers {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(TestbedError::Timeout(
-                plan.timeout,
-                format!("{} peers to join", plan.peers),
-            ));
-        }
-        if let Some(Event::PeerJoined { peer, .. }) =
-            device.wait(WaitFor::PEER_EVENTS, Some(left))?
-        {
-            let _ = writeln!(out, "peer {peer} joined");
-        }
-    }
-    let mut ids: Vec<PeerId> = device.peers().iter().map(|p| p.id).chain([me]).collect();
-    ids.sort_unstable();
+    let ids = match &plan.ring {
+        Some(ring) => ring_with(ring, me)?,
+        None => discover(device, plan, out)?,
+    };
     let position = ids.iter().position(|&id| id == me).expect("own id listed");
     let next = ids[(position + 1) % ids.len()];
     let prev = ids[(position + ids.len() - 1) % ids.len()];
@@ -134,6 +132,34 @@ pub fn run_peer(
         .chain([vectors])
         .min()
         .unwrap_or(0) as Vector;
+
+    // A doorbell rung before its receiver listens is lost on a real device: the
+    // first sender waits until every peer has said it listens.
+    let ready_at = |position: usize| READY_BASE + 8 * position;
+    device
+        .region()
+        .store_u64(ready_at(position), plan.nonce, Ordering::Release)
+        .map_err(|e| TestbedError::Region(e.to_string()))?;
+    if position == 0 {
+        let deadline = Instant::now() + plan.timeout;
+        for (other, id) in ids.iter().enumerate().skip(1) {
+            while device
+                .region()
+                .load_u64(ready_at(other), Ordering::Acquire)
+                .map_err(|e| TestbedError::Region(e.to_string()))?
+                != plan.nonce
+            {
+                if Instant::now() > deadline {
+                    return Err(TestbedError::Timeout(
+                        plan.timeout,
+                        format!("peer {id} to listen"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let _ = writeln!(out, "all {} peers listening", ids.len());
+    }
 
     let mut report = PeerReport::default();
     for round in 0..plan.rounds {
@@ -156,6 +182,50 @@ pub fn run_peer(
         report.sent, report.received
     );
     Ok(report)
+}
+
+/// The ring from an explicit list of ids, which must include ours.
+fn ring_with(ring: &[PeerId], me: PeerId) -> Result<Vec<PeerId>, TestbedError> {
+    let mut ids = ring.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if !ids.contains(&me) || ids.len() < 2 {
+        return Err(TestbedError::Setup(format!(
+            "the ring {ring:?} must hold this peer ({me}) and at least one other"
+        )));
+    }
+    Ok(ids)
+}
+
+/// The ring from the peers the server announces, once `plan.peers` are there.
+fn discover(
+    device: &dyn Device,
+    plan: &PeerPlan,
+    out: &mut dyn Write,
+) -> Result<Vec<PeerId>, TestbedError> {
+    let deadline = Instant::now() + plan.timeout;
+    while device.peers().len() + 1 < plan.peers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TestbedError::Timeout(
+                plan.timeout,
+                format!("{} peers to join", plan.peers),
+            ));
+        }
+        if let Some(Event::PeerJoined { peer, .. }) =
+            device.wait(WaitFor::PEER_EVENTS, Some(left))?
+        {
+            let _ = writeln!(out, "peer {peer} joined");
+        }
+    }
+    let mut ids: Vec<PeerId> = device
+        .peers()
+        .iter()
+        .map(|p| p.id)
+        .chain([device.id()])
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 fn send(
@@ -372,3 +442,5 @@ impl Drop for Children {
         }
     }
 }
+
+pub mod guests;

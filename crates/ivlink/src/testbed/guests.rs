@@ -1,0 +1,226 @@
+//! The test bed with real QEMU guests as peers: a server, N Linux guests on the
+//! `ivshmem-doorbell` device started in the right order, their consoles on UNIX
+//! sockets and log files, and the same token ring run inside the guests.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ivlink_core::PeerId;
+
+use super::{Summary, TestbedError};
+use crate::ServerConfig;
+use crate::server::ServerThread;
+use crate::shm::ShmBacking;
+use crate::vm::{Guest, GuestConfig, VmError};
+
+/// The guest test bed's settings.
+#[derive(Debug, Clone)]
+pub struct GuestTestbedConfig {
+    /// Guests to boot.
+    pub guests: usize,
+    /// Vectors per peer.
+    pub vectors: u16,
+    /// Shared memory size.
+    pub size: u64,
+    /// Laps of the token per vector.
+    pub rounds: u32,
+    /// Longest wait for one step of the exchange.
+    pub timeout: Duration,
+    /// Longest wait for a guest to boot to its shell.
+    pub boot_timeout: Duration,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initramfs (with a static `ivlink` and the VFIO modules).
+    pub initrd: PathBuf,
+    /// QEMU accelerator (`tcg`; KVM guests hang on some hosts).
+    pub accel: String,
+    /// Where the server socket, consoles and logs go.
+    pub work_dir: PathBuf,
+    /// After the exchange, keep everything running until `stop` is set.
+    pub keep_running: bool,
+}
+
+impl From<VmError> for TestbedError {
+    fn from(e: VmError) -> Self {
+        TestbedError::Setup(e.to_string())
+    }
+}
+
+/// Boots the guests, runs the exchange among them, reports, and (with
+/// `keep_running`) leaves them up for the user until `stop` is set. Every guest
+/// is powered off, or killed, before this returns.
+pub fn run_guests(
+    config: &GuestTestbedConfig,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<Summary, TestbedError> {
+    if config.guests < 2 {
+        return Err(TestbedError::Setup(
+            "the guest test bed needs at least 2 guests".into(),
+        ));
+    }
+    std::fs::create_dir_all(&config.work_dir)?;
+    let socket = config.work_dir.join("ivshmem.sock");
+    let server = ServerThread::start(ServerConfig {
+        socket_path: socket.clone(),
+        shm: ShmBacking::Memfd,
+        size: config.size,
+        vectors: config.vectors,
+        ..ServerConfig::default()
+    })?;
+    let _ = writeln!(
+        out,
+        "testbed: server on {}, {} bytes, {} vector(s); booting {} guests ({})",
+        socket.display(),
+        server.shm_size(),
+        config.vectors,
+        config.guests,
+        config.accel
+    );
+
+    // The server listens before any QEMU starts; guests then boot in parallel.
+    let mut guests = Vec::with_capacity(config.guests);
+    for number in 0..config.guests {
+        let name = format!("guest{number}");
+        let guest = Guest::boot(GuestConfig {
+            console_socket: config.work_dir.join(format!("{name}.console")),
+            log_path: config.work_dir.join(format!("{name}.log")),
+            accel: config.accel.clone(),
+            ..GuestConfig::new(
+                &name,
+                &config.kernel,
+                &config.initrd,
+                &socket,
+                config.vectors,
+            )
+        })?;
+        guests.push(guest);
+    }
+    let started = Instant::now();
+    for guest in &mut guests {
+        guest.wait_ready(config.boot_timeout)?;
+    }
+    let _ = writeln!(
+        out,
+        "testbed: {} guests up in {:.1?}",
+        guests.len(),
+        started.elapsed()
+    );
+
+    let mut ids = Vec::with_capacity(guests.len());
+    for (number, guest) in guests.iter_mut().enumerate() {
+        let id = guest_peer_id(guest)?;
+        let _ = writeln!(
+            out,
+            "guest{number}: peer id {id}; console {} (attach: socat -,rawer UNIX-CONNECT:{}), log {}",
+            guest.console_socket().display(),
+            guest.console_socket().display(),
+            guest.log_path().display()
+        );
+        ids.push(id);
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(TestbedError::Setup("interrupted".into()));
+    }
+
+    let ring: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        | 1;
+    let command = format!(
+        "ivlink testbed-peer --device --ring {} --rounds {} --timeout {} --nonce {nonce}; echo testbed-peer-exit=$?",
+        ring.join(","),
+        config.rounds,
+        config.timeout.as_secs_f64()
+    );
+    for guest in &mut guests {
+        guest.start(&command)?;
+    }
+    let mut failed = 0;
+    for (number, guest) in guests.iter_mut().enumerate() {
+        let wait =
+            config.timeout * (2 + config.guests as u32 * config.rounds * u32::from(config.vectors));
+        let line = guest.wait_for("testbed-peer-exit=", wait)?;
+        let log = std::fs::read_to_string(guest.log_path()).unwrap_or_default();
+        for shown in log
+            .lines()
+            .filter(|l| {
+                [
+                    "Message ",
+                    "received IRQ",
+                    "done:",
+                    "all ",
+                    "Error",
+                    "ivlink:",
+                ]
+                .iter()
+                .any(|k| l.contains(k))
+            })
+            .filter(|l| !l.contains("testbed-peer --device"))
+        {
+            let _ = writeln!(out, "[guest{number}] {}", shown.trim_end());
+        }
+        if !line.trim_end().ends_with("testbed-peer-exit=0") {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "testbed: guest{number} failed:\n{}",
+                guest.log_tail(20)
+            );
+        }
+    }
+
+    if config.keep_running && failed == 0 {
+        for guest in &mut guests {
+            guest.detach_console();
+        }
+        let _ = writeln!(
+            out,
+            "testbed: guests keep running; attach to a console above; Ctrl-C stops everything"
+        );
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = writeln!(out, "testbed: powering off the guests");
+    for guest in &mut guests {
+        let _ = guest.poweroff(Duration::from_secs(10));
+    }
+    drop(guests);
+    server.stop()?;
+    if failed > 0 {
+        return Err(TestbedError::PeersFailed {
+            failed,
+            total: config.guests,
+        });
+    }
+    Ok(Summary {
+        peers: config.guests,
+        messages: config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors),
+    })
+}
+
+/// Asks a guest for its peer id (`ivlink dump --device`).
+pub fn guest_peer_id(guest: &mut Guest) -> Result<PeerId, TestbedError> {
+    let dump = guest.run("ivlink dump --device", Duration::from_secs(60))?;
+    if dump.status != 0 {
+        return Err(TestbedError::Setup(format!(
+            "`ivlink dump --device` failed in the guest:\n{}",
+            dump.output
+        )));
+    }
+    dump.output
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Peer id: ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok_or_else(|| {
+            TestbedError::Setup(format!("no peer id in the guest's dump:\n{}", dump.output))
+        })
+}

@@ -1,0 +1,372 @@
+//! `cargo xtask vm-test`: real Linux guests on the `ivshmem-doorbell` device of an
+//! `ivlink server`, checked end to end: guest to guest on every vector with the
+//! message seen in the region, guest to host peer and back, a guest that powers off
+//! reported as gone, a new guest joining, and a token ring over guests and a host
+//! peer. Serial logs are kept when anything fails; every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use ivlink::testbed::guests::guest_peer_id;
+use ivlink::testbed::{self, PeerPlan};
+use ivlink::transport::host::{HostConfig, HostPeer};
+use ivlink::vm::{Guest, GuestConfig, find_qemu};
+use ivlink::{Device, Event, Notify, PeerId, WaitFor};
+use ivlink_core::raw_message;
+
+use crate::harness::{ServerProcess, build_host_ivlink, prepare_image};
+
+/// Options of `cargo xtask vm-test`.
+#[derive(Debug, Args)]
+pub struct VmTestArgs {
+    /// Use the image in DIR as it is [default: build target/vm-image first]
+    #[arg(long, value_name = "DIR")]
+    image: Option<PathBuf>,
+    /// QEMU accelerator (KVM guests hang on this project's machines)
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// Seconds allowed from starting QEMU to the guest's shell
+    #[arg(long, default_value_t = 120)]
+    ready_timeout: u64,
+    /// Seconds allowed for any one step inside a guest
+    #[arg(long, default_value_t = 60)]
+    step_timeout: u64,
+    /// Keep the run directory (serial logs) even when every check passes
+    #[arg(long)]
+    keep: bool,
+}
+
+const VECTORS: u16 = 2;
+
+/// Runs the VM tests; prints one line per check and fails on the first failure.
+pub fn run(root: &Path, args: &VmTestArgs) -> Result<()> {
+    let started = Instant::now();
+    let qemu = find_qemu()
+        .context("qemu-system-x86_64 is not on PATH (apt-get install qemu-system-x86)")?;
+    let image = prepare_image(root, args.image.as_deref())?;
+    let ivlink = build_host_ivlink(root)?;
+    let run_dir = root.join("target").join("vm-test").join(format!(
+        "run-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let mut bed = Bed {
+        qemu,
+        image,
+        dir: run_dir.clone(),
+        accel: args.accel.clone(),
+        ready: Duration::from_secs(args.ready_timeout),
+        step: Duration::from_secs(args.step_timeout),
+        guests: Vec::new(),
+    };
+    let result = scenario(&mut bed, &ivlink);
+    if let Err(e) = &result {
+        println!("vm-test: FAILED: {e:#}");
+        for guest in &bed.guests {
+            println!(
+                "--- last lines of {} ({})",
+                guest.name(),
+                guest.log_path().display()
+            );
+            println!("{}", guest.log_tail(30));
+        }
+        println!("vm-test: logs kept in {}", run_dir.display());
+    }
+    drop(bed);
+    result?;
+    if args.keep {
+        println!("vm-test: logs kept in {}", run_dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    println!(
+        "vm-test: PASSED in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Everything a scenario needs; guests are killed (by pid) when it is dropped.
+struct Bed {
+    qemu: PathBuf,
+    image: PathBuf,
+    dir: PathBuf,
+    accel: String,
+    ready: Duration,
+    step: Duration,
+    guests: Vec<Guest>,
+}
+
+impl Bed {
+    /// Starts QEMU for a new guest; returns its index in `guests`.
+    fn boot(&mut self, name: &str, socket: &Path) -> Result<usize> {
+        let mut config = GuestConfig::from_image(name, &self.image, socket, &self.dir);
+        config.vectors = VECTORS;
+        config.accel = self.accel.clone();
+        config.qemu = self.qemu.clone();
+        self.guests.push(Guest::boot(config)?);
+        Ok(self.guests.len() - 1)
+    }
+
+    fn wait_ready(&mut self, index: usize) -> Result<()> {
+        let ready = self.ready;
+        let guest = &mut self.guests[index];
+        guest.wait_ready(ready)?;
+        let after = guest.ready_after().unwrap_or_default();
+        check(&format!(
+            "{} booted to its shell in {:.1} s",
+            guest.name(),
+            after.as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Runs a command in a guest and requires exit status 0.
+    fn run_ok(&mut self, index: usize, command: &str) -> Result<String> {
+        let step = self.step;
+        let guest = &mut self.guests[index];
+        let out = guest.run(command, step)?;
+        ensure!(
+            out.status == 0,
+            "`{command}` in {} exited {}:\n{}",
+            guest.name(),
+            out.status,
+            out.output
+        );
+        Ok(out.output)
+    }
+
+    fn wait_for(&mut self, index: usize, needle: &str) -> Result<String> {
+        let step = self.step;
+        Ok(self.guests[index].wait_for(needle, step)?)
+    }
+}
+
+fn check(what: &str) {
+    println!("ok  {what}");
+}
+
+fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
+    let mut server = ServerProcess::start(ivlink, &bed.dir, VECTORS)?;
+    let socket = server.socket().to_path_buf();
+    check(&format!("ivlink server listening on {}", socket.display()));
+    let host = HostPeer::connect(&HostConfig::new(&socket))?;
+    ensure!(
+        host.id() == 0,
+        "the host peer got id {}, expected 0",
+        host.id()
+    );
+    check("host peer connected as peer 0");
+
+    // Two guests boot in parallel; the server is already listening.
+    let a = bed.boot("guest-a", &socket)?;
+    let b = bed.boot("guest-b", &socket)?;
+    bed.wait_ready(a)?;
+    bed.wait_ready(b)?;
+    let id_a = guest_peer_id(&mut bed.guests[a])?;
+    let id_b = guest_peer_id(&mut bed.guests[b])?;
+    let mut joined = vec![wait_joined(&host, bed.step)?, wait_joined(&host, bed.step)?];
+    joined.sort_unstable();
+    let mut expected = vec![id_a, id_b];
+    expected.sort_unstable();
+    ensure!(
+        joined == expected,
+        "host saw guests {joined:?} join, the guests say {expected:?}"
+    );
+    check(&format!(
+        "guests are peers {id_a} and {id_b}; the host peer saw both join with {VECTORS} vectors"
+    ));
+    let dump = bed.run_ok(a, "ivlink dump --device")?;
+    ensure!(
+        dump.contains(&format!("Notification vectors: {VECTORS}")) && dump.contains("via VFIO"),
+        "unexpected dump in guest-a:\n{dump}"
+    );
+    check("guest dump shows the region, its id and its MSI-X vectors (VFIO)");
+
+    guest_to_guest(bed, (a, id_a), (b, id_b))?;
+    guest_to_guest(bed, (b, id_b), (a, id_a))?;
+    guest_to_host(bed, &host, (a, id_a))?;
+    host_to_guest(bed, &host, (b, id_b))?;
+
+    bed.guests[a].poweroff(bed.step)?;
+    wait_left(&host, id_a, bed.step)?;
+    check(&format!(
+        "guest-a powered off; the host peer saw peer {id_a} leave"
+    ));
+
+    let c = bed.boot("guest-c", &socket)?;
+    bed.wait_ready(c)?;
+    let id_c = guest_peer_id(&mut bed.guests[c])?;
+    ensure!(
+        wait_joined(&host, bed.step)? == id_c,
+        "the host peer did not see guest-c join"
+    );
+    ensure!(
+        id_c > id_b,
+        "guest-c got id {id_c}; the rotating cursor should give a new, higher id"
+    );
+    check(&format!("a new guest joined as peer {id_c}"));
+    guest_to_guest(bed, (c, id_c), (b, id_b))?;
+
+    ring(bed, &host, &[(b, id_b), (c, id_c)])?;
+
+    for index in [b, c] {
+        bed.guests[index].poweroff(bed.step)?;
+    }
+    server.ensure_running()?;
+    check("guests powered off; the server kept running throughout");
+    Ok(())
+}
+
+/// `from` rings `to` on every vector with a message; `to` prints it from the region.
+fn guest_to_guest(
+    bed: &mut Bed,
+    (from, from_id): (usize, PeerId),
+    (to, to_id): (usize, PeerId),
+) -> Result<()> {
+    let guest = &mut bed.guests[to];
+    guest.start(&format!(
+        "ivlink listen --device --count {VECTORS} --timeout {}; echo listen-exit=$?",
+        bed.step.as_secs()
+    ))?;
+    bed.wait_for(to, "Listening as peer")?;
+    for vector in 0..VECTORS {
+        let text = format!("guest {from_id} to guest {to_id} on vector {vector}");
+        bed.run_ok(
+            from,
+            &format!("ivlink notify --device {to_id} {vector} '{text}'"),
+        )?;
+        bed.wait_for(
+            to,
+            &format!("vector {vector}: received IRQ and full message: {text}"),
+        )?;
+    }
+    let exit = bed.wait_for(to, "listen-exit=")?;
+    ensure!(
+        exit.trim_end().ends_with("listen-exit=0"),
+        "listen in the guest ended with {exit}"
+    );
+    check(&format!(
+        "guest {from_id} -> guest {to_id}: a doorbell on each of {VECTORS} vectors, the message read from the region"
+    ));
+    Ok(())
+}
+
+fn guest_to_host(bed: &mut Bed, host: &HostPeer, (guest, id): (usize, PeerId)) -> Result<()> {
+    for vector in 0..VECTORS {
+        let text = format!("guest {id} to the host on vector {vector}");
+        bed.run_ok(
+            guest,
+            &format!("ivlink notify --device 0 {vector} '{text}'"),
+        )?;
+        match host.wait(WaitFor::vector(vector), Some(bed.step))? {
+            Some(Event::Notified { .. }) => {}
+            other => {
+                bail!("the host peer got {other:?} instead of a notification on vector {vector}")
+            }
+        }
+        let found = host_message(host);
+        ensure!(
+            found == text,
+            "the host peer read '{found}', expected '{text}'"
+        );
+    }
+    check(&format!(
+        "guest {id} -> host peer on each vector, message intact"
+    ));
+    Ok(())
+}
+
+fn host_to_guest(bed: &mut Bed, host: &HostPeer, (guest, id): (usize, PeerId)) -> Result<()> {
+    bed.guests[guest].start(&format!(
+        "ivlink listen --device --count {VECTORS} --timeout {}; echo listen-exit=$?",
+        bed.step.as_secs()
+    ))?;
+    bed.wait_for(guest, "Listening as peer")?;
+    for vector in 0..VECTORS {
+        let text = format!("host to guest {id} on vector {vector}");
+        raw_message::write(host.region(), raw_message::OFFSET, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        host.notify(id, vector)?;
+        bed.wait_for(
+            guest,
+            &format!("vector {vector}: received IRQ and full message: {text}"),
+        )?;
+    }
+    let exit = bed.wait_for(guest, "listen-exit=")?;
+    ensure!(
+        exit.trim_end().ends_with("listen-exit=0"),
+        "listen in the guest ended with {exit}"
+    );
+    check(&format!(
+        "host peer -> guest {id} on each vector, message intact"
+    ));
+    Ok(())
+}
+
+/// The test bed's token ring over guests and the host peer: every hop a doorbell
+/// and a message checked by its receiver.
+fn ring(bed: &mut Bed, host: &HostPeer, guests: &[(usize, PeerId)]) -> Result<()> {
+    let ids: Vec<PeerId> = guests
+        .iter()
+        .map(|&(_, id)| id)
+        .chain([host.id()])
+        .collect();
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let nonce = std::process::id() as u64 * 2 + 1;
+    let rounds = 2;
+    for &(index, _) in guests {
+        bed.guests[index].start(&format!(
+            "ivlink testbed-peer --device --ring {} --rounds {rounds} --timeout {} --nonce {nonce}; echo ring-exit=$?",
+            list.join(","),
+            bed.step.as_secs()
+        ))?;
+    }
+    let plan = PeerPlan {
+        peers: ids.len(),
+        rounds,
+        timeout: bed.step,
+        ring: Some(ids.clone()),
+        nonce,
+    };
+    let mut log = Vec::new();
+    let report = testbed::run_peer(host, &plan, &mut log)
+        .with_context(|| format!("host peer in the ring:\n{}", String::from_utf8_lossy(&log)))?;
+    for &(index, _) in guests {
+        let exit = bed.wait_for(index, "ring-exit=")?;
+        ensure!(
+            exit.trim_end().ends_with("ring-exit=0"),
+            "the ring failed in a guest: {exit}"
+        );
+    }
+    check(&format!(
+        "token ring over peers {ids:?}: {} laps on {VECTORS} vectors, host sent {} and received {}, all intact",
+        rounds, report.sent, report.received
+    ));
+    Ok(())
+}
+
+fn host_message(host: &HostPeer) -> String {
+    let mut buf = [0u8; 256];
+    let len = raw_message::read(host.region(), raw_message::OFFSET, &mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+fn wait_joined(host: &HostPeer, timeout: Duration) -> Result<PeerId> {
+    match host.wait(WaitFor::PEER_EVENTS, Some(timeout))? {
+        Some(Event::PeerJoined { peer, vectors }) if vectors == usize::from(VECTORS) => Ok(peer),
+        other => bail!("the host peer expected a guest to join, got {other:?}"),
+    }
+}
+
+fn wait_left(host: &HostPeer, id: PeerId, timeout: Duration) -> Result<()> {
+    match host.wait(WaitFor::PEER_EVENTS, Some(timeout))? {
+        Some(Event::PeerLeft { peer }) if peer == id => Ok(()),
+        other => bail!("the host peer expected peer {id} to leave, got {other:?}"),
+    }
+}
