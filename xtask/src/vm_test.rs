@@ -220,6 +220,28 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     }
     server.ensure_running()?;
     check("guests powered off; the server kept running throughout");
+    testbed_with_guests(ivlink, &bed.image, &bed.dir)
+}
+
+/// `ivlink testbed --guests 2`, the user's one command, end to end.
+fn testbed_with_guests(ivlink: &Path, image: &Path, dir: &Path) -> Result<()> {
+    let work_dir = dir.join("testbed");
+    let output = std::process::Command::new(ivlink)
+        .args(["testbed", "--guests", "2", "--image"])
+        .arg(image)
+        .arg("--work-dir")
+        .arg(&work_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running ivlink testbed --guests 2")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && text.contains("testbed: OK: 2 guests exchanged 4 messages"),
+        "`ivlink testbed --guests 2` failed ({}):\n{text}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check("`ivlink testbed --guests 2`: server and guests started in order, 4 messages intact");
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! `ivlink testbed`: a server and peer processes on private paths, exchanging
 //! notifications and messages both ways; exits 0 only if everything arrived.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use ivlink::testbed::guests::{self, GuestTestbedConfig};
 use ivlink::testbed::{self, PeerPlan, TestbedConfig};
 
 use crate::server_cmd::parse_size;
@@ -34,11 +35,51 @@ pub struct TestbedArgs {
     /// Seconds any one step may take
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
     pub timeout: f64,
+
+    /// Boot N QEMU guests as the peers instead of host processes
+    #[arg(long, value_name = "N")]
+    pub guests: Option<usize>,
+
+    /// With --guests: the guest image directory (from `cargo xtask vm-image`)
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "IVLINK_VM_IMAGE",
+        default_value = "target/vm-image"
+    )]
+    pub image: PathBuf,
+
+    /// With --guests: the guest kernel [default: from --image]
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// With --guests: the guest initramfs [default: from --image]
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// With --guests: QEMU accelerator (KVM guests hang on some hosts)
+    #[arg(long, default_value = "tcg")]
+    pub accel: String,
+
+    /// With --guests: seconds a guest may take to boot
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub boot_timeout: f64,
+
+    /// With --guests: where the server socket, consoles and logs go [default: a new temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// With --guests: after the exchange, keep the guests running until Ctrl-C
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 impl TestbedArgs {
     /// Runs the test bed and prints what happened.
     pub fn run(&self) -> anyhow::Result<()> {
+        if let Some(guests) = self.guests {
+            return self.run_guests(guests);
+        }
         let config = TestbedConfig {
             peers: self.peers,
             vectors: self.vectors,
@@ -73,6 +114,60 @@ impl TestbedArgs {
         writeln!(
             out,
             "testbed: OK: {} peers exchanged {} messages on {} vector(s), each delivered intact, in both directions",
+            summary.peers, summary.messages, config.vectors
+        )?;
+        Ok(())
+    }
+}
+
+impl TestbedArgs {
+    fn run_guests(&self, guests: usize) -> anyhow::Result<()> {
+        let kernel = self
+            .kernel
+            .clone()
+            .unwrap_or_else(|| ivlink::vm::image_kernel(&self.image));
+        let initrd = self
+            .initrd
+            .clone()
+            .unwrap_or_else(|| self.image.join(ivlink::vm::INITRD_FILE));
+        for (what, path) in [("kernel", &kernel), ("initramfs", &initrd)] {
+            if !path.is_file() {
+                anyhow::bail!(
+                    "no guest {what} at {}: build the image with `cargo xtask vm-image`, or pass --image, --kernel and --initrd",
+                    path.display()
+                );
+            }
+        }
+        let temporary;
+        let work_dir = match &self.work_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                temporary = tempfile::Builder::new()
+                    .prefix("ivlink-testbed.")
+                    .tempdir()?;
+                temporary.path().to_path_buf()
+            }
+        };
+        let config = GuestTestbedConfig {
+            guests,
+            vectors: self.vectors,
+            size: self.size,
+            rounds: self.rounds,
+            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+            boot_timeout: Duration::from_secs_f64(self.boot_timeout.max(1.0)),
+            kernel,
+            initrd,
+            accel: self.accel.clone(),
+            work_dir,
+            keep_running: self.keep_running,
+        };
+        let stop = super::stop_flag()?;
+        let mut out = std::io::stdout().lock();
+        let summary = guests::run_guests(&config, &mut out, &stop)?;
+        use std::io::Write;
+        writeln!(
+            out,
+            "testbed: OK: {} guests exchanged {} messages on {} vector(s) through ivshmem doorbells, each delivered intact",
             summary.peers, summary.messages, config.vectors
         )?;
         Ok(())

@@ -137,7 +137,9 @@ pub fn run_guests(
         config.rounds,
         config.timeout.as_secs_f64()
     );
+    let mut positions = Vec::with_capacity(guests.len());
     for guest in &mut guests {
+        positions.push(guest.position());
         guest.start(&command)?;
     }
     let mut failed = 0;
@@ -145,8 +147,8 @@ pub fn run_guests(
         let wait =
             config.timeout * (2 + config.guests as u32 * config.rounds * u32::from(config.vectors));
         let line = guest.wait_for("testbed-peer-exit=", wait)?;
-        let log = std::fs::read_to_string(guest.log_path()).unwrap_or_default();
-        for shown in log
+        let transcript = guest.output_since(positions[number]);
+        for shown in transcript
             .lines()
             .filter(|l| {
                 [
