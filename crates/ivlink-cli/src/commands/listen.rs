@@ -42,17 +42,19 @@ impl ListenArgs {
     /// Listens until stopped, `--count` notifications, or `--timeout`.
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.transport.transport().open()?;
+        let stop = super::stop_flag()?;
+        let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let mut received = 0u64;
+        let mut last_event = Instant::now();
+        // Taken before announcing that we listen, so a change made right after the
+        // announcement is seen.
+        let mut last_message = self.message(&*device);
         println!(
             "Listening as peer {} ({} vector(s), {} bytes); Ctrl-C to stop",
             device.id(),
             device.vectors(),
             ivlink::Region::len(device.region())
         );
-        let stop = super::stop_flag()?;
-        let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
-        let mut received = 0u64;
-        let mut last_event = Instant::now();
-        let mut last_message = self.message(&*device);
         let tick = Duration::from_millis(if device.has_doorbell() {
             100
         } else {
