@@ -7,6 +7,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+
+/// Guest options every VM check takes.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Use the image in DIR as it is [default: build target/vm-image first]
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// QEMU accelerator (KVM guests hang on this project's machines)
+    #[arg(long, default_value = "tcg")]
+    pub accel: String,
+    /// Seconds allowed from starting QEMU to the guest's shell
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout: u64,
+    /// Keep the run directory (serial logs) even when every check passes
+    #[arg(long)]
+    pub keep: bool,
+}
 
 /// The image in `dir`, or `target/vm-image` built (or reused) first.
 pub fn prepare_image(root: &Path, dir: Option<&Path>) -> Result<PathBuf> {

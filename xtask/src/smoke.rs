@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::{Duration, Instant};
 
@@ -10,26 +10,16 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use ivlink::vm::{Guest, GuestConfig, VmError, find_qemu};
 
-use crate::harness::{ServerProcess, build_host_ivlink, prepare_image};
+use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
 
 /// Options of `cargo xtask vm-smoke`.
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
-    /// Use the image in DIR as it is [default: build target/vm-image first]
-    #[arg(long, value_name = "DIR")]
-    image: Option<PathBuf>,
-    /// QEMU accelerator (KVM guests hang on this project's machines)
-    #[arg(long, default_value = "tcg")]
-    accel: String,
-    /// Seconds allowed from starting QEMU to the ready marker
-    #[arg(long, default_value_t = 120)]
-    ready_timeout: u64,
+    #[command(flatten)]
+    guest: GuestArgs,
     /// More kernel command line for the guest (e.g. `loglevel=7` to see the boot)
     #[arg(long, value_name = "ARGS", default_value = "")]
     append: String,
-    /// Keep the run directory (logs) even when every check passes
-    #[arg(long)]
-    keep: bool,
 }
 
 /// Whether a command's output and status are right.
@@ -44,7 +34,7 @@ pub fn run(root: &Path, args: &SmokeArgs) -> Result<()> {
     let started = Instant::now();
     let qemu = find_qemu()
         .context("qemu-system-x86_64 is not on PATH (apt-get install qemu-system-x86)")?;
-    let image_dir = prepare_image(root, args.image.as_deref())?;
+    let image_dir = prepare_image(root, args.guest.image.as_deref())?;
     let ivlink = build_host_ivlink(root)?;
 
     let run_dir = tempfile::Builder::new()
@@ -52,7 +42,7 @@ pub fn run(root: &Path, args: &SmokeArgs) -> Result<()> {
         .tempdir()
         .context("creating a run directory")?;
     let result = check(&qemu, &image_dir, &ivlink, run_dir.path(), args);
-    let kept = result.is_err() || args.keep;
+    let kept = result.is_err() || args.guest.keep;
     let dir = if kept {
         let path = run_dir.keep();
         println!("run directory kept: {}", path.display());
@@ -90,7 +80,7 @@ fn check(
 
     let mut config = GuestConfig::from_image("smoke", image_dir, &socket, dir);
     config.vectors = VECTORS;
-    config.accel = args.accel.clone();
+    config.accel = args.guest.accel.clone();
     config.extra_append = args.append.clone();
     config.qemu = qemu.to_path_buf();
     let mut guest = Guest::boot(config)?;
@@ -100,7 +90,7 @@ fn check(
         guest.console_socket().display(),
         guest.log_path().display()
     );
-    guest.wait_ready(Duration::from_secs(args.ready_timeout))?;
+    guest.wait_ready(Duration::from_secs(args.guest.ready_timeout))?;
     let ready = guest.ready_after().unwrap_or_default();
     println!(
         "guest: ready {:.2} s after starting QEMU",

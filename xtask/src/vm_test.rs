@@ -16,26 +16,16 @@ use ivlink::vm::{Guest, GuestConfig, find_qemu};
 use ivlink::{Device, Event, Notify, PeerId, WaitFor};
 use ivlink_core::raw_message;
 
-use crate::harness::{ServerProcess, build_host_ivlink, prepare_image};
+use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
 
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, Args)]
 pub struct VmTestArgs {
-    /// Use the image in DIR as it is [default: build target/vm-image first]
-    #[arg(long, value_name = "DIR")]
-    image: Option<PathBuf>,
-    /// QEMU accelerator (KVM guests hang on this project's machines)
-    #[arg(long, default_value = "tcg")]
-    accel: String,
-    /// Seconds allowed from starting QEMU to the guest's shell
-    #[arg(long, default_value_t = 120)]
-    ready_timeout: u64,
+    #[command(flatten)]
+    guest: GuestArgs,
     /// Seconds allowed for any one step inside a guest
     #[arg(long, default_value_t = 60)]
     step_timeout: u64,
-    /// Keep the run directory (serial logs) even when every check passes
-    #[arg(long)]
-    keep: bool,
 }
 
 const VECTORS: u16 = 2;
@@ -45,7 +35,7 @@ pub fn run(root: &Path, args: &VmTestArgs) -> Result<()> {
     let started = Instant::now();
     let qemu = find_qemu()
         .context("qemu-system-x86_64 is not on PATH (apt-get install qemu-system-x86)")?;
-    let image = prepare_image(root, args.image.as_deref())?;
+    let image = prepare_image(root, args.guest.image.as_deref())?;
     let ivlink = build_host_ivlink(root)?;
     let run_dir = root.join("target").join("vm-test").join(format!(
         "run-{}",
@@ -59,8 +49,8 @@ pub fn run(root: &Path, args: &VmTestArgs) -> Result<()> {
         qemu,
         image,
         dir: run_dir.clone(),
-        accel: args.accel.clone(),
-        ready: Duration::from_secs(args.ready_timeout),
+        accel: args.guest.accel.clone(),
+        ready: Duration::from_secs(args.guest.ready_timeout),
         step: Duration::from_secs(args.step_timeout),
         guests: Vec::new(),
     };
@@ -79,7 +69,7 @@ pub fn run(root: &Path, args: &VmTestArgs) -> Result<()> {
     }
     drop(bed);
     result?;
-    if args.keep {
+    if args.guest.keep {
         println!("vm-test: logs kept in {}", run_dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&run_dir);

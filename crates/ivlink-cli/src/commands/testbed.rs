@@ -91,7 +91,7 @@ impl TestbedArgs {
         let peers = self.peers;
         let rounds = self.rounds;
         let timeout = self.timeout;
-        let nonce = run_nonce();
+        let nonce = testbed::run_nonce();
         let command = move |socket: &Path| {
             let mut command = Command::new(&exe);
             command
@@ -216,13 +216,4 @@ impl TestbedPeerArgs {
         testbed::run_peer(&*device, &plan, &mut std::io::stdout().lock())?;
         Ok(())
     }
-}
-
-/// A value that differs between runs (never 0, the region's initial content).
-pub fn run_nonce() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ u64::from(std::process::id()) | 1
 }

@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use ivlink_core::PeerId;
 
 use super::{Summary, TestbedError};
-use crate::ServerConfig;
-use crate::server::ServerThread;
-use crate::shm::ShmBacking;
 use crate::vm::{Guest, GuestConfig, VmError};
 
 /// The guest test bed's settings.
@@ -63,13 +60,7 @@ pub fn run_guests(
     }
     std::fs::create_dir_all(&config.work_dir)?;
     let socket = config.work_dir.join("ivshmem.sock");
-    let server = ServerThread::start(ServerConfig {
-        socket_path: socket.clone(),
-        shm: ShmBacking::Memfd,
-        size: config.size,
-        vectors: config.vectors,
-        ..ServerConfig::default()
-    })?;
+    let server = super::start_server(&socket, config.size, config.vectors)?;
     let _ = writeln!(
         out,
         "testbed: server on {}, {} bytes, {} vector(s); booting {} guests ({})",
@@ -126,11 +117,7 @@ pub fn run_guests(
     }
 
     let ring: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        | 1;
+    let nonce = super::run_nonce();
     let command = format!(
         "ivlink testbed-peer --device --ring {} --rounds {} --timeout {} --nonce {nonce}; echo testbed-peer-exit=$?",
         ring.join(","),

@@ -334,13 +334,7 @@ pub fn run(
         .prefix("ivlink-testbed.")
         .tempdir()?;
     let socket = dir.path().join("ivshmem.sock");
-    let server = ServerThread::start(ServerConfig {
-        socket_path: socket.clone(),
-        shm: ShmBacking::Memfd,
-        size: config.size,
-        vectors: config.vectors,
-        ..ServerConfig::default()
-    })?;
+    let server = start_server(&socket, config.size, config.vectors)?;
     let _ = writeln!(
         out,
         "testbed: server on {}, {} bytes of shared memory, {} vector(s) per peer; starting {} peers",
@@ -427,6 +421,26 @@ pub fn run(
         peers: config.peers,
         messages,
     })
+}
+
+/// The test bed's server: a sealed memfd, private socket.
+fn start_server(socket: &Path, size: u64, vectors: u16) -> Result<ServerThread, ServerError> {
+    ServerThread::start(ServerConfig {
+        socket_path: socket.to_path_buf(),
+        shm: ShmBacking::Memfd,
+        size,
+        vectors,
+        ..ServerConfig::default()
+    })
+}
+
+/// A value that differs between runs (never 0, the region's initial content).
+pub fn run_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ u64::from(std::process::id())) | 1
 }
 
 /// Peer processes, killed (by pid) and reaped if still running when dropped.

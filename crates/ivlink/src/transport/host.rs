@@ -403,38 +403,12 @@ impl Device for HostPeer {
     }
 
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut ready = Vec::with_capacity(16);
-        let mut polled = false;
-        loop {
-            if let Some(event) = self.lock().take(what) {
-                return Ok(Some(event));
-            }
-            let remaining = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    // A zero timeout still looks once.
-                    if left.is_zero() && polled {
-                        return Ok(None);
-                    }
-                    Some(doorbell::to_timespec(left))
-                }
-                None => None,
-            };
-            polled = true;
-            ready.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut ready),
-                remaining.as_ref(),
-            ) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(DeviceError::io("waiting for events")(e.into())),
-            }
-            let mut state = self.lock();
-            self.collect(&mut state, &ready)?;
-        }
+        crate::wait::wait_epoll(
+            self.epoll.as_fd(),
+            timeout,
+            || self.lock().take(what),
+            |ready| self.collect(&mut self.lock(), ready),
+        )
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {

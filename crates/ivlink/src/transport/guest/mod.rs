@@ -434,41 +434,16 @@ impl Vfio {
     }
 
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut ready = Vec::with_capacity(16);
-        let mut polled = false;
-        loop {
-            {
+        crate::wait::wait_epoll(
+            self.epoll.as_fd(),
+            timeout,
+            || {
                 let mut pending = self.lock();
-                if let Some(index) = pending.iter().position(|e| what.matches(e)) {
-                    return Ok(pending.remove(index));
-                }
-            }
-            let remaining = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    // A zero timeout still looks once.
-                    if left.is_zero() && polled {
-                        return Ok(None);
-                    }
-                    Some(doorbell::to_timespec(left))
-                }
-                None => None,
-            };
-            polled = true;
-            ready.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut ready),
-                remaining.as_ref(),
-            ) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(DeviceError::io("waiting for events")(e.into())),
-            }
-            let mut pending = self.lock();
-            self.collect(&mut pending, &ready)?;
-        }
+                let index = pending.iter().position(|e| what.matches(e))?;
+                pending.remove(index)
+            },
+            |ready| self.collect(&mut self.lock(), ready),
+        )
     }
 }
 
