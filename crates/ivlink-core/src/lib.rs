@@ -12,10 +12,13 @@
 
 #[cfg(any(test, feature = "alloc"))]
 extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 pub mod notify;
 pub mod raw_message;
 pub mod region;
+pub mod ring;
 
 pub use notify::{Notify, NotifyError, PeerId, Vector};
 pub use region::{RawRegion, Region, RegionError};
