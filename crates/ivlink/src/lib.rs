@@ -21,7 +21,7 @@ pub mod size;
 pub mod testbed;
 pub mod transport;
 pub mod vm;
-mod wait;
+pub mod wait;
 pub mod wire;
 
 pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};

@@ -1,4 +1,5 @@
-//! Waiting for events on an epoll set, shared by the transports that have one.
+//! Waiting: for transport events on an epoll set, and for conditions in the region
+//! (spin briefly, then sleep on a doorbell).
 
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -46,5 +47,162 @@ pub(crate) fn wait_epoll<T>(
             Err(e) => return Err(DeviceError::io("waiting for events")(e.into())),
         }
         collect(&ready)?;
+    }
+}
+
+/// Something a peer can wait for in the region: data in a ring, space in a ring, a
+/// mailbox slot. The protocol decides when to ask for a doorbell.
+pub trait Waitable {
+    /// The protocol's error.
+    type Error;
+
+    /// Whether the condition holds now (cheap; called while spinning).
+    fn ready(&mut self) -> Result<bool, Self::Error>;
+
+    /// Asks the other side to ring the doorbell, then re-checks: `Ok(false)` if the
+    /// condition already holds (and the request was withdrawn), so the caller must
+    /// not sleep.
+    fn arm(&mut self) -> Result<bool, Self::Error>;
+
+    /// Withdraws the request after waking.
+    fn disarm(&mut self) -> Result<(), Self::Error>;
+}
+
+/// Why a wait failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError<E> {
+    /// The protocol reported an error (e.g. a corrupted ring).
+    #[error("{0}")]
+    Protocol(E),
+    /// Sleeping on the doorbell failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
+
+/// Spin briefly, then sleep on a doorbell: a busy link costs no syscall, an idle
+/// one no CPU. The spin budget is roughly the price of one blocking wake-up
+/// (tens of microseconds between vCPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinThenSleep {
+    /// How long to spin before sleeping (zero: sleep at once; a long budget trades
+    /// CPU for latency).
+    pub spin: Duration,
+}
+
+impl Default for SpinThenSleep {
+    fn default() -> Self {
+        SpinThenSleep {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+impl SpinThenSleep {
+    /// Waits until `what` is ready or `timeout` passes (`None`: forever), sleeping
+    /// on `vector` of `device` once the spin budget is spent. Returns whether it
+    /// became ready. On a transport without a doorbell it keeps polling with short
+    /// sleeps.
+    pub fn wait<W: Waitable>(
+        &self,
+        what: &mut W,
+        device: &dyn crate::Device,
+        vector: ivlink_core::Vector,
+        timeout: Option<Duration>,
+    ) -> Result<bool, WaitError<W::Error>> {
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        let mut spins = 0u32;
+        loop {
+            if what.ready().map_err(WaitError::Protocol)? {
+                return Ok(true);
+            }
+            spins = spins.wrapping_add(1);
+            // Read the clock only now and then: it costs more than a check.
+            if spins % 64 != 0 {
+                core::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            if now.duration_since(started) >= self.spin {
+                break;
+            }
+        }
+        loop {
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(what.ready().map_err(WaitError::Protocol)?);
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            if !device.has_doorbell() {
+                std::thread::sleep(left.unwrap_or(POLL_TICK).min(POLL_TICK));
+                if what.ready().map_err(WaitError::Protocol)? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if !what.arm().map_err(WaitError::Protocol)? {
+                return Ok(true);
+            }
+            let woke = device.wait(crate::WaitFor::vector(vector), left);
+            what.disarm().map_err(WaitError::Protocol)?;
+            woke?;
+            if what.ready().map_err(WaitError::Protocol)? {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// How often a transport without a doorbell looks again.
+const POLL_TICK: Duration = Duration::from_micros(200);
+
+/// Waiting for data in a ring.
+pub struct DataIn<'a, 'r, R: ivlink_core::Region + ?Sized>(
+    pub &'a mut ivlink_core::ring::Consumer<'r, R>,
+);
+
+impl<R: ivlink_core::Region + ?Sized> Waitable for DataIn<'_, '_, R> {
+    type Error = ivlink_core::ring::RingError;
+
+    fn ready(&mut self) -> Result<bool, Self::Error> {
+        self.0.has_data()
+    }
+
+    fn arm(&mut self) -> Result<bool, Self::Error> {
+        self.0.prepare_sleep()
+    }
+
+    fn disarm(&mut self) -> Result<(), Self::Error> {
+        self.0.finish_sleep()
+    }
+}
+
+/// Waiting for room for a message of `.1` bytes in a ring.
+pub struct SpaceIn<'a, 'r, R: ivlink_core::Region + ?Sized>(
+    pub &'a mut ivlink_core::ring::Producer<'r, R>,
+    pub usize,
+);
+
+impl<R: ivlink_core::Region + ?Sized> Waitable for SpaceIn<'_, '_, R> {
+    type Error = ivlink_core::ring::RingError;
+
+    fn ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(self.0.free()? >= ivlink_core::ring::record_size(self.1))
+    }
+
+    fn arm(&mut self) -> Result<bool, Self::Error> {
+        self.0.prepare_sleep(self.1)
+    }
+
+    fn disarm(&mut self) -> Result<(), Self::Error> {
+        self.0.finish_sleep()
     }
 }
