@@ -135,7 +135,7 @@ impl SpinThenSleep {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Ok(what.ready().map_err(WaitError::Protocol)?);
+                        return what.ready().map_err(WaitError::Protocol);
                     }
                     Some(left)
                 }
