@@ -15,6 +15,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod channel;
 pub mod notify;
 pub mod raw_message;
 pub mod region;
