@@ -11,6 +11,7 @@
 //! The protocols that run inside the region live in `ivlink-core` and reach it
 //! through [`Device::region`] and the [`ivlink_core::Notify`] trait.
 
+pub mod channel;
 pub mod device;
 pub mod doorbell;
 pub mod mapping;

@@ -1,0 +1,369 @@
+//! A member's end of a channel: send to any member, receive from all, wait by
+//! spinning then sleeping on the channel's doorbell vector.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ivlink_core::channel::{ChannelError, ChannelLayout};
+use ivlink_core::ring::{Consumer, Producer, RingError};
+use ivlink_core::{PeerId, RawRegion};
+use thiserror::Error;
+
+use crate::device::{Device, DeviceError};
+use crate::wait::{SpinThenSleep, WaitError, Waitable};
+
+/// Why a channel operation failed.
+#[derive(Debug, Error)]
+pub enum EndpointError {
+    /// The channel itself is unusable.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The ring with `peer` is corrupted; that peer is cut off, the others work on.
+    #[error("ring with peer {peer}: {error}")]
+    Corrupt {
+        /// The peer whose ring is damaged.
+        peer: PeerId,
+        /// What was wrong.
+        error: RingError,
+    },
+    /// The peer is not a member.
+    #[error("peer {0} is not a member of the channel")]
+    NotMember(PeerId),
+    /// The message can never fit.
+    #[error(transparent)]
+    Ring(RingError),
+    /// Waiting on the doorbell failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// Ringing a doorbell failed.
+    #[error("notify peer {peer}: {error}")]
+    Notify {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        error: ivlink_core::NotifyError,
+    },
+    /// The peer's ring stayed full for the whole timeout.
+    #[error("peer {0} did not make room in time")]
+    Timeout(PeerId),
+}
+
+/// One member's end of a channel.
+pub struct Endpoint<'d> {
+    device: &'d dyn Device,
+    layout: ChannelLayout,
+    slot: u32,
+    policy: SpinThenSleep,
+    outgoing: BTreeMap<u32, Producer<'d, RawRegion>>,
+    incoming: BTreeMap<u32, Consumer<'d, RawRegion>>,
+    members: BTreeMap<u32, PeerId>,
+    unpublished: BTreeSet<u32>,
+    broken: BTreeSet<u32>,
+    next: u32,
+}
+
+impl<'d> Endpoint<'d> {
+    /// Joins the channel as `device`'s peer.
+    pub fn join(
+        device: &'d dyn Device,
+        layout: ChannelLayout,
+        policy: SpinThenSleep,
+    ) -> Result<Self, EndpointError> {
+        let slot = layout.join(device.region(), device.id())?;
+        let mut endpoint = Endpoint {
+            device,
+            layout,
+            slot,
+            policy,
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            members: BTreeMap::new(),
+            unpublished: BTreeSet::new(),
+            broken: BTreeSet::new(),
+            next: 0,
+        };
+        endpoint.refresh_members()?;
+        Ok(endpoint)
+    }
+
+    /// This member's slot.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The other members, by peer id.
+    pub fn members(&mut self) -> Result<Vec<PeerId>, EndpointError> {
+        self.refresh_members()?;
+        Ok(self.members.values().copied().collect())
+    }
+
+    /// Queues `message` for `to` without waiting: `Ok(false)` if its ring is full.
+    /// Messages become visible at the next [`flush`](Self::flush) (or `send`).
+    pub fn try_send(&mut self, to: PeerId, message: &[u8]) -> Result<bool, EndpointError> {
+        let slot = self.slot_of(to)?;
+        let tx = self
+            .outgoing
+            .get_mut(&slot)
+            .ok_or(EndpointError::NotMember(to))?;
+        let sent = tx.try_send(message).map_err(|e| ring_error(to, e))?;
+        if sent {
+            self.unpublished.insert(slot);
+        }
+        Ok(sent)
+    }
+
+    /// Queues `message` for `to`, waiting up to `timeout` for room (publishing
+    /// what is queued and sleeping on the doorbell if the ring stays full).
+    pub fn send(
+        &mut self,
+        to: PeerId,
+        message: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), EndpointError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.try_send(to, message)? {
+                return Ok(());
+            }
+            self.flush()?;
+            let slot = self.slot_of(to)?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(EndpointError::Timeout(to));
+            }
+            let tx = self
+                .outgoing
+                .get_mut(&slot)
+                .ok_or(EndpointError::NotMember(to))?;
+            let mut space = crate::wait::SpaceIn(tx, message.len());
+            let ready = self
+                .policy
+                .wait(&mut space, self.device, self.layout.vector(), left)
+                .map_err(|e| wait_error(to, e))?;
+            if !ready {
+                return Err(EndpointError::Timeout(to));
+            }
+        }
+    }
+
+    /// Publishes every queued message and rings the members that asked for it
+    /// (one check per ring per batch).
+    pub fn flush(&mut self) -> Result<(), EndpointError> {
+        let slots: Vec<u32> = std::mem::take(&mut self.unpublished).into_iter().collect();
+        for slot in slots {
+            let Some(&peer) = self.members.get(&slot) else {
+                continue;
+            };
+            let Some(tx) = self.outgoing.get_mut(&slot) else {
+                continue;
+            };
+            if tx.publish().map_err(|e| ring_error(peer, e))? {
+                self.ring(peer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the next message from any member into `buf`: `(sender, length)`, or
+    /// `None` if nothing is waiting. Members are served in turn.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<(PeerId, usize)>, EndpointError> {
+        if self.incoming.is_empty() {
+            self.refresh_members()?;
+        }
+        let slots: Vec<u32> = self
+            .incoming
+            .keys()
+            .copied()
+            .filter(|s| *s >= self.next)
+            .chain(self.incoming.keys().copied().filter(|s| *s < self.next))
+            .collect();
+        for slot in slots {
+            let peer = self.members[&slot];
+            let rx = self.incoming.get_mut(&slot).expect("listed");
+            match rx.try_recv(buf) {
+                Ok(Some(len)) => {
+                    self.next = slot + 1;
+                    return Ok(Some((peer, len)));
+                }
+                Ok(None) => {
+                    if rx.release().map_err(|e| ring_error(peer, e))? {
+                        self.ring(peer)?;
+                    }
+                }
+                Err(error @ RingError::BufferTooSmall { .. }) => {
+                    return Err(EndpointError::Ring(error));
+                }
+                Err(error) => {
+                    self.cut_off(slot);
+                    return Err(EndpointError::Corrupt { peer, error });
+                }
+            }
+        }
+        self.refresh_members()?;
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for a message from any member.
+    pub fn recv(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<Option<(PeerId, usize)>, EndpointError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(message) = self.try_recv(buf)? {
+                return Ok(Some(message));
+            }
+            self.flush()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(None);
+            }
+            // Wake for a new member too: re-scan slots at least every 100 ms.
+            let slice = left.map_or(MEMBER_SCAN, |l| l.min(MEMBER_SCAN));
+            let mut any = AnyIncoming(&mut self.incoming);
+            self.policy
+                .wait(&mut any, self.device, self.layout.vector(), Some(slice))
+                .map_err(|e| match e {
+                    WaitError::Protocol(error) => EndpointError::Ring(error),
+                    WaitError::Device(e) => EndpointError::Device(e),
+                })?;
+            self.refresh_members()?;
+        }
+    }
+
+    /// Forgets a member the server reported gone and resets its rings, so the
+    /// others keep working and a newcomer in its slot starts clean.
+    pub fn evict(&mut self, peer: PeerId) -> Result<bool, EndpointError> {
+        let evicted = self.layout.evict(self.device.region(), peer)?;
+        if let Some((&slot, _)) = self.members.iter().find(|(_, p)| **p == peer) {
+            self.forget(slot);
+            self.broken.remove(&slot);
+        }
+        Ok(evicted)
+    }
+
+    /// Peers whose rings were found corrupted and are cut off.
+    pub fn broken(&self) -> Vec<PeerId> {
+        self.broken
+            .iter()
+            .filter_map(|s| self.members.get(s).copied())
+            .collect()
+    }
+
+    fn refresh_members(&mut self) -> Result<(), EndpointError> {
+        let region = self.device.region();
+        let own = self.slot;
+        for slot in (0..self.layout.max_members()).filter(|&s| s != own) {
+            let member = self.layout.member(region, slot).ok().flatten();
+            match (member, self.members.get(&slot).copied()) {
+                (Some(peer), Some(known)) if peer == known => continue,
+                (None, None) => continue,
+                (_, Some(_)) => self.forget(slot),
+                (Some(_), None) => {}
+            }
+            let Some(peer) = member else { continue };
+            if self.broken.contains(&slot) {
+                continue;
+            }
+            let to = self.layout.ring(self.slot, slot)?;
+            let from = self.layout.ring(slot, self.slot)?;
+            match Producer::attach(region, to)
+                .and_then(|tx| Ok((tx, Consumer::attach(region, from)?)))
+            {
+                Ok((tx, rx)) => {
+                    self.outgoing.insert(slot, tx);
+                    self.incoming.insert(slot, rx);
+                    self.members.insert(slot, peer);
+                }
+                Err(error) => {
+                    self.members.insert(slot, peer);
+                    self.cut_off(slot);
+                    return Err(EndpointError::Corrupt { peer, error });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_of(&mut self, peer: PeerId) -> Result<u32, EndpointError> {
+        let find = |members: &BTreeMap<u32, PeerId>| {
+            members.iter().find(|(_, p)| **p == peer).map(|(s, _)| *s)
+        };
+        if let Some(slot) = find(&self.members) {
+            return Ok(slot);
+        }
+        self.refresh_members()?;
+        find(&self.members).ok_or(EndpointError::NotMember(peer))
+    }
+
+    fn ring(&self, peer: PeerId) -> Result<(), EndpointError> {
+        self.device
+            .notify(peer, self.layout.vector())
+            .map_err(|error| EndpointError::Notify { peer, error })
+    }
+
+    fn cut_off(&mut self, slot: u32) {
+        self.broken.insert(slot);
+        self.outgoing.remove(&slot);
+        self.incoming.remove(&slot);
+        self.unpublished.remove(&slot);
+    }
+
+    fn forget(&mut self, slot: u32) {
+        self.outgoing.remove(&slot);
+        self.incoming.remove(&slot);
+        self.unpublished.remove(&slot);
+        self.members.remove(&slot);
+    }
+}
+
+/// How often a waiting receiver looks for new members.
+const MEMBER_SCAN: Duration = Duration::from_millis(100);
+
+fn ring_error(peer: PeerId, error: RingError) -> EndpointError {
+    match error {
+        RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => EndpointError::Ring(error),
+        _ => EndpointError::Corrupt { peer, error },
+    }
+}
+
+fn wait_error(peer: PeerId, e: WaitError<RingError>) -> EndpointError {
+    match e {
+        WaitError::Protocol(error) => ring_error(peer, error),
+        WaitError::Device(e) => EndpointError::Device(e),
+    }
+}
+
+/// Waiting for data on any incoming ring.
+struct AnyIncoming<'a, 'd>(&'a mut BTreeMap<u32, Consumer<'d, RawRegion>>);
+
+impl Waitable for AnyIncoming<'_, '_> {
+    type Error = RingError;
+
+    fn ready(&mut self) -> Result<bool, RingError> {
+        for rx in self.0.values_mut() {
+            if rx.has_data()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn arm(&mut self) -> Result<bool, RingError> {
+        for rx in self.0.values_mut() {
+            if !rx.prepare_sleep()? {
+                self.disarm()?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn disarm(&mut self) -> Result<(), RingError> {
+        for rx in self.0.values_mut() {
+            rx.finish_sleep()?;
+        }
+        Ok(())
+    }
+}
