@@ -16,11 +16,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod channel;
+pub mod directory;
 pub mod notify;
 pub mod raw_message;
 pub mod region;
 pub mod ring;
 
+pub use directory::{Directory, DirectoryError, SectionInfo, SectionKind, SectionName};
 pub use notify::{Notify, NotifyError, PeerId, Vector};
 pub use region::{RawRegion, Region, RegionError};
 

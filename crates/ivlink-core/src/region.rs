@@ -269,9 +269,11 @@ impl Region for RawRegion {
 /// A zeroed region on the heap: what tests, Miri and single-process users run on.
 #[cfg(any(test, feature = "alloc"))]
 pub struct HeapRegion {
-    // Declared before `_words` so the pointer never outlives the memory it names.
+    // Points into the words allocated by `new`, which `drop` frees. They are held as
+    // a raw pointer, not a `Box`: moving a `Box` asserts unique access to its memory,
+    // which would invalidate `raw`'s pointer (Miri's Stacked Borrows rejects it).
     raw: RawRegion,
-    _words: alloc::boxed::Box<[AtomicU64]>,
+    words: usize,
 }
 
 #[cfg(any(test, feature = "alloc"))]
@@ -280,13 +282,27 @@ impl HeapRegion {
     pub fn new(len: usize) -> Self {
         let words: alloc::boxed::Box<[AtomicU64]> =
             (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
-        let base =
-            NonNull::new(words.as_ptr().cast_mut().cast::<u8>()).unwrap_or(NonNull::dangling());
-        // SAFETY: the boxed words live as long as `self` and are never moved (a boxed
-        // slice's heap memory is stable); they are only reached through `raw`, and
-        // AtomicU64 permits mutation through a shared pointer.
+        let count = words.len();
+        let base = NonNull::from(alloc::boxed::Box::leak(words)).cast::<u8>();
+        // SAFETY: the words stay allocated until `drop` (they are leaked from their
+        // box until then, so nothing else owns or moves them); they are only reached
+        // through `raw`, and AtomicU64 permits mutation through a shared pointer.
         let raw = unsafe { RawRegion::new(base, len) };
-        HeapRegion { raw, _words: words }
+        HeapRegion { raw, words: count }
+    }
+}
+
+#[cfg(any(test, feature = "alloc"))]
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        let words = core::ptr::slice_from_raw_parts_mut(
+            self.raw.base.as_ptr().cast::<AtomicU64>(),
+            self.words,
+        );
+        // SAFETY: `words` is exactly the slice (same pointer and length) that `new`
+        // leaked with `Box::leak`; it is freed only here, once, and `raw` is not used
+        // afterwards.
+        drop(unsafe { alloc::boxed::Box::from_raw(words) });
     }
 }
 
@@ -364,6 +380,7 @@ mod tests {
 
     proptest! {
         #[test]
+        #[cfg_attr(miri, ignore)] // proptest needs file-system access Miri isolates
         fn any_access_is_checked_never_panics(offset in 0usize..80, len in 0usize..80, word in 0usize..80) {
             let region = HeapRegion::new(64);
             let mut buf = alloc::vec![0u8; len];

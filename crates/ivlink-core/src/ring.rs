@@ -848,7 +848,8 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() })]
+        // Under Miri: few cases, and no failure files (Miri isolates the file system).
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Any interleaving of operations behaves like a queue with limited room.
         #[test]
