@@ -432,3 +432,109 @@ impl Drop for Guarded {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn send_recv_and_inspect_over_a_named_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket, &["--memfd"]);
+    let receiver = Running::start(&[
+        "recv",
+        "-S",
+        sock,
+        "demo",
+        "--count",
+        "3",
+        "--timeout",
+        "20",
+    ]);
+    receiver.expect_line("peer 0 receiving on channel 'demo'");
+    let first = run(&["send", "-S", sock, "demo", "--to", "0", "hello", "from one"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = run(&["send", "-S", sock, "demo", "--to", "0", "from two"]);
+    assert!(second.status.success(), "{}", text(&second));
+    // Senders are served in turn, so only each sender's own order is fixed.
+    let lines: Vec<String> = (0..3).map(|_| receiver.expect_line("from peer ")).collect();
+    let from_one: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("from peer 1: "))
+        .collect();
+    assert_eq!(from_one.len(), 2, "{lines:?}");
+    assert!(
+        from_one[0].ends_with("hello") && from_one[1].ends_with("from one"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("from peer 2: from two")),
+        "{lines:?}"
+    );
+
+    let inspect = run(&["inspect", "-S", sock]);
+    let report = text(&inspect);
+    assert!(inspect.status.success(), "{report}");
+    assert!(report.contains("layout ivlink"), "{report}");
+    assert!(report.contains("demo"), "{report}");
+    assert!(
+        report.contains("members (slot:peer): 0:0 1:1 2:2"),
+        "{report}"
+    );
+    assert!(report.contains("inconsistencies: none"), "{report}");
+    let json = run(&["inspect", "-S", sock, "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["sections"][0]["name"], "demo");
+}
+
+#[test]
+fn inspect_reports_a_raw_region_and_a_damaged_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("region");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..12].copy_from_slice(b"hello world\0");
+    std::fs::write(&file, &bytes).unwrap();
+    let path = file.to_str().unwrap();
+    let raw = run(&["inspect", "--file", path]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    assert!(text(&raw).contains("layout raw"), "{}", text(&raw));
+    assert!(text(&raw).contains("\"hello world\""), "{}", text(&raw));
+
+    // A channel made over the file, then a hostile write into a ring's head.
+    std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+    let receiver = Running::start(&[
+        "recv",
+        "--file",
+        path,
+        "--id",
+        "0",
+        "chan",
+        "--timeout",
+        "1",
+        "--count",
+        "1",
+    ]);
+    receiver.expect_line("receiving on channel 'chan'");
+    let sent = run(&[
+        "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
+    ]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    let clean = run(&["inspect", "--file", path]);
+    assert!(clean.status.success(), "{}", text(&clean));
+    let report: serde_json::Value =
+        serde_json::from_slice(&run(&["inspect", "--file", path, "--json"]).stdout).unwrap();
+    let offset = report["sections"][0]["offset"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Every ring header starts with its head index; damage them all.
+    let section = &mut bytes[offset..];
+    for ring in 0..4 {
+        let at = 128 + ring * (256 + 16384);
+        section[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let damaged = run(&["inspect", "--file", path]);
+    assert!(!damaged.status.success(), "{}", text(&damaged));
+    assert!(
+        text(&damaged).contains("are inconsistent"),
+        "{}",
+        text(&damaged)
+    );
+}

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ivlink_core::channel::{ChannelError, ChannelLayout};
+use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
+use ivlink_core::directory::{Directory, DirectoryError, SectionKind, SectionSpec};
 use ivlink_core::ring::{Consumer, Producer, RingError};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
@@ -46,6 +47,73 @@ pub enum EndpointError {
     /// The peer's ring stayed full for the whole timeout.
     #[error("peer {0} did not make room in time")]
     Timeout(PeerId),
+    /// The region's directory could not be opened or extended.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// Another peer was still setting the channel up when the timeout passed.
+    #[error("channel '{0}' was still being set up by another peer")]
+    SetupTimeout(String),
+}
+
+/// Sections a region's directory gets when a channel creates it.
+pub const DEFAULT_MAX_SECTIONS: u32 = 64;
+
+/// Finds the channel `name` through the region's directory, creating the
+/// directory and the channel (with `shape`) if they do not exist yet: peers may
+/// start in any order. Waits up to `timeout` while another peer sets them up.
+pub fn open_named(
+    device: &dyn Device,
+    name: &str,
+    shape: ChannelShape,
+    timeout: Duration,
+) -> Result<ChannelLayout, EndpointError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = try_open_named(device, name, shape);
+        let busy = matches!(
+            result,
+            Err(EndpointError::Directory(DirectoryError::Initializing))
+                | Err(EndpointError::Channel(ChannelError::Initializing))
+        );
+        if !busy {
+            return result;
+        }
+        if Instant::now() >= deadline {
+            return Err(EndpointError::SetupTimeout(name.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn try_open_named(
+    device: &dyn Device,
+    name: &str,
+    shape: ChannelShape,
+) -> Result<ChannelLayout, EndpointError> {
+    let region = device.region();
+    let directory = Directory::open_or_create(region, DEFAULT_MAX_SECTIONS)?;
+    let size = shape
+        .section_size()
+        .ok_or(ChannelError::Invalid("shape too large"))?;
+    let spec = SectionSpec::new(name, SectionKind::Ring, size)
+        .with_owner(device.id())
+        .with_vector(shape.vector)
+        .with_align(4096);
+    let section = directory.get_or_add(&spec)?;
+    let info = section.info();
+    if info.kind != SectionKind::Ring {
+        return Err(ChannelError::Invalid("the section has another kind").into());
+    }
+    if section.is_added() {
+        Ok(ChannelLayout::create(
+            region,
+            info.offset,
+            info.size,
+            shape,
+        )?)
+    } else {
+        Ok(ChannelLayout::open(region, info.offset, info.size)?)
+    }
 }
 
 /// One member's end of a channel.
@@ -105,11 +173,20 @@ impl<'d> Endpoint<'d> {
             .outgoing
             .get_mut(&slot)
             .ok_or(EndpointError::NotMember(to))?;
-        let sent = tx.try_send(message).map_err(|e| ring_error(to, e))?;
-        if sent {
-            self.unpublished.insert(slot);
+        match tx.try_send(message) {
+            Ok(sent) => {
+                if sent {
+                    self.unpublished.insert(slot);
+                }
+                Ok(sent)
+            }
+            Err(error @ (RingError::TooLarge { .. } | RingError::BufferTooSmall { .. })) => {
+                Err(EndpointError::Ring(error))
+            }
+            Err(error) => Err(self
+                .ring_failed(slot, to, error)
+                .unwrap_or(EndpointError::NotMember(to))),
         }
-        Ok(sent)
     }
 
     /// Queues `message` for `to`, waiting up to `timeout` for room (publishing
@@ -157,8 +234,14 @@ impl<'d> Endpoint<'d> {
             let Some(tx) = self.outgoing.get_mut(&slot) else {
                 continue;
             };
-            if tx.publish().map_err(|e| ring_error(peer, e))? {
-                self.ring(peer)?;
+            match tx.publish() {
+                Ok(true) => self.ring(peer)?,
+                Ok(false) => {}
+                Err(error) => {
+                    if let Some(e) = self.ring_failed(slot, peer, error) {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -193,10 +276,10 @@ impl<'d> Endpoint<'d> {
                 Err(error @ RingError::BufferTooSmall { .. }) => {
                     return Err(EndpointError::Ring(error));
                 }
-                Err(error) => {
-                    self.cut_off(slot);
-                    return Err(EndpointError::Corrupt { peer, error });
-                }
+                Err(error) => match self.ring_failed(slot, peer, error) {
+                    Some(e) => return Err(e),
+                    None => continue,
+                },
             }
         }
         self.refresh_members()?;
@@ -232,8 +315,8 @@ impl<'d> Endpoint<'d> {
         }
     }
 
-    /// Forgets a member the server reported gone and resets its rings, so the
-    /// others keep working and a newcomer in its slot starts clean.
+    /// Forgets a member the server reported gone and frees its slot, so the
+    /// others keep working and a newcomer can take the slot (with fresh rings).
     pub fn evict(&mut self, peer: PeerId) -> Result<bool, EndpointError> {
         let evicted = self.layout.evict(self.device.region(), peer)?;
         if let Some((&slot, _)) = self.members.iter().find(|(_, p)| **p == peer) {
@@ -301,6 +384,23 @@ impl<'d> Endpoint<'d> {
         self.device
             .notify(peer, self.layout.vector())
             .map_err(|error| EndpointError::Notify { peer, error })
+    }
+
+    /// A ring with `peer` failed: if the peer has meanwhile left its slot (another
+    /// member evicted it, or a newcomer reset the rings) it is simply forgotten;
+    /// otherwise the ring is corrupt and the peer is cut off.
+    fn ring_failed(&mut self, slot: u32, peer: PeerId, error: RingError) -> Option<EndpointError> {
+        let current = self
+            .layout
+            .member(self.device.region(), slot)
+            .ok()
+            .flatten();
+        if current != Some(peer) {
+            self.forget(slot);
+            return None;
+        }
+        self.cut_off(slot);
+        Some(EndpointError::Corrupt { peer, error })
     }
 
     fn cut_off(&mut self, slot: u32) {

@@ -11,14 +11,17 @@
 //! The protocols that run inside the region live in `ivlink-core` and reach it
 //! through [`Device::region`] and the [`ivlink_core::Notify`] trait.
 
+pub mod bench;
 pub mod channel;
 pub mod device;
 pub mod doorbell;
+pub mod inspect;
 pub mod mapping;
 pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 pub mod shm;
 pub mod size;
+pub mod stress;
 pub mod testbed;
 pub mod transport;
 pub mod vm;

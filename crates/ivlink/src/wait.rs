@@ -117,8 +117,9 @@ impl SpinThenSleep {
                 return Ok(true);
             }
             spins = spins.wrapping_add(1);
-            // Read the clock only now and then: it costs more than a check.
-            if spins % 64 != 0 {
+            // Read the clock only now and then: it costs more than a check. A zero
+            // budget sleeps after the first check.
+            if spins % 64 != 0 && !self.spin.is_zero() {
                 core::hint::spin_loop();
                 continue;
             }
@@ -204,5 +205,45 @@ impl<R: ivlink_core::Region + ?Sized> Waitable for SpaceIn<'_, '_, R> {
 
     fn disarm(&mut self) -> Result<(), Self::Error> {
         self.0.finish_sleep()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ready on its third check.
+    struct ThirdTime(u32);
+
+    impl Waitable for ThirdTime {
+        type Error = ();
+        fn ready(&mut self) -> Result<bool, ()> {
+            self.0 += 1;
+            Ok(self.0 >= 3)
+        }
+        fn arm(&mut self) -> Result<bool, ()> {
+            Ok(true)
+        }
+        fn disarm(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_zero_spin_budget_sleeps_after_the_first_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = crate::FilePeer::create(&dir.path().join("region"), 4096, 0).unwrap();
+        let started = Instant::now();
+        let mut what = ThirdTime(0);
+        let policy = SpinThenSleep {
+            spin: Duration::ZERO,
+        };
+        assert!(policy.wait(&mut what, &device, 0, None).unwrap());
+        // Without a doorbell, sleeping is polling in ticks: two ticks went by.
+        assert!(
+            started.elapsed() >= 2 * POLL_TICK,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

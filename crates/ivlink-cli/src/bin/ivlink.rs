@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ivlink_cli::commands::{dump::DumpArgs, listen::ListenArgs, notify::NotifyArgs, testbed};
+use ivlink_cli::commands::{
+    bench, channel, dump::DumpArgs, inspect::InspectArgs, listen::ListenArgs, notify::NotifyArgs,
+    stress, testbed,
+};
 use ivlink_cli::logging::{self, LogFormat, LogTarget};
 use ivlink_cli::server_cmd::ServerArgs;
 
@@ -32,6 +35,22 @@ enum Command {
     /// One peer of the test bed (started by `ivlink testbed`)
     #[command(hide = true)]
     TestbedPeer(testbed::TestbedPeerArgs),
+    /// Send messages to a peer over a named channel
+    Send(channel::SendArgs),
+    /// Receive messages from every peer on a named channel
+    Recv(channel::RecvArgs),
+    /// Decode a live region: directory, sections, channels, ring indices, inconsistencies
+    Inspect(InspectArgs),
+    /// Peers flood each other through a channel; every message checked (lost, corrupted, reordered)
+    Stress(stress::StressArgs),
+    /// One peer of a stress run (started by `ivlink stress`)
+    #[command(hide = true)]
+    StressPeer(stress::StressPeerArgs),
+    /// Measure ivlink between two processes against pipes, sockets, eventfd and a plain ring
+    Bench(bench::BenchArgs),
+    /// The peer process of a measurement (started by `ivlink bench`)
+    #[command(hide = true)]
+    BenchPeer(bench::BenchPeerArgs),
 }
 
 /// Options of `ivlink client`.
@@ -63,6 +82,13 @@ fn main() -> ExitCode {
         Command::Listen(args) => args.run(),
         Command::Testbed(args) => args.run(),
         Command::TestbedPeer(args) => args.run(),
+        Command::Send(args) => args.run(),
+        Command::Recv(args) => args.run(),
+        Command::Inspect(args) => args.run(),
+        Command::Stress(args) => args.run(),
+        Command::StressPeer(args) => args.run(),
+        Command::Bench(args) => args.run(),
+        Command::BenchPeer(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

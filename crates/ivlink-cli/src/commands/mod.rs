@@ -1,8 +1,12 @@
 //! The peer-side `ivlink` commands.
 
+pub mod bench;
+pub mod channel;
 pub mod dump;
+pub mod inspect;
 pub mod listen;
 pub mod notify;
+pub mod stress;
 pub mod testbed;
 
 use std::sync::Arc;

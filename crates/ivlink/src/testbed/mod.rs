@@ -344,38 +344,8 @@ pub fn run(
         config.peers
     );
 
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    let mut children = Children(Vec::new());
-    for number in 0..config.peers {
-        let mut command = peer_command(&socket);
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = command.spawn()?;
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = lines_tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(format!("[peer process {number}] {line}"));
-                }
-            });
-        }
-        children.0.push(child);
-    }
-    drop(lines_tx);
+    let (mut children, lines_rx) = spawn_peers(config.peers, &socket, peer_command)?;
+    let lines_rx = relabel(lines_rx);
 
     let deadline = Instant::now() + config.timeout + Duration::from_secs(5);
     let mut failed = 0;
@@ -424,7 +394,11 @@ pub fn run(
 }
 
 /// The test bed's server: a sealed memfd, private socket.
-fn start_server(socket: &Path, size: u64, vectors: u16) -> Result<ServerThread, ServerError> {
+pub(crate) fn start_server(
+    socket: &Path,
+    size: u64,
+    vectors: u16,
+) -> Result<ServerThread, ServerError> {
     ServerThread::start(ServerConfig {
         socket_path: socket.to_path_buf(),
         shm: ShmBacking::Memfd,
@@ -443,8 +417,60 @@ pub fn run_nonce() -> u64 {
     (nanos ^ u64::from(std::process::id())) | 1
 }
 
+/// Starts `count` peer processes made by `peer_command(socket)`, with every line
+/// they print (stdout and stderr) sent to the receiver with the peer's number.
+pub(crate) fn spawn_peers(
+    count: usize,
+    socket: &Path,
+    peer_command: &dyn Fn(&Path) -> Command,
+) -> Result<(Children, mpsc::Receiver<(usize, String)>), std::io::Error> {
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let mut children = Children(Vec::new());
+    for number in 0..count {
+        let mut command = peer_command(socket);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn()?;
+        let streams = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
+            let tx = lines_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send((number, line));
+                }
+            });
+        }
+        children.0.push(child);
+    }
+    Ok((children, lines_rx))
+}
+
+/// The peers' lines as the test bed prints them.
+fn relabel(lines: mpsc::Receiver<(usize, String)>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (number, line) in lines {
+            if tx.send(format!("[peer process {number}] {line}")).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Peer processes, killed (by pid) and reaped if still running when dropped.
-struct Children(Vec<Child>);
+pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {

@@ -1,0 +1,182 @@
+//! `ivlink send` and `ivlink recv`: messages over a named channel, where any number
+//! of peers can write without corrupting each other.
+
+use std::time::Duration;
+
+use clap::Args;
+use ivlink::channel::{Endpoint, open_named};
+use ivlink::wait::SpinThenSleep;
+use ivlink::{Event, WaitFor};
+use ivlink_core::channel::ChannelShape;
+
+use super::printable;
+use crate::transport_args::TransportArgs;
+
+/// How a channel is opened (and shaped, if this peer creates it).
+#[derive(Debug, Clone, Args)]
+pub struct ChannelArgs {
+    /// Channel name (created in the region's directory if missing)
+    pub channel: String,
+
+    /// If creating: member slots
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub members: u32,
+
+    /// If creating: data bytes per ring (a power of two)
+    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    pub ring_capacity: usize,
+
+    /// If creating: the doorbell vector of the channel
+    #[arg(long, value_name = "V", default_value_t = 0)]
+    pub vector: u16,
+
+    /// Microseconds to spin before sleeping on the doorbell
+    #[arg(long, value_name = "US", default_value_t = 50)]
+    pub spin: u64,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl ChannelArgs {
+    fn shape(&self) -> ChannelShape {
+        ChannelShape {
+            max_members: self.members,
+            ring_capacity: self.ring_capacity,
+            vector: self.vector,
+        }
+    }
+
+    fn policy(&self) -> SpinThenSleep {
+        SpinThenSleep {
+            spin: Duration::from_micros(self.spin),
+        }
+    }
+}
+
+/// Options of `ivlink send`.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Channel and transport
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+
+    /// Peer to send to
+    #[arg(long, value_name = "PEER")]
+    pub to: u16,
+
+    /// Messages (each argument one message)
+    #[arg(required = true)]
+    pub messages: Vec<String>,
+
+    /// Seconds to wait for the peer to join and make room
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+impl SendArgs {
+    /// Sends every message, then publishes them (ringing the peer if it sleeps).
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.channel.transport.transport().open()?;
+        let timeout = Duration::from_secs_f64(self.timeout.max(0.0));
+        let layout = open_named(
+            &*device,
+            &self.channel.channel,
+            self.channel.shape(),
+            timeout,
+        )?;
+        let mut endpoint = Endpoint::join(&*device, layout, self.channel.policy())?;
+        let deadline = std::time::Instant::now() + timeout;
+        while !endpoint.members()?.contains(&self.to) {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "peer {} did not join channel '{}' in time",
+                    self.to,
+                    self.channel.channel
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for message in &self.messages {
+            endpoint.send(self.to, message.as_bytes(), Some(timeout))?;
+        }
+        endpoint.flush()?;
+        println!(
+            "sent {} message(s) to peer {} on channel '{}'",
+            self.messages.len(),
+            self.to,
+            self.channel.channel
+        );
+        Ok(())
+    }
+}
+
+/// Options of `ivlink recv`.
+#[derive(Debug, Clone, Args)]
+pub struct RecvArgs {
+    /// Channel and transport
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+
+    /// Exit after this many messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Exit with an error if nothing arrives for this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+impl RecvArgs {
+    /// Prints each message with its sender.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.channel.transport.transport().open()?;
+        let layout = open_named(
+            &*device,
+            &self.channel.channel,
+            self.channel.shape(),
+            Duration::from_secs(10),
+        )?;
+        let mut endpoint = Endpoint::join(&*device, layout, self.channel.policy())?;
+        println!(
+            "peer {} receiving on channel '{}' (slot {})",
+            device.id(),
+            self.channel.channel,
+            endpoint.slot()
+        );
+        let stop = super::stop_flag()?;
+        let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let mut buf = vec![0u8; self.channel.ring_capacity.max(1 << 16)];
+        let mut received = 0u64;
+        let mut last = std::time::Instant::now();
+        while self.count.is_none_or(|c| received < c)
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match endpoint.recv(&mut buf, Some(Duration::from_millis(200)))? {
+                Some((from, len)) => {
+                    received += 1;
+                    last = std::time::Instant::now();
+                    println!("from peer {from}: {}", printable(&buf[..len]));
+                }
+                None => {
+                    // Everything is drained: free the slots of peers that left, so
+                    // the channel does not fill up with departed members.
+                    while let Ok(Some(event)) =
+                        device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))
+                    {
+                        if let Event::PeerLeft { peer } = event {
+                            endpoint.evict(peer)?;
+                        }
+                    }
+                    if let Some(limit) = timeout
+                        && last.elapsed() >= limit
+                    {
+                        anyhow::bail!("no message within {limit:?}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+//! `ivlink inspect`: decode a live region (directory, sections, channels, rings).
+
+use clap::Args;
+
+use crate::transport_args::TransportArgs;
+
+/// Options of `ivlink inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl InspectArgs {
+    /// Reads the region and prints what is in it; exits non-zero if anything is
+    /// inconsistent.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.transport.transport().open()?;
+        let report = ivlink::inspect::inspect(device.region());
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        let problems = report.inconsistencies.len()
+            + report
+                .sections
+                .iter()
+                .map(|s| s.problems.len())
+                .sum::<usize>();
+        if problems > 0 {
+            anyhow::bail!(
+                "{problems} inconsistenc{} found",
+                if problems == 1 { "y" } else { "ies" }
+            );
+        }
+        Ok(())
+    }
+}

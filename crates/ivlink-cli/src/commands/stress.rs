@@ -1,0 +1,268 @@
+//! `ivlink stress`: peers flooding each other through one channel, every message
+//! checked; exits non-zero unless nothing was lost, damaged or reordered.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ivlink::channel::open_named;
+use ivlink::stress::{self, PeerPlan, StressConfig, StressSummary};
+use ivlink_core::channel::ChannelShape;
+
+use crate::server_cmd::parse_size;
+use crate::transport_args::TransportArgs;
+
+/// Options of `ivlink stress`.
+#[derive(Debug, Clone, Args)]
+pub struct StressArgs {
+    /// Peer processes, each sending to every other
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub peers: usize,
+
+    /// How long to send: 500ms, 10s, 5m, 6h (a long run replaces hours of watching a console)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Message sizes in bytes, MIN..MAX (at least 32: sequence number, time, checksum)
+    #[arg(long, value_name = "MIN..MAX", default_value = "32..1024", value_parser = parse_range)]
+    pub message_size: (usize, usize),
+
+    /// Shared memory size
+    #[arg(short = 'l', long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Kill one peer with SIGKILL after this long, to show the others carry on
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub kill_one_after: Option<Duration>,
+
+    /// Seconds between progress lines
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub progress: f64,
+
+    /// Print the totals as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl StressArgs {
+    /// Runs the stress test and prints the report.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
+        let capacity = ring_capacity(self.size, self.peers);
+        if capacity < 2 * self.message_size.1 {
+            anyhow::bail!(
+                "{} peers need {} rings: at {} bytes of shared memory each ring would hold {capacity} bytes, too small for {}-byte messages (raise --size)",
+                self.peers,
+                self.peers * (self.peers - 1),
+                self.size,
+                self.message_size.1
+            );
+        }
+        let (peers, duration, sizes) = (self.peers, self.duration, self.message_size);
+        let command = move |socket: &Path| {
+            let mut command = Command::new(&exe);
+            command
+                .arg("stress-peer")
+                .arg("--socket")
+                .arg(socket)
+                .args(["--peers", &peers.to_string()])
+                .args(["--duration", &format!("{}ms", duration.as_millis())])
+                .args(["--message-size", &format!("{}..{}", sizes.0, sizes.1)])
+                .args(["--ring-capacity", &capacity.to_string()]);
+            command
+        };
+        let config = StressConfig {
+            peers: self.peers,
+            duration: self.duration,
+            message_len: self.message_size,
+            size: self.size,
+            kill_one_after: self.kill_one_after,
+            progress: Duration::from_secs_f64(self.progress.max(0.1)),
+        };
+        let stop = super::stop_flag()?;
+        let mut out = std::io::stdout().lock();
+        let summary = stress::run(&config, &command, &mut out, &stop)?;
+        use std::io::Write;
+        if self.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+        } else {
+            print_summary(&mut out, &summary, capacity)?;
+        }
+        if !summary.clean() {
+            anyhow::bail!(
+                "stress run failed: lost {}, corrupted {}, reordered {}, failed peers {}",
+                summary.lost,
+                summary.corrupted,
+                summary.reordered,
+                summary.failed_peers
+            );
+        }
+        Ok(())
+    }
+}
+
+fn print_summary(
+    out: &mut dyn std::io::Write,
+    s: &StressSummary,
+    capacity: usize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "stress: {} peers, {:.1} s, rings of {capacity} bytes",
+        s.peers, s.seconds
+    )?;
+    writeln!(
+        out,
+        "  messages  sent {}  received {}  ({:.2} M msg/s, {:.1} MB/s)",
+        s.sent,
+        s.received,
+        s.messages_per_second / 1e6,
+        s.bytes_per_second / 1e6
+    )?;
+    let l = &s.latency;
+    writeln!(
+        out,
+        "  latency   p50 {} ns  p90 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  ({} samples)",
+        l.p50, l.p90, l.p99, l.p999, l.max, l.samples
+    )?;
+    writeln!(
+        out,
+        "  lost {}  corrupted {}  reordered {}  peers gone {:?}",
+        s.lost, s.corrupted, s.reordered, s.gone
+    )?;
+    for error in &s.errors {
+        writeln!(out, "  error: {error}")?;
+    }
+    Ok(())
+}
+
+/// Ring data size for `peers` members in `size` bytes: half the region shared
+/// among the rings, a power of two, at most 1 MiB.
+pub fn ring_capacity(size: u64, peers: usize) -> usize {
+    let rings = (peers * peers.saturating_sub(1)).max(1) as u64;
+    let share = (size / 2 / rings).min(1 << 20);
+    if share < 64 {
+        0
+    } else {
+        1usize << (63 - share.leading_zeros())
+    }
+}
+
+/// Options of the hidden `ivlink stress-peer`.
+#[derive(Debug, Clone, Args)]
+pub struct StressPeerArgs {
+    /// Peers taking part
+    #[arg(long, default_value_t = 3)]
+    pub peers: usize,
+    /// How long to send
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Message sizes
+    #[arg(long, value_parser = parse_range, default_value = "32..1024")]
+    pub message_size: (usize, usize),
+    /// Ring data size (the same for every peer)
+    #[arg(long, default_value_t = 65536)]
+    pub ring_capacity: usize,
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl StressPeerArgs {
+    /// Runs one peer and prints its report as a `result` JSON line.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.transport.transport().open()?;
+        let shape = ChannelShape {
+            max_members: self.peers.clamp(2, 64) as u32,
+            ring_capacity: self.ring_capacity,
+            vector: 0,
+        };
+        let layout = open_named(&*device, stress::CHANNEL, shape, Duration::from_secs(10))?;
+        let plan = PeerPlan {
+            peers: self.peers,
+            duration: self.duration,
+            message_len: self.message_size,
+            progress: Some(Duration::from_millis(500)),
+            timeout: Duration::from_secs(20),
+        };
+        let mut out = std::io::stdout().lock();
+        let report = stress::run_peer(&*device, layout, &plan, &mut out)?;
+        use std::io::Write;
+        writeln!(out, "result {}", serde_json::to_string(&report)?)?;
+        Ok(())
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `6h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((text, "s"), |at| (&text[..at], &text[at..]));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration '{text}': expected e.g. 500ms, 10s, 5m, 6h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration '{text}': unknown unit '{unit}'")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration '{text}'"))
+}
+
+/// Parses `MIN..MAX` (or a single size).
+pub fn parse_range(text: &str) -> Result<(usize, usize), String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("invalid size range '{text}'"))
+    };
+    let (min, max) = match text.split_once("..") {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let v = parse(text)?;
+            (v, v)
+        }
+    };
+    if min > max || max < ivlink::stress::message::HEADER_LEN {
+        return Err(format!(
+            "invalid size range '{text}': need MIN <= MAX and MAX >= 32"
+        ));
+    }
+    Ok((min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn ranges_need_room_for_the_header() {
+        assert_eq!(parse_range("32..1024"), Ok((32, 1024)));
+        assert_eq!(parse_range("64"), Ok((64, 64)));
+        assert!(parse_range("100..50").is_err());
+        assert!(parse_range("8..16").is_err());
+    }
+
+    #[test]
+    fn ring_capacity_shares_half_the_region() {
+        assert_eq!(ring_capacity(16 << 20, 3), 1 << 20);
+        assert_eq!(ring_capacity(4 << 20, 8), 32768);
+        assert_eq!(ring_capacity(1024, 64), 0);
+    }
+}

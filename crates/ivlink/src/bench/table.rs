@@ -1,0 +1,179 @@
+//! The report as text: latency, throughput and message-rate tables with their
+//! ratios to the baselines, the strategies, and the targets.
+
+use std::io::{self, Write};
+
+use super::report::{LATENCY_RATIOS, Report, format_ns, format_size};
+
+impl Report {
+    /// The human-readable report.
+    pub fn write_table(&self, out: &mut dyn Write) -> io::Result<()> {
+        let s = &self.settings;
+        writeln!(
+            out,
+            "ivlink bench{}",
+            if s.quick {
+                " (--quick: small counts, rough figures)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(out, "placement: {}", s.placement.describe())?;
+        writeln!(
+            out,
+            "ivlink: embedded ivshmem server on a memfd ({} region, 1 vector), two host peers in two processes",
+            format_size(s.region)
+        )?;
+        writeln!(
+            out,
+            "rings: ping-pong rings {} each, streaming ring {}; batch {} (publish and release every min(batch, ring/4) messages); ping-pong payload {}",
+            format_size(s.latency_ring),
+            format_size(s.ring),
+            s.batch,
+            format_size(s.payload)
+        )?;
+
+        writeln!(
+            out,
+            "\nOne-way latency = RTT/2 of a ping-pong (percentiles of per-iteration round trips)"
+        )?;
+        writeln!(
+            out,
+            "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<26} strategy",
+            "mechanism", "samples", "p50", "p90", "p99", "p99.9", "max", "ratio (p50)"
+        )?;
+        for r in &self.latency {
+            let ratio = LATENCY_RATIOS
+                .iter()
+                .find(|(a, _)| *a == r.mechanism)
+                .and_then(|(a, b)| Some(format!("{:.2}x {b}", self.latency_ratio(a, b)?)))
+                .unwrap_or_default();
+            let doorbells = if r.doorbells > 0 {
+                format!(" [{:.2} doorbells/message]", r.doorbells_per_message())
+            } else {
+                String::new()
+            };
+            let p = &r.one_way;
+            writeln!(
+                out,
+                "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}  {:<26} {}{doorbells}",
+                r.mechanism,
+                p.count,
+                format_ns(p.p50),
+                format_ns(p.p90),
+                format_ns(p.p99),
+                format_ns(p.p999),
+                format_ns(p.max),
+                ratio,
+                r.how
+            )?;
+        }
+        if let Some(v) = self.latency_ratio("unix", "ivlink-busy") {
+            writeln!(
+                out,
+                "(a UNIX socket round trip takes {v:.1}x ivlink's busy-poll one)"
+            )?;
+        }
+
+        writeln!(
+            out,
+            "\nStreaming throughput, GB/s (M messages/s), median of {} interleaved round(s); producer copies in, consumer copies out; GB = 10^9 bytes",
+            s.rounds
+        )?;
+        writeln!(
+            out,
+            "{:<8} {:>17} {:>17} {:>17} {:>17}  {:>10} {:>10} {:>10}  {:>9}",
+            "size",
+            "ivlink",
+            "memcpy-ring",
+            "unix",
+            "pipe",
+            "/memcpy",
+            "/unix",
+            "/pipe",
+            "doorbells"
+        )?;
+        let cell = |mechanism: &str, size: usize| {
+            self.throughput(mechanism, size).map_or("-".into(), |r| {
+                format!("{:.2} ({:.2})", r.gb_per_s(), r.messages_per_s() / 1e6)
+            })
+        };
+        for size in self.sizes() {
+            let ratio = |b| {
+                self.stream_ratio("ivlink", b, size)
+                    .map_or("-".into(), |v| format!("{v:.2}x"))
+            };
+            writeln!(
+                out,
+                "{:<8} {:>17} {:>17} {:>17} {:>17}  {:>10} {:>10} {:>10}  {:>9}",
+                format_size(size),
+                cell("ivlink", size),
+                cell("memcpy-ring", size),
+                cell("unix", size),
+                cell("pipe", size),
+                ratio("memcpy-ring"),
+                ratio("unix"),
+                ratio("pipe"),
+                self.throughput("ivlink", size).map_or(0, |r| r.doorbells)
+            )?;
+        }
+        let mean = |b| {
+            self.stream_summary(b)
+                .map_or("-".into(), |s| format!("{:.2}x", s.0))
+        };
+        writeln!(
+            out,
+            "{:<80}  {:>10} {:>10} {:>10}",
+            "geometric mean",
+            mean("memcpy-ring"),
+            mean("unix"),
+            mean("pipe")
+        )?;
+
+        writeln!(out, "\n64-byte message rate")?;
+        let rate_rows = [
+            (
+                "ivlink",
+                format!("ivlink, publish per batch of {}", s.batch),
+            ),
+            ("ivlink-batch1", "ivlink, publish every message".to_owned()),
+            (
+                "memcpy-ring",
+                format!("memcpy-ring, publish per batch of {}", s.batch),
+            ),
+            ("unix", "UNIX socket, a write() per message".to_owned()),
+            ("pipe", "pipe, a write() per message".to_owned()),
+        ];
+        for (mechanism, label) in rate_rows {
+            if let Some(r) = self.throughput(mechanism, 64) {
+                writeln!(
+                    out,
+                    "  {label:<40} {:>9.2} M msg/s  ({} doorbells)",
+                    r.messages_per_s() / 1e6,
+                    r.doorbells
+                )?;
+            }
+        }
+
+        writeln!(out, "\nStrategies")?;
+        let mut seen = Vec::new();
+        for (mechanism, how) in self.throughput.iter().map(|r| (r.mechanism, r.how)) {
+            if !seen.contains(&mechanism) {
+                seen.push(mechanism);
+                writeln!(out, "  {mechanism:<14} {how}")?;
+            }
+        }
+
+        writeln!(out, "\nTargets (reported, not asserted)")?;
+        for t in self.targets() {
+            writeln!(
+                out,
+                "  {:<55} {:<58} {}",
+                t.goal,
+                t.shown,
+                if t.met { "met" } else { "NOT met" }
+            )?;
+        }
+        writeln!(out, "\nTotal time: {:.1} s", self.seconds)
+    }
+}
