@@ -13,7 +13,7 @@ use ivlink::testbed::guests::guest_peer_id;
 use ivlink::testbed::{self, PeerPlan};
 use ivlink::transport::host::{HostConfig, HostPeer};
 use ivlink::vm::{Guest, GuestConfig, find_qemu};
-use ivlink::{Device, Event, Notify, PeerId, WaitFor};
+use ivlink::{Device, Event, Notify, PeerId, Region, WaitFor};
 use ivlink_core::raw_message;
 
 use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
@@ -204,6 +204,7 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     guest_to_guest(bed, (c, id_c), (b, id_b))?;
 
     ring(bed, &host, &[(b, id_b), (c, id_c)])?;
+    stress_between(bed, &host, [(b, id_b), (c, id_c)])?;
     plain_device(bed)?;
 
     for index in [b, c] {
@@ -212,6 +213,49 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     server.ensure_running()?;
     check("guests powered off; the server kept running throughout");
     testbed_with_guests(ivlink, &bed.image, &bed.dir)
+}
+
+/// `ivlink stress` between two guests: both flood each other through a channel
+/// in the region for a few seconds; nothing may be lost, damaged or reordered.
+fn stress_between(bed: &mut Bed, host: &HostPeer, guests: [(usize, PeerId); 2]) -> Result<()> {
+    // The raw messages of the earlier checks sit at offset 0; an ivlink directory
+    // needs it clear (a foreign layout is never overwritten implicitly).
+    host.region()
+        .fill(0, 4096, 0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let command = "ivlink stress-peer --device --peers 2 --duration 3s --message-size 32..512 --ring-capacity 65536";
+    for (index, _) in guests {
+        bed.guests[index].start(command)?;
+    }
+    let mut totals = (0u64, 0u64);
+    for (index, id) in guests {
+        let line = bed.wait_for(index, "result {")?;
+        let json = &line[line.find('{').context("no JSON in the result line")?..];
+        let report: serde_json::Value = serde_json::from_str(json.trim())
+            .with_context(|| format!("guest {id}'s stress result: {json}"))?;
+        for field in ["lost", "corrupted", "reordered"] {
+            ensure!(
+                report[field] == 0,
+                "guest {id}: {field} = {} in {json}",
+                report[field]
+            );
+        }
+        let received = report["received"].as_u64().unwrap_or(0);
+        ensure!(received > 0, "guest {id} received nothing: {json}");
+        totals.0 += report["sent"].as_u64().unwrap_or(0);
+        totals.1 += received;
+    }
+    ensure!(
+        totals.0 == totals.1,
+        "sent {} but received {}",
+        totals.0,
+        totals.1
+    );
+    check(&format!(
+        "stress between two guests for 3 s: {} messages, lost 0, corrupted 0, reordered 0",
+        totals.1
+    ));
+    Ok(())
 }
 
 /// A guest on `ivshmem-plain` (no server, no interrupts): `--device` falls back to
