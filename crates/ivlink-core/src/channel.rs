@@ -10,7 +10,7 @@
 //! | 16 | 2 | `vector`: the doorbell vector members ring for this channel |
 //! | 18 | 2 | reserved |
 //! | 20 | 4 | `state`: 0 empty, 1 initializing, 2 ready |
-//! | 64 | 4·M | member slots: peer id + 1, 0 = free (claimed by compare-and-swap) |
+//! | 64 | 4·M | member slots: peer id + 1, 0 = free (claimed by compare-and-swap, see [`crate::members`]) |
 //! | rings | M·(M-1)·ring_size | ring `from → to` at index `from·(M-1) + (to < from ? to : to-1)`, where `from`, `to` are slot numbers |
 //!
 //! The rings start at the first 128-byte boundary after the slots. Everything is
@@ -20,6 +20,7 @@
 use core::fmt;
 use core::sync::atomic::Ordering;
 
+use crate::members::{MemberSlots, SlotError};
 use crate::notify::{PeerId, Vector};
 use crate::region::{Region, RegionError};
 use crate::ring::{self, RingError, RingLayout};
@@ -35,8 +36,6 @@ const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
 const INITIALIZING: u32 = 1;
 const READY: u32 = 2;
-/// Marks a slot whose new member is still resetting its rings.
-const JOINING: u32 = 1 << 31;
 
 /// Why a channel operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +87,15 @@ impl From<RingError> for ChannelError {
 impl From<RegionError> for ChannelError {
     fn from(e: RegionError) -> Self {
         ChannelError::Region(e)
+    }
+}
+
+impl From<SlotError> for ChannelError {
+    fn from(e: SlotError) -> Self {
+        match e {
+            SlotError::Region(e) => ChannelError::Region(e),
+            other => ChannelError::Invalid(other.describe()),
+        }
     }
 }
 
@@ -258,6 +266,10 @@ impl ChannelLayout {
         Ok(RingLayout::new(self.region_len, offset, self.ring_size)?)
     }
 
+    fn slots(&self) -> MemberSlots {
+        MemberSlots::new(self.base + SLOTS_AT, self.max_members)
+    }
+
     /// The peer in slot `slot`, if it is taken (a slot still being set up by a
     /// joining peer counts as free). A hostile value is reported as is: callers
     /// only use it to address doorbells, which the transport validates.
@@ -266,23 +278,7 @@ impl ChannelLayout {
         region: &R,
         slot: u32,
     ) -> Result<Option<PeerId>, ChannelError> {
-        match self.slot_word(region, slot)? {
-            0 => Ok(None),
-            raw if raw & JOINING != 0 => Ok(None),
-            raw @ 1..=65536 => Ok(Some((raw - 1) as PeerId)),
-            _ => Err(ChannelError::Invalid("member slot holds no peer id")),
-        }
-    }
-
-    fn slot_word<R: Region + ?Sized>(&self, region: &R, slot: u32) -> Result<u32, ChannelError> {
-        if slot >= self.max_members {
-            return Err(ChannelError::Invalid("no such slot"));
-        }
-        Ok(region.load_u32(self.slot_at(slot), Ordering::Acquire)?)
-    }
-
-    fn slot_at(&self, slot: u32) -> usize {
-        self.base + SLOTS_AT + 4 * slot as usize
+        Ok(self.slots().member(region, slot)?)
     }
 
     /// The slot of `peer`, if it is a member.
@@ -291,14 +287,7 @@ impl ChannelLayout {
         region: &R,
         peer: PeerId,
     ) -> Result<Option<u32>, ChannelError> {
-        for slot in 0..self.max_members {
-            if let Ok(Some(member)) = self.member(region, slot)
-                && member == peer
-            {
-                return Ok(Some(slot));
-            }
-        }
-        Ok(None)
+        Ok(self.slots().slot_of(region, peer))
     }
 
     /// Takes a slot for `peer` (or finds the one it already holds, after a
@@ -306,24 +295,14 @@ impl ChannelLayout {
     /// may hold a departed member's leftovers), and only then is the peer
     /// published, so the others never attach to a ring being reset.
     pub fn join<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Result<u32, ChannelError> {
-        if let Some(slot) = self.slot_of(region, peer)? {
-            return Ok(slot);
-        }
-        let word = u32::from(peer) + 1;
-        for slot in 0..self.max_members {
-            if region
-                .compare_exchange_u32(self.slot_at(slot), 0, word | JOINING)?
-                .is_ok()
-            {
-                for other in (0..self.max_members).filter(|&o| o != slot) {
-                    self.ring(slot, other)?.init(region)?;
-                    self.ring(other, slot)?.init(region)?;
-                }
-                region.store_u32(self.slot_at(slot), word, Ordering::Release)?;
-                return Ok(slot);
+        let joined = self.slots().join(region, peer, |slot| {
+            for other in (0..self.max_members).filter(|&o| o != slot) {
+                self.ring(slot, other)?.init(region)?;
+                self.ring(other, slot)?.init(region)?;
             }
-        }
-        Err(ChannelError::Full {
+            Ok::<(), ChannelError>(())
+        })?;
+        joined.ok_or(ChannelError::Full {
             max_members: self.max_members,
         })
     }
@@ -336,12 +315,7 @@ impl ChannelLayout {
         region: &R,
         peer: PeerId,
     ) -> Result<bool, ChannelError> {
-        let Some(slot) = self.slot_of(region, peer)? else {
-            return Ok(false);
-        };
-        Ok(region
-            .compare_exchange_u32(self.slot_at(slot), u32::from(peer) + 1, 0)?
-            .is_ok())
+        Ok(self.slots().evict(region, peer)?)
     }
 
     /// The members and their slots.

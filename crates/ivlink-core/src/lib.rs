@@ -17,10 +17,13 @@ extern crate std;
 
 pub mod channel;
 pub mod directory;
+pub mod mailbox;
+pub mod members;
 pub mod notify;
 pub mod raw_message;
 pub mod region;
 pub mod ring;
+pub mod stream;
 
 pub use directory::{Directory, DirectoryError, SectionInfo, SectionKind, SectionName};
 pub use notify::{Notify, NotifyError, PeerId, Vector};

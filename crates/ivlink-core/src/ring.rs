@@ -203,7 +203,7 @@ impl RingLayout {
     }
 
     /// Copies `bytes` into the data area at `position`, wrapping at its end.
-    fn write_wrapping<R: Region + ?Sized>(
+    pub(crate) fn write_wrapping<R: Region + ?Sized>(
         &self,
         region: &R,
         position: u64,
@@ -217,7 +217,7 @@ impl RingLayout {
     }
 
     /// Copies `buf.len()` bytes out of the data area at `position`, wrapping.
-    fn read_wrapping<R: Region + ?Sized>(
+    pub(crate) fn read_wrapping<R: Region + ?Sized>(
         &self,
         region: &R,
         position: u64,
@@ -237,6 +237,118 @@ impl RingLayout {
             return Err(RingError::Corrupt(Corruption::Indices { head, tail }));
         }
         Ok(used)
+    }
+
+    // The index protocol, shared by the message ring's ends and the byte rings of
+    // `stream`: each side keeps its own index and a cached copy of the other's, and
+    // every value read from the region is checked against what this side knows.
+
+    /// Both published indices, checked for consistency (for attaching).
+    pub(crate) fn load_indices<R: Region + ?Sized>(
+        &self,
+        region: &R,
+    ) -> Result<(u64, u64), RingError> {
+        let head = region.load_u64(self.base + HEAD, Ordering::Acquire)?;
+        let tail = region.load_u64(self.base + TAIL, Ordering::Acquire)?;
+        self.check_indices(head, tail)?;
+        Ok((head, tail))
+    }
+
+    /// The producer re-reads the consumer's index: it may only move forward from
+    /// `tail_cache`, and never past what the producer `published`.
+    pub(crate) fn load_tail<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        tail_cache: u64,
+        published: u64,
+    ) -> Result<u64, RingError> {
+        let tail = region.load_u64(self.base + TAIL, Ordering::Acquire)?;
+        if tail.wrapping_sub(tail_cache) > published.wrapping_sub(tail_cache) {
+            return Err(RingError::Corrupt(Corruption::Indices {
+                head: published,
+                tail,
+            }));
+        }
+        Ok(tail)
+    }
+
+    /// The consumer re-reads the producer's index: it may only move forward from
+    /// `head_cache`, and by at most the room that was free (given the consumer's
+    /// own `tail`).
+    pub(crate) fn load_head<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        head_cache: u64,
+        tail: u64,
+    ) -> Result<u64, RingError> {
+        let head = region.load_u64(self.base + HEAD, Ordering::Acquire)?;
+        let free = (self.capacity as u64).wrapping_sub(head_cache.wrapping_sub(tail));
+        if head.wrapping_sub(head_cache) > free {
+            return Err(RingError::Corrupt(Corruption::Indices { head, tail }));
+        }
+        Ok(head)
+    }
+
+    /// Publishes the producer's index; returns whether the consumer asked to be
+    /// notified. Pairs with the fence in the consumer's sleep handshake
+    /// ([`arm_want_data`](Self::arm_want_data)): either it sees the new head, or
+    /// the producer sees its flag.
+    pub(crate) fn store_head<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        head: u64,
+    ) -> Result<bool, RingError> {
+        region.store_u64(self.base + HEAD, head, Ordering::Release)?;
+        fence(Ordering::SeqCst);
+        Ok(region.load_u32(self.base + WANT_DATA, Ordering::Relaxed)? != 0)
+    }
+
+    /// Publishes the consumer's index; returns whether the producer asked to be
+    /// notified (it sleeps on a full ring).
+    pub(crate) fn store_tail<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        tail: u64,
+    ) -> Result<bool, RingError> {
+        region.store_u64(self.base + TAIL, tail, Ordering::Release)?;
+        fence(Ordering::SeqCst);
+        Ok(region.load_u32(self.base + WANT_SPACE, Ordering::Relaxed)? != 0)
+    }
+
+    /// Whether the consumer currently asks to be told about new data.
+    pub(crate) fn wants_data<R: Region + ?Sized>(&self, region: &R) -> Result<bool, RingError> {
+        Ok(region.load_u32(self.base + WANT_DATA, Ordering::Relaxed)? != 0)
+    }
+
+    /// Raises the consumer's "please notify" flag, then fences: the caller
+    /// re-checks for data afterwards and withdraws if some arrived.
+    pub(crate) fn arm_want_data<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
+        region.store_u32(self.base + WANT_DATA, 1, Ordering::Relaxed)?;
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Withdraws the consumer's flag.
+    pub(crate) fn disarm_want_data<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
+        region.store_u32(self.base + WANT_DATA, 0, Ordering::Relaxed)?;
+        Ok(())
+    }
+
+    /// Raises the producer's "please notify" flag, then fences (see
+    /// [`arm_want_data`](Self::arm_want_data)).
+    pub(crate) fn arm_want_space<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
+        region.store_u32(self.base + WANT_SPACE, 1, Ordering::Relaxed)?;
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Withdraws the producer's flag.
+    pub(crate) fn disarm_want_space<R: Region + ?Sized>(
+        &self,
+        region: &R,
+    ) -> Result<(), RingError> {
+        region.store_u32(self.base + WANT_SPACE, 0, Ordering::Relaxed)?;
+        Ok(())
     }
 }
 
@@ -286,9 +398,7 @@ pub struct Producer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// Attaches as the producer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
-        let head = region.load_u64(layout.base + HEAD, Ordering::Acquire)?;
-        let tail = region.load_u64(layout.base + TAIL, Ordering::Acquire)?;
-        layout.check_indices(head, tail)?;
+        let (head, tail) = layout.load_indices(region)?;
         region.store_u32(layout.base + PRODUCER_STATE, ATTACHED, Ordering::Release)?;
         Ok(Producer {
             region,
@@ -326,9 +436,12 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         header[..4].copy_from_slice(&(message.len() as u32).to_le_bytes());
         self.layout
             .write_wrapping(self.region, self.head, &header)?;
-        self.layout
-            .write_wrapping(self.region, self.head + RECORD_HEADER as u64, message)?;
-        self.head += needed;
+        self.layout.write_wrapping(
+            self.region,
+            self.head.wrapping_add(RECORD_HEADER as u64),
+            message,
+        )?;
+        self.head = self.head.wrapping_add(needed);
         Ok(true)
     }
 
@@ -340,16 +453,9 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         if self.head == self.published {
             return Ok(false);
         }
-        self.region
-            .store_u64(self.layout.base + HEAD, self.head, Ordering::Release)?;
+        let asked = self.layout.store_head(self.region, self.head)?;
         self.published = self.head;
-        // Pairs with the consumer's fence in `prepare_sleep`: either it sees our
-        // head, or we see its flag.
-        fence(Ordering::SeqCst);
-        Ok(self
-            .region
-            .load_u32(self.layout.base + WANT_DATA, Ordering::Relaxed)?
-            != 0)
+        Ok(asked)
     }
 
     /// Bytes free as far as this side knows (re-reads the consumer's index).
@@ -364,9 +470,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// sleep. Call [`finish_sleep`](Self::finish_sleep) after waking.
     pub fn prepare_sleep(&mut self, needed: usize) -> Result<bool, RingError> {
         self.healthy()?;
-        self.region
-            .store_u32(self.layout.base + WANT_SPACE, 1, Ordering::Relaxed)?;
-        fence(Ordering::SeqCst);
+        self.layout.arm_want_space(self.region)?;
         self.refresh_tail()?;
         if self.free_cached() >= record_size(needed) as u64 {
             self.finish_sleep()?;
@@ -377,9 +481,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
 
     /// Withdraws the request to be woken for space.
     pub fn finish_sleep(&mut self) -> Result<(), RingError> {
-        self.region
-            .store_u32(self.layout.base + WANT_SPACE, 0, Ordering::Relaxed)?;
-        Ok(())
+        self.layout.disarm_want_space(self.region)
     }
 
     /// Marks the producer closed (the consumer sees it after draining).
@@ -403,20 +505,17 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     }
 
     fn refresh_tail(&mut self) -> Result<(), RingError> {
-        let tail = self
-            .region
-            .load_u64(self.layout.base + TAIL, Ordering::Acquire)?;
-        // The tail may only move forward, and never past what we published.
-        let moved = tail.wrapping_sub(self.tail_cache);
-        let outstanding = self.published.wrapping_sub(self.tail_cache);
-        if moved > outstanding {
-            return self.poison(Corruption::Indices {
-                head: self.published,
-                tail,
-            });
+        match self
+            .layout
+            .load_tail(self.region, self.tail_cache, self.published)
+        {
+            Ok(tail) => {
+                self.tail_cache = tail;
+                Ok(())
+            }
+            Err(RingError::Corrupt(what)) => self.poison(what),
+            Err(e) => Err(e),
         }
-        self.tail_cache = tail;
-        Ok(())
     }
 
     fn poison<T>(&mut self, what: Corruption) -> Result<T, RingError> {
@@ -444,9 +543,7 @@ pub struct Consumer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Attaches as the consumer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
-        let head = region.load_u64(layout.base + HEAD, Ordering::Acquire)?;
-        let tail = region.load_u64(layout.base + TAIL, Ordering::Acquire)?;
-        layout.check_indices(head, tail)?;
+        let (_, tail) = layout.load_indices(region)?;
         region.store_u32(layout.base + CONSUMER_STATE, ATTACHED, Ordering::Release)?;
         Ok(Consumer {
             region,
@@ -492,10 +589,10 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         }
         self.layout.read_wrapping(
             self.region,
-            self.tail + RECORD_HEADER as u64,
+            self.tail.wrapping_add(RECORD_HEADER as u64),
             &mut buf[..len],
         )?;
-        self.tail += size;
+        self.tail = self.tail.wrapping_add(size);
         Ok(Some(len))
     }
 
@@ -506,14 +603,9 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         if self.tail == self.released {
             return Ok(false);
         }
-        self.region
-            .store_u64(self.layout.base + TAIL, self.tail, Ordering::Release)?;
+        let asked = self.layout.store_tail(self.region, self.tail)?;
         self.released = self.tail;
-        fence(Ordering::SeqCst);
-        Ok(self
-            .region
-            .load_u32(self.layout.base + WANT_SPACE, Ordering::Relaxed)?
-            != 0)
+        Ok(asked)
     }
 
     /// Whether a message is waiting (re-reads the producer's index).
@@ -528,9 +620,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// re-check after arming is what makes a lost or early doorbell harmless.
     pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
         self.healthy()?;
-        self.region
-            .store_u32(self.layout.base + WANT_DATA, 1, Ordering::Relaxed)?;
-        fence(Ordering::SeqCst);
+        self.layout.arm_want_data(self.region)?;
         if self.has_data()? {
             self.finish_sleep()?;
             return Ok(false);
@@ -540,9 +630,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
 
     /// Withdraws the request to be woken for data.
     pub fn finish_sleep(&mut self) -> Result<(), RingError> {
-        self.region
-            .store_u32(self.layout.base + WANT_DATA, 0, Ordering::Relaxed)?;
-        Ok(())
+        self.layout.disarm_want_data(self.region)
     }
 
     /// Whether the producer has closed its side (check after draining).
@@ -562,20 +650,17 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     }
 
     fn refresh_head(&mut self) -> Result<(), RingError> {
-        let head = self
-            .region
-            .load_u64(self.layout.base + HEAD, Ordering::Acquire)?;
-        // The head may only move forward, and by at most what was free.
-        let moved = head.wrapping_sub(self.head_cache);
-        let free = self.layout.capacity as u64 - self.head_cache.wrapping_sub(self.tail);
-        if moved > free {
-            return self.poison(Corruption::Indices {
-                head,
-                tail: self.tail,
-            });
+        match self
+            .layout
+            .load_head(self.region, self.head_cache, self.tail)
+        {
+            Ok(head) => {
+                self.head_cache = head;
+                Ok(())
+            }
+            Err(RingError::Corrupt(what)) => self.poison(what),
+            Err(e) => Err(e),
         }
-        self.head_cache = head;
-        Ok(())
     }
 
     fn poison<T>(&mut self, what: Corruption) -> Result<T, RingError> {
@@ -775,6 +860,33 @@ mod tests {
         assert!(matches!(tx.free(), Err(RingError::Corrupt(_))));
     }
 
+    #[test]
+    fn indices_wrap_around_u64_like_any_free_running_counter() {
+        // Found by fuzzing: indices near u64::MAX overflowed instead of wrapping.
+        let (region, layout) = ring(64);
+        let start = u64::MAX - 20;
+        region
+            .store_u64(1024 + HEAD, start, Ordering::Relaxed)
+            .unwrap();
+        region
+            .store_u64(1024 + TAIL, start, Ordering::Relaxed)
+            .unwrap();
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        let mut buf = [0u8; 64];
+        for round in 0..10u8 {
+            assert!(tx.try_send(&[round; 13]).unwrap());
+            tx.publish().unwrap();
+            assert_eq!(rx.try_recv(&mut buf).unwrap(), Some(13));
+            assert_eq!(&buf[..13], &[round; 13]);
+            rx.release().unwrap();
+        }
+        assert!(
+            region.load_u64(1024 + HEAD, Ordering::Relaxed).unwrap() < start,
+            "wrapped"
+        );
+    }
+
     #[cfg(not(miri))]
     const THREAD_MESSAGES: u32 = 100_000;
     #[cfg(miri)]
@@ -903,6 +1015,9 @@ mod tests {
 
         /// Whatever a hostile peer writes into the shared words and the data, both
         /// sides return values or errors, never panic or read out of bounds.
+        // Writes plain bytes over words used atomically, which Miri's weak-memory
+        // model cannot represent (it aborts); covered natively and by fuzzing.
+        #[cfg_attr(miri, ignore)]
         #[test]
         fn hostile_bytes_never_panic(
             writes in proptest::collection::vec((0usize..(HEADER + 128), any::<u64>()), 1..20),

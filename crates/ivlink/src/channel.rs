@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
-use ivlink_core::directory::{Directory, DirectoryError, SectionKind, SectionSpec};
+use ivlink_core::directory::{DirectoryError, SectionKind};
+
+use crate::section::Wanted;
 use ivlink_core::ring::{Consumer, Producer, RingError};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
@@ -56,7 +58,7 @@ pub enum EndpointError {
 }
 
 /// Sections a region's directory gets when a channel creates it.
-pub const DEFAULT_MAX_SECTIONS: u32 = 64;
+pub const DEFAULT_MAX_SECTIONS: u32 = crate::section::DEFAULT_MAX_SECTIONS;
 
 /// Finds the channel `name` through the region's directory, creating the
 /// directory and the channel (with `shape`) if they do not exist yet: peers may
@@ -67,53 +69,37 @@ pub fn open_named(
     shape: ChannelShape,
     timeout: Duration,
 ) -> Result<ChannelLayout, EndpointError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let result = try_open_named(device, name, shape);
-        let busy = matches!(
-            result,
-            Err(EndpointError::Directory(DirectoryError::Initializing))
-                | Err(EndpointError::Channel(ChannelError::Initializing))
-        );
-        if !busy {
-            return result;
-        }
-        if Instant::now() >= deadline {
-            return Err(EndpointError::SetupTimeout(name.to_owned()));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn try_open_named(
-    device: &dyn Device,
-    name: &str,
-    shape: ChannelShape,
-) -> Result<ChannelLayout, EndpointError> {
-    let region = device.region();
-    let directory = Directory::open_or_create(region, DEFAULT_MAX_SECTIONS)?;
     let size = shape
         .section_size()
         .ok_or(ChannelError::Invalid("shape too large"))?;
-    let spec = SectionSpec::new(name, SectionKind::Ring, size)
-        .with_owner(device.id())
-        .with_vector(shape.vector)
-        .with_align(4096);
-    let section = directory.get_or_add(&spec)?;
-    let info = section.info();
-    if info.kind != SectionKind::Ring {
-        return Err(ChannelError::Invalid("the section has another kind").into());
-    }
-    if section.is_added() {
-        Ok(ChannelLayout::create(
-            region,
-            info.offset,
-            info.size,
-            shape,
-        )?)
-    } else {
-        Ok(ChannelLayout::open(region, info.offset, info.size)?)
-    }
+    let wanted = Wanted {
+        name,
+        kind: SectionKind::Ring,
+        size,
+        vector: shape.vector,
+    };
+    let region = device.region();
+    crate::section::find_or_add(
+        device,
+        wanted,
+        timeout,
+        &mut |info, added| {
+            Ok(if added {
+                ChannelLayout::create(region, info.offset, info.size, shape)?
+            } else {
+                ChannelLayout::open(region, info.offset, info.size)?
+            })
+        },
+        |e| {
+            matches!(
+                e,
+                EndpointError::Directory(DirectoryError::Initializing)
+                    | EndpointError::Channel(ChannelError::Initializing)
+            )
+        },
+        || ChannelError::Invalid("the section has another kind").into(),
+        || EndpointError::SetupTimeout(name.to_owned()),
+    )
 }
 
 /// One member's end of a channel.

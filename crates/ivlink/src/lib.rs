@@ -16,11 +16,16 @@ pub mod channel;
 pub mod device;
 pub mod doorbell;
 pub mod inspect;
+pub mod mailbox;
 pub mod mapping;
 pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
+#[cfg(feature = "tokio")]
+pub mod async_wait;
+pub mod section;
 pub mod shm;
 pub mod size;
+pub mod stream;
 pub mod stress;
 pub mod testbed;
 pub mod transport;

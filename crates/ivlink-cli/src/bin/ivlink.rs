@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ivlink_cli::commands::{
-    bench, channel, dump::DumpArgs, inspect::InspectArgs, listen::ListenArgs, notify::NotifyArgs,
-    stress, testbed,
+    bench, channel, dump::DumpArgs, inspect::InspectArgs, ipm, listen::ListenArgs,
+    notify::NotifyArgs, stress, testbed,
 };
 use ivlink_cli::logging::{self, LogFormat, LogTarget};
 use ivlink_cli::server_cmd::ServerArgs;
@@ -39,6 +39,9 @@ enum Command {
     Send(channel::SendArgs),
     /// Receive messages from every peer on a named channel
     Recv(channel::RecvArgs),
+    /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, show limits
+    #[command(subcommand)]
+    Ipm(ipm::IpmCommand),
     /// Decode a live region: directory, sections, channels, ring indices, inconsistencies
     Inspect(InspectArgs),
     /// Peers flood each other through a channel; every message checked (lost, corrupted, reordered)
@@ -51,6 +54,8 @@ enum Command {
     /// The peer process of a measurement (started by `ivlink bench`)
     #[command(hide = true)]
     BenchPeer(bench::BenchPeerArgs),
+    /// Like nc: copy stdin to a byte stream to a peer and the stream to stdout
+    Stream(ivlink_cli::commands::stream_cmd::StreamArgs),
 }
 
 /// Options of `ivlink client`.
@@ -84,11 +89,13 @@ fn main() -> ExitCode {
         Command::TestbedPeer(args) => args.run(),
         Command::Send(args) => args.run(),
         Command::Recv(args) => args.run(),
+        Command::Ipm(command) => command.run(),
         Command::Inspect(args) => args.run(),
         Command::Stress(args) => args.run(),
         Command::StressPeer(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::BenchPeer(args) => args.run(),
+        Command::Stream(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,8 +4,10 @@ pub mod bench;
 pub mod channel;
 pub mod dump;
 pub mod inspect;
+pub mod ipm;
 pub mod listen;
 pub mod notify;
+pub mod stream_cmd;
 pub mod stress;
 pub mod testbed;
 

@@ -1,0 +1,330 @@
+//! `ivlink ipm`: a Zephyr-IPM-like mailbox (the seed's `ivshmem_ipm_send` and
+//! "Received IPM notification over IVSHMEM"), with an id and a few bytes of data per
+//! message and an optional completion.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ivlink::mailbox::{Mailbox, Message, open_named};
+use ivlink::wait::SpinThenSleep;
+use ivlink::{Event, PeerId, WaitFor};
+use ivlink_core::mailbox::MailboxShape;
+
+use super::printable;
+use crate::transport_args::TransportArgs;
+
+/// The line Zephyr's IPM sample prints for each notification.
+pub const RECEIVED: &str = "Received IPM notification over IVSHMEM";
+
+/// `ivlink ipm` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum IpmCommand {
+    /// Send an IPM message (an id and optional data) to a peer and ring it
+    Send(IpmSendArgs),
+    /// Print each IPM message, and each bare doorbell on the mailbox vector
+    Listen(IpmListenArgs),
+    /// Show the mailbox's limits: max data size, ids, vectors, members
+    Info(IpmInfoArgs),
+}
+
+impl IpmCommand {
+    /// Runs the subcommand.
+    pub fn run(&self) -> anyhow::Result<()> {
+        match self {
+            IpmCommand::Send(args) => args.run(),
+            IpmCommand::Listen(args) => args.run(),
+            IpmCommand::Info(args) => args.run(),
+        }
+    }
+}
+
+/// How the mailbox is opened (and shaped, if this peer creates it).
+#[derive(Debug, Clone, Args)]
+pub struct MailboxArgs {
+    /// Mailbox name in the region's directory (created if missing)
+    #[arg(long, value_name = "NAME", default_value = "ipm")]
+    pub mailbox: String,
+
+    /// If creating: member slots
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub members: u32,
+
+    /// If creating: largest message data in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub max_data: u32,
+
+    /// If creating: number of message ids (ids are 0..N)
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub ids: u32,
+
+    /// If creating: the doorbell vector messages ring (Zephyr's IPM driver uses 0)
+    #[arg(long, value_name = "V", default_value_t = 0)]
+    pub vector: u16,
+
+    /// If creating: the vector completions ring on a waiting sender
+    #[arg(long, value_name = "V", default_value_t = 1)]
+    pub completion_vector: u16,
+
+    /// Microseconds to spin before sleeping on the doorbell
+    #[arg(long, value_name = "US", default_value_t = 50)]
+    pub spin: u64,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl MailboxArgs {
+    fn shape(&self) -> MailboxShape {
+        MailboxShape {
+            max_members: self.members,
+            max_data: self.max_data,
+            id_count: self.ids,
+            vector: self.vector,
+            completion_vector: self.completion_vector,
+        }
+    }
+
+    fn policy(&self) -> SpinThenSleep {
+        SpinThenSleep {
+            spin: Duration::from_micros(self.spin),
+        }
+    }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.0, 1e9))
+}
+
+/// Options of `ivlink ipm send`.
+// `--id` is the message id here (as in IPM); the transport's own `--id` (this
+// peer's id with `--file`) becomes `--self-id`.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("id", |a| a.long("self-id")))]
+pub struct IpmSendArgs {
+    /// Peer to send to
+    pub peer: PeerId,
+
+    /// Data (UTF-8 text) to put in the message
+    pub data: Option<String>,
+
+    /// Message id
+    #[arg(long = "id", value_name = "N", default_value_t = 0)]
+    pub message_id: u32,
+
+    /// Wait until the peer has taken the message (IPM's `wait`)
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Seconds to wait for the peer to join, for room, and with --wait for completion
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub timeout: f64,
+
+    /// Mailbox and transport
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+}
+
+impl IpmSendArgs {
+    /// Sends one message.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let data = self.data.as_deref().unwrap_or_default().as_bytes();
+        let timeout = seconds(self.timeout);
+        let device = self.mailbox.transport.transport().open()?;
+        let layout = open_named(
+            &*device,
+            &self.mailbox.mailbox,
+            self.mailbox.shape(),
+            timeout,
+        )?;
+        // Refuse what can never be sent before waiting for anyone.
+        if data.len() > layout.max_data_size() {
+            anyhow::bail!(
+                "data of {} bytes is larger than mailbox '{}' allows ({} bytes max)",
+                data.len(),
+                self.mailbox.mailbox,
+                layout.max_data_size()
+            );
+        }
+        if self.message_id > layout.max_id() {
+            anyhow::bail!(
+                "id {} is out of range for mailbox '{}' (ids 0..={})",
+                self.message_id,
+                self.mailbox.mailbox,
+                layout.max_id()
+            );
+        }
+        let mut mailbox =
+            Mailbox::join(&*device, layout, self.mailbox.policy())?.with_busy_timeout(timeout);
+        let deadline = Instant::now() + timeout;
+        while !mailbox.members().contains(&self.peer) {
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "peer {} did not join mailbox '{}' in time",
+                    self.peer,
+                    self.mailbox.mailbox
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let result = mailbox
+            .send(
+                self.peer,
+                self.message_id,
+                data,
+                self.wait.then_some(timeout),
+            )
+            .with_context(|| format!("cannot send the IPM message to peer {}", self.peer));
+        // Without --wait the message stays for the receiver after we leave; with it
+        // (and done) nothing of ours is left: free the slot.
+        if self.wait && result.is_ok() {
+            let _ = mailbox.evict(device.id());
+        }
+        result?;
+        println!(
+            "IPM notification sent to peer {} (id {}, {} bytes)",
+            self.peer,
+            self.message_id,
+            data.len()
+        );
+        if self.wait {
+            println!("peer {} took the message", self.peer);
+        }
+        Ok(())
+    }
+}
+
+/// Options of `ivlink ipm listen`.
+#[derive(Debug, Clone, Args)]
+pub struct IpmListenArgs {
+    /// Exit after this many notifications
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Exit with an error if nothing arrives for this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+
+    /// Mailbox and transport
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+}
+
+impl IpmListenArgs {
+    /// Prints each message as Zephyr's sample does, plus its sender, id and data.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.mailbox.transport.transport().open()?;
+        let layout = open_named(
+            &*device,
+            &self.mailbox.mailbox,
+            self.mailbox.shape(),
+            Duration::from_secs(10),
+        )?;
+        let mut mailbox = Mailbox::join(&*device, layout, self.mailbox.policy())?;
+        println!(
+            "peer {} listening on mailbox '{}' (vector {}, slot {})",
+            device.id(),
+            self.mailbox.mailbox,
+            layout.vector(),
+            mailbox.slot()
+        );
+        let stop = super::stop_flag()?;
+        let timeout = self.timeout.map(seconds);
+        let mut received = 0u64;
+        let mut last = Instant::now();
+        while self.count.is_none_or(|c| received < c) && !stop.load(Ordering::Relaxed) {
+            match mailbox.recv(Some(Duration::from_millis(200)))? {
+                Some(message) => {
+                    received += 1;
+                    last = Instant::now();
+                    print_message(&message);
+                }
+                None => {
+                    // Idle: free the slots of peers that left, so the mailbox does
+                    // not fill up with departed senders, but first take what they
+                    // left (a newcomer in the slot would empty its boxes).
+                    while let Ok(Some(event)) =
+                        device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))
+                    {
+                        if let Event::PeerLeft { peer } = event {
+                            while self.count.is_none_or(|c| received < c)
+                                && let Some(message) = mailbox.try_recv()?
+                            {
+                                received += 1;
+                                last = Instant::now();
+                                print_message(&message);
+                            }
+                            mailbox.evict(peer)?;
+                        }
+                    }
+                    if let Some(limit) = timeout
+                        && last.elapsed() >= limit
+                    {
+                        anyhow::bail!("no IPM notification within {limit:?}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prints a message as Zephyr's sample does; a bare doorbell exactly so.
+fn print_message(message: &Message) {
+    if message.is_bare() {
+        println!("{RECEIVED}");
+        return;
+    }
+    let from = message
+        .from
+        .map_or_else(|| "a departed peer".to_owned(), |p| format!("peer {p}"));
+    println!(
+        "{RECEIVED}: from {from}, id {}, {} bytes: {}",
+        message.id,
+        message.data.len(),
+        printable(&message.data)
+    );
+}
+
+/// Options of `ivlink ipm info`.
+#[derive(Debug, Clone, Args)]
+pub struct IpmInfoArgs {
+    /// Mailbox and transport
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+}
+
+impl IpmInfoArgs {
+    /// Prints the mailbox's limits (opening or creating it).
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.mailbox.transport.transport().open()?;
+        let layout = open_named(
+            &*device,
+            &self.mailbox.mailbox,
+            self.mailbox.shape(),
+            Duration::from_secs(10),
+        )?;
+        let members: Vec<String> = layout
+            .members(device.region())
+            .map(|(slot, peer)| format!("{peer} (slot {slot})"))
+            .collect();
+        println!("mailbox '{}'", self.mailbox.mailbox);
+        println!("max data size: {} bytes", layout.max_data_size());
+        println!("ids: {} (max id {})", layout.id_count(), layout.max_id());
+        println!(
+            "vector: {}, completion vector: {}",
+            layout.vector(),
+            layout.completion_vector()
+        );
+        println!(
+            "members: {} of {}{}{}",
+            members.len(),
+            layout.max_members(),
+            if members.is_empty() { "" } else { ": " },
+            members.join(", ")
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! `ivlink ipm` end to end over a real server: messages with data, a send that
+//! waits for completion, a bare doorbell (Zephyr's notify-only IPM) delivered as an
+//! empty notification, limits shown and enforced.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const IVLINK: &str = env!("CARGO_BIN_EXE_ivlink");
+const WAIT: Duration = Duration::from_secs(20);
+const RECEIVED: &str = "Received IPM notification over IVSHMEM";
+
+/// A child process killed (by pid, through its handle) if the test ends early.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(IVLINK)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivlink");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    /// Waits for a line containing `needle`; panics with everything seen otherwise.
+    fn expect_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(IVLINK)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ivlink")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn server(socket: &Path) -> Running {
+    let server = Running::start(&[
+        "server",
+        "-F",
+        "-S",
+        socket.to_str().unwrap(),
+        "--memfd",
+        "-n",
+        "2",
+    ]);
+    server.expect_line("listening on");
+    server
+}
+
+#[test]
+fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let mut listener = Running::start(&["ipm", "listen", "-S", sock, "--count", "4"]);
+    listener.expect_line("peer 0 listening on mailbox 'ipm' (vector 0");
+
+    let info = run(&["ipm", "info", "-S", sock]);
+    let info_text = text(&info);
+    assert!(info.status.success(), "{info_text}");
+    assert!(
+        info_text.contains("max data size: 1024 bytes"),
+        "{info_text}"
+    );
+    assert!(info_text.contains("ids: 256 (max id 255)"), "{info_text}");
+    assert!(
+        info_text.contains("members: 1 of 8: 0 (slot 0)"),
+        "{info_text}"
+    );
+
+    let sent = run(&["ipm", "send", "-S", sock, "0", "hello", "--id", "3"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    assert!(
+        text(&sent).contains("IPM notification sent to peer 0 (id 3, 5 bytes)"),
+        "{}",
+        text(&sent)
+    );
+    let line = listener.expect_line(RECEIVED);
+    assert!(line.contains("id 3, 5 bytes: hello"), "{line}");
+    assert!(line.contains("from peer"), "{line}");
+
+    let waited = run(&[
+        "ipm", "send", "-S", sock, "0", "done?", "--id", "7", "--wait",
+    ]);
+    assert!(waited.status.success(), "{}", text(&waited));
+    assert!(
+        text(&waited).contains("peer 0 took the message"),
+        "{}",
+        text(&waited)
+    );
+    assert!(
+        listener
+            .expect_line(RECEIVED)
+            .contains("id 7, 5 bytes: done?")
+    );
+
+    // Zephyr's IPM only rings vector 0: a bare doorbell is an empty notification.
+    let rung = run(&["notify", "-S", sock, "0", "0"]);
+    assert!(rung.status.success(), "{}", text(&rung));
+    assert_eq!(listener.expect_line(RECEIVED), RECEIVED);
+
+    // Data over the limit is refused before anything is sent.
+    let big = "x".repeat(1025);
+    let refused = run(&["ipm", "send", "-S", sock, "0", &big, "--timeout", "2"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused)
+            .contains("data of 1025 bytes is larger than mailbox 'ipm' allows (1024 bytes max)"),
+        "{}",
+        text(&refused)
+    );
+    let bad_id = run(&[
+        "ipm",
+        "send",
+        "-S",
+        sock,
+        "0",
+        "--id",
+        "256",
+        "--timeout",
+        "2",
+    ]);
+    assert!(!bad_id.status.success());
+    assert!(
+        text(&bad_id).contains("id 256 is out of range"),
+        "{}",
+        text(&bad_id)
+    );
+
+    // An empty message with an id, no data.
+    let empty = run(&["ipm", "send", "-S", sock, "0", "--id", "1"]);
+    assert!(empty.status.success(), "{}", text(&empty));
+    assert!(listener.expect_line(RECEIVED).contains("id 1, 0 bytes: "));
+    assert!(listener.wait_exit().success());
+}
+
+#[test]
+fn ipm_send_to_an_absent_peer_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let absent = run(&["ipm", "send", "-S", sock, "5", "x", "--timeout", "0.3"]);
+    assert!(!absent.status.success());
+    assert!(
+        text(&absent).contains("peer 5 did not join mailbox 'ipm' in time"),
+        "{}",
+        text(&absent)
+    );
+}

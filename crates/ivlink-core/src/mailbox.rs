@@ -1,0 +1,1045 @@
+//! A mailbox in the spirit of Zephyr's IPM (inter-processor mailbox): small
+//! messages of an `id` and up to `max_data_size` bytes, one outstanding message per
+//! sender and receiver, a doorbell per message and an optional completion (the
+//! sender learns when the receiver has taken its message).
+//!
+//! One section (directory kind [`SectionKind::Mailbox`](crate::SectionKind)) holds
+//! a header, the member slots ([`crate::members`]) and one box per ordered pair of
+//! slots, so senders never share bytes and need no lock. All fields little-endian.
+//!
+//! Header:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | `magic` = `b"MBX1"` |
+//! | 4 | 4 | `max_members`: M, 2..=[`MAX_MEMBERS`] |
+//! | 8 | 4 | `max_data`: data bytes per message, 0..=[`MAX_DATA_LIMIT`] |
+//! | 12 | 4 | `id_count`: ids are `0..id_count`, at least 1 |
+//! | 16 | 2 | `vector`: the doorbell vector messages ring |
+//! | 18 | 2 | `completion_vector`: the vector completions ring on the sender |
+//! | 20 | 4 | `state`: 0 empty, 1 initializing, 2 ready |
+//! | 64 | 4·M | member slots: peer id + 1, 0 = free |
+//! | boxes | M·(M-1)·box_size | box `from → to` at index `from·(M-1) + (to < from ? to : to-1)` |
+//!
+//! The boxes start at the first 64-byte boundary after the slots; `box_size` is
+//! `64 + max_data` rounded up to 64, so every box starts on its own cache line.
+//!
+//! Box:
+//!
+//! | offset | size | written by | field |
+//! |---|---|---|---|
+//! | 0 | 4 | both | `state`: bit 0 `FULL` (busy), bit 1 `WANT_COMPLETION`, bit 2 `RUNG` |
+//! | 4 | 4 | sender | `id` |
+//! | 8 | 4 | sender | `len`: bytes of data |
+//! | 64 | max_data | sender | data |
+//!
+//! # Protocol
+//!
+//! **Send.** The sender refuses ([`MailboxError::Busy`]) while `FULL` is set (the
+//! receiver has not taken the last message: Zephyr's `-EBUSY`). Otherwise it writes
+//! `id`, `len` and the data, stores `state = FULL | RUNG?` with release, and rings
+//! the receiver on `vector`. `RUNG` says that a doorbell goes with the message.
+//!
+//! **Take.** The receiver loads `state` with acquire; on `FULL` it reads and
+//! validates `id < id_count` and `len <= max_data`, copies the data, then clears
+//! `state` to 0 by compare-and-exchange: that is the completion. A message that
+//! fails validation is cleared too and reported once as
+//! [`MailboxError::BadMessage`]. If the cleared word had `WANT_COMPLETION`, the
+//! receiver rings the sender on `completion_vector`.
+//!
+//! **Completion.** A sender that wants to sleep until its message is taken sets
+//! `WANT_COMPLETION` by compare-and-exchange while `FULL` is still set
+//! ([`MailboxLayout::arm_completion`]); if `FULL` is already clear it need not sleep.
+//! Because the receiver clears with compare-and-exchange too, either it sees the
+//! flag (and rings) or the sender sees the message taken: no lost wake-up.
+//!
+//! **Bare doorbells.** Zephyr's ivshmem IPM driver only rings vector 0 and writes
+//! nothing. The std side counts doorbells against taken messages with `RUNG` and
+//! delivers a ring with no message as an empty message (id 0, no data).
+//!
+//! Every header field is re-validated against the section on open, and every box
+//! field on each take: a hostile peer can lie, but it cannot make a member panic or
+//! access memory outside the section.
+
+use core::fmt;
+use core::sync::atomic::Ordering;
+
+use crate::members::{MemberSlots, SlotError};
+use crate::notify::{PeerId, Vector};
+use crate::region::{Region, RegionError};
+
+/// Most members a mailbox can have.
+pub const MAX_MEMBERS: u32 = 64;
+/// Largest `max_data` a mailbox can be created or opened with.
+pub const MAX_DATA_LIMIT: u32 = 64 * 1024;
+/// Bytes before a box's data.
+pub const BOX_HEADER: usize = 64;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"MBX1");
+const MAX_MEMBERS_AT: usize = 4;
+const MAX_DATA_AT: usize = 8;
+const ID_COUNT_AT: usize = 12;
+const VECTORS_AT: usize = 16;
+const STATE_AT: usize = 20;
+const SLOTS_AT: usize = 64;
+const EMPTY: u32 = 0;
+const INITIALIZING: u32 = 1;
+const READY: u32 = 2;
+
+const BOX_STATE: usize = 0;
+const BOX_ID: usize = 4;
+const BOX_LEN: usize = 8;
+
+/// The box holds a message not yet taken.
+const FULL: u32 = 1;
+/// The sender sleeps until the message is taken: ring it on the completion vector.
+const WANT_COMPLETION: u32 = 2;
+/// The sender rings the receiver's doorbell for this message.
+const RUNG: u32 = 4;
+const KNOWN_BITS: u32 = FULL | WANT_COMPLETION | RUNG;
+/// Compare-and-exchange retries on a box word; an honest sender changes it at
+/// most once while it is full.
+const CAS_ATTEMPTS: usize = 8;
+
+fn load<R: Region + ?Sized>(region: &R, at: usize, order: Ordering) -> Result<u32, RegionError> {
+    Ok(u32::from_le(region.load_u32(at, order)?))
+}
+
+fn store<R: Region + ?Sized>(
+    region: &R,
+    at: usize,
+    value: u32,
+    order: Ordering,
+) -> Result<(), RegionError> {
+    region.store_u32(at, value.to_le(), order)
+}
+
+fn cas<R: Region + ?Sized>(
+    region: &R,
+    at: usize,
+    current: u32,
+    new: u32,
+) -> Result<Result<u32, u32>, RegionError> {
+    Ok(region
+        .compare_exchange_u32(at, current.to_le(), new.to_le())?
+        .map(u32::from_le)
+        .map_err(u32::from_le))
+}
+
+/// Why a mailbox operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxError {
+    /// The section does not hold a mailbox (or holds a damaged one).
+    Invalid(&'static str),
+    /// Another peer is still setting the mailbox up; try again shortly.
+    Initializing,
+    /// Every member slot is taken.
+    Full {
+        /// Slots the mailbox has.
+        max_members: u32,
+    },
+    /// The receiver has not taken the previous message yet.
+    Busy,
+    /// The data is longer than the mailbox's `max_data_size`.
+    TooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// Largest message data.
+        max: usize,
+    },
+    /// The id is not below the mailbox's id count.
+    BadId {
+        /// Id offered.
+        id: u32,
+        /// Ids the mailbox has.
+        id_count: u32,
+    },
+    /// The waiting message has more data than the caller's buffer (it stays).
+    BufferTooSmall {
+        /// Its length.
+        len: usize,
+    },
+    /// A sender left a message that cannot be right; it was discarded.
+    BadMessage {
+        /// The sender's slot.
+        from_slot: u32,
+        /// The state word as read.
+        state: u32,
+        /// The id as read.
+        id: u32,
+        /// The length as read.
+        len: u32,
+    },
+    /// The region refused an access.
+    Region(RegionError),
+}
+
+impl fmt::Display for MailboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MailboxError::Invalid(what) => write!(f, "not a valid mailbox: {what}"),
+            MailboxError::Initializing => {
+                f.write_str("the mailbox is being set up by another peer")
+            }
+            MailboxError::Full { max_members } => {
+                write!(f, "the mailbox is full ({max_members} members)")
+            }
+            MailboxError::Busy => {
+                f.write_str("the receiver has not taken the previous message yet")
+            }
+            MailboxError::TooLarge { len, max } => write!(
+                f,
+                "{len} bytes of data exceed the mailbox's maximum of {max} bytes"
+            ),
+            MailboxError::BadId { id, id_count } => write!(
+                f,
+                "id {id} is out of range (the mailbox has ids 0..{id_count})"
+            ),
+            MailboxError::BufferTooSmall { len } => {
+                write!(
+                    f,
+                    "the next message has {len} bytes, more than the buffer holds"
+                )
+            }
+            MailboxError::BadMessage {
+                from_slot,
+                state,
+                id,
+                len,
+            } => write!(
+                f,
+                "discarded a bad message from slot {from_slot} (state {state:#x}, id {id}, length {len})"
+            ),
+            MailboxError::Region(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for MailboxError {}
+
+impl From<RegionError> for MailboxError {
+    fn from(e: RegionError) -> Self {
+        MailboxError::Region(e)
+    }
+}
+
+impl From<SlotError> for MailboxError {
+    fn from(e: SlotError) -> Self {
+        match e {
+            SlotError::Region(e) => MailboxError::Region(e),
+            other => MailboxError::Invalid(other.describe()),
+        }
+    }
+}
+
+/// How a new mailbox is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxShape {
+    /// Member slots (2..=[`MAX_MEMBERS`]).
+    pub max_members: u32,
+    /// Data bytes per message (0..=[`MAX_DATA_LIMIT`]).
+    pub max_data: u32,
+    /// Ids are `0..id_count` (at least 1).
+    pub id_count: u32,
+    /// The doorbell vector messages ring.
+    pub vector: Vector,
+    /// The vector completions ring on the sender.
+    pub completion_vector: Vector,
+}
+
+impl MailboxShape {
+    fn check(&self) -> Result<(), MailboxError> {
+        if !(2..=MAX_MEMBERS).contains(&self.max_members) {
+            return Err(MailboxError::Invalid("member count out of range"));
+        }
+        if self.max_data > MAX_DATA_LIMIT {
+            return Err(MailboxError::Invalid("data size out of range"));
+        }
+        if self.id_count == 0 {
+            return Err(MailboxError::Invalid("no ids"));
+        }
+        Ok(())
+    }
+
+    /// Bytes of section this shape needs (`None` if out of range).
+    pub fn section_size(&self) -> Option<usize> {
+        self.check().ok()?;
+        let m = self.max_members as usize;
+        boxes_offset(self.max_members).checked_add(m * (m - 1) * box_size(self.max_data))
+    }
+}
+
+fn boxes_offset(max_members: u32) -> usize {
+    (SLOTS_AT + MemberSlots::size(max_members)).next_multiple_of(64)
+}
+
+fn box_size(max_data: u32) -> usize {
+    BOX_HEADER + (max_data as usize).next_multiple_of(64)
+}
+
+/// A message taken from a box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The sender's slot (look its peer up with [`MailboxLayout::member`]).
+    pub from_slot: u32,
+    /// The message id (validated: below the id count).
+    pub id: u32,
+    /// Bytes of data copied into the caller's buffer (validated: at most
+    /// `max_data_size`).
+    pub len: usize,
+    /// The sender waits for completion: ring it on the completion vector.
+    pub wants_completion: bool,
+    /// The sender rang (or will ring) this receiver's doorbell for the message.
+    pub rung: bool,
+}
+
+/// A mailbox's geometry, read from its header and checked against its section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxLayout {
+    base: usize,
+    shape: MailboxShape,
+}
+
+impl MailboxLayout {
+    /// Writes a new, empty mailbox into the section at `offset` of `size` bytes.
+    /// Only one peer may do this, right after allocating the section.
+    pub fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: MailboxShape,
+    ) -> Result<Self, MailboxError> {
+        shape.check()?;
+        let needed = shape
+            .section_size()
+            .ok_or(MailboxError::Invalid("too large"))?;
+        if needed > size {
+            return Err(MailboxError::Invalid("section too small for the shape"));
+        }
+        crate::region::check_bounds(offset, size, region.len())?;
+        if offset % 64 != 0 {
+            return Err(MailboxError::Invalid("section not 64-byte aligned"));
+        }
+        // The section is ours alone (the directory just handed it out), but its
+        // bytes may be left over from an earlier use of the region.
+        region.fill(offset, needed, 0)?;
+        store(region, offset + STATE_AT, INITIALIZING, Ordering::Release)?;
+        store(
+            region,
+            offset + MAX_MEMBERS_AT,
+            shape.max_members,
+            Ordering::Relaxed,
+        )?;
+        store(
+            region,
+            offset + MAX_DATA_AT,
+            shape.max_data,
+            Ordering::Relaxed,
+        )?;
+        store(
+            region,
+            offset + ID_COUNT_AT,
+            shape.id_count,
+            Ordering::Relaxed,
+        )?;
+        let vectors = u32::from(shape.vector) | (u32::from(shape.completion_vector) << 16);
+        store(region, offset + VECTORS_AT, vectors, Ordering::Relaxed)?;
+        store(region, offset, MAGIC, Ordering::Relaxed)?;
+        store(region, offset + STATE_AT, READY, Ordering::Release)?;
+        Ok(MailboxLayout {
+            base: offset,
+            shape,
+        })
+    }
+
+    /// Opens the mailbox in the section at `offset` of `size` bytes, validating
+    /// every header field against the section.
+    pub fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, MailboxError> {
+        crate::region::check_bounds(offset, size, region.len())?;
+        if offset % 64 != 0 {
+            return Err(MailboxError::Invalid("section not 64-byte aligned"));
+        }
+        match load(region, offset + STATE_AT, Ordering::Acquire)? {
+            READY => {}
+            EMPTY | INITIALIZING => return Err(MailboxError::Initializing),
+            _ => return Err(MailboxError::Invalid("unknown state")),
+        }
+        if load(region, offset, Ordering::Relaxed)? != MAGIC {
+            return Err(MailboxError::Invalid("bad magic"));
+        }
+        let vectors = load(region, offset + VECTORS_AT, Ordering::Relaxed)?;
+        let shape = MailboxShape {
+            max_members: load(region, offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
+            max_data: load(region, offset + MAX_DATA_AT, Ordering::Relaxed)?,
+            id_count: load(region, offset + ID_COUNT_AT, Ordering::Relaxed)?,
+            vector: vectors as Vector,
+            completion_vector: (vectors >> 16) as Vector,
+        };
+        shape.check()?;
+        if shape.section_size().is_none_or(|needed| needed > size) {
+            return Err(MailboxError::Invalid("boxes do not fit the section"));
+        }
+        Ok(MailboxLayout {
+            base: offset,
+            shape,
+        })
+    }
+
+    /// The shape as created.
+    pub fn shape(&self) -> MailboxShape {
+        self.shape
+    }
+
+    /// Member slots.
+    pub fn max_members(&self) -> u32 {
+        self.shape.max_members
+    }
+
+    /// Largest message data, in bytes (Zephyr's `ipm_max_data_size_get`).
+    pub fn max_data_size(&self) -> usize {
+        self.shape.max_data as usize
+    }
+
+    /// Number of ids (ids are `0..id_count`).
+    pub fn id_count(&self) -> u32 {
+        self.shape.id_count
+    }
+
+    /// Largest id (Zephyr's `ipm_max_id_val_get`).
+    pub fn max_id(&self) -> u32 {
+        self.shape.id_count - 1
+    }
+
+    /// The doorbell vector messages ring.
+    pub fn vector(&self) -> Vector {
+        self.shape.vector
+    }
+
+    /// The vector completions ring on the sender.
+    pub fn completion_vector(&self) -> Vector {
+        self.shape.completion_vector
+    }
+
+    fn slots(&self) -> MemberSlots {
+        MemberSlots::new(self.base + SLOTS_AT, self.shape.max_members)
+    }
+
+    /// Absolute offset of the box `from → to`.
+    fn box_at(&self, from: u32, to: u32) -> Result<usize, MailboxError> {
+        let m = self.shape.max_members;
+        if from >= m || to >= m || from == to {
+            return Err(MailboxError::Invalid("no such box"));
+        }
+        let column = if to < from { to } else { to - 1 };
+        let index = (from * (m - 1) + column) as usize;
+        // Cannot overflow: open/create checked that every box fits the section.
+        Ok(self.base + boxes_offset(m) + index * box_size(self.shape.max_data))
+    }
+
+    fn reset_box<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+    ) -> Result<(), MailboxError> {
+        let at = self.box_at(from, to)?;
+        store(region, at + BOX_STATE, 0, Ordering::Release)?;
+        Ok(())
+    }
+
+    /// The peer in slot `slot`, if it is taken.
+    pub fn member<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        slot: u32,
+    ) -> Result<Option<PeerId>, MailboxError> {
+        Ok(self.slots().member(region, slot)?)
+    }
+
+    /// The slot of `peer`, if it is a member.
+    pub fn slot_of<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Option<u32> {
+        self.slots().slot_of(region, peer)
+    }
+
+    /// Takes a slot for `peer` (or finds the one it already holds). The boxes to
+    /// and from a newly taken slot are emptied before the peer is published.
+    pub fn join<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Result<u32, MailboxError> {
+        let m = self.shape.max_members;
+        let joined = self.slots().join(region, peer, |slot| {
+            for other in (0..m).filter(|&o| o != slot) {
+                self.reset_box(region, slot, other)?;
+                self.reset_box(region, other, slot)?;
+            }
+            Ok::<(), MailboxError>(())
+        })?;
+        joined.ok_or(MailboxError::Full { max_members: m })
+    }
+
+    /// Frees the slot of a peer that is gone. Its boxes are left alone until a new
+    /// member takes the slot, so a receiver can still take what it sent.
+    pub fn evict<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        peer: PeerId,
+    ) -> Result<bool, MailboxError> {
+        Ok(self.slots().evict(region, peer)?)
+    }
+
+    /// The members and their slots.
+    pub fn members<'a, R: Region + ?Sized>(
+        &'a self,
+        region: &'a R,
+    ) -> impl Iterator<Item = (u32, PeerId)> + 'a {
+        (0..self.shape.max_members)
+            .filter_map(move |slot| self.member(region, slot).ok().flatten().map(|p| (slot, p)))
+    }
+
+    /// Puts a message into the box `from → to`: `id`, then `data`, then the busy
+    /// bit (release). `rung` records that the caller rings the receiver's
+    /// doorbell next (it should whenever the transport has one). Refused with
+    /// [`MailboxError::Busy`] while the previous message is not taken.
+    pub fn send<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+        id: u32,
+        data: &[u8],
+        rung: bool,
+    ) -> Result<(), MailboxError> {
+        let at = self.box_at(from, to)?;
+        if data.len() > self.max_data_size() {
+            return Err(MailboxError::TooLarge {
+                len: data.len(),
+                max: self.max_data_size(),
+            });
+        }
+        if id >= self.shape.id_count {
+            return Err(MailboxError::BadId {
+                id,
+                id_count: self.shape.id_count,
+            });
+        }
+        if load(region, at + BOX_STATE, Ordering::Acquire)? & FULL != 0 {
+            return Err(MailboxError::Busy);
+        }
+        store(region, at + BOX_ID, id, Ordering::Relaxed)?;
+        store(region, at + BOX_LEN, data.len() as u32, Ordering::Relaxed)?;
+        region.write(at + BOX_HEADER, data)?;
+        let state = if rung { FULL | RUNG } else { FULL };
+        store(region, at + BOX_STATE, state, Ordering::Release)?;
+        Ok(())
+    }
+
+    /// Whether the message in the box `from → to` has been taken (the busy bit is
+    /// clear): the completion a waiting sender polls for.
+    pub fn poll_complete<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+    ) -> Result<bool, MailboxError> {
+        let at = self.box_at(from, to)?;
+        Ok(load(region, at + BOX_STATE, Ordering::Acquire)? & FULL == 0)
+    }
+
+    /// Asks the receiver to ring the completion vector when it takes the message
+    /// in the box `from → to`. Returns `false` if it is already taken, so the
+    /// caller must not sleep.
+    pub fn arm_completion<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+    ) -> Result<bool, MailboxError> {
+        let at = self.box_at(from, to)?;
+        let mut current = load(region, at + BOX_STATE, Ordering::Acquire)?;
+        for _ in 0..CAS_ATTEMPTS {
+            if current & FULL == 0 {
+                return Ok(false);
+            }
+            if current & WANT_COMPLETION != 0 {
+                return Ok(true);
+            }
+            match cas(region, at + BOX_STATE, current, current | WANT_COMPLETION)? {
+                Ok(_) => return Ok(true),
+                Err(now) => current = now,
+            }
+        }
+        // Someone keeps flipping the word: sleep, the caller's timeout bounds it.
+        Ok(true)
+    }
+
+    /// Whether any box addressed to slot `to` holds a message (cheap enough to
+    /// spin on; values are as read, validated by [`take`](Self::take)).
+    pub fn has_message<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        to: u32,
+    ) -> Result<bool, MailboxError> {
+        for from in (0..self.shape.max_members).filter(|&f| f != to) {
+            let at = self.box_at(from, to)?;
+            if load(region, at + BOX_STATE, Ordering::Acquire)? & FULL != 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes the next message addressed to slot `to`, looking at senders from slot
+    /// `start` on (wrapping; pass the last sender's slot + 1 to serve them in
+    /// turn). The data goes into `buf`; the busy bit is cleared (completion).
+    /// `Ok(None)`: no message waits.
+    pub fn take<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        to: u32,
+        start: u32,
+        buf: &mut [u8],
+    ) -> Result<Option<Taken>, MailboxError> {
+        let m = self.shape.max_members;
+        if to >= m {
+            return Err(MailboxError::Invalid("no such slot"));
+        }
+        for step in 0..m {
+            let from = ((start % m) + step) % m;
+            if from == to {
+                continue;
+            }
+            if let Some(taken) = self.take_from(region, from, to, buf)? {
+                return Ok(Some(taken));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the message in the box `from → to`, if there is one.
+    pub fn take_from<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+        buf: &mut [u8],
+    ) -> Result<Option<Taken>, MailboxError> {
+        let at = self.box_at(from, to)?;
+        let state = load(region, at + BOX_STATE, Ordering::Acquire)?;
+        if state & FULL == 0 {
+            return Ok(None);
+        }
+        let id = load(region, at + BOX_ID, Ordering::Relaxed)?;
+        let len = load(region, at + BOX_LEN, Ordering::Relaxed)?;
+        let sound = state & !KNOWN_BITS == 0
+            && id < self.shape.id_count
+            && len as usize <= self.max_data_size();
+        if sound && len as usize > buf.len() {
+            return Err(MailboxError::BufferTooSmall { len: len as usize });
+        }
+        if sound {
+            region.read(at + BOX_HEADER, &mut buf[..len as usize])?;
+        }
+        let cleared = self.clear(region, at, state)?;
+        if !sound {
+            return Err(MailboxError::BadMessage {
+                from_slot: from,
+                state,
+                id,
+                len,
+            });
+        }
+        Ok(Some(Taken {
+            from_slot: from,
+            id,
+            len: len as usize,
+            wants_completion: cleared & WANT_COMPLETION != 0,
+            rung: state & RUNG != 0,
+        }))
+    }
+
+    /// Clears a box's state word (release), returning the last value it held, so
+    /// a completion request that raced with the take is never lost.
+    fn clear<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        at: usize,
+        mut current: u32,
+    ) -> Result<u32, MailboxError> {
+        for _ in 0..CAS_ATTEMPTS {
+            match cas(region, at + BOX_STATE, current, 0)? {
+                Ok(_) => return Ok(current),
+                Err(now) => current = now,
+            }
+        }
+        // A hostile peer keeps flipping the word: clear it anyway and ring.
+        store(region, at + BOX_STATE, 0, Ordering::Release)?;
+        Ok(current | WANT_COMPLETION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HeapRegion;
+    use alloc::collections::BTreeMap;
+    use alloc::collections::btree_map::Entry;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    const SHAPE: MailboxShape = MailboxShape {
+        max_members: 4,
+        max_data: 100,
+        id_count: 16,
+        vector: 0,
+        completion_vector: 1,
+    };
+    const AT: usize = 4096;
+
+    fn mailbox() -> (HeapRegion, MailboxLayout) {
+        let size = SHAPE.section_size().unwrap();
+        let region = HeapRegion::new(AT + size);
+        let layout = MailboxLayout::create(&*region, AT, size, SHAPE).unwrap();
+        (region, layout)
+    }
+
+    #[test]
+    fn created_mailboxes_open_with_the_same_shape() {
+        let (region, layout) = mailbox();
+        let size = SHAPE.section_size().unwrap();
+        assert_eq!(MailboxLayout::open(&*region, AT, size).unwrap(), layout);
+        assert_eq!(layout.max_data_size(), 100);
+        assert_eq!(layout.max_id(), 15);
+        assert_eq!(layout.completion_vector(), 1);
+        // 64 header + 16 slots -> boxes at 128; 12 boxes of 64 + 128.
+        assert_eq!(size, 128 + 12 * 192);
+        assert_eq!(
+            MailboxLayout::open(&*region, AT, size - 1),
+            Err(MailboxError::Invalid("boxes do not fit the section"))
+        );
+        assert_eq!(
+            MailboxLayout::open(&*region, 0, size),
+            Err(MailboxError::Initializing)
+        );
+        let bad = MailboxShape {
+            id_count: 0,
+            ..SHAPE
+        };
+        assert!(MailboxLayout::create(&*region, AT, size, bad).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip_from_every_sender() {
+        let (region, layout) = mailbox();
+        for peer in [10, 11, 12] {
+            layout.join(&*region, peer).unwrap();
+        }
+        layout.send(&*region, 1, 0, 3, b"from one", true).unwrap();
+        layout.send(&*region, 2, 0, 4, b"from two", false).unwrap();
+        assert!(layout.has_message(&*region, 0).unwrap());
+        assert!(!layout.has_message(&*region, 1).unwrap());
+        let mut buf = [0u8; 100];
+        let first = layout.take(&*region, 0, 0, &mut buf).unwrap().unwrap();
+        assert_eq!(
+            (first.from_slot, first.id, first.len, first.rung),
+            (1, 3, 8, true)
+        );
+        assert_eq!(&buf[..8], b"from one");
+        assert_eq!(layout.member(&*region, first.from_slot).unwrap(), Some(11));
+        let second = layout.take(&*region, 0, 2, &mut buf).unwrap().unwrap();
+        assert_eq!((second.from_slot, second.id, second.rung), (2, 4, false));
+        assert_eq!(&buf[..second.len], b"from two");
+        assert_eq!(layout.take(&*region, 0, 0, &mut buf).unwrap(), None);
+        // Empty messages are messages too.
+        layout.send(&*region, 0, 2, 0, b"", true).unwrap();
+        let empty = layout.take(&*region, 2, 0, &mut []).unwrap().unwrap();
+        assert_eq!((empty.from_slot, empty.len), (0, 0));
+    }
+
+    #[test]
+    fn busy_until_taken_and_completion_is_requested_once() {
+        let (region, layout) = mailbox();
+        layout.send(&*region, 1, 0, 1, b"x", true).unwrap();
+        assert_eq!(
+            layout.send(&*region, 1, 0, 2, b"y", true),
+            Err(MailboxError::Busy)
+        );
+        assert!(!layout.poll_complete(&*region, 1, 0).unwrap());
+        assert!(layout.arm_completion(&*region, 1, 0).unwrap());
+        assert!(layout.arm_completion(&*region, 1, 0).unwrap());
+        let mut buf = [0u8; 4];
+        let taken = layout.take(&*region, 0, 0, &mut buf).unwrap().unwrap();
+        assert!(taken.wants_completion);
+        assert!(layout.poll_complete(&*region, 1, 0).unwrap());
+        assert!(
+            !layout.arm_completion(&*region, 1, 0).unwrap(),
+            "taken: no sleep"
+        );
+        layout.send(&*region, 1, 0, 2, b"y", true).unwrap();
+        let taken = layout.take(&*region, 0, 0, &mut buf).unwrap().unwrap();
+        assert!(!taken.wants_completion);
+    }
+
+    #[test]
+    fn limits_are_enforced_on_both_sides() {
+        let (region, layout) = mailbox();
+        assert_eq!(
+            layout.send(&*region, 1, 0, 0, &[0; 101], true),
+            Err(MailboxError::TooLarge { len: 101, max: 100 })
+        );
+        assert_eq!(
+            layout.send(&*region, 1, 0, 16, b"", true),
+            Err(MailboxError::BadId {
+                id: 16,
+                id_count: 16
+            })
+        );
+        assert!(layout.send(&*region, 1, 1, 0, b"", true).is_err());
+        assert!(layout.send(&*region, 4, 0, 0, b"", true).is_err());
+        layout.send(&*region, 1, 0, 0, &[7; 10], true).unwrap();
+        let mut small = [0u8; 4];
+        assert_eq!(
+            layout.take(&*region, 0, 0, &mut small),
+            Err(MailboxError::BufferTooSmall { len: 10 })
+        );
+        assert!(layout.has_message(&*region, 0).unwrap(), "it stays");
+        // A hostile length is discarded once, then the box is free.
+        let at = layout.box_at(1, 0).unwrap();
+        store(&*region, at + BOX_LEN, 5000, Ordering::Relaxed).unwrap();
+        let mut buf = [0u8; 100];
+        assert!(matches!(
+            layout.take(&*region, 0, 0, &mut buf),
+            Err(MailboxError::BadMessage {
+                from_slot: 1,
+                len: 5000,
+                ..
+            })
+        ));
+        assert_eq!(layout.take(&*region, 0, 0, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_member_starts_with_empty_boxes() {
+        let (region, layout) = mailbox();
+        assert_eq!(layout.join(&*region, 5).unwrap(), 0);
+        assert_eq!(layout.join(&*region, 6).unwrap(), 1);
+        layout.send(&*region, 1, 0, 1, b"stale", true).unwrap();
+        layout.send(&*region, 0, 1, 1, b"stale", true).unwrap();
+        assert!(layout.evict(&*region, 6).unwrap());
+        assert_eq!(layout.join(&*region, 7).unwrap(), 1);
+        assert!(!layout.has_message(&*region, 0).unwrap());
+        assert!(!layout.has_message(&*region, 1).unwrap());
+        assert_eq!(
+            layout.members(&*region).collect::<Vec<_>>(),
+            vec![(0, 5), (1, 7)]
+        );
+    }
+
+    #[cfg(not(miri))]
+    const THREAD_MESSAGES: u32 = 20_000;
+    #[cfg(miri)]
+    const THREAD_MESSAGES: u32 = 100;
+
+    /// A sender waiting for each completion and a receiver taking them: every
+    /// message arrives intact, once, in order.
+    #[test]
+    fn two_threads_hand_over_every_message() {
+        let (region, layout) = mailbox();
+        let region = &*region;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for seq in 0..THREAD_MESSAGES {
+                    let data = seq.to_le_bytes().repeat((seq % 25) as usize);
+                    loop {
+                        match layout.send(region, 2, 3, seq % 16, &data, true) {
+                            Ok(()) => break,
+                            Err(MailboxError::Busy) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    if seq % 2 == 0 {
+                        while !layout.poll_complete(region, 2, 3).unwrap() {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            });
+            let mut buf = [0u8; 100];
+            let mut expected = 0u32;
+            while expected < THREAD_MESSAGES {
+                match layout.take(region, 3, 0, &mut buf).unwrap() {
+                    Some(taken) => {
+                        assert_eq!(taken.from_slot, 2);
+                        assert_eq!(taken.id, expected % 16);
+                        let data = expected.to_le_bytes().repeat((expected % 25) as usize);
+                        assert_eq!(&buf[..taken.len], &data[..]);
+                        expected += 1;
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        });
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send {
+            from: u32,
+            to: u32,
+            id: u32,
+            data: Vec<u8>,
+        },
+        Take {
+            to: u32,
+            start: u32,
+        },
+        Arm {
+            from: u32,
+            to: u32,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u32..4, 0u32..4, 0u32..20, proptest::collection::vec(any::<u8>(), 0..120))
+                .prop_map(|(from, to, id, data)| Op::Send { from, to, id, data }),
+            3 => (0u32..4, 0u32..8).prop_map(|(to, start)| Op::Take { to, start }),
+            1 => (0u32..4, 0u32..4).prop_map(|(from, to)| Op::Arm { from, to }),
+        ]
+    }
+
+    proptest! {
+        // Under Miri: few cases, and no failure files (Miri isolates the file system).
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any sequence of operations behaves like one slot per ordered pair,
+        /// served from `start` on.
+        #[test]
+        fn behaves_like_a_box_per_pair(ops in proptest::collection::vec(op(), 1..100)) {
+            let (region, layout) = mailbox();
+            // (from, to) -> (id, data, wants completion)
+            let mut model: BTreeMap<(u32, u32), (u32, Vec<u8>, bool)> = BTreeMap::new();
+            let mut buf = [0u8; 100];
+            for op in ops {
+                match op {
+                    Op::Send { from, to, id, data } => {
+                        let got = layout.send(&*region, from, to, id, &data, true);
+                        let expected = if from == to {
+                            Err(MailboxError::Invalid("no such box"))
+                        } else if data.len() > 100 {
+                            Err(MailboxError::TooLarge { len: data.len(), max: 100 })
+                        } else if id >= 16 {
+                            Err(MailboxError::BadId { id, id_count: 16 })
+                        } else {
+                            match model.entry((from, to)) {
+                                Entry::Occupied(_) => Err(MailboxError::Busy),
+                                Entry::Vacant(slot) => {
+                                    slot.insert((id, data, false));
+                                    Ok(())
+                                }
+                            }
+                        };
+                        prop_assert_eq!(got, expected);
+                    }
+                    Op::Take { to, start } => {
+                        let got = layout.take(&*region, to, start, &mut buf).unwrap();
+                        let next = (0..4)
+                            .map(|step| (start % 4 + step) % 4)
+                            .find(|&from| model.contains_key(&(from, to)));
+                        match next {
+                            Some(from) => {
+                                let (id, data, wants) = model.remove(&(from, to)).unwrap();
+                                let taken = got.unwrap();
+                                prop_assert_eq!(
+                                    (taken.from_slot, taken.id, taken.wants_completion, taken.rung),
+                                    (from, id, wants, true)
+                                );
+                                prop_assert_eq!(&buf[..taken.len], &data[..]);
+                            }
+                            None => prop_assert_eq!(got, None),
+                        }
+                    }
+                    Op::Arm { from, to } => {
+                        let got = layout.arm_completion(&*region, from, to);
+                        if from == to {
+                            prop_assert!(got.is_err());
+                        } else {
+                            let pending = model.get_mut(&(from, to));
+                            prop_assert_eq!(got.unwrap(), pending.is_some());
+                            if let Some(entry) = pending {
+                                entry.2 = true;
+                            }
+                        }
+                    }
+                }
+                for from in 0..4 {
+                    for to in (0..4).filter(|&t| t != from) {
+                        prop_assert_eq!(
+                            layout.poll_complete(&*region, from, to).unwrap(),
+                            !model.contains_key(&(from, to))
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Whatever a hostile peer writes over the header and the boxes, open and
+        /// every operation return values or errors, never panic, and taken
+        /// messages respect the mailbox's limits.
+        #[test]
+        fn hostile_bytes_never_panic(
+            writes in proptest::collection::vec((0usize..1200, any::<u64>()), 1..24),
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let (region, layout) = mailbox();
+            let size = SHAPE.section_size().unwrap();
+            for (at, value) in writes {
+                let _ = region.write(AT + at, &value.to_le_bytes());
+            }
+            let mut buf = [0u8; 100];
+            let opened = MailboxLayout::open(&*region, AT, size);
+            for layout in [Some(layout), opened.ok()].into_iter().flatten() {
+                for op in &ops {
+                    match op {
+                        Op::Send { from, to, id, data } => {
+                            let _ = layout.send(&*region, *from, *to, *id, data, true);
+                        }
+                        Op::Take { to, start } => {
+                            if let Ok(Some(taken)) = layout.take(&*region, *to, *start, &mut buf) {
+                                prop_assert!(taken.len <= layout.max_data_size());
+                                prop_assert!(taken.id < layout.id_count());
+                            }
+                        }
+                        Op::Arm { from, to } => {
+                            let _ = layout.arm_completion(&*region, *from, *to);
+                        }
+                    }
+                }
+                for slot in 0..layout.max_members() {
+                    let _ = layout.member(&*region, slot);
+                    let _ = layout.has_message(&*region, slot);
+                }
+                let _ = layout.join(&*region, 9);
+            }
+        }
+
+        /// Any shape either is refused or fits its section exactly.
+        #[test]
+        fn hostile_headers_never_escape_the_section(
+            members in any::<u32>(), max_data in any::<u32>(), ids in any::<u32>(),
+        ) {
+            let (region, _) = mailbox();
+            let size = SHAPE.section_size().unwrap();
+            store(&*region, AT + MAX_MEMBERS_AT, members, Ordering::Relaxed).unwrap();
+            store(&*region, AT + MAX_DATA_AT, max_data, Ordering::Relaxed).unwrap();
+            store(&*region, AT + ID_COUNT_AT, ids, Ordering::Relaxed).unwrap();
+            if let Ok(layout) = MailboxLayout::open(&*region, AT, size) {
+                let m = layout.max_members();
+                let last = layout.box_at(m - 1, m - 2).unwrap();
+                prop_assert!(last + box_size(max_data) <= AT + size);
+            }
+        }
+    }
+}
