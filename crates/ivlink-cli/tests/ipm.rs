@@ -2,109 +2,14 @@
 //! waits for completion, a bare doorbell (Zephyr's notify-only IPM) delivered as an
 //! empty notification, limits shown and enforced.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-const IVLINK: &str = env!("CARGO_BIN_EXE_ivlink");
-const WAIT: Duration = Duration::from_secs(20);
+use common::{Running, run, text};
+
 const RECEIVED: &str = "Received IPM notification over IVSHMEM";
 
-/// A child process killed (by pid, through its handle) if the test ends early.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(IVLINK)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ivlink");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Running { child, lines }
-    }
-
-    /// Waits for a line containing `needle`; panics with everything seen otherwise.
-    fn expect_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(IVLINK)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ivlink")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn server(socket: &Path) -> Running {
-    let server = Running::start(&[
-        "server",
-        "-F",
-        "-S",
-        socket.to_str().unwrap(),
-        "--memfd",
-        "-n",
-        "2",
-    ]);
-    server.expect_line("listening on");
-    server
+fn server(socket: &std::path::Path) -> Running {
+    common::server(socket, &[])
 }
 
 #[test]
