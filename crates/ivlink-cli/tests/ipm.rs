@@ -9,7 +9,7 @@ use common::{Running, run, text};
 const RECEIVED: &str = "Received IPM notification over IVSHMEM";
 
 fn server(socket: &std::path::Path) -> Running {
-    common::server(socket, &[])
+    common::server(socket, &["--memfd"])
 }
 
 #[test]

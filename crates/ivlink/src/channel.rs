@@ -90,13 +90,7 @@ pub fn open_named(
                 ChannelLayout::open(region, info.offset, info.size)?
             })
         },
-        |e| {
-            matches!(
-                e,
-                EndpointError::Directory(DirectoryError::Initializing)
-                    | EndpointError::Channel(ChannelError::Initializing)
-            )
-        },
+        |e| matches!(e, EndpointError::Channel(ChannelError::Initializing)),
         || ChannelError::Invalid("the section has another kind").into(),
         || EndpointError::SetupTimeout(name.to_owned()),
     )

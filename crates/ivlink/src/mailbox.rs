@@ -99,13 +99,7 @@ pub fn open_named(
                 MailboxLayout::open(region, info.offset, info.size)?
             })
         },
-        |e| {
-            matches!(
-                e,
-                IpmError::Directory(DirectoryError::Initializing)
-                    | IpmError::Mailbox(MailboxError::Initializing)
-            )
-        },
+        |e| matches!(e, IpmError::Mailbox(MailboxError::Initializing)),
         || MailboxError::Invalid("the section has another kind").into(),
         || IpmError::SetupTimeout(name.to_owned()),
     )

@@ -29,9 +29,8 @@ pub(crate) struct Wanted<'a> {
 pub(crate) type Setup<'f, T, E> = &'f mut dyn FnMut(&SectionInfo, bool) -> Result<T, E>;
 
 /// Finds or adds `wanted`, then runs `setup`; while another peer is still setting
-/// the directory or the section up (`busy` says so of an error, including the
-/// directory's `Initializing`), retries until `timeout`, then returns
-/// `timed_out()`. A section of another kind under that name is `wrong_kind()`.
+/// up the directory, or the section (`busy` says so of a protocol error), retries
+/// until `timeout`, then returns `timed_out()`. A section of another kind under that name is `wrong_kind()`.
 pub(crate) fn find_or_add<T, E: From<DirectoryError>>(
     device: &dyn Device,
     wanted: Wanted<'_>,
@@ -43,32 +42,46 @@ pub(crate) fn find_or_add<T, E: From<DirectoryError>>(
 ) -> Result<T, E> {
     let deadline = Instant::now() + timeout;
     loop {
-        let result = attempt(
+        match attempt(
             device.region(),
             device.id(),
             wanted,
             &mut *setup,
             &wrong_kind,
-        );
-        match result {
-            Err(e) if busy(&e) => {
-                if Instant::now() >= deadline {
-                    return Err(timed_out());
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => return other,
+        ) {
+            Ok(found) => return Ok(found),
+            Err(Attempt::Directory(DirectoryError::Initializing)) => {}
+            Err(Attempt::Directory(e)) => return Err(e.into()),
+            Err(Attempt::Protocol(e)) if busy(&e) => {}
+            Err(Attempt::Protocol(e)) => return Err(e),
         }
+        if Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-fn attempt<T, E: From<DirectoryError>>(
+/// Why one attempt failed: the directory (its `Initializing` is retried here for
+/// every protocol) or the protocol's own setup.
+enum Attempt<E> {
+    Directory(DirectoryError),
+    Protocol(E),
+}
+
+impl<E> From<DirectoryError> for Attempt<E> {
+    fn from(e: DirectoryError) -> Self {
+        Attempt::Directory(e)
+    }
+}
+
+fn attempt<T, E>(
     region: &ivlink_core::RawRegion,
     owner: PeerId,
     wanted: Wanted<'_>,
     setup: Setup<'_, T, E>,
     wrong_kind: &impl Fn() -> E,
-) -> Result<T, E> {
+) -> Result<T, Attempt<E>> {
     let directory = Directory::open_or_create(region, DEFAULT_MAX_SECTIONS)?;
     let spec = SectionSpec::new(wanted.name, wanted.kind, wanted.size)
         .with_owner(owner)
@@ -77,7 +90,7 @@ fn attempt<T, E: From<DirectoryError>>(
     let section = directory.get_or_add(&spec)?;
     let info = *section.info();
     if info.kind != wanted.kind {
-        return Err(wrong_kind());
+        return Err(Attempt::Protocol(wrong_kind()));
     }
-    setup(&info, section.is_added())
+    setup(&info, section.is_added()).map_err(Attempt::Protocol)
 }

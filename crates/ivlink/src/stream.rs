@@ -424,13 +424,7 @@ fn try_open(
             }
             Ok((layout, info.vector))
         },
-        |e| {
-            matches!(
-                e,
-                OpenError::Directory(DirectoryError::Initializing)
-                    | OpenError::Stream(StreamError::Initializing)
-            )
-        },
+        |e| matches!(e, OpenError::Stream(StreamError::Initializing)),
         || OpenError::WrongKind(name.to_owned()),
         || OpenError::SetupTimeout(name.to_owned()),
     )
