@@ -23,7 +23,9 @@ pub mod notify;
 pub mod raw_message;
 pub mod region;
 pub mod ring;
+pub mod rpmsg;
 pub mod stream;
+pub mod virtq;
 
 pub use directory::{Directory, DirectoryError, SectionInfo, SectionKind, SectionName};
 pub use notify::{Notify, NotifyError, PeerId, Vector};

@@ -6,7 +6,7 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 /// An access that does not fit the region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,18 @@ pub trait Region {
 
     /// Sets `len` bytes starting at `offset` to `byte`.
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError>;
+
+    /// Atomically loads the byte at `offset`.
+    fn load_u8(&self, offset: usize, order: Ordering) -> Result<u8, RegionError>;
+
+    /// Atomically stores the byte at `offset`.
+    fn store_u8(&self, offset: usize, value: u8, order: Ordering) -> Result<(), RegionError>;
+
+    /// Atomically loads the 16-bit word at `offset` (2-byte aligned).
+    fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, RegionError>;
+
+    /// Atomically stores the 16-bit word at `offset` (2-byte aligned).
+    fn store_u16(&self, offset: usize, value: u16, order: Ordering) -> Result<(), RegionError>;
 
     /// Atomically loads the 32-bit word at `offset` (4-byte aligned).
     fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, RegionError>;
@@ -174,6 +186,18 @@ impl RawRegion {
         Ok(ptr)
     }
 
+    fn atomic_u8(&self, offset: usize) -> Result<&AtomicU8, RegionError> {
+        let ptr = self.ptr_at(offset, 1)?;
+        // SAFETY: in bounds (checked above), bytes need no alignment; see `atomic_u32`.
+        Ok(unsafe { AtomicU8::from_ptr(ptr) })
+    }
+
+    fn atomic_u16(&self, offset: usize) -> Result<&AtomicU16, RegionError> {
+        let ptr = self.aligned_ptr_at(offset, 2)?;
+        // SAFETY: in bounds and 2-byte aligned (checked above); see `atomic_u32`.
+        Ok(unsafe { AtomicU16::from_ptr(ptr.cast()) })
+    }
+
     fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 4)?;
         // SAFETY: in bounds and 4-byte aligned (checked above); the memory is valid
@@ -216,6 +240,24 @@ impl Region for RawRegion {
         let dst = self.ptr_at(offset, len)?;
         // SAFETY: `dst..dst + len` is inside the region (checked).
         unsafe { core::ptr::write_bytes(dst, byte, len) };
+        Ok(())
+    }
+
+    fn load_u8(&self, offset: usize, order: Ordering) -> Result<u8, RegionError> {
+        Ok(self.atomic_u8(offset)?.load(order))
+    }
+
+    fn store_u8(&self, offset: usize, value: u8, order: Ordering) -> Result<(), RegionError> {
+        self.atomic_u8(offset)?.store(value, order);
+        Ok(())
+    }
+
+    fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, RegionError> {
+        Ok(self.atomic_u16(offset)?.load(order))
+    }
+
+    fn store_u16(&self, offset: usize, value: u16, order: Ordering) -> Result<(), RegionError> {
+        self.atomic_u16(offset)?.store(value, order);
         Ok(())
     }
 
@@ -338,6 +380,18 @@ mod tests {
         assert_eq!(region.compare_exchange_u32(8, 0, 9).unwrap(), Err(7));
         assert_eq!(region.compare_exchange_u64(16, 0, 5).unwrap(), Ok(0));
         assert_eq!(region.load_u64(16, Ordering::Relaxed).unwrap(), 5);
+        region.store_u16(24, 0xBEEF, Ordering::Release).unwrap();
+        region.store_u8(27, 0x42, Ordering::Release).unwrap();
+        assert_eq!(region.load_u32(24, Ordering::Acquire).unwrap(), 0x4200_BEEF);
+        assert_eq!(region.load_u8(24, Ordering::Acquire).unwrap(), 0xEF);
+        assert_eq!(
+            region.load_u16(25, Ordering::Relaxed),
+            Err(RegionError::Misaligned {
+                offset: 25,
+                align: 2
+            })
+        );
+        assert!(region.load_u8(64, Ordering::Relaxed).is_err());
     }
 
     #[test]

@@ -1,0 +1,718 @@
+//! Split virtqueues in the legacy contiguous layout, as OpenAMP, RPMsg-Lite and
+//! Linux's rpmsg bus place them in shared memory.
+//!
+//! ```text
+//! desc  [num]  { le64 addr; le32 len; le16 flags; le16 next; }   at +0
+//! avail        { le16 flags; le16 idx; le16 ring[num]; le16 used_event; }   at +16·num
+//! used         { le16 flags; le16 idx; { le32 id; le32 len; } ring[num]; le16 avail_event; }
+//!                                                  at align_up(end of avail, align)
+//! ```
+//!
+//! [`DriverQueue`] is the side that owns the buffers and posts them (the rpmsg
+//! host); [`DeviceQueue`] is the side that takes posted buffers and returns them
+//! used (the rpmsg remote). Both keep their own positions and the set of
+//! descriptors the other side holds in private memory; the ring is never trusted.
+//! An index that moves by more than it can, a descriptor id that is out of range or
+//! not outstanding, a chained or indirect descriptor: each is a
+//! [`VirtqError::Corrupt`], never a panic or an access outside the ring.
+//!
+//! Notification suppression follows virtio: the flags (`NO_NOTIFY`,
+//! `NO_INTERRUPT`) by default, or the event indices when both sides negotiated
+//! `VIRTIO_RING_F_EVENT_IDX`. `publish` returns whether the other side asked to be
+//! notified; the caller rings the doorbell only then.
+
+use core::fmt;
+use core::sync::atomic::{Ordering, fence};
+
+use crate::region::{Region, RegionError};
+
+/// Descriptor flag: the buffer continues in `next`.
+pub const DESC_F_NEXT: u16 = 1;
+/// Descriptor flag: the device writes this buffer (otherwise it reads it).
+pub const DESC_F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors.
+pub const DESC_F_INDIRECT: u16 = 4;
+/// `avail.flags`: the driver does not want an interrupt for used buffers.
+pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// `used.flags`: the device does not want a notification for new buffers.
+pub const USED_F_NO_NOTIFY: u16 = 1;
+/// Feature bit: `used_event`/`avail_event` replace the flags.
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+
+/// Largest queue size ivlink accepts (OpenAMP's Linux layout uses 256).
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+const DESC_SIZE: usize = 16;
+const USED_ELEM_SIZE: usize = 8;
+const BITMAP_WORDS: usize = MAX_QUEUE_SIZE as usize / 64;
+
+/// What went wrong with a virtqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtqError {
+    /// The layout asked for cannot exist (size not a power of two, bad alignment,
+    /// outside the region).
+    Layout(&'static str),
+    /// The other side wrote something no correct peer writes.
+    Corrupt(&'static str),
+    /// The descriptor is already outstanding (a local programming error).
+    Busy(u16),
+    /// The descriptor is not held by this side.
+    NotHeld(u16),
+    /// The region refused an access.
+    Region(RegionError),
+}
+
+impl fmt::Display for VirtqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VirtqError::Layout(what) => write!(f, "invalid virtqueue layout: {what}"),
+            VirtqError::Corrupt(what) => write!(f, "virtqueue corrupted by the peer: {what}"),
+            VirtqError::Busy(id) => write!(f, "descriptor {id} is already outstanding"),
+            VirtqError::NotHeld(id) => write!(f, "descriptor {id} is not held here"),
+            VirtqError::Region(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for VirtqError {}
+
+impl From<RegionError> for VirtqError {
+    fn from(e: RegionError) -> Self {
+        VirtqError::Region(e)
+    }
+}
+
+/// The shape of one vring: entries and the alignment of its used ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VringLayout {
+    num: u16,
+    align: usize,
+}
+
+impl VringLayout {
+    /// A vring of `num` entries (a power of two up to [`MAX_QUEUE_SIZE`]) whose used
+    /// ring is aligned to `align` (a power of two, at least 4).
+    pub const fn new(num: u16, align: usize) -> Result<Self, VirtqError> {
+        if num == 0 || !num.is_power_of_two() || num > MAX_QUEUE_SIZE {
+            return Err(VirtqError::Layout(
+                "queue size must be a power of two up to 1024",
+            ));
+        }
+        if align < 4 || !align.is_power_of_two() {
+            return Err(VirtqError::Layout(
+                "alignment must be a power of two of at least 4",
+            ));
+        }
+        Ok(VringLayout { num, align })
+    }
+
+    /// Entries in the ring.
+    pub const fn num(&self) -> u16 {
+        self.num
+    }
+
+    /// Alignment of the used ring (and of the vring's base).
+    pub const fn align(&self) -> usize {
+        self.align
+    }
+
+    /// Offset of the available ring from the vring's base.
+    pub const fn avail_offset(&self) -> usize {
+        DESC_SIZE * self.num as usize
+    }
+
+    /// Offset of the used ring from the vring's base.
+    pub const fn used_offset(&self) -> usize {
+        (self.avail_offset() + 6 + 2 * self.num as usize).next_multiple_of(self.align)
+    }
+
+    /// Bytes the vring occupies (`vring_size(num, align)`).
+    pub const fn size(&self) -> usize {
+        self.used_offset() + 6 + USED_ELEM_SIZE * self.num as usize
+    }
+}
+
+/// One descriptor as read from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Buffer address in the driver's address space (translation is the caller's).
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// `DESC_F_*` flags.
+    pub flags: u16,
+    /// Next descriptor of a chain.
+    pub next: u16,
+}
+
+impl Descriptor {
+    fn to_bytes(self) -> [u8; DESC_SIZE] {
+        let mut b = [0u8; DESC_SIZE];
+        b[0..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
+        b[14..16].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(b: [u8; DESC_SIZE]) -> Self {
+        Descriptor {
+            addr: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+            len: u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
+            flags: u16::from_le_bytes([b[12], b[13]]),
+            next: u16::from_le_bytes([b[14], b[15]]),
+        }
+    }
+}
+
+/// A vring placed in a region: offsets of its parts, with accessors that check
+/// every index against `num` before touching the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vring {
+    base: usize,
+    layout: VringLayout,
+}
+
+impl Vring {
+    /// The vring at region offset `base`, which must be aligned to the layout's
+    /// alignment and lie inside a region of `region_len` bytes.
+    ///
+    /// Alignment is checked on the offset: the region's own base is page-aligned
+    /// wherever ivlink maps it, so peers agree on where `used` starts.
+    pub fn new(base: usize, layout: VringLayout, region_len: usize) -> Result<Self, VirtqError> {
+        if base % layout.align != 0 {
+            return Err(VirtqError::Layout("vring base is not aligned"));
+        }
+        crate::region::check_bounds(base, layout.size(), region_len)
+            .map_err(|_| VirtqError::Layout("vring does not fit in the region"))?;
+        Ok(Vring { base, layout })
+    }
+
+    /// The vring's shape.
+    pub fn layout(&self) -> VringLayout {
+        self.layout
+    }
+
+    /// Region offset of the vring.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    fn num(&self) -> u16 {
+        self.layout.num
+    }
+
+    fn slot(&self, idx: u16) -> usize {
+        usize::from(idx & (self.num() - 1))
+    }
+
+    fn avail(&self) -> usize {
+        self.base + self.layout.avail_offset()
+    }
+
+    fn used(&self) -> usize {
+        self.base + self.layout.used_offset()
+    }
+
+    /// Zeroes the whole vring (the driver does this before first use).
+    pub fn clear<R: Region + ?Sized>(&self, region: &R) -> Result<(), VirtqError> {
+        region.fill(self.base, self.layout.size(), 0)?;
+        Ok(())
+    }
+
+    /// Reads descriptor `id` (checked against `num`).
+    pub fn descriptor<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        id: u16,
+    ) -> Result<Descriptor, VirtqError> {
+        if id >= self.num() {
+            return Err(VirtqError::Corrupt("descriptor id out of range"));
+        }
+        let mut b = [0u8; DESC_SIZE];
+        region.read(self.base + DESC_SIZE * usize::from(id), &mut b)?;
+        Ok(Descriptor::from_bytes(b))
+    }
+
+    fn write_descriptor<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        id: u16,
+        desc: Descriptor,
+    ) -> Result<(), VirtqError> {
+        region.write(self.base + DESC_SIZE * usize::from(id), &desc.to_bytes())?;
+        Ok(())
+    }
+
+    fn load16<R: Region + ?Sized>(
+        region: &R,
+        at: usize,
+        order: Ordering,
+    ) -> Result<u16, VirtqError> {
+        Ok(u16::from_le(region.load_u16(at, order)?))
+    }
+
+    fn store16<R: Region + ?Sized>(
+        region: &R,
+        at: usize,
+        value: u16,
+        order: Ordering,
+    ) -> Result<(), VirtqError> {
+        region.store_u16(at, value.to_le(), order)?;
+        Ok(())
+    }
+
+    /// `avail.flags` as written by the driver.
+    pub fn avail_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
+        Self::load16(region, self.avail(), Ordering::Relaxed)
+    }
+
+    /// `avail.idx` as published by the driver.
+    pub fn avail_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
+        Self::load16(region, self.avail() + 2, Ordering::Acquire)
+    }
+
+    /// `used.flags` as written by the device.
+    pub fn used_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
+        Self::load16(region, self.used(), Ordering::Relaxed)
+    }
+
+    /// `used.idx` as published by the device.
+    pub fn used_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
+        Self::load16(region, self.used() + 2, Ordering::Acquire)
+    }
+
+    fn avail_entry<R: Region + ?Sized>(&self, region: &R, idx: u16) -> Result<u16, VirtqError> {
+        Self::load16(
+            region,
+            self.avail() + 4 + 2 * self.slot(idx),
+            Ordering::Relaxed,
+        )
+    }
+
+    fn used_event_at(&self) -> usize {
+        self.avail() + 4 + 2 * usize::from(self.num())
+    }
+
+    fn avail_event_at(&self) -> usize {
+        self.used() + 4 + USED_ELEM_SIZE * usize::from(self.num())
+    }
+
+    /// Reads the used element for index `idx`: `(id, len)` as written.
+    pub fn used_elem<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        idx: u16,
+    ) -> Result<(u32, u32), VirtqError> {
+        let at = self.used() + 4 + USED_ELEM_SIZE * self.slot(idx);
+        let id = u32::from_le(region.load_u32(at, Ordering::Relaxed)?);
+        let len = u32::from_le(region.load_u32(at + 4, Ordering::Relaxed)?);
+        Ok((id, len))
+    }
+
+    /// Reads the avail entry for index `idx` (the head descriptor id, unchecked).
+    pub fn avail_head<R: Region + ?Sized>(&self, region: &R, idx: u16) -> Result<u16, VirtqError> {
+        self.avail_entry(region, idx)
+    }
+}
+
+/// Whether index moves from `old` to `new` crossed `event` (virtio's
+/// `vring_need_event`).
+pub fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// The descriptors one side knows the other side holds: private memory, so a peer
+/// cannot make us double-count or accept an id we never handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outstanding {
+    bits: [u64; BITMAP_WORDS],
+    count: u16,
+}
+
+impl Outstanding {
+    const fn new() -> Self {
+        Outstanding {
+            bits: [0; BITMAP_WORDS],
+            count: 0,
+        }
+    }
+
+    fn contains(&self, id: u16) -> bool {
+        let id = usize::from(id);
+        id < usize::from(MAX_QUEUE_SIZE) && self.bits[id / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// Marks `id` (below `MAX_QUEUE_SIZE`); false if it already was.
+    fn insert(&mut self, id: u16) -> bool {
+        if self.contains(id) || id >= MAX_QUEUE_SIZE {
+            return false;
+        }
+        let id = usize::from(id);
+        self.bits[id / 64] |= 1 << (id % 64);
+        self.count += 1;
+        true
+    }
+
+    fn remove(&mut self, id: u16) -> bool {
+        if !self.contains(id) {
+            return false;
+        }
+        let id = usize::from(id);
+        self.bits[id / 64] &= !(1 << (id % 64));
+        self.count -= 1;
+        true
+    }
+}
+
+/// The driver's half of a vring: posts buffers, takes them back used.
+#[derive(Debug, Clone)]
+pub struct DriverQueue {
+    ring: Vring,
+    event_idx: bool,
+    /// Next avail index to fill (private shadow; the ring's copy is never read back).
+    avail_idx: u16,
+    /// `avail_idx` as last published.
+    published: u16,
+    last_used: u16,
+    with_device: Outstanding,
+}
+
+/// A buffer the device returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsedBuffer {
+    /// Its descriptor (validated: one the driver had posted).
+    pub id: u16,
+    /// Bytes the device says it wrote (unvalidated beyond being a `u32`).
+    pub len: u32,
+}
+
+impl DriverQueue {
+    /// The driver side of `ring`. Call [`DriverQueue::reset`] before first use.
+    pub fn new(ring: Vring, event_idx: bool) -> Self {
+        DriverQueue {
+            ring,
+            event_idx,
+            avail_idx: 0,
+            published: 0,
+            last_used: 0,
+            with_device: Outstanding::new(),
+        }
+    }
+
+    /// The vring.
+    pub fn ring(&self) -> &Vring {
+        &self.ring
+    }
+
+    /// Zeroes the ring and forgets every posted buffer (the driver's (re)start).
+    pub fn reset<R: Region + ?Sized>(&mut self, region: &R) -> Result<(), VirtqError> {
+        self.ring.clear(region)?;
+        *self = DriverQueue::new(self.ring, self.event_idx);
+        Ok(())
+    }
+
+    /// Descriptors the device holds.
+    pub fn outstanding(&self) -> u16 {
+        self.with_device.count
+    }
+
+    /// Whether descriptor `id` is with the device.
+    pub fn is_outstanding(&self, id: u16) -> bool {
+        self.with_device.contains(id)
+    }
+
+    /// Writes descriptor `id` for one buffer and queues it on the available ring;
+    /// the device sees it after [`DriverQueue::publish`].
+    pub fn post<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        id: u16,
+        addr: u64,
+        len: u32,
+        device_writes: bool,
+    ) -> Result<(), VirtqError> {
+        if id >= self.ring.num() {
+            return Err(VirtqError::Layout("descriptor id out of range"));
+        }
+        if self.with_device.contains(id) {
+            return Err(VirtqError::Busy(id));
+        }
+        let flags = if device_writes { DESC_F_WRITE } else { 0 };
+        self.ring.write_descriptor(
+            region,
+            id,
+            Descriptor {
+                addr,
+                len,
+                flags,
+                next: 0,
+            },
+        )?;
+        let slot = self.ring.avail() + 4 + 2 * self.ring.slot(self.avail_idx);
+        Vring::store16(region, slot, id, Ordering::Relaxed)?;
+        self.with_device.insert(id);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes everything posted since the last call; returns whether the device
+    /// asked to be notified (ring its doorbell then).
+    pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        let old = self.published;
+        let new = self.avail_idx;
+        if old == new {
+            return Ok(false);
+        }
+        Vring::store16(region, self.ring.avail() + 2, new, Ordering::Release)?;
+        self.published = new;
+        // Publishing our index and reading the device's wish must not be reordered.
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let event = Vring::load16(region, self.ring.avail_event_at(), Ordering::Relaxed)?;
+            Ok(need_event(event, new, old))
+        } else {
+            Ok(self.ring.used_flags(region)? & USED_F_NO_NOTIFY == 0)
+        }
+    }
+
+    /// Takes the next used buffer, if any.
+    pub fn take_used<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<Option<UsedBuffer>, VirtqError> {
+        let used_idx = self.ring.used_idx(region)?;
+        let pending = used_idx.wrapping_sub(self.last_used);
+        if pending == 0 {
+            return Ok(None);
+        }
+        if pending > self.with_device.count {
+            return Err(VirtqError::Corrupt(
+                "used index moved past the buffers posted",
+            ));
+        }
+        let (id, len) = self.ring.used_elem(region, self.last_used)?;
+        let id = u16::try_from(id)
+            .ok()
+            .filter(|&id| id < self.ring.num())
+            .ok_or(VirtqError::Corrupt("used element names no descriptor"))?;
+        if !self.with_device.remove(id) {
+            return Err(VirtqError::Corrupt(
+                "used element returns a buffer the device does not hold",
+            ));
+        }
+        self.last_used = self.last_used.wrapping_add(1);
+        if self.event_idx {
+            Vring::store16(
+                region,
+                self.ring.used_event_at(),
+                self.last_used,
+                Ordering::Relaxed,
+            )?;
+        }
+        Ok(Some(UsedBuffer { id, len }))
+    }
+
+    /// Whether the device has returned buffers not taken yet.
+    pub fn has_used<R: Region + ?Sized>(&self, region: &R) -> Result<bool, VirtqError> {
+        Ok(self.ring.used_idx(region)? != self.last_used)
+    }
+
+    /// Asks the device to interrupt (or not) when it returns buffers. Enabling
+    /// returns whether buffers arrived meanwhile: then do not sleep.
+    pub fn set_interrupts<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        enabled: bool,
+    ) -> Result<bool, VirtqError> {
+        if self.event_idx {
+            if enabled {
+                Vring::store16(
+                    region,
+                    self.ring.used_event_at(),
+                    self.last_used,
+                    Ordering::Relaxed,
+                )?;
+            }
+        } else {
+            let flags = if enabled { 0 } else { AVAIL_F_NO_INTERRUPT };
+            Vring::store16(region, self.ring.avail(), flags, Ordering::Relaxed)?;
+        }
+        if !enabled {
+            return Ok(false);
+        }
+        // The flag store must be visible before we look for buffers that may have
+        // been returned without an interrupt.
+        fence(Ordering::SeqCst);
+        self.has_used(region)
+    }
+}
+
+/// A buffer the driver posted, taken by the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvailBuffer {
+    /// Its head descriptor (validated: in range and not already held).
+    pub id: u16,
+    /// Address as written by the driver (translate and bounds-check before use).
+    pub addr: u64,
+    /// Length as written by the driver.
+    pub len: u32,
+    /// Whether the device may write it (`DESC_F_WRITE`).
+    pub device_writes: bool,
+}
+
+/// The device's half of a vring: takes posted buffers, returns them used.
+#[derive(Debug, Clone)]
+pub struct DeviceQueue {
+    ring: Vring,
+    event_idx: bool,
+    last_avail: u16,
+    used_idx: u16,
+    published: u16,
+    held: Outstanding,
+}
+
+impl DeviceQueue {
+    /// The device side of `ring`, starting from a freshly reset ring.
+    pub fn new(ring: Vring, event_idx: bool) -> Self {
+        DeviceQueue {
+            ring,
+            event_idx,
+            last_avail: 0,
+            used_idx: 0,
+            published: 0,
+            held: Outstanding::new(),
+        }
+    }
+
+    /// The vring.
+    pub fn ring(&self) -> &Vring {
+        &self.ring
+    }
+
+    /// Buffers taken and not returned yet.
+    pub fn held(&self) -> u16 {
+        self.held.count
+    }
+
+    /// Whether the driver has posted buffers not taken yet.
+    pub fn has_avail<R: Region + ?Sized>(&self, region: &R) -> Result<bool, VirtqError> {
+        Ok(self.ring.avail_idx(region)? != self.last_avail)
+    }
+
+    /// Takes the next posted buffer, if any.
+    pub fn take_avail<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<Option<AvailBuffer>, VirtqError> {
+        let avail_idx = self.ring.avail_idx(region)?;
+        let pending = avail_idx.wrapping_sub(self.last_avail);
+        if pending == 0 {
+            return Ok(None);
+        }
+        if pending > self.ring.num() - self.held.count {
+            return Err(VirtqError::Corrupt(
+                "available index moved past the ring's free entries",
+            ));
+        }
+        let id = self.ring.avail_entry(region, self.last_avail)?;
+        if id >= self.ring.num() {
+            return Err(VirtqError::Corrupt("available entry names no descriptor"));
+        }
+        if self.held.contains(id) {
+            return Err(VirtqError::Corrupt(
+                "available entry repeats a buffer already taken",
+            ));
+        }
+        let desc = self.ring.descriptor(region, id)?;
+        if desc.flags & (DESC_F_NEXT | DESC_F_INDIRECT) != 0 {
+            return Err(VirtqError::Corrupt(
+                "chained or indirect descriptors are not used here",
+            ));
+        }
+        self.held.insert(id);
+        self.last_avail = self.last_avail.wrapping_add(1);
+        if self.event_idx {
+            Vring::store16(
+                region,
+                self.ring.avail_event_at(),
+                self.last_avail,
+                Ordering::Relaxed,
+            )?;
+        }
+        Ok(Some(AvailBuffer {
+            id,
+            addr: desc.addr,
+            len: desc.len,
+            device_writes: desc.flags & DESC_F_WRITE != 0,
+        }))
+    }
+
+    /// Returns buffer `id` with `len` bytes written; the driver sees it after
+    /// [`DeviceQueue::publish`].
+    pub fn put_used<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        id: u16,
+        len: u32,
+    ) -> Result<(), VirtqError> {
+        if !self.held.contains(id) {
+            return Err(VirtqError::NotHeld(id));
+        }
+        let at = self.ring.used() + 4 + USED_ELEM_SIZE * self.ring.slot(self.used_idx);
+        region.store_u32(at, u32::from(id).to_le(), Ordering::Relaxed)?;
+        region.store_u32(at + 4, len.to_le(), Ordering::Relaxed)?;
+        self.held.remove(id);
+        self.used_idx = self.used_idx.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes everything returned since the last call; returns whether the
+    /// driver asked for an interrupt.
+    pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        let old = self.published;
+        let new = self.used_idx;
+        if old == new {
+            return Ok(false);
+        }
+        Vring::store16(region, self.ring.used() + 2, new, Ordering::Release)?;
+        self.published = new;
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let event = Vring::load16(region, self.ring.used_event_at(), Ordering::Relaxed)?;
+            Ok(need_event(event, new, old))
+        } else {
+            Ok(self.ring.avail_flags(region)? & AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    /// Asks the driver to notify (or not) when it posts buffers. Enabling returns
+    /// whether buffers arrived meanwhile: then do not sleep.
+    pub fn set_notifications<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        enabled: bool,
+    ) -> Result<bool, VirtqError> {
+        if self.event_idx {
+            if enabled {
+                Vring::store16(
+                    region,
+                    self.ring.avail_event_at(),
+                    self.last_avail,
+                    Ordering::Relaxed,
+                )?;
+            }
+        } else {
+            let flags = if enabled { 0 } else { USED_F_NO_NOTIFY };
+            Vring::store16(region, self.ring.used(), flags, Ordering::Relaxed)?;
+        }
+        if !enabled {
+            return Ok(false);
+        }
+        fence(Ordering::SeqCst);
+        self.has_avail(region)
+    }
+}
+
+#[cfg(test)]
+mod tests;

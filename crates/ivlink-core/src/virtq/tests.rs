@@ -1,0 +1,289 @@
+use super::*;
+use crate::region::HeapRegion;
+use alloc::collections::VecDeque;
+use proptest::prelude::*;
+
+fn pair(region: &HeapRegion, num: u16, event_idx: bool) -> (DriverQueue, DeviceQueue) {
+    let layout = VringLayout::new(num, 4).unwrap();
+    let ring = Vring::new(0, layout, region.len()).unwrap();
+    let mut driver = DriverQueue::new(ring, event_idx);
+    driver.reset(&**region).unwrap();
+    (driver, DeviceQueue::new(ring, event_idx))
+}
+
+#[test]
+fn layout_matches_virtio_sizes() {
+    let small = VringLayout::new(16, 4).unwrap();
+    assert_eq!(small.size(), 430);
+    assert_eq!(small.avail_offset(), 0x100);
+    assert_eq!(small.used_offset(), 0x128);
+    let big = VringLayout::new(256, 0x1000).unwrap();
+    assert_eq!(big.size(), 0x2806);
+    assert_eq!(big.avail_offset(), 0x1000);
+    assert_eq!(big.used_offset(), 0x2000);
+    assert!(VringLayout::new(12, 4).is_err());
+    assert!(VringLayout::new(2048, 4).is_err());
+    assert!(VringLayout::new(16, 2).is_err());
+    assert!(Vring::new(2, small, 4096).is_err());
+    assert!(Vring::new(4096 - 428, small, 4096).is_err());
+}
+
+#[test]
+fn need_event_follows_virtio() {
+    assert!(need_event(0, 1, 0));
+    assert!(!need_event(5, 3, 2));
+    assert!(need_event(2, 3, 2));
+    assert!(need_event(u16::MAX, 0, u16::MAX));
+}
+
+#[test]
+fn buffers_travel_both_ways_and_flags_suppress_notifications() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, mut device) = pair(&region, 4, false);
+    driver.post(&*region, 2, 0x1000, 512, true).unwrap();
+    driver.post(&*region, 0, 0x1200, 512, false).unwrap();
+    assert_eq!(
+        driver.post(&*region, 2, 0, 1, false),
+        Err(VirtqError::Busy(2))
+    );
+    assert!(driver.publish(&*region).unwrap(), "device did not opt out");
+    assert!(!driver.publish(&*region).unwrap(), "nothing new");
+
+    let first = device.take_avail(&*region).unwrap().unwrap();
+    assert_eq!(
+        first,
+        AvailBuffer {
+            id: 2,
+            addr: 0x1000,
+            len: 512,
+            device_writes: true
+        }
+    );
+    assert_eq!(device.take_avail(&*region).unwrap().unwrap().id, 0);
+    assert_eq!(device.take_avail(&*region).unwrap(), None);
+    device.put_used(&*region, 0, 7).unwrap();
+    assert_eq!(device.put_used(&*region, 0, 7), Err(VirtqError::NotHeld(0)));
+    assert!(!driver.set_interrupts(&*region, false).unwrap());
+    assert!(!device.publish(&*region).unwrap(), "driver opted out");
+    assert!(
+        driver.set_interrupts(&*region, true).unwrap(),
+        "a buffer is waiting"
+    );
+    assert_eq!(
+        driver.take_used(&*region).unwrap(),
+        Some(UsedBuffer { id: 0, len: 7 })
+    );
+    assert_eq!(driver.take_used(&*region).unwrap(), None);
+    assert_eq!(driver.outstanding(), 1);
+
+    assert!(!device.set_notifications(&*region, false).unwrap());
+    driver.post(&*region, 0, 0x1200, 512, false).unwrap();
+    assert!(!driver.publish(&*region).unwrap(), "device opted out");
+    assert!(device.set_notifications(&*region, true).unwrap());
+}
+
+#[test]
+fn event_indices_ask_for_one_notification_per_crossing() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, mut device) = pair(&region, 4, true);
+    device.set_notifications(&*region, true).unwrap();
+    driver.post(&*region, 0, 0, 16, false).unwrap();
+    assert!(driver.publish(&*region).unwrap());
+    // The device has not caught up: its avail_event still says 0.
+    driver.post(&*region, 1, 0, 16, false).unwrap();
+    assert!(!driver.publish(&*region).unwrap());
+    device.take_avail(&*region).unwrap().unwrap();
+    device.take_avail(&*region).unwrap().unwrap();
+    device.set_notifications(&*region, true).unwrap();
+    driver.post(&*region, 2, 0, 16, false).unwrap();
+    assert!(driver.publish(&*region).unwrap());
+}
+
+#[test]
+fn a_device_cannot_return_what_it_never_took() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, device) = pair(&region, 4, false);
+    let used = device.ring().used();
+    driver.post(&*region, 1, 0, 16, true).unwrap();
+    driver.publish(&*region).unwrap();
+    // Names descriptor 3, which was never posted.
+    region.store_u32(used + 4, 3, Ordering::Relaxed).unwrap();
+    region.store_u16(used + 2, 1, Ordering::Release).unwrap();
+    assert!(matches!(
+        driver.take_used(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    // Moves the index by more than was posted.
+    region.store_u16(used + 2, 2, Ordering::Release).unwrap();
+    assert!(matches!(
+        driver.take_used(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    // An id beyond the ring.
+    region.store_u16(used + 2, 1, Ordering::Release).unwrap();
+    region
+        .store_u32(used + 4, 70_000, Ordering::Relaxed)
+        .unwrap();
+    assert!(matches!(
+        driver.take_used(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    region.store_u32(used + 4, 1, Ordering::Relaxed).unwrap();
+    assert_eq!(driver.take_used(&*region).unwrap().unwrap().id, 1);
+}
+
+#[test]
+fn a_driver_cannot_post_nonsense() {
+    let region = HeapRegion::new(1024);
+    let (_, mut device) = pair(&region, 4, false);
+    let ring = *device.ring();
+    let avail = ring.avail();
+    // The index runs ahead by more than the ring holds.
+    region.store_u16(avail + 2, 5, Ordering::Release).unwrap();
+    assert!(matches!(
+        device.take_avail(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    // An entry beyond the table.
+    region.store_u16(avail + 2, 2, Ordering::Release).unwrap();
+    region.store_u16(avail + 4, 9, Ordering::Relaxed).unwrap();
+    assert!(matches!(
+        device.take_avail(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    // The same buffer twice.
+    region.store_u16(avail + 4, 1, Ordering::Relaxed).unwrap();
+    region.store_u16(avail + 6, 1, Ordering::Relaxed).unwrap();
+    assert_eq!(device.take_avail(&*region).unwrap().unwrap().id, 1);
+    assert!(matches!(
+        device.take_avail(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    // A chained descriptor.
+    region.store_u16(avail + 6, 2, Ordering::Relaxed).unwrap();
+    region
+        .store_u16(ring.base() + 16 * 2 + 12, DESC_F_NEXT, Ordering::Relaxed)
+        .unwrap();
+    assert!(matches!(
+        device.take_avail(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Post(u16),
+    Publish,
+    Take,
+    Return(u32),
+    PublishUsed,
+    Reap,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u16..8).prop_map(Step::Post),
+        Just(Step::Publish),
+        Just(Step::Take),
+        (0u32..4096).prop_map(Step::Return),
+        Just(Step::PublishUsed),
+        Just(Step::Reap),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+
+    /// Buffers come back in the order the device returned them, each exactly once,
+    /// with the length it wrote, whatever the interleaving.
+    #[test]
+    fn matches_a_fifo_model(steps in proptest::collection::vec(step(), 0..120), event_idx: bool) {
+        let region = HeapRegion::new(1024);
+        let (mut driver, mut device) = pair(&region, 8, event_idx);
+        let mut posted: VecDeque<u16> = VecDeque::new();
+        let mut published: VecDeque<u16> = VecDeque::new();
+        let mut taken: VecDeque<u16> = VecDeque::new();
+        let mut returned: VecDeque<(u16, u32)> = VecDeque::new();
+        let mut visible: VecDeque<(u16, u32)> = VecDeque::new();
+        for s in steps {
+            match s {
+                Step::Post(id) => {
+                    let r = driver.post(&*region, id, u64::from(id) * 512, 512, true);
+                    if driver_holds(&posted, &published, &taken, &returned, &visible, id) {
+                        prop_assert_eq!(r, Err(VirtqError::Busy(id)));
+                    } else {
+                        prop_assert!(r.is_ok());
+                        posted.push_back(id);
+                    }
+                }
+                Step::Publish => {
+                    driver.publish(&*region).unwrap();
+                    published.extend(posted.drain(..));
+                }
+                Step::Take => {
+                    let got = device.take_avail(&*region).unwrap();
+                    prop_assert_eq!(got.map(|b| b.id), published.pop_front());
+                    if let Some(b) = got {
+                        prop_assert_eq!(b.addr, u64::from(b.id) * 512);
+                        taken.push_back(b.id);
+                    }
+                }
+                Step::Return(len) => {
+                    if let Some(id) = taken.pop_front() {
+                        device.put_used(&*region, id, len).unwrap();
+                        returned.push_back((id, len));
+                    }
+                }
+                Step::PublishUsed => {
+                    device.publish(&*region).unwrap();
+                    visible.extend(returned.drain(..));
+                }
+                Step::Reap => {
+                    let got = driver.take_used(&*region).unwrap();
+                    prop_assert_eq!(got.map(|u| (u.id, u.len)), visible.pop_front());
+                }
+            }
+        }
+    }
+
+    /// Whatever a hostile peer writes over the ring, neither side panics.
+    #[test]
+    fn hostile_rings_never_panic(
+        writes in proptest::collection::vec((0usize..512, any::<u8>()), 0..64),
+        steps in proptest::collection::vec(step(), 0..64),
+    ) {
+        let region = HeapRegion::new(512);
+        let (mut driver, mut device) = pair(&region, 8, false);
+        let mut writes = writes.into_iter();
+        for s in steps {
+            if let Some((at, byte)) = writes.next() {
+                region.store_u8(at, byte, Ordering::Relaxed).unwrap();
+            }
+            let _ = match s {
+                Step::Post(id) => driver.post(&*region, id, 0, 512, true).map(|_| ()),
+                Step::Publish => driver.publish(&*region).map(|_| ()),
+                Step::Take => device.take_avail(&*region).map(|_| ()),
+                Step::Return(len) => device.put_used(&*region, (len % 8) as u16, len),
+                Step::PublishUsed => device.publish(&*region).map(|_| ()),
+                Step::Reap => driver.take_used(&*region).map(|_| ()),
+            };
+            prop_assert!(driver.outstanding() <= 8);
+            prop_assert!(device.held() <= 8);
+        }
+    }
+}
+
+fn driver_holds(
+    posted: &VecDeque<u16>,
+    published: &VecDeque<u16>,
+    taken: &VecDeque<u16>,
+    returned: &VecDeque<(u16, u32)>,
+    visible: &VecDeque<(u16, u32)>,
+    id: u16,
+) -> bool {
+    posted.contains(&id)
+        || published.contains(&id)
+        || taken.contains(&id)
+        || returned.iter().any(|&(r, _)| r == id)
+        || visible.iter().any(|&(r, _)| r == id)
+}
