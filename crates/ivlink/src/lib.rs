@@ -22,6 +22,7 @@ pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 #[cfg(feature = "tokio")]
 pub mod async_wait;
+pub mod rpmsg;
 pub mod section;
 pub mod shm;
 pub mod size;

@@ -306,17 +306,48 @@ impl Link {
         })
     }
 
-    /// After waking: stops the doorbells for freed buffers again (new-message
-    /// doorbells stay on, as OpenAMP peers expect).
+    /// After waking: stops the doorbells again, so a busy link costs the other
+    /// side no doorbell per message.
     pub fn disarm<R: Region + ?Sized>(&mut self, region: &R) -> Result<(), RpmsgError> {
         if !self.is_running() {
             return Ok(());
         }
         match &mut self.queues {
-            Queues::Host { tx, .. } => tx.set_interrupts(region, false)?,
-            Queues::Remote { tx, .. } => tx.set_notifications(region, false)?,
-        };
+            Queues::Host { rx, tx, .. } => {
+                rx.set_interrupts(region, false)?;
+                tx.set_interrupts(region, false)?;
+            }
+            Queues::Remote { tx, rx, .. } => {
+                rx.set_notifications(region, false)?;
+                tx.set_notifications(region, false)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a poll (or, with `want_space`, a send) would find something, reading
+    /// only: cheap enough to spin on.
+    pub fn pending<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        want_space: bool,
+    ) -> Result<bool, RpmsgError> {
+        let State::Running { word, .. } = self.state else {
+            return Ok(true);
+        };
+        if self.layout.control.load(region)? != word {
+            return Ok(true);
+        }
+        Ok(match &self.queues {
+            Queues::Host { rx, tx, tx_fresh } => {
+                rx.has_used(region)?
+                    || want_space
+                        && (*tx_fresh < tx.ring().layout().num() || tx.has_used(region)?)
+            }
+            Queues::Remote { tx, rx, spare } => {
+                rx.has_avail(region)? || want_space && (spare.is_some() || tx.has_avail(region)?)
+            }
+        })
     }
 
     fn peer<R: Region + ?Sized>(&self, region: &R) -> Option<PeerId> {

@@ -1,0 +1,70 @@
+use super::*;
+use crate::FilePeer;
+
+/// Over a plain file (no doorbell) both sides poll; the link works the same.
+#[test]
+fn native_echo_over_a_shared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let host_dev = FilePeer::create(&path, 1 << 20, 1).unwrap();
+    let remote_dev = FilePeer::create(&path, 1 << 20, 2).unwrap();
+    let timeout = Some(Duration::from_secs(10));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let options = RpmsgOptions::new(Profile::Native, Role::Remote);
+            let mut remote = RpmsgLink::open(&remote_dev, &options).unwrap();
+            let ep = remote.create_endpoint("echo", None, None).unwrap();
+            let mut echoed = 0;
+            while echoed < 50 {
+                if let Some(LinkEvent::Message { src, .. }) = remote.next_event(timeout).unwrap() {
+                    let data = remote.payload().to_vec();
+                    remote.send(ep, Some(src), &data, timeout).unwrap();
+                    echoed += 1;
+                }
+            }
+        });
+        let options = RpmsgOptions::new(Profile::Native, Role::Host);
+        let mut host = RpmsgLink::open(&host_dev, &options).unwrap();
+        let ep = host.create_endpoint("echo", None, None).unwrap();
+        while !matches!(
+            host.next_event(timeout).unwrap(),
+            Some(LinkEvent::Bound { .. })
+        ) {}
+        for i in 0..50u32 {
+            let msg = vec![i as u8; (i as usize * 11) % host.max_payload()];
+            host.send(ep, None, &msg, timeout).unwrap();
+            loop {
+                match host.next_event(timeout).unwrap() {
+                    Some(LinkEvent::Message { .. }) => break,
+                    Some(_) => {}
+                    None => panic!("no echo for message {i}"),
+                }
+            }
+            assert_eq!(host.payload(), &msg[..]);
+        }
+    });
+}
+
+#[test]
+fn a_section_of_another_kind_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = FilePeer::create(&dir.path().join("region"), 1 << 20, 1).unwrap();
+    crate::mailbox::open_named(
+        &dev,
+        "rpmsg",
+        ivlink_core::mailbox::MailboxShape {
+            max_members: 2,
+            max_data: 8,
+            id_count: 1,
+            vector: 0,
+            completion_vector: 0,
+        },
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let options = RpmsgOptions::new(Profile::Native, Role::Host);
+    assert!(matches!(
+        RpmsgLink::open(&dev, &options),
+        Err(RpmsgLinkError::Rpmsg(RpmsgError::Layout(_)))
+    ));
+}
