@@ -56,6 +56,9 @@ enum Command {
     BenchPeer(bench::BenchPeerArgs),
     /// Like nc: copy stdin to a byte stream to a peer and the stream to stdout
     Stream(ivlink_cli::commands::stream_cmd::StreamArgs),
+    /// RPMsg (OpenAMP-compatible): echo on the remote side, send or bench on the host side
+    #[command(subcommand)]
+    Rpmsg(ivlink_cli::commands::rpmsg::RpmsgCommand),
 }
 
 /// Options of `ivlink client`.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => args.run(),
         Command::BenchPeer(args) => args.run(),
         Command::Stream(args) => args.run(),
+        Command::Rpmsg(command) => command.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

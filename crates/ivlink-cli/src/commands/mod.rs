@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod ipm;
 pub mod listen;
 pub mod notify;
+pub mod rpmsg;
 pub mod stream_cmd;
 pub mod stress;
 pub mod testbed;

@@ -1,0 +1,492 @@
+//! `ivlink rpmsg`: RPMsg echo like OpenAMP's `rpmsg_ivshmem` sample, without its
+//! start-order and restart limits: `echo` is the remote side, `send` and `bench`
+//! the host side.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use ivlink::Device;
+use ivlink::bench::histogram::Histogram;
+use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions, default_endpoint_name};
+use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
+
+use super::printable;
+use crate::transport_args::TransportArgs;
+
+/// `ivlink rpmsg` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RpmsgCommand {
+    /// Remote side: announce an echo endpoint and send every message back
+    Echo(EchoArgs),
+    /// Host side: send a string COUNT times, printing each echo (5 s timeout each)
+    Send(SendArgs),
+    /// Host side: round trips per second and latency percentiles against `echo`
+    Bench(BenchArgs),
+}
+
+impl RpmsgCommand {
+    /// Runs the subcommand.
+    pub fn run(&self) -> anyhow::Result<()> {
+        match self {
+            RpmsgCommand::Echo(args) => args.run(),
+            RpmsgCommand::Send(args) => args.run(),
+            RpmsgCommand::Bench(args) => args.run(),
+        }
+    }
+}
+
+/// The layouts on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// ivlink's own layout through the region directory: any start order, restarts
+    Native,
+    /// OpenAMP's Linux generic machine layout (resource table at 0)
+    OpenampLinux,
+    /// openamp-system-reference dual_qemu_ivshmem (Zephyr): status at 0, vrings at the end
+    ZephyrIvshmem,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Native => Profile::Native,
+            ProfileArg::OpenampLinux => Profile::OpenampLinux,
+            ProfileArg::ZephyrIvshmem => Profile::ZephyrIvshmem,
+        }
+    }
+}
+
+/// Link options shared by the subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Layout of the region
+    #[arg(long, value_enum, default_value_t = ProfileArg::Native)]
+    pub profile: ProfileArg,
+
+    /// Endpoint name (default: the profile's sample: rpmsg-echo, rpmsg-openamp-demo-channel, k)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// native: the section's name in the region directory
+    #[arg(long, value_name = "NAME", default_value = "rpmsg")]
+    pub section: String,
+
+    /// native, if creating: buffers each way (a power of two up to 1024)
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub buffers: u16,
+
+    /// native, if creating: bytes per buffer, 16-byte header included
+    #[arg(long, value_name = "BYTES", default_value_t = 512)]
+    pub buffer_size: u32,
+
+    /// The doorbell vector
+    #[arg(long, value_name = "V", default_value_t = 0)]
+    pub vector: u16,
+
+    /// Peer to ring (default: the native header says; zephyr-ivshmem: own id ± 1)
+    #[arg(long, value_name = "ID")]
+    pub peer: Option<u16>,
+
+    /// zephyr-ivshmem host: address at which the remote sees the region (its BAR2 mapping)
+    #[arg(long, value_name = "ADDR", value_parser = parse_address, default_value = "0")]
+    pub address_base: u64,
+
+    /// Microseconds to spin before sleeping on the doorbell
+    #[arg(long, value_name = "US", default_value_t = 50)]
+    pub spin: u64,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+fn parse_address(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("'{s}' is not an address (decimal or 0x-hex)"))
+}
+
+impl LinkArgs {
+    fn options(&self, role: Role) -> RpmsgOptions {
+        let mut options = RpmsgOptions::new(self.profile.into(), role);
+        options.section = self.section.clone();
+        options.shape = NativeShape {
+            num: self.buffers,
+            buf_size: self.buffer_size,
+        };
+        options.vector = self.vector;
+        options.peer = self.peer;
+        options.address_base = self.address_base;
+        options.spin = Duration::from_micros(self.spin);
+        options
+    }
+
+    fn endpoint_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .unwrap_or_else(|| default_endpoint_name(self.profile.into()))
+    }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.0, 1e9))
+}
+
+/// Options of `ivlink rpmsg echo`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Print nothing per message
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Exit after echoing this many messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Link and transport
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+impl EchoArgs {
+    /// Echoes until Ctrl-C (or `--count`).
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.link.transport.transport().open()?;
+        let mut link = RpmsgLink::open(&*device, &self.link.options(Role::Remote))?;
+        let name = self.link.endpoint_name();
+        let ep = link
+            .create_endpoint(name, None, None)
+            .with_context(|| format!("cannot create endpoint '{name}'"))?;
+        eprintln!(
+            "peer {} echoing on endpoint '{name}' ({ep:#x}), profile {:?}; waiting for the host side",
+            device.id(),
+            self.link.profile
+        );
+        let stop = super::stop_flag()?;
+        let mut echoed = 0u64;
+        while self.count.is_none_or(|c| echoed < c) && !stop.load(Ordering::Relaxed) {
+            let Some(event) = link.next_event(Some(Duration::from_millis(200)))? else {
+                continue;
+            };
+            match event {
+                LinkEvent::Message { local, src, .. } if local == ep => {
+                    if !self.quiet {
+                        println!(
+                            "Host side sent a string:\n[ {} ]\nNow echoing it back!\n",
+                            printable(trim_nul(link.payload()))
+                        );
+                    }
+                    let data = link.payload().to_vec();
+                    link.send(ep, Some(src), &data, Some(Duration::from_secs(5)))
+                        .context("cannot echo the message back")?;
+                    echoed += 1;
+                }
+                other => report(&other),
+            }
+        }
+        eprintln!("echoed {echoed} messages");
+        Ok(())
+    }
+}
+
+/// Link events other than messages, one line each on stderr.
+fn report(event: &LinkEvent) {
+    match event {
+        LinkEvent::Up => {
+            eprintln!("the communication over RPMsg is ready to use!");
+        }
+        LinkEvent::Reset { lost, cause } => {
+            let why = match cause {
+                ResetCause::PeerRestarted => "the other side restarted".to_owned(),
+                ResetCause::Corrupt(what) => format!("corrupted ring: {what}"),
+            };
+            eprintln!("link reset ({why}): {lost} message(s) in flight lost; reconnecting");
+        }
+        LinkEvent::Bound { local, remote } => {
+            eprintln!("endpoint {local:#x} bound to remote endpoint {remote:#x}");
+        }
+        LinkEvent::Announced { name, addr } => {
+            eprintln!("remote endpoint '{name}' at {addr:#x} announced (not ours)");
+        }
+        LinkEvent::Unbound { name, addr, .. } => {
+            eprintln!("remote endpoint '{name}' at {addr:#x} went away");
+        }
+        LinkEvent::Message { local, src, len } => {
+            eprintln!("dropped a {len}-byte message from {src:#x} to {local:#x}");
+        }
+    }
+}
+
+fn trim_nul(bytes: &[u8]) -> &[u8] {
+    bytes.strip_suffix(&[0]).unwrap_or(bytes)
+}
+
+/// The host side's endpoint once the remote's is bound.
+struct Connected<'d> {
+    link: RpmsgLink<'d>,
+    ep: u32,
+}
+
+impl<'d> Connected<'d> {
+    /// Opens the link, creates the endpoint and waits until the remote binds.
+    fn open(
+        device: &'d dyn Device,
+        args: &LinkArgs,
+        wait: Option<Duration>,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<Self> {
+        let mut link = RpmsgLink::open(device, &args.options(Role::Host))?;
+        let name = args.endpoint_name();
+        let ep = link
+            .create_endpoint(name, None, None)
+            .with_context(|| format!("cannot create endpoint '{name}'"))?;
+        let mut connected = Connected { link, ep };
+        eprintln!("waiting for the remote side (endpoint '{name}')");
+        connected.wait_bound(wait, stop)?;
+        Ok(connected)
+    }
+
+    fn wait_bound(&mut self, wait: Option<Duration>, stop: &AtomicBool) -> anyhow::Result<()> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                bail!("interrupted while waiting for the remote side");
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                bail!(
+                    "the remote side did not come up within {:?}",
+                    wait.unwrap_or_default()
+                );
+            }
+            match self.link.next_event(Some(Duration::from_millis(100)))? {
+                Some(LinkEvent::Bound { local, remote }) if local == self.ep => {
+                    eprintln!("connected to remote endpoint {remote:#x}");
+                    return Ok(());
+                }
+                Some(other) => report(&other),
+                None => {}
+            }
+        }
+    }
+
+    /// Sends `data` and waits up to `timeout` for its echo.
+    fn round_trip(&mut self, data: &[u8], timeout: Duration) -> anyhow::Result<Outcome> {
+        self.link.send(self.ep, None, data, Some(timeout))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.link.next_event(Some(left))? {
+                None => return Ok(Outcome::TimedOut),
+                Some(LinkEvent::Message { local, .. }) if local == self.ep => {
+                    return Ok(if self.link.payload() == data {
+                        Outcome::Echoed
+                    } else {
+                        Outcome::Mismatch
+                    });
+                }
+                Some(reset @ LinkEvent::Reset { .. }) => {
+                    report(&reset);
+                    return Ok(Outcome::Lost);
+                }
+                Some(other) => report(&other),
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Echoed,
+    Mismatch,
+    Lost,
+    TimedOut,
+}
+
+/// Options of `ivlink rpmsg send`.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// The string to send (with its NUL, like the sample)
+    pub string: String,
+
+    /// How many times
+    #[arg(default_value_t = 1)]
+    pub count: u64,
+
+    /// Seconds to wait for each echo
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+
+    /// Seconds to wait for the remote side to come up (default: as long as it takes)
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<f64>,
+
+    /// Print only the summary
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Link and transport
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+impl SendArgs {
+    /// Sends and checks every echo.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let mut data = self.string.as_bytes().to_vec();
+        data.push(0);
+        let device = self.link.transport.transport().open()?;
+        let stop = super::stop_flag()?;
+        let mut conn = Connected::open(&*device, &self.link, self.wait.map(seconds), &stop)?;
+        if data.len() > conn.link.max_payload() {
+            bail!(
+                "the string is {} bytes with its NUL; one RPMsg message carries at most {}",
+                data.len(),
+                conn.link.max_payload()
+            );
+        }
+        let timeout = seconds(self.timeout);
+        let (mut echoed, mut lost) = (0u64, 0u64);
+        for number in 1..=self.count {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match conn.round_trip(&data, timeout)? {
+                Outcome::Echoed => {
+                    echoed += 1;
+                    if !self.quiet {
+                        println!(
+                            "Remote side echoed the string back:\n[ {} ]\nat message number {number}\n",
+                            printable(&data[..data.len() - 1])
+                        );
+                    }
+                }
+                Outcome::Mismatch => {
+                    bail!("the echo of message {number} differs from what was sent")
+                }
+                Outcome::Lost => {
+                    lost += 1;
+                    eprintln!("message number {number} was lost in the reset");
+                    conn.wait_bound(self.wait.map(seconds), &stop)?;
+                }
+                Outcome::TimedOut => {
+                    println!("Remote side response timed out!");
+                    std::process::exit(1);
+                }
+            }
+        }
+        if self.quiet || lost > 0 {
+            println!("sent {}, echoed {echoed}, lost {lost}", echoed + lost);
+        }
+        Ok(())
+    }
+}
+
+/// Options of `ivlink rpmsg bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Round trips to measure
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub count: u64,
+
+    /// Payload bytes per message
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub size: usize,
+
+    /// Round trips before measuring
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub warmup: u64,
+
+    /// Seconds to wait for each echo
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+
+    /// Seconds to wait for the remote side to come up
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub wait: f64,
+
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    /// Link and transport
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+impl BenchArgs {
+    /// Measures round trips against a running `ivlink rpmsg echo`.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let device = self.link.transport.transport().open()?;
+        let stop = super::stop_flag()?;
+        let mut conn = Connected::open(&*device, &self.link, Some(seconds(self.wait)), &stop)?;
+        if self.size > conn.link.max_payload() {
+            bail!(
+                "--size {} exceeds the {}-byte payload of one message",
+                self.size,
+                conn.link.max_payload()
+            );
+        }
+        if self.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        let data: Vec<u8> = (0..self.size).map(|i| i as u8).collect();
+        let timeout = seconds(self.timeout);
+        let mut samples = Vec::with_capacity(self.count as usize);
+        let started = Instant::now();
+        let mut measuring_since = started;
+        for i in 0..self.warmup + self.count {
+            if i == self.warmup {
+                measuring_since = Instant::now();
+            }
+            let t0 = Instant::now();
+            match conn.round_trip(&data, timeout)? {
+                Outcome::Echoed => {}
+                Outcome::Mismatch => bail!("an echo differs from what was sent"),
+                Outcome::Lost => bail!("the link was reset during the benchmark"),
+                Outcome::TimedOut => bail!("Remote side response timed out!"),
+            }
+            if i >= self.warmup {
+                samples.push(t0.elapsed().as_nanos() as u64);
+            }
+        }
+        let elapsed = measuring_since.elapsed().as_secs_f64();
+        let p = Histogram::new(samples)
+            .percentiles()
+            .context("no samples")?;
+        let rate = self.count as f64 / elapsed;
+        if self.json {
+            let value = serde_json::json!({
+                "profile": format!("{:?}", self.link.profile),
+                "size": self.size,
+                "round_trips": self.count,
+                "seconds": elapsed,
+                "round_trips_per_second": rate,
+                "latency_ns": {
+                    "min": p.min, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max,
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!(
+                "{} round trips of {} bytes in {:.3} s: {:.0} round trips/s",
+                self.count, self.size, elapsed, rate
+            );
+            println!(
+                "round-trip latency: min {} p50 {} p99 {} p99.9 {} max {}",
+                micros(p.min),
+                micros(p.p50),
+                micros(p.p99),
+                micros(p.p999),
+                micros(p.max)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn micros(ns: f64) -> String {
+    format!("{:.1} µs", ns / 1000.0)
+}

@@ -1,0 +1,136 @@
+//! `ivlink rpmsg` end to end over a real server: the seed's echo output, the
+//! timeout message and exit code, either start order, a remote killed and
+//! restarted under a running sender, and the benchmark's JSON.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Running, run, text};
+use rustix::process::Signal;
+
+fn server(socket: &std::path::Path) -> Running {
+    common::server(socket, &["--memfd"])
+}
+
+#[test]
+fn send_prints_each_echo_like_the_sample_in_either_start_order() {
+    for echo_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sock");
+        let sock = socket.to_str().unwrap();
+        let _server = server(&socket);
+        let start_echo = || Running::start(&["rpmsg", "echo", "-S", sock]);
+        let echo = if echo_first { Some(start_echo()) } else { None };
+        let sender = Running::start(&["rpmsg", "send", "-S", sock, "RPMsg over IVSHMEM", "3"]);
+        let echo = echo.unwrap_or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            start_echo()
+        });
+        for n in 1..=3 {
+            sender.expect_line("Remote side echoed the string back:");
+            sender.expect_line("[ RPMsg over IVSHMEM ]");
+            sender.expect_line(&format!("at message number {n}"));
+            echo.expect_line("Host side sent a string:");
+            echo.expect_line("[ RPMsg over IVSHMEM ]");
+            echo.expect_line("Now echoing it back!");
+        }
+        let mut sender = sender;
+        assert!(sender.wait_exit().success());
+    }
+}
+
+#[test]
+fn a_silent_remote_times_out_with_the_samples_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let _echo = Running::start(&["rpmsg", "echo", "-S", sock, "--count", "2", "-q"]);
+    let out = run(&["rpmsg", "send", "-S", sock, "hi", "3", "--timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("at message number 2"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Remote side response timed out!"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_remote_killed_mid_run_and_restarted_loses_at_most_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    let mut sender = Running::start(&["rpmsg", "send", "-S", sock, "x", "100000000", "-q"]);
+    sender.expect_line("the communication over RPMsg is ready to use!");
+    std::thread::sleep(Duration::from_millis(300));
+    echo.signal(Signal::KILL);
+    drop(echo);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    sender.expect_line("link reset");
+    sender.expect_line("connected to remote endpoint");
+    std::thread::sleep(Duration::from_millis(300));
+    sender.signal(Signal::INT);
+    let summary = sender.expect_line("sent ");
+    assert!(sender.wait_exit().success());
+    echo.signal(Signal::INT);
+    let echoed_after = echo.expect_line("echoed ");
+    assert!(echo.wait_exit().success());
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let [sent, echoed, lost] = numbers[..] else {
+        panic!("bad summary {summary:?}")
+    };
+    assert_eq!(sent, echoed + lost, "{summary}");
+    assert!(lost <= 1, "{summary}");
+    let after: u64 = echoed_after
+        .split(|c: char| !c.is_ascii_digit())
+        .find_map(|s| s.parse().ok())
+        .unwrap();
+    assert!(after > 0 && after < echoed, "{echoed_after} / {summary}");
+}
+
+#[test]
+fn bench_reports_round_trips_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let _echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    let out = run(&[
+        "rpmsg", "bench", "-S", sock, "--count", "500", "--warmup", "50", "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["round_trips"], 500);
+    assert!(json["round_trips_per_second"].as_f64().unwrap() > 0.0);
+    assert!(json["latency_ns"]["p50"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let out = run(&[
+        "rpmsg",
+        "send",
+        "-S",
+        "/nonexistent/sock",
+        "x",
+        "1",
+        "--profile",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("invalid value 'nope'"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["rpmsg", "echo", "--address-base", "zz"]);
+    assert!(text(&out).contains("not an address"), "{}", text(&out));
+}
