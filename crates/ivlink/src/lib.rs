@@ -39,6 +39,7 @@ pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionErro
 pub use mapping::MappedRegion;
 
 pub use transport::{Transport, file::FilePeer, guest::GuestPeer, host::HostPeer};
+pub use transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
 
 /// The socket path QEMU's tools use when none is given.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/ivshmem_socket";

@@ -3,6 +3,7 @@
 pub mod file;
 pub mod guest;
 pub mod host;
+pub mod openamp;
 
 use std::path::PathBuf;
 
