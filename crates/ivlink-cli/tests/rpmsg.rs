@@ -134,3 +134,31 @@ fn bad_arguments_are_refused_clearly() {
     let out = run(&["rpmsg", "echo", "--address-base", "zz"]);
     assert!(text(&out).contains("not an address"), "{}", text(&out));
 }
+
+#[test]
+fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("openamp.event.0");
+    let shm = dir.path().join("openamp.shm");
+    let openamp = [
+        "--profile",
+        "openamp-linux",
+        "--openamp-socket",
+        socket.to_str().unwrap(),
+        "--openamp-file",
+        shm.to_str().unwrap(),
+    ];
+    let mut echo = Running::start(&[&["rpmsg", "echo", "-q"][..], &openamp].concat());
+    echo.expect_line("echoing on endpoint 'rpmsg-openamp-demo-channel'");
+    let sent = run(&[&["rpmsg", "send", "RPMsg over OpenAMP", "5"][..], &openamp].concat());
+    assert!(sent.status.success(), "{}", text(&sent));
+    assert!(
+        text(&sent).contains("at message number 5"),
+        "{}",
+        text(&sent)
+    );
+    // Like OpenAMP's rpmsg-echo, the remote serves one host and then exits.
+    echo.expect_line("the host side left");
+    assert!(echo.wait_exit().success());
+    assert_eq!(std::fs::metadata(&shm).unwrap().len(), 0x80000);
+}

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use ivlink::Device;
+use std::path::PathBuf;
+
 use ivlink::bench::histogram::Histogram;
 use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions, default_endpoint_name};
+use ivlink::transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
+use ivlink::{Device, Event, WaitFor};
 use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
 
 use super::printable;
@@ -97,7 +100,19 @@ pub struct LinkArgs {
     #[arg(long, value_name = "US", default_value_t = 50)]
     pub spin: u64,
 
-    /// How to reach the region
+    /// openamp-linux: the notification socket (the remote listens, the host connects)
+    #[arg(long, value_name = "PATH", default_value = ivlink::transport::openamp::DEFAULT_SOCKET)]
+    pub openamp_socket: PathBuf,
+
+    /// openamp-linux: the POSIX shared memory object
+    #[arg(long, value_name = "NAME", default_value = ivlink::transport::openamp::DEFAULT_SHM_NAME)]
+    pub openamp_shm: String,
+
+    /// openamp-linux: a plain file instead of the POSIX shared memory object
+    #[arg(long, value_name = "PATH")]
+    pub openamp_file: Option<PathBuf>,
+
+    /// How to reach the region (every profile but openamp-linux)
     #[command(flatten)]
     pub transport: TransportArgs,
 }
@@ -123,6 +138,26 @@ impl LinkArgs {
         options.address_base = self.address_base;
         options.spin = Duration::from_micros(self.spin);
         options
+    }
+
+    /// The device: OpenAMP's shm and socket for openamp-linux, else the transport.
+    fn open_device(&self, role: Role) -> anyhow::Result<Box<dyn Device>> {
+        if self.profile != ProfileArg::OpenampLinux {
+            return Ok(self.transport.transport().open()?);
+        }
+        let options = OpenampOptions {
+            socket: self.openamp_socket.clone(),
+            shm: match &self.openamp_file {
+                Some(path) => OpenampShm::File(path.clone()),
+                None => OpenampShm::Posix(self.openamp_shm.clone()),
+            },
+            ..OpenampOptions::default()
+        };
+        let role = match role {
+            Role::Remote => OpenampRole::Listen,
+            Role::Host => OpenampRole::Connect,
+        };
+        Ok(Box::new(OpenampLink::open(role, options)?))
     }
 
     fn endpoint_name(&self) -> &str {
@@ -155,7 +190,7 @@ pub struct EchoArgs {
 impl EchoArgs {
     /// Echoes until Ctrl-C (or `--count`).
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.link.transport.transport().open()?;
+        let device = self.link.open_device(Role::Remote)?;
         let mut link = RpmsgLink::open(&*device, &self.link.options(Role::Remote))?;
         let name = self.link.endpoint_name();
         let ep = link
@@ -170,6 +205,11 @@ impl EchoArgs {
         let mut echoed = 0u64;
         while self.count.is_none_or(|c| echoed < c) && !stop.load(Ordering::Relaxed) {
             let Some(event) = link.next_event(Some(Duration::from_millis(200)))? else {
+                if self.link.profile == ProfileArg::OpenampLinux && host_left(&*device)? {
+                    // OpenAMP's socket takes one connection, like its rpmsg-echo.
+                    eprintln!("the host side left; exiting");
+                    break;
+                }
                 continue;
             };
             match event {
@@ -191,6 +231,16 @@ impl EchoArgs {
         eprintln!("echoed {echoed} messages");
         Ok(())
     }
+}
+
+/// Whether the server (or OpenAMP's socket) reported a peer gone.
+fn host_left(device: &dyn Device) -> anyhow::Result<bool> {
+    while let Some(event) = device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))? {
+        if matches!(event, Event::PeerLeft { .. } | Event::ServerGone) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Link events other than messages, one line each on stderr.
@@ -337,7 +387,7 @@ impl SendArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let mut data = self.string.as_bytes().to_vec();
         data.push(0);
-        let device = self.link.transport.transport().open()?;
+        let device = self.link.open_device(Role::Host)?;
         let stop = super::stop_flag()?;
         let mut conn = Connected::open(&*device, &self.link, self.wait.map(seconds), &stop)?;
         if data.len() > conn.link.max_payload() {
@@ -419,7 +469,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Measures round trips against a running `ivlink rpmsg echo`.
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.link.transport.transport().open()?;
+        let device = self.link.open_device(Role::Host)?;
         let stop = super::stop_flag()?;
         let mut conn = Connected::open(&*device, &self.link, Some(seconds(self.wait)), &stop)?;
         if self.size > conn.link.max_payload() {
