@@ -205,6 +205,7 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
 
     ring(bed, &host, &[(b, id_b), (c, id_c)])?;
     stress_between(bed, &host, [(b, id_b), (c, id_c)])?;
+    rpmsg_between(bed, b, c)?;
     plain_device(bed)?;
 
     for index in [b, c] {
@@ -254,6 +255,40 @@ fn stress_between(bed: &mut Bed, host: &HostPeer, guests: [(usize, PeerId); 2]) 
     check(&format!(
         "stress between two guests for 3 s: {} messages, lost 0, corrupted 0, reordered 0",
         totals.1
+    ));
+    Ok(())
+}
+
+/// RPMsg echo between two guests (native profile, found through the directory the
+/// stress run left): guest `remote` echoes, guest `host` sends, then a second
+/// host process (a restart, as far as the link can tell) measures round trips.
+fn rpmsg_between(bed: &mut Bed, remote: usize, host: usize) -> Result<()> {
+    // The echo stops after exactly what send and bench ask for, freeing the shell.
+    bed.guests[remote].start("ivlink rpmsg echo --device -q --count 3200")?;
+    bed.wait_for(remote, "echoing on endpoint 'rpmsg-echo'")?;
+    let sent = bed.run_ok(
+        host,
+        "ivlink rpmsg send --device 'RPMsg between guests' 1000 -q --wait 30",
+    )?;
+    ensure!(
+        sent.contains("sent 1000, echoed 1000, lost 0"),
+        "unexpected rpmsg send output:\n{sent}"
+    );
+    check("RPMsg echo between two guests: 1000 messages sent, 1000 echoed, 0 lost");
+    let bench = bed.run_ok(
+        host,
+        "ivlink rpmsg bench --device --count 2000 --warmup 200 --wait 30 --json",
+    )?;
+    let json = &bench[bench.find('{').context("no JSON from rpmsg bench")?..];
+    let report: serde_json::Value =
+        serde_json::from_str(json.trim()).with_context(|| format!("rpmsg bench: {json}"))?;
+    let rate = report["round_trips_per_second"].as_f64().unwrap_or(0.0);
+    let p50 = report["latency_ns"]["p50"].as_f64().unwrap_or(0.0);
+    ensure!(rate > 0.0, "rpmsg bench measured nothing: {json}");
+    bed.wait_for(remote, "echoed 3200 messages")?;
+    check(&format!(
+        "RPMsg round trips between guests after a host restart: {rate:.0}/s, median {:.1} µs (TCG)",
+        p50 / 1000.0
     ));
     Ok(())
 }
