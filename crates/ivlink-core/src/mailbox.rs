@@ -277,6 +277,116 @@ fn box_size(max_data: u32) -> usize {
     BOX_HEADER + (max_data as usize).next_multiple_of(64)
 }
 
+/// What the header's setup `state` word means: `None` for a value no peer
+/// writes.
+fn state_name(state: u32) -> Option<&'static str> {
+    match state {
+        EMPTY => Some("empty"),
+        INITIALIZING => Some("initializing"),
+        READY => Some("ready"),
+        _ => None,
+    }
+}
+
+/// A mailbox header as read, nothing validated: what [`MailboxLayout::open`]
+/// checks, for showing to people (`ivlink inspect`). Values may be hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxHeader {
+    /// The magic bytes (`MBX1` in a mailbox).
+    pub magic: [u8; 4],
+    /// Setup state: 0 empty, 1 initializing, 2 ready.
+    pub state: u32,
+    /// Member slots.
+    pub max_members: u32,
+    /// Data bytes per message.
+    pub max_data: u32,
+    /// Number of ids.
+    pub id_count: u32,
+    /// The doorbell vector messages ring.
+    pub vector: Vector,
+    /// The vector completions ring on the sender.
+    pub completion_vector: Vector,
+}
+
+impl MailboxHeader {
+    /// Bytes of section the header needs (the member slots start there).
+    pub const SIZE: usize = SLOTS_AT;
+
+    /// Reads the header of the section at `offset` of `size` bytes. Fails only if
+    /// the section lies outside the region, is smaller than [`Self::SIZE`] or
+    /// misaligned for word access.
+    pub fn read<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, MailboxError> {
+        crate::region::check_bounds(offset, size, region.len())?;
+        if size < Self::SIZE {
+            return Err(MailboxError::Invalid("section too small"));
+        }
+        let state = load(region, offset + STATE_AT, Ordering::Acquire)?;
+        let mut magic = [0u8; 4];
+        region.read(offset, &mut magic)?;
+        let vectors = load(region, offset + VECTORS_AT, Ordering::Relaxed)?;
+        Ok(MailboxHeader {
+            magic,
+            state,
+            max_members: load(region, offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
+            max_data: load(region, offset + MAX_DATA_AT, Ordering::Relaxed)?,
+            id_count: load(region, offset + ID_COUNT_AT, Ordering::Relaxed)?,
+            vector: vectors as Vector,
+            completion_vector: (vectors >> 16) as Vector,
+        })
+    }
+
+    /// Whether the magic is `MBX1`.
+    pub fn has_magic(&self) -> bool {
+        u32::from_le_bytes(self.magic) == MAGIC
+    }
+
+    /// The meaning of `state` (`"empty"`, `"initializing"`, `"ready"`), or `None`
+    /// for a value no peer writes.
+    pub fn state_name(&self) -> Option<&'static str> {
+        state_name(self.state)
+    }
+}
+
+/// A box's words as read, not validated (for inspection; [`MailboxLayout::take`]
+/// validates them before use). `id` and `len` only mean something while the box
+/// is full: after a take they hold the last message's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoxSnapshot {
+    /// The state word: bit 0 full (busy), bit 1 want completion, bit 2 rung.
+    pub state: u32,
+    /// The message id.
+    pub id: u32,
+    /// The data length.
+    pub len: u32,
+}
+
+impl BoxSnapshot {
+    /// The busy bit: a message waits to be taken.
+    pub fn is_full(&self) -> bool {
+        self.state & FULL != 0
+    }
+
+    /// The sender sleeps until the message is taken (rung on the completion
+    /// vector).
+    pub fn wants_completion(&self) -> bool {
+        self.state & WANT_COMPLETION != 0
+    }
+
+    /// The sender rings the receiver's doorbell for this message.
+    pub fn rung(&self) -> bool {
+        self.state & RUNG != 0
+    }
+
+    /// State bits no peer writes (non-zero only in a damaged box).
+    pub fn unknown_bits(&self) -> u32 {
+        self.state & !KNOWN_BITS
+    }
+}
+
 /// A message taken from a box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {
@@ -463,6 +573,32 @@ impl MailboxLayout {
     /// The slot of `peer`, if it is a member.
     pub fn slot_of<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Option<u32> {
         self.slots().slot_of(region, peer)
+    }
+
+    /// The word of member slot `slot` as read, not validated (for inspection:
+    /// decode it with [`SlotState::decode`](crate::members::SlotState::decode)).
+    pub fn slot_word<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        slot: u32,
+    ) -> Result<u32, MailboxError> {
+        Ok(self.slots().raw(region, slot)?)
+    }
+
+    /// The words of the box `from → to` as read, for inspection (the state word
+    /// with acquire, so `id` and `len` belong to the message it announces).
+    pub fn box_snapshot<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        from: u32,
+        to: u32,
+    ) -> Result<BoxSnapshot, MailboxError> {
+        let at = self.box_at(from, to)?;
+        Ok(BoxSnapshot {
+            state: load(region, at + BOX_STATE, Ordering::Acquire)?,
+            id: load(region, at + BOX_ID, Ordering::Relaxed)?,
+            len: load(region, at + BOX_LEN, Ordering::Relaxed)?,
+        })
     }
 
     /// Takes a slot for `peer` (or finds the one it already holds). The boxes to
@@ -728,6 +864,63 @@ mod tests {
             ..SHAPE
         };
         assert!(MailboxLayout::create(&*region, AT, size, bad).is_err());
+    }
+
+    #[test]
+    fn inspection_reads_header_slots_and_boxes_as_they_are() {
+        let (region, layout) = mailbox();
+        let size = SHAPE.section_size().unwrap();
+        let header = MailboxHeader::read(&*region, AT, size).unwrap();
+        assert_eq!(
+            header,
+            MailboxHeader {
+                magic: *b"MBX1",
+                state: READY,
+                max_members: 4,
+                max_data: 100,
+                id_count: 16,
+                vector: 0,
+                completion_vector: 1,
+            }
+        );
+        assert!(header.has_magic());
+        assert_eq!(header.state_name(), Some("ready"));
+        assert_eq!(
+            MailboxHeader::read(&*region, AT, 63),
+            Err(MailboxError::Invalid("section too small"))
+        );
+        assert!(MailboxHeader::read(&*region, AT, size + 1).is_err());
+
+        layout.join(&*region, 10).unwrap();
+        layout.join(&*region, 11).unwrap();
+        assert_eq!(layout.slot_word(&*region, 1), Ok(12));
+        assert_eq!(layout.slot_word(&*region, 2), Ok(0));
+        assert!(layout.slot_word(&*region, 4).is_err());
+
+        layout.send(&*region, 1, 0, 3, b"hello", true).unwrap();
+        assert!(layout.arm_completion(&*region, 1, 0).unwrap());
+        let full = layout.box_snapshot(&*region, 1, 0).unwrap();
+        assert_eq!((full.state, full.id, full.len), (7, 3, 5));
+        assert!(full.is_full() && full.wants_completion() && full.rung());
+        assert_eq!(full.unknown_bits(), 0);
+        layout.take(&*region, 0, 0, &mut [0; 100]).unwrap().unwrap();
+        let taken = layout.box_snapshot(&*region, 1, 0).unwrap();
+        assert_eq!((taken.state, taken.id, taken.len), (0, 3, 5));
+        assert!(!taken.is_full());
+        assert!(layout.box_snapshot(&*region, 1, 1).is_err());
+
+        // Hostile words are shown as they are.
+        let at = layout.box_at(0, 1).unwrap();
+        store(&*region, at + BOX_STATE, 0x19, Ordering::Relaxed).unwrap();
+        assert_eq!(
+            layout.box_snapshot(&*region, 0, 1).unwrap().unknown_bits(),
+            0x18
+        );
+        store(&*region, AT + STATE_AT, 9, Ordering::Relaxed).unwrap();
+        region.write(AT, b"XBM1").unwrap();
+        let damaged = MailboxHeader::read(&*region, AT, size).unwrap();
+        assert_eq!((damaged.state_name(), damaged.has_magic()), (None, false));
+        assert_eq!(damaged.magic, *b"XBM1");
     }
 
     #[test]

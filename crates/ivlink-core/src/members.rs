@@ -51,6 +51,41 @@ impl From<RegionError> for SlotError {
     }
 }
 
+/// What a slot word says, decoded without trusting it (for inspection; the
+/// protocols themselves go through [`MemberSlots::member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// 0: free.
+    Free,
+    /// `(peer + 1) | JOINING`: `peer` is resetting the slot's state (counts as
+    /// free to others).
+    Joining(PeerId),
+    /// `peer + 1`: taken by `peer`.
+    Member(PeerId),
+    /// Anything else: a damaged or hostile word, as read.
+    Damaged(u32),
+}
+
+impl SlotState {
+    /// Decodes a slot word as read from the region.
+    pub const fn decode(word: u32) -> Self {
+        const fn peer(id_plus_one: u32) -> Option<PeerId> {
+            match id_plus_one {
+                1..=65536 => Some((id_plus_one - 1) as PeerId),
+                _ => None,
+            }
+        }
+        if word == 0 {
+            return SlotState::Free;
+        }
+        match (word & JOINING != 0, peer(word & !JOINING)) {
+            (false, Some(p)) => SlotState::Member(p),
+            (true, Some(p)) => SlotState::Joining(p),
+            (_, None) => SlotState::Damaged(word),
+        }
+    }
+}
+
 /// An array of member slots at a fixed, checked place in the region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberSlots {
@@ -89,6 +124,12 @@ impl MemberSlots {
             return Err(SlotError::NoSuchSlot);
         }
         Ok(region.load_u32(self.word_at(slot), Ordering::Acquire)?)
+    }
+
+    /// The word of `slot` as read, not validated (for inspection: decode it with
+    /// [`SlotState::decode`]).
+    pub fn raw<R: Region + ?Sized>(&self, region: &R, slot: u32) -> Result<u32, SlotError> {
+        self.word(region, slot)
     }
 
     /// The peer in `slot`, if it is taken (a slot still being set up by a joining
@@ -197,6 +238,25 @@ mod tests {
             slots.members(&*region).collect::<alloc::vec::Vec<_>>(),
             [(0, 7), (2, 9)]
         );
+    }
+
+    #[test]
+    fn slot_words_decode_for_inspection() {
+        assert_eq!(SlotState::decode(0), SlotState::Free);
+        assert_eq!(SlotState::decode(1), SlotState::Member(0));
+        assert_eq!(SlotState::decode(65536), SlotState::Member(65535));
+        assert_eq!(SlotState::decode(8 | JOINING), SlotState::Joining(7));
+        for damaged in [65537, JOINING, JOINING | 65537, u32::MAX, 0x7000_0000] {
+            assert_eq!(SlotState::decode(damaged), SlotState::Damaged(damaged));
+        }
+        let region = HeapRegion::new(16);
+        let slots = MemberSlots::new(0, 2);
+        slots
+            .join(&*region, 4, |_| Ok::<(), RegionError>(()))
+            .unwrap();
+        assert_eq!(slots.raw(&*region, 0), Ok(5));
+        assert_eq!(slots.raw(&*region, 1), Ok(0));
+        assert_eq!(slots.raw(&*region, 2), Err(SlotError::NoSuchSlot));
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub enum PeerState {
 }
 
 impl PeerState {
-    const fn from_u32(value: u32) -> Option<Self> {
+    /// Decodes a liveness word as stored (`None` for a value no peer writes).
+    pub const fn from_u32(value: u32) -> Option<Self> {
         match value {
             0 => Some(PeerState::Never),
             1 => Some(PeerState::Connected),
@@ -96,7 +97,8 @@ impl PeerState {
         }
     }
 
-    const fn as_u32(self) -> u32 {
+    /// The liveness word for this state.
+    pub const fn as_u32(self) -> u32 {
         match self {
             PeerState::Never => 0,
             PeerState::Connected => 1,
@@ -108,6 +110,90 @@ impl PeerState {
     /// Whether the side will send nothing more (closed or dead).
     pub fn is_gone(self) -> bool {
         matches!(self, PeerState::Closed | PeerState::Dead)
+    }
+
+    /// A short name for people: `never connected`, `connected`, `closed` or
+    /// `dead`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PeerState::Never => "never connected",
+            PeerState::Connected => "connected",
+            PeerState::Closed => "closed",
+            PeerState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A stream header as read, nothing validated: what [`StreamLayout::open`]
+/// checks plus both liveness words, for showing to people (`ivlink inspect`).
+/// Values may be hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The magic bytes (`STM1` in a stream).
+    pub magic: [u8; 4],
+    /// Setup state: 0 empty, 1 initializing, 2 ready.
+    pub state: u32,
+    /// Data bytes per direction.
+    pub capacity: u64,
+    /// The peers recorded for side A and side B.
+    pub peers: [PeerId; 2],
+    /// Side A's and side B's liveness words (decode with
+    /// [`PeerState::from_u32`]).
+    pub liveness: [u32; 2],
+}
+
+impl StreamHeader {
+    /// Bytes of section the header needs (the rings start there).
+    pub const SIZE: usize = RINGS_AT;
+
+    /// Reads the header of the section at `offset` of `size` bytes. Fails only if
+    /// the section lies outside the region, is smaller than [`Self::SIZE`] or
+    /// misaligned for word access.
+    pub fn read<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, StreamError> {
+        check_bounds(offset, size, region.len())?;
+        if size < Self::SIZE {
+            return Err(StreamError::Invalid("section too small"));
+        }
+        let state = region.load_u32(offset + STATE_AT, Ordering::Acquire)?;
+        let mut magic = [0u8; 4];
+        region.read(offset, &mut magic)?;
+        let ids = region.load_u32(offset + IDS_AT, Ordering::Relaxed)?;
+        Ok(StreamHeader {
+            magic,
+            state,
+            capacity: region.load_u64(offset + CAPACITY_AT, Ordering::Relaxed)?,
+            peers: [ids as PeerId, (ids >> 16) as PeerId],
+            liveness: [
+                region.load_u32(offset + SIDE_A_AT, Ordering::Acquire)?,
+                region.load_u32(offset + SIDE_B_AT, Ordering::Acquire)?,
+            ],
+        })
+    }
+
+    /// Whether the magic is `STM1`.
+    pub fn has_magic(&self) -> bool {
+        u32::from_ne_bytes(self.magic) == MAGIC
+    }
+
+    /// The meaning of `state` (`"empty"`, `"initializing"`, `"ready"`), or `None`
+    /// for a value no peer writes.
+    pub fn state_name(&self) -> Option<&'static str> {
+        match self.state {
+            EMPTY => Some("empty"),
+            INITIALIZING => Some("initializing"),
+            READY => Some("ready"),
+            _ => None,
+        }
     }
 }
 
@@ -313,6 +399,16 @@ impl StreamLayout {
     ) -> Result<PeerState, StreamError> {
         let raw = region.load_u32(self.state_at(side), Ordering::Acquire)?;
         PeerState::from_u32(raw).ok_or(StreamError::BadState(raw))
+    }
+
+    /// `side`'s liveness word as read, not validated (for inspection; see
+    /// [`state`](Self::state)).
+    pub fn state_word<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        side: Side,
+    ) -> Result<u32, StreamError> {
+        Ok(region.load_u32(self.state_at(side), Ordering::Acquire)?)
     }
 
     /// Declares `side` dead (its peer left without closing), unless it closed:

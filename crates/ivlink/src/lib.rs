@@ -38,8 +38,8 @@ pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
 pub use mapping::MappedRegion;
 
-pub use transport::{Transport, file::FilePeer, guest::GuestPeer, host::HostPeer};
 pub use transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
+pub use transport::{Transport, file::FilePeer, guest::GuestPeer, host::HostPeer};
 
 /// The socket path QEMU's tools use when none is given.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/ivshmem_socket";

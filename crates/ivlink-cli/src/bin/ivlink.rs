@@ -42,7 +42,7 @@ enum Command {
     /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, show limits
     #[command(subcommand)]
     Ipm(ipm::IpmCommand),
-    /// Decode a live region: directory, sections, channels, ring indices, inconsistencies
+    /// Decode a live region: directory, sections, channels, ring indices, mailboxes, streams, inconsistencies
     Inspect(InspectArgs),
     /// Peers flood each other through a channel; every message checked (lost, corrupted, reordered)
     Stress(stress::StressArgs),

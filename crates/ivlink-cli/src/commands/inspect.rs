@@ -1,4 +1,5 @@
-//! `ivlink inspect`: decode a live region (directory, sections, channels, rings).
+//! `ivlink inspect`: decode a live region (directory, sections, channels and their
+//! rings, mailboxes and their boxes, streams and their ends).
 
 use clap::Args;
 

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,21 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Running {
+        Self::spawn(args, Stdio::null())
+    }
+
+    /// Like [`start`](Self::start), with standard input from a pipe the caller
+    /// writes to (and drops to close).
+    pub fn start_with_stdin(args: &[&str]) -> (Running, ChildStdin) {
+        let mut running = Self::spawn(args, Stdio::piped());
+        let stdin = running.child.stdin.take().unwrap();
+        (running, stdin)
+    }
+
+    fn spawn(args: &[&str], stdin: Stdio) -> Running {
         let mut child = Command::new(IVLINK)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -398,3 +398,56 @@ fn errors_read_as_sentences() {
             .contains("head 9 and tail 1")
     );
 }
+
+#[test]
+fn inspection_reads_the_header_and_liveness_as_they_are() {
+    let (region, layout) = stream(256);
+    let size = StreamLayout::section_size(256).unwrap();
+    let fresh = StreamHeader::read(&*region, OFFSET, size).unwrap();
+    assert_eq!(
+        fresh,
+        StreamHeader {
+            magic: *b"STM1",
+            state: READY,
+            capacity: 256,
+            peers: PEERS,
+            liveness: [0, 0],
+        }
+    );
+    assert!(fresh.has_magic());
+    assert_eq!(fresh.state_name(), Some("ready"));
+    assert_eq!(
+        StreamHeader::read(&*region, OFFSET, StreamHeader::SIZE - 1),
+        Err(StreamError::Invalid("section too small"))
+    );
+    assert!(StreamHeader::read(&*region, OFFSET, size + 1).is_err());
+
+    let (mut a, _b) = ends(&region, layout);
+    a.close().unwrap();
+    assert!(a.mark_peer_dead().unwrap(), "B left without closing");
+    let header = StreamHeader::read(&*region, OFFSET, size).unwrap();
+    assert_eq!(header.liveness, [2, 3]);
+    assert_eq!(layout.state_word(&*region, Side::B), Ok(3));
+    let names = header
+        .liveness
+        .map(|w| PeerState::from_u32(w).map(PeerState::name));
+    assert_eq!(names, [Some("closed"), Some("dead")]);
+    assert_eq!(alloc::format!("{}", PeerState::Never), "never connected");
+    assert_eq!(
+        PeerState::from_u32(PeerState::Connected.as_u32()),
+        Some(PeerState::Connected)
+    );
+
+    // Hostile words are shown as they are.
+    region
+        .store_u32(OFFSET + SIDE_A_AT, 0xdead, Ordering::Relaxed)
+        .unwrap();
+    region
+        .store_u32(OFFSET + STATE_AT, 7, Ordering::Relaxed)
+        .unwrap();
+    region.write(OFFSET, b"\0TM1").unwrap();
+    let damaged = StreamHeader::read(&*region, OFFSET, size).unwrap();
+    assert_eq!(damaged.liveness[0], 0xdead);
+    assert_eq!(PeerState::from_u32(0xdead), None);
+    assert_eq!((damaged.state_name(), damaged.has_magic()), (None, false));
+}

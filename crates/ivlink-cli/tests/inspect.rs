@@ -1,0 +1,347 @@
+//! `ivlink inspect` on a live region (private server, `--memfd`) decodes a
+//! mailbox (header, members, boxes with busy bit and completion) and a stream
+//! (header, liveness of each end, both byte rings) in text and in JSON.
+
+mod common;
+
+use std::io::Write;
+use std::process::ChildStdin;
+use std::time::Instant;
+
+use common::{Running, WAIT, run, text};
+use rustix::process::Signal;
+use serde_json::Value;
+
+/// `ivlink inspect --json`, parsed; it must succeed (nothing inconsistent).
+fn inspect_json(sock: &str) -> Value {
+    let output = run(&["inspect", "-S", sock, "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The section named `name` of a JSON report.
+fn section<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no section {name:?} in {report:#}"))
+}
+
+/// Runs `inspect --json` until `ready` holds for the report; returns it.
+fn inspect_until(sock: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let report = inspect_json(sock);
+        if ready(&report) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {report:#}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The line of `report` that contains every one of `needles`.
+fn line_with<'a>(report: &'a str, needles: &[&str]) -> &'a str {
+    report
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?} in:\n{report}"))
+}
+
+/// The mailbox's non-free slots as (slot, state, peer).
+fn slots(report: &Value) -> Vec<(u64, String, u64)> {
+    section(report, "ipm")["mailbox"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["slot"].as_u64().unwrap(),
+                s["state"].as_str().unwrap().to_owned(),
+                s["peer"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The mailbox's used boxes.
+fn boxes(report: &Value) -> Vec<Value> {
+    section(report, "ipm")["mailbox"]["boxes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn inspect_decodes_a_live_mailbox_with_a_busy_box_and_a_waiting_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd"]);
+    let mut listener = Running::start(&["ipm", "listen", "-S", sock, "--count", "2"]);
+    listener.expect_line("peer 0 listening on mailbox 'ipm'");
+    let sent = run(&["ipm", "send", "-S", sock, "0", "hello", "--id", "3"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    listener.expect_line("id 3, 5 bytes: hello");
+
+    // The sender has left; the listener frees its slot (it checks while idle).
+    // Its box stays as it was: taken, with the last id and length.
+    let report = inspect_until(sock, "the departed sender evicted", |r| slots(r).len() == 1);
+    assert_eq!(slots(&report), [(0, "member".to_owned(), 0)]);
+    let ipm = section(&report, "ipm");
+    assert_eq!(ipm["kind"], "mailbox");
+    assert_eq!(ipm["members"], serde_json::json!([[0, 0]]));
+    assert_eq!(ipm["problems"].as_array().unwrap().len(), 0);
+    let mailbox = &ipm["mailbox"];
+    assert_eq!(mailbox["magic"], "MBX1");
+    assert_eq!(
+        (mailbox["state"].as_u64(), mailbox["state_name"].as_str()),
+        (Some(2), Some("ready"))
+    );
+    assert_eq!(mailbox["max_members"], 8);
+    assert_eq!(mailbox["max_data"], 1024);
+    assert_eq!(mailbox["id_count"], 256);
+    assert_eq!(mailbox["vector"], 0);
+    assert_eq!(mailbox["completion_vector"], 1);
+    let taken = boxes(&report);
+    assert_eq!(taken.len(), 1, "{taken:#?}");
+    assert_eq!(
+        (taken[0]["from"].as_str(), taken[0]["to"].as_str()),
+        (Some("slot 1"), Some("peer 0"))
+    );
+    assert_eq!(taken[0]["busy"], false);
+    assert_eq!(taken[0]["completion"], "complete");
+    assert_eq!(
+        (taken[0]["id"].as_u64(), taken[0]["len"].as_u64()),
+        (Some(3), Some(5))
+    );
+    let output = run(&["inspect", "-S", sock]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    line_with(
+        &report,
+        &[
+            "slot 1 -> peer 0",
+            "empty id 3",
+            "len 5",
+            "completion complete",
+            "state 0x0",
+        ],
+    );
+
+    // The listener is stopped: the next message stays in its box, and its
+    // sender sleeps until it is taken.
+    listener.signal(Signal::STOP);
+    let mut waiter = Running::start(&[
+        "ipm",
+        "send",
+        "-S",
+        sock,
+        "0",
+        "waiting",
+        "--id",
+        "7",
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+    let report = inspect_until(sock, "a box awaiting completion", |r| {
+        boxes(r).iter().any(|b| b["wants_completion"] == true)
+    });
+    // The waiter took the free slot 1 (emptying its boxes); its peer id depends
+    // on how many inspections ran before.
+    let members = slots(&report);
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!((members[1].0, members[1].1.as_str()), (1, "member"));
+    let waiter_id = members[1].2;
+    let busy = boxes(&report);
+    assert_eq!(busy.len(), 1, "{busy:#?}");
+    assert_eq!(busy[0]["from"], format!("peer {waiter_id}"));
+    assert_eq!(busy[0]["to"], "peer 0");
+    assert_eq!(
+        (busy[0]["from_slot"].as_u64(), busy[0]["to_slot"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(busy[0]["busy"], true);
+    assert_eq!(busy[0]["wants_completion"], true);
+    assert_eq!(busy[0]["rung"], true);
+    assert_eq!(busy[0]["completion"], "awaited");
+    assert_eq!(busy[0]["state"], 7);
+    assert_eq!(
+        (busy[0]["id"].as_u64(), busy[0]["len"].as_u64()),
+        (Some(7), Some(7))
+    );
+
+    let output = run(&["inspect", "-S", sock]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    line_with(
+        &report,
+        &[
+            "mailbox: magic MBX1, state ready (2), 8 member slots, max data 1024 B, 256 ids",
+            "vector 0, completion vector 1",
+        ],
+    );
+    line_with(
+        &report,
+        &[&format!("members (slot:peer): 0:0 1:{waiter_id}")],
+    );
+    line_with(
+        &report,
+        &[
+            &format!("peer {waiter_id} -> peer 0"),
+            "busy  id 7",
+            "len 7",
+            "completion awaited",
+            "rung true",
+            "state 0x7",
+        ],
+    );
+    assert!(report.contains("inconsistencies: none"), "{report}");
+
+    // Woken, the listener takes the message; the waiting sender completes and
+    // frees its slot.
+    listener.signal(Signal::CONT);
+    waiter.expect_line("peer 0 took the message");
+    assert!(waiter.wait_exit().success());
+    listener.expect_line("id 7, 7 bytes: waiting");
+    assert!(listener.wait_exit().success());
+    let report = inspect_json(sock);
+    let done = boxes(&report);
+    assert_eq!(done[0]["from"], "slot 1", "{done:#?}");
+    assert_eq!(done[0]["busy"], false);
+    assert_eq!(done[0]["completion"], "complete");
+    assert_eq!(
+        (done[0]["id"].as_u64(), done[0]["len"].as_u64()),
+        (Some(7), Some(7))
+    );
+}
+
+/// `ivlink stream pipe` to `peer`, with standard input from a pipe the test
+/// writes to and drops to end it.
+fn stream(sock: &str, peer: &str) -> (Running, ChildStdin) {
+    Running::start_with_stdin(&[
+        "stream",
+        "pipe",
+        "--peer",
+        peer,
+        "-S",
+        sock,
+        "-v",
+        "--capacity",
+        "1024",
+    ])
+}
+
+fn send(stdin: &mut ChildStdin, line: &str) {
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+}
+
+#[test]
+fn inspect_decodes_a_live_stream_half_closed_then_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd"]);
+    let (mut a, mut a_in) = stream(sock, "1");
+    a.expect_line("peer 0 on stream 'pipe' to peer 1");
+    let (mut b, mut b_in) = stream(sock, "0");
+    b.expect_line("peer 1 on stream 'pipe' to peer 0");
+    send(&mut a_in, "hello from A\n");
+    b.expect_line("hello from A");
+    drop(a_in); // A has nothing more to say: it closes its direction
+    send(&mut b_in, "hi\n");
+    a.expect_line("hi");
+
+    let report = inspect_until(sock, "side A closed", |r| {
+        section(r, "pipe")["stream"]["sides"][0]["state"] == "closed"
+    });
+    let pipe = section(&report, "pipe");
+    assert_eq!(pipe["kind"], "stream");
+    assert_eq!(pipe["problems"].as_array().unwrap().len(), 0);
+    let stream = &pipe["stream"];
+    assert_eq!(stream["magic"], "STM1");
+    assert_eq!(stream["state_name"], "ready");
+    assert_eq!(stream["capacity"], 1024);
+    let sides: Vec<(&str, u64, u64, &str)> = stream["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["side"].as_str().unwrap(),
+                s["peer"].as_u64().unwrap(),
+                s["liveness"].as_u64().unwrap(),
+                s["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sides, [("A", 0, 2, "closed"), ("B", 1, 1, "connected")]);
+    let rings: Vec<(&str, u64, u64, u64, u64)> = stream["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["from"].as_str().unwrap(),
+                r["head"].as_u64().unwrap(),
+                r["tail"].as_u64().unwrap(),
+                r["fill"].as_u64().unwrap(),
+                r["capacity"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rings,
+        [
+            ("A (peer 0)", 13, 13, 0, 1024),
+            ("B (peer 1)", 3, 3, 0, 1024)
+        ]
+    );
+
+    let output = run(&["inspect", "-S", sock]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    line_with(&report, &["pipe", "stream", "owner 0"]);
+    line_with(
+        &report,
+        &["stream: magic STM1, state ready (2), capacity 1024 B per direction"],
+    );
+    line_with(&report, &["side A: peer 0", "closed (2)"]);
+    line_with(&report, &["side B: peer 1", "connected (1)"]);
+    line_with(
+        &report,
+        &[
+            "A (peer 0) -> B (peer 1)",
+            "head 13",
+            "tail 13",
+            "fill 0 B (0%)",
+        ],
+    );
+    line_with(
+        &report,
+        &[
+            "B (peer 1) -> A (peer 0)",
+            "head 3",
+            "tail 3",
+            "want space false",
+        ],
+    );
+    assert!(report.contains("inconsistencies: none"), "{report}");
+
+    // B ends too: both processes exit, both sides read closed.
+    drop(b_in);
+    assert!(a.wait_exit().success());
+    assert!(b.wait_exit().success());
+    let report = inspect_json(sock);
+    let states: Vec<&Value> = section(&report, "pipe")["stream"]["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["state"])
+        .collect();
+    assert_eq!(states, ["closed", "closed"]);
+}
