@@ -170,8 +170,10 @@ fn native_echo_in_both_start_orders() {
         }
         let eps = connect(&region, &bells, &mut host, &mut remote);
         assert!(host.is_up() && remote.is_up());
-        echo(&region, &bells, &mut host, &mut remote, eps, 300);
-        assert_eq!(host.stats().received, 300);
+        // Enough to wrap the 8-entry rings many times; Miri is slow.
+        let n = if cfg!(miri) { 20 } else { 300 };
+        echo(&region, &bells, &mut host, &mut remote, eps, n);
+        assert_eq!(host.stats().received, u64::from(n));
         assert_eq!(remote.stats().bad + host.stats().bad, 0);
     }
 }
@@ -406,10 +408,13 @@ fn a_corrupted_ring_resets_a_native_link() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 64 }))]
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Whatever bytes a hostile peer writes anywhere, neither side panics or
     /// reaches outside the region, and the link keeps answering.
+    // Byte writes over words used atomically are a mixed-size race Miri's weak
+    // memory model cannot represent (it aborts); covered natively and by fuzzing.
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn hostile_bytes_never_panic(
         writes in proptest::collection::vec((0usize..0x2000, any::<u8>()), 1..40),

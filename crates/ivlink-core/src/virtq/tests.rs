@@ -192,7 +192,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Buffers come back in the order the device returned them, each exactly once,
     /// with the length it wrote, whatever the interleaving.
@@ -247,6 +247,9 @@ proptest! {
     }
 
     /// Whatever a hostile peer writes over the ring, neither side panics.
+    // Byte writes over words used atomically are a mixed-size race Miri's weak
+    // memory model cannot represent (it aborts); covered natively and by fuzzing.
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn hostile_rings_never_panic(
         writes in proptest::collection::vec((0usize..512, any::<u8>()), 0..64),
