@@ -310,6 +310,64 @@ impl Vring {
         Ok((id, len))
     }
 
+    /// Publishes this side's index `old -> new` at `idx_at`, then says whether the
+    /// other side asked to hear of it: through its event index at `event_at`, or
+    /// through `suppress` not being set in its flags at `flags_at`.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_index<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        idx_at: usize,
+        (old, new): (u16, u16),
+        event_idx: bool,
+        event_at: usize,
+        flags_at: usize,
+        suppress: u16,
+    ) -> Result<bool, VirtqError> {
+        if old == new {
+            return Ok(false);
+        }
+        Self::store16(region, idx_at, new, Ordering::Release)?;
+        // Publishing our index and reading the other side's wish must not be
+        // reordered.
+        fence(Ordering::SeqCst);
+        if event_idx {
+            let event = Self::load16(region, event_at, Ordering::Relaxed)?;
+            Ok(need_event(event, new, old))
+        } else {
+            Ok(Self::load16(region, flags_at, Ordering::Relaxed)? & suppress == 0)
+        }
+    }
+
+    /// Tells the other side whether this side wants to hear of its progress: its
+    /// event index at `event_at` (set to `position`) or `suppress` in its flags.
+    #[allow(clippy::too_many_arguments)]
+    fn request_wakeups<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        enabled: bool,
+        event_idx: bool,
+        event_at: usize,
+        position: u16,
+        flags_at: usize,
+        suppress: u16,
+    ) -> Result<(), VirtqError> {
+        if event_idx {
+            if enabled {
+                Self::store16(region, event_at, position, Ordering::Relaxed)?;
+            }
+        } else {
+            let flags = if enabled { 0 } else { suppress };
+            Self::store16(region, flags_at, flags, Ordering::Relaxed)?;
+        }
+        if enabled {
+            // The request must be visible before the caller looks for progress
+            // made without a notification.
+            fence(Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     /// Reads the avail entry for index `idx` (the head descriptor id, unchecked).
     pub fn avail_head<R: Region + ?Sized>(&self, region: &R, idx: u16) -> Result<u16, VirtqError> {
         self.avail_entry(region, idx)
@@ -459,21 +517,18 @@ impl DriverQueue {
     /// Publishes everything posted since the last call; returns whether the device
     /// asked to be notified (ring its doorbell then).
     pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let old = self.published;
-        let new = self.avail_idx;
-        if old == new {
-            return Ok(false);
-        }
-        Vring::store16(region, self.ring.avail() + 2, new, Ordering::Release)?;
-        self.published = new;
-        // Publishing our index and reading the device's wish must not be reordered.
-        fence(Ordering::SeqCst);
-        if self.event_idx {
-            let event = Vring::load16(region, self.ring.avail_event_at(), Ordering::Relaxed)?;
-            Ok(need_event(event, new, old))
-        } else {
-            Ok(self.ring.used_flags(region)? & USED_F_NO_NOTIFY == 0)
-        }
+        let ring = self.ring;
+        let moved = (self.published, self.avail_idx);
+        self.published = self.avail_idx;
+        ring.publish_index(
+            region,
+            ring.avail() + 2,
+            moved,
+            self.event_idx,
+            ring.avail_event_at(),
+            ring.used(),
+            USED_F_NO_NOTIFY,
+        )
     }
 
     /// Takes the next used buffer, if any.
@@ -525,26 +580,17 @@ impl DriverQueue {
         region: &R,
         enabled: bool,
     ) -> Result<bool, VirtqError> {
-        if self.event_idx {
-            if enabled {
-                Vring::store16(
-                    region,
-                    self.ring.used_event_at(),
-                    self.last_used,
-                    Ordering::Relaxed,
-                )?;
-            }
-        } else {
-            let flags = if enabled { 0 } else { AVAIL_F_NO_INTERRUPT };
-            Vring::store16(region, self.ring.avail(), flags, Ordering::Relaxed)?;
-        }
-        if !enabled {
-            return Ok(false);
-        }
-        // The flag store must be visible before we look for buffers that may have
-        // been returned without an interrupt.
-        fence(Ordering::SeqCst);
-        self.has_used(region)
+        let ring = self.ring;
+        ring.request_wakeups(
+            region,
+            enabled,
+            self.event_idx,
+            ring.used_event_at(),
+            self.last_used,
+            ring.avail(),
+            AVAIL_F_NO_INTERRUPT,
+        )?;
+        Ok(enabled && self.has_used(region)?)
     }
 }
 
@@ -670,20 +716,18 @@ impl DeviceQueue {
     /// Publishes everything returned since the last call; returns whether the
     /// driver asked for an interrupt.
     pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let old = self.published;
-        let new = self.used_idx;
-        if old == new {
-            return Ok(false);
-        }
-        Vring::store16(region, self.ring.used() + 2, new, Ordering::Release)?;
-        self.published = new;
-        fence(Ordering::SeqCst);
-        if self.event_idx {
-            let event = Vring::load16(region, self.ring.used_event_at(), Ordering::Relaxed)?;
-            Ok(need_event(event, new, old))
-        } else {
-            Ok(self.ring.avail_flags(region)? & AVAIL_F_NO_INTERRUPT == 0)
-        }
+        let ring = self.ring;
+        let moved = (self.published, self.used_idx);
+        self.published = self.used_idx;
+        ring.publish_index(
+            region,
+            ring.used() + 2,
+            moved,
+            self.event_idx,
+            ring.used_event_at(),
+            ring.avail(),
+            AVAIL_F_NO_INTERRUPT,
+        )
     }
 
     /// Asks the driver to notify (or not) when it posts buffers. Enabling returns
@@ -693,24 +737,17 @@ impl DeviceQueue {
         region: &R,
         enabled: bool,
     ) -> Result<bool, VirtqError> {
-        if self.event_idx {
-            if enabled {
-                Vring::store16(
-                    region,
-                    self.ring.avail_event_at(),
-                    self.last_avail,
-                    Ordering::Relaxed,
-                )?;
-            }
-        } else {
-            let flags = if enabled { 0 } else { USED_F_NO_NOTIFY };
-            Vring::store16(region, self.ring.used(), flags, Ordering::Relaxed)?;
-        }
-        if !enabled {
-            return Ok(false);
-        }
-        fence(Ordering::SeqCst);
-        self.has_avail(region)
+        let ring = self.ring;
+        ring.request_wakeups(
+            region,
+            enabled,
+            self.event_idx,
+            ring.avail_event_at(),
+            self.last_avail,
+            ring.used(),
+            USED_F_NO_NOTIFY,
+        )?;
+        Ok(enabled && self.has_avail(region)?)
     }
 }
 

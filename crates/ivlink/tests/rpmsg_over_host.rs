@@ -1,27 +1,20 @@
 //! RPMsg echo between two host peers of a real server: thousands of messages of
 //! random sizes in both start orders, and either side restarting in the middle.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ivlink::ServerConfig;
 use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions};
 use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
 use ivlink::transport::host::{HostConfig, HostPeer};
 use ivlink_core::rpmsg::{LinkEvent, Profile, Role};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
 
 fn server(dir: &tempfile::TempDir) -> ServerThread {
-    ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap()
+    common::start(common::config(dir, 1))
 }
 
 fn peer(server: &ServerThread) -> HostPeer {

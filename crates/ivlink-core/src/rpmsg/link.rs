@@ -462,10 +462,22 @@ impl Link {
         };
         control.store(region, ready)?;
         let up = self.layout.profile != Profile::Native;
-        self.state = State::Running { word: ready, up };
+        self.start_running(region, notify, ready, up);
+        Ok(())
+    }
+
+    /// The link runs as of `word`: endpoints announce themselves again and the
+    /// other side is rung to look.
+    fn start_running<R: Region + ?Sized, N: Notify + ?Sized>(
+        &mut self,
+        region: &R,
+        notify: &N,
+        word: ControlWord,
+        up: bool,
+    ) {
+        self.state = State::Running { word, up };
         self.endpoints.link_restarted();
         self.kick(region, notify);
-        Ok(())
     }
 
     fn remote_handshake<R: Region + ?Sized, N: Notify + ?Sized>(
@@ -559,9 +571,7 @@ impl Link {
         let control = self.layout.control;
         control.set_peer(region, Role::Remote, self.config.own_id)?;
         control.set_attached(region, word.generation)?;
-        self.state = State::Running { word, up: true };
-        self.endpoints.link_restarted();
-        self.kick(region, notify);
+        self.start_running(region, notify, word, true);
         Ok(())
     }
 
