@@ -271,7 +271,7 @@ impl<'d> RpmsgLink<'d> {
         if !self.spin.is_zero() {
             let spin_until = now + self.spin;
             while Instant::now() < spin_until {
-                for _ in 0..64 {
+                for _ in 0..4 {
                     std::hint::spin_loop();
                 }
                 if self.link.pending(region, want_space)? {
