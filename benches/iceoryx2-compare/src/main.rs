@@ -14,7 +14,6 @@ mod json;
 mod merge;
 mod run;
 mod settings;
-mod spin;
 mod table;
 
 use std::io::{IsTerminal, Write};

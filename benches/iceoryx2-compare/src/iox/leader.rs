@@ -14,7 +14,7 @@ use super::peer::{Pattern, PeerArgs};
 use super::ports::{self, Ipc, Rx, Service, Tx};
 use super::report::{self, PeerReport};
 use crate::settings::{PingPongPlan, StreamPlan};
-use crate::spin::Spinner;
+use ivlink::bench::spin::Spinner;
 
 /// Subscriber buffer of the back service (ready, pongs, report).
 const BACK_DEPTH: usize = 2;

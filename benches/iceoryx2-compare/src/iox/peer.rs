@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::ports::{self, Rx, Tx};
 use super::report::{self, PeerReport};
-use crate::spin::Spinner;
+use ivlink::bench::spin::Spinner;
 
 /// What the two sides do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,7 +26,7 @@ mod memring;
 pub mod placement;
 pub mod report;
 mod run;
-mod spin;
+pub mod spin;
 pub mod svg;
 mod table;
 

@@ -29,6 +29,11 @@ impl Spinner {
         }
     }
 
+    /// How long it waits without progress.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// One turn of waiting for `what`.
     #[inline]
     pub fn pause(&mut self, what: &'static str) -> Result<(), BenchError> {
