@@ -38,6 +38,13 @@ fn native_layout(region: &HeapRegion) -> LinkLayout {
     LinkLayout::create_native(&**region, 64, size, shape).unwrap()
 }
 
+/// A 64 KiB region holding a native link of 8 buffers each way.
+fn native_region() -> (HeapRegion, Doorbells, LinkLayout) {
+    let region = HeapRegion::new(64 * 1024);
+    let layout = native_layout(&region);
+    (region, Doorbells::default(), layout)
+}
+
 fn link(role: Role, layout: LinkLayout, peer: Option<PeerId>) -> Link {
     let own_id = match role {
         Role::Host => HOST,
@@ -157,9 +164,7 @@ fn echo(
 #[test]
 fn native_echo_in_both_start_orders() {
     for remote_first in [false, true] {
-        let region = HeapRegion::new(64 * 1024);
-        let bells = Doorbells::default();
-        let layout = native_layout(&region);
+        let (region, bells, layout) = native_region();
         let mut host = link(Role::Host, layout, None);
         let mut remote = link(Role::Remote, layout, None);
         let mut buf = vec![0u8; 512];
@@ -180,9 +185,7 @@ fn native_echo_in_both_start_orders() {
 
 #[test]
 fn senders_run_out_of_buffers_and_recover_them() {
-    let region = HeapRegion::new(64 * 1024);
-    let bells = Doorbells::default();
-    let layout = native_layout(&region);
+    let (region, bells, layout) = native_region();
     let mut host = link(Role::Host, layout, None);
     let mut remote = link(Role::Remote, layout, None);
     let (h, r) = connect(&region, &bells, &mut host, &mut remote);
@@ -253,9 +256,7 @@ fn assert_rebound(
 
 #[test]
 fn a_restarted_remote_makes_the_host_start_over() {
-    let region = HeapRegion::new(64 * 1024);
-    let bells = Doorbells::default();
-    let layout = native_layout(&region);
+    let (region, bells, layout) = native_region();
     let mut host = link(Role::Host, layout, None);
     let mut remote = link(Role::Remote, layout, None);
     let eps = connect(&region, &bells, &mut host, &mut remote);
@@ -278,9 +279,7 @@ fn a_restarted_remote_makes_the_host_start_over() {
 
 #[test]
 fn a_restarted_host_is_followed_by_the_remote() {
-    let region = HeapRegion::new(64 * 1024);
-    let bells = Doorbells::default();
-    let layout = native_layout(&region);
+    let (region, bells, layout) = native_region();
     let mut host = link(Role::Host, layout, None);
     let mut remote = link(Role::Remote, layout, None);
     let eps = connect(&region, &bells, &mut host, &mut remote);
@@ -348,9 +347,7 @@ fn openamp_linux_layout_matches_the_sample() {
 
 #[test]
 fn bad_headers_are_dropped_and_counted() {
-    let region = HeapRegion::new(64 * 1024);
-    let bells = Doorbells::default();
-    let layout = native_layout(&region);
+    let (region, bells, layout) = native_region();
     let mut host = link(Role::Host, layout, None);
     let mut remote = link(Role::Remote, layout, None);
     let eps = connect(&region, &bells, &mut host, &mut remote);
@@ -370,9 +367,7 @@ fn bad_headers_are_dropped_and_counted() {
 
 #[test]
 fn a_corrupted_ring_resets_a_native_link() {
-    let region = HeapRegion::new(64 * 1024);
-    let bells = Doorbells::default();
-    let layout = native_layout(&region);
+    let (region, bells, layout) = native_region();
     let mut host = link(Role::Host, layout, None);
     let mut remote = link(Role::Remote, layout, None);
     connect(&region, &bells, &mut host, &mut remote);
