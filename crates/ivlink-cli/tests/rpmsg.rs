@@ -162,3 +162,40 @@ fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
     assert!(echo.wait_exit().success());
     assert_eq!(std::fs::metadata(&shm).unwrap().len(), 0x80000);
 }
+
+#[test]
+fn an_openamp_remote_on_a_leftover_shm_file_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("openamp.event.0");
+    let shm = dir.path().join("openamp.shm");
+    let openamp = [
+        "--profile",
+        "openamp-linux",
+        "--openamp-socket",
+        socket.to_str().unwrap(),
+        "--openamp-file",
+        shm.to_str().unwrap(),
+    ];
+    let run_once = |round: u32| {
+        let mut echo = Running::start(&[&["rpmsg", "echo", "-q"][..], &openamp].concat());
+        echo.expect_line("echoing on endpoint");
+        let sent = run(&[
+            &["rpmsg", "send", "again", "3", "--wait", "10"][..],
+            &openamp,
+        ]
+        .concat());
+        assert!(sent.status.success(), "round {round}: {}", text(&sent));
+        assert!(
+            text(&sent).contains("at message number 3"),
+            "{}",
+            text(&sent)
+        );
+        echo.expect_line("the host side left");
+        assert!(echo.wait_exit().success(), "round {round}");
+    };
+    run_once(1);
+    // The earlier run's host left its DRIVER_OK in the status byte of the table.
+    let status = std::fs::read(&shm).unwrap()[0x2C];
+    assert_ne!(status & 4, 0, "status byte {status:#x}");
+    run_once(2);
+}

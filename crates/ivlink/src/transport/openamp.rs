@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ivlink_core::rpmsg::resource_table;
 use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Vector};
 use rustix::event::epoll;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -128,6 +129,11 @@ pub struct OpenampOptions {
     /// How long [`OpenampLink::connect`] keeps retrying while nobody listens
     /// ([`DEFAULT_CONNECT_TIMEOUT`]); zero tries once. Not used when listening.
     pub connect_timeout: Duration,
+    /// Whether [`OpenampLink::listen`] writes a fresh resource table (status 0,
+    /// gfeatures 0) before it listens, as OpenAMP's `rpmsg-echo` does on start
+    /// (true by default). A table left by an earlier run still says `DRIVER_OK`:
+    /// kept, it would pass for a live host. Not used when connecting.
+    pub write_resource_table: bool,
 }
 
 impl Default for OpenampOptions {
@@ -137,6 +143,7 @@ impl Default for OpenampOptions {
             shm: OpenampShm::Posix(DEFAULT_SHM_NAME.to_owned()),
             size: DEFAULT_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            write_resource_table: true,
         }
     }
 }
@@ -184,15 +191,25 @@ struct State {
 }
 
 impl OpenampLink {
-    /// Process 0 (the RPMsg remote): maps the shared memory, replaces a stale
-    /// socket file at `options.socket`, binds and listens. Returns at once; the
-    /// connection is accepted when it arrives (see the type's docs).
+    /// Process 0 (the RPMsg remote): maps the shared memory, writes a fresh
+    /// resource table (see [`OpenampOptions::write_resource_table`]), replaces a
+    /// stale socket file at `options.socket`, binds and listens. Returns at once;
+    /// the connection is accepted when it arrives (see the type's docs).
+    ///
+    /// The table is written before the socket exists, so a host, which can only
+    /// look at it once connected, never sees a leftover one.
     ///
     /// An existing socket file is removed first, as the samples do (a live
     /// listener's too: it is not probed, since a probe would use up its one
     /// accept). Any other kind of file there is an error and stays untouched.
     pub fn listen(options: OpenampOptions) -> Result<Self, DeviceError> {
         let region = map_shm(&options.shm, options.size)?;
+        if options.write_resource_table {
+            resource_table::write(&*region).map_err(|e| DeviceError::Open {
+                path: options.shm.to_string(),
+                error: io::Error::other(format!("cannot write the resource table: {e}")),
+            })?;
+        }
         let path = &options.socket;
         let socket_err = |error: Errno| DeviceError::Open {
             path: format!("notification socket {}", path.display()),

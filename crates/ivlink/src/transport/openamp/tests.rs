@@ -16,6 +16,8 @@ fn options(dir: &Path) -> OpenampOptions {
         shm: OpenampShm::File(dir.join("shm")),
         size: 0x10000,
         connect_timeout: Duration::from_secs(5),
+        // These tests look at the bytes they write; the table has its own test.
+        write_resource_table: false,
     }
 }
 
@@ -104,6 +106,32 @@ fn both_sides_map_the_same_posix_shm_object() {
     let path = shm.path();
     drop(shm);
     assert!(!path.exists(), "the test's shm object is removed");
+}
+
+#[test]
+fn listening_rewrites_a_leftover_resource_table_before_the_socket_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_table = OpenampOptions {
+        write_resource_table: true,
+        ..options(dir.path())
+    };
+    // What an earlier run leaves: a host's DRIVER_OK and accepted features.
+    {
+        let earlier = OpenampLink::listen(with_table.clone()).unwrap();
+        earlier.region().write(0x2C, &[4]).unwrap();
+        earlier.region().write(0x24, &1u32.to_le_bytes()).unwrap();
+    }
+    assert_eq!(std::fs::read(dir.path().join("shm")).unwrap()[0x2C], 4);
+    assert!(!dir.path().join("event.0").exists());
+
+    let remote = OpenampLink::listen(with_table).unwrap();
+    let mut status = [0xFFu8; 1];
+    remote.region().read(0x2C, &mut status).unwrap();
+    assert_eq!(status, [0], "the status byte is reset");
+    let mut gfeatures = [0xFFu8; 4];
+    remote.region().read(0x24, &mut gfeatures).unwrap();
+    assert_eq!(gfeatures, [0; 4], "the accepted features are reset");
+    assert!(resource_table::check(remote.region()).unwrap());
 }
 
 #[test]
