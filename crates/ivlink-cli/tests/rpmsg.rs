@@ -199,3 +199,104 @@ fn an_openamp_remote_on_a_leftover_shm_file_starts_afresh() {
     assert_ne!(status & 4, 0, "status byte {status:#x}");
     run_once(2);
 }
+
+/// Runs `args` to its end (at most [`common::WAIT`]): exit status and all lines.
+fn run_bounded(args: &[&str]) -> (std::process::ExitStatus, Vec<String>) {
+    let mut running = Running::start(args);
+    let status = running.wait_exit();
+    (status, running.remaining_lines())
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn send_without_a_remote_gives_up_after_a_default_wait_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let _server = server(&socket);
+    let (status, lines) = run_bounded(&["rpmsg", "send", "-S", socket.to_str().unwrap(), "hi"]);
+    let all = lines.join("\n");
+    assert!(!status.success(), "{all}");
+    assert_eq!(count(&lines, "waiting for the remote side"), 1, "{all}");
+    assert!(all.contains("5.0 s left"), "{all}");
+    assert!(all.contains("did not come up within 5.0 s"), "{all}");
+    assert_eq!(count(&lines, "ready to use"), 0, "{all}");
+}
+
+#[test]
+fn an_openamp_host_waits_as_told_for_openamps_socket_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("openamp.event.0");
+    let shm = dir.path().join("openamp.shm");
+    let (status, lines) = run_bounded(&[
+        "rpmsg",
+        "send",
+        "hi",
+        "--wait",
+        "0.5",
+        "--profile",
+        "openamp-linux",
+        "--openamp-socket",
+        socket.to_str().unwrap(),
+        "--openamp-file",
+        shm.to_str().unwrap(),
+    ]);
+    let all = lines.join("\n");
+    assert!(!status.success(), "{all}");
+    assert_eq!(count(&lines, "waiting for the remote side"), 1, "{all}");
+    assert!(all.contains("0.5 s left"), "{all}");
+    assert!(
+        all.contains(&format!(
+            "OpenAMP's notification socket {}",
+            socket.display()
+        )),
+        "{all}"
+    );
+    assert!(all.contains("within 0.5 s"), "{all}");
+    assert!(!all.contains("ivshmem server"), "{all}");
+}
+
+#[test]
+fn ready_to_use_is_said_only_once_the_remote_endpoint_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let mut sender = Running::start(&["rpmsg", "send", "-S", sock, "hi", "--wait", "15"]);
+    sender.expect_line("waiting for the remote side");
+    let _echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    assert!(sender.wait_exit().success());
+    let lines = sender.remaining_lines();
+    let all = lines.join("\n");
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    let bound = at("connected to remote endpoint").expect(&all);
+    let ready = at("the communication over RPMsg is ready to use!").expect(&all);
+    assert!(bound < ready, "{all}");
+    assert_eq!(count(&lines, "ready to use"), 1, "{all}");
+}
+
+#[test]
+fn a_zephyr_remote_that_never_binds_points_at_the_address_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let _server = server(&socket);
+    let (status, lines) = run_bounded(&[
+        "rpmsg",
+        "send",
+        "-S",
+        socket.to_str().unwrap(),
+        "hi",
+        "--profile",
+        "zephyr-ivshmem",
+        "--wait",
+        "0.5",
+    ]);
+    let all = lines.join("\n");
+    assert!(!status.success(), "{all}");
+    assert!(all.contains("did not announce endpoint 'k'"), "{all}");
+    assert!(all.contains("--address-base"), "{all}");
+    assert!(all.contains("shmem mapped at 0x"), "{all}");
+    assert_eq!(count(&lines, "ready to use"), 0, "{all}");
+}

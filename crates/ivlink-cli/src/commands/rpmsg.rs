@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -92,7 +92,9 @@ pub struct LinkArgs {
     #[arg(long, value_name = "ID")]
     pub peer: Option<u16>,
 
-    /// zephyr-ivshmem host: address at which the remote sees the region (its BAR2 mapping)
+    /// zephyr-ivshmem host: the region's start as the Zephyr side addresses it: the
+    /// virtual address its console prints as `shmem mapped at 0x…` (not the physical
+    /// BAR2 address); a remote learns it from the host's first buffer
     #[arg(long, value_name = "ADDR", value_parser = parse_address, default_value = "0")]
     pub address_base: u64,
 
@@ -141,9 +143,20 @@ impl LinkArgs {
     }
 
     /// The device: OpenAMP's shm and socket for openamp-linux, else the transport.
-    fn open_device(&self, role: Role) -> anyhow::Result<Box<dyn Device>> {
+    /// A host on openamp-linux waits there for the remote side, as `wait` says.
+    fn open_device(
+        &self,
+        role: Role,
+        wait: Option<&mut RemoteWait>,
+    ) -> anyhow::Result<Box<dyn Device>> {
         if self.profile != ProfileArg::OpenampLinux {
             return Ok(self.transport.transport().open()?);
+        }
+        let mut connect_timeout = OpenampOptions::default().connect_timeout;
+        if let Some(wait) = wait {
+            // The remote side is the one that listens: connecting is waiting for it.
+            wait.announce(self.endpoint_name());
+            connect_timeout = wait.left();
         }
         let options = OpenampOptions {
             socket: self.openamp_socket.clone(),
@@ -151,6 +164,7 @@ impl LinkArgs {
                 Some(path) => OpenampShm::File(path.clone()),
                 None => OpenampShm::Posix(self.openamp_shm.clone()),
             },
+            connect_timeout,
             ..OpenampOptions::default()
         };
         let role = match role {
@@ -190,7 +204,7 @@ pub struct EchoArgs {
 impl EchoArgs {
     /// Echoes until Ctrl-C (or `--count`).
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.link.open_device(Role::Remote)?;
+        let device = self.link.open_device(Role::Remote, None)?;
         let mut link = RpmsgLink::open(&*device, &self.link.options(Role::Remote))?;
         let name = self.link.endpoint_name();
         let ep = link
@@ -243,6 +257,14 @@ fn host_left(device: &dyn Device) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// [`report`] on the host side, which is ready only once its endpoint is bound
+/// (see [`Connected::wait_bound`]), not when the link comes up.
+fn report_host(event: &LinkEvent) {
+    if !matches!(event, LinkEvent::Up) {
+        report(event);
+    }
+}
+
 /// Link events other than messages, one line each on stderr.
 fn report(event: &LinkEvent) {
     match event {
@@ -275,18 +297,65 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
     bytes.strip_suffix(&[0]).unwrap_or(bytes)
 }
 
+/// How long a host waits for the remote side to come up and bind its endpoint:
+/// one deadline for connecting and binding, announced once.
+struct RemoteWait {
+    total: Duration,
+    until: Option<Instant>,
+    announced: bool,
+}
+
+impl RemoteWait {
+    /// `total` of a billion seconds or more (`--wait inf`) is forever.
+    fn new(total: Duration) -> Self {
+        let until = (total < Duration::from_secs(1_000_000_000))
+            .then(|| Instant::now().checked_add(total))
+            .flatten();
+        RemoteWait {
+            total,
+            until,
+            announced: false,
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.until.map_or(Duration::MAX, |until| {
+            until.saturating_duration_since(Instant::now())
+        })
+    }
+
+    fn expired(&self) -> bool {
+        self.left().is_zero()
+    }
+
+    /// Says once that this side waits, and for how long still.
+    fn announce(&mut self, endpoint: &str) {
+        if std::mem::replace(&mut self.announced, true) {
+            return;
+        }
+        match self.until {
+            Some(_) => eprintln!(
+                "waiting for the remote side (endpoint '{endpoint}')… {:.1} s left",
+                self.left().as_secs_f64()
+            ),
+            None => eprintln!("waiting for the remote side (endpoint '{endpoint}')…"),
+        }
+    }
+}
+
 /// The host side's endpoint once the remote's is bound.
 struct Connected<'d> {
     link: RpmsgLink<'d>,
     ep: u32,
+    args: &'d LinkArgs,
 }
 
 impl<'d> Connected<'d> {
     /// Opens the link, creates the endpoint and waits until the remote binds.
     fn open(
         device: &'d dyn Device,
-        args: &LinkArgs,
-        wait: Option<Duration>,
+        args: &'d LinkArgs,
+        wait: &mut RemoteWait,
         stop: &AtomicBool,
     ) -> anyhow::Result<Self> {
         let mut link = RpmsgLink::open(device, &args.options(Role::Host))?;
@@ -294,33 +363,54 @@ impl<'d> Connected<'d> {
         let ep = link
             .create_endpoint(name, None, None)
             .with_context(|| format!("cannot create endpoint '{name}'"))?;
-        let mut connected = Connected { link, ep };
-        eprintln!("waiting for the remote side (endpoint '{name}')");
+        let mut connected = Connected { link, ep, args };
+        wait.announce(name);
         connected.wait_bound(wait, stop)?;
         Ok(connected)
     }
 
-    fn wait_bound(&mut self, wait: Option<Duration>, stop: &AtomicBool) -> anyhow::Result<()> {
-        let deadline = wait.map(|w| Instant::now() + w);
+    /// Waits until the remote side has bound our endpoint: only then is the link
+    /// ready to use.
+    fn wait_bound(&mut self, wait: &RemoteWait, stop: &AtomicBool) -> anyhow::Result<()> {
         loop {
             if stop.load(Ordering::Relaxed) {
                 bail!("interrupted while waiting for the remote side");
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                bail!(
-                    "the remote side did not come up within {:?}",
-                    wait.unwrap_or_default()
-                );
+            if wait.expired() {
+                return Err(self.not_bound(wait.total));
             }
-            match self.link.next_event(Some(Duration::from_millis(100)))? {
+            match self
+                .link
+                .next_event(Some(wait.left().min(Duration::from_millis(100))))?
+            {
                 Some(LinkEvent::Bound { local, remote }) if local == self.ep => {
                     eprintln!("connected to remote endpoint {remote:#x}");
+                    eprintln!("the communication over RPMsg is ready to use!");
                     return Ok(());
                 }
-                Some(other) => report(&other),
+                Some(other) => report_host(&other),
                 None => {}
             }
         }
+    }
+
+    /// Why the remote side never bound, as far as this side can tell.
+    fn not_bound(&self, waited: Duration) -> anyhow::Error {
+        let name = self.args.endpoint_name();
+        let waited = format!("{:.1} s", waited.as_secs_f64());
+        if !self.link.link().is_up() {
+            return anyhow!("the remote side did not come up within {waited}");
+        }
+        if self.args.profile == ProfileArg::ZephyrIvshmem {
+            // Its only sign of addresses it cannot map is silence.
+            return anyhow!(
+                "the remote side did not announce endpoint '{name}' within {waited}: it likely \
+                 rejects our buffers' addresses; pass --address-base the address the Zephyr \
+                 side prints as `shmem mapped at 0x…` (now {:#x})",
+                self.args.address_base
+            );
+        }
+        anyhow!("the remote side did not announce endpoint '{name}' within {waited}")
     }
 
     /// Sends `data` and waits up to `timeout` for its echo.
@@ -342,7 +432,7 @@ impl<'d> Connected<'d> {
                     report(&reset);
                     return Ok(Outcome::Lost);
                 }
-                Some(other) => report(&other),
+                Some(other) => report_host(&other),
             }
         }
     }
@@ -369,9 +459,9 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub timeout: f64,
 
-    /// Seconds to wait for the remote side to come up (default: as long as it takes)
-    #[arg(long, value_name = "SECONDS")]
-    pub wait: Option<f64>,
+    /// Seconds to wait for the remote side to come up and bind (inf: as long as it takes)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub wait: f64,
 
     /// Print only the summary
     #[arg(long, short)]
@@ -387,9 +477,10 @@ impl SendArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let mut data = self.string.as_bytes().to_vec();
         data.push(0);
-        let device = self.link.open_device(Role::Host)?;
+        let mut wait = RemoteWait::new(seconds(self.wait));
+        let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut conn = Connected::open(&*device, &self.link, self.wait.map(seconds), &stop)?;
+        let mut conn = Connected::open(&*device, &self.link, &mut wait, &stop)?;
         if data.len() > conn.link.max_payload() {
             bail!(
                 "the string is {} bytes with its NUL; one RPMsg message carries at most {}",
@@ -419,7 +510,7 @@ impl SendArgs {
                 Outcome::Lost => {
                     lost += 1;
                     eprintln!("message number {number} was lost in the reset");
-                    conn.wait_bound(self.wait.map(seconds), &stop)?;
+                    conn.wait_bound(&RemoteWait::new(seconds(self.wait)), &stop)?;
                 }
                 Outcome::TimedOut => {
                     println!("Remote side response timed out!");
@@ -469,9 +560,10 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Measures round trips against a running `ivlink rpmsg echo`.
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.link.open_device(Role::Host)?;
+        let mut wait = RemoteWait::new(seconds(self.wait));
+        let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut conn = Connected::open(&*device, &self.link, Some(seconds(self.wait)), &stop)?;
+        let mut conn = Connected::open(&*device, &self.link, &mut wait, &stop)?;
         if self.size > conn.link.max_payload() {
             bail!(
                 "--size {} exceeds the {}-byte payload of one message",

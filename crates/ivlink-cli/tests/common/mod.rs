@@ -67,6 +67,20 @@ impl Running {
         panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
     }
 
+    /// Every line not taken yet, until the process has closed its output (or
+    /// [`WAIT`] passed).
+    pub fn remaining_lines(&self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, signal).unwrap();

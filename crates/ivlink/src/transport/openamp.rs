@@ -263,15 +263,20 @@ impl OpenampLink {
     /// Process 1 (the RPMsg host): maps the shared memory and connects to
     /// `options.socket`, retrying while nobody listens there yet (no file, refused,
     /// backlog full) with sleeps growing by 10 ms, until `options.connect_timeout`.
+    /// Failing, it is [`DeviceError::Open`] naming OpenAMP's notification socket.
     pub fn connect(options: OpenampOptions) -> Result<Self, DeviceError> {
         let region = map_shm(&options.shm, options.size)?;
         let path = &options.socket;
-        let connect_err = |error: Errno| DeviceError::Connect {
-            path: path.display().to_string(),
+        // Not "the ivshmem server": this socket is OpenAMP's, and the remote
+        // side's process listens on it.
+        let socket_name = format!("OpenAMP's notification socket {}", path.display());
+        let connect_err = |error: Errno| DeviceError::Open {
+            path: socket_name.clone(),
             error: error.into(),
         };
         let address = SocketAddrUnix::new(path.as_path()).map_err(connect_err)?;
-        let deadline = Instant::now() + options.connect_timeout;
+        // A timeout too long to add up is forever.
+        let deadline = Instant::now().checked_add(options.connect_timeout);
         let mut attempt = 0u32;
         let stream = loop {
             let socket = new_socket().map_err(connect_err)?;
@@ -279,9 +284,20 @@ impl OpenampLink {
                 Ok(()) => break socket,
                 Err(Errno::INTR) => continue,
                 Err(e @ (Errno::NOENT | Errno::CONNREFUSED | Errno::AGAIN)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.map_or(MAX_RETRY_SLEEP, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
                     if left.is_zero() {
-                        return Err(connect_err(e));
+                        return Err(DeviceError::Open {
+                            path: socket_name,
+                            error: io::Error::new(
+                                io::Error::from(e).kind(),
+                                format!(
+                                    "no remote side listened there within {:.1} s ({e})",
+                                    options.connect_timeout.as_secs_f64()
+                                ),
+                            ),
+                        });
                     }
                     let sleep = (Duration::from_millis(10) * attempt).min(MAX_RETRY_SLEEP);
                     std::thread::sleep(sleep.min(left));
