@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Running, run, text};
 
 const RECEIVED: &str = "Received IPM notification over IVSHMEM";
@@ -101,16 +103,50 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
 }
 
 #[test]
-fn ipm_send_to_an_absent_peer_names_the_problem() {
+fn ipm_send_to_an_absent_peer_says_not_connected_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();
     let _server = server(&socket);
-    let absent = run(&["ipm", "send", "-S", sock, "5", "x", "--timeout", "0.3"]);
+    let started = Instant::now();
+    // The default timeout (10 s) is what it used to wait for the peer to join.
+    let absent = run(&["ipm", "send", "-S", sock, "5", "x"]);
     assert!(!absent.status.success());
     assert!(
-        text(&absent).contains("peer 5 did not join mailbox 'ipm' in time"),
+        text(&absent).contains("cannot send the IPM message to peer 5: peer 5 is not connected"),
         "{}",
         text(&absent)
     );
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+}
+
+#[test]
+fn a_connected_peer_outside_the_mailbox_gets_zephyrs_bare_doorbell_and_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    // A plain listener stands for a Zephyr IPM guest: a peer that never joins.
+    let listener = Running::start(&["listen", "-S", sock, "--no-message"]);
+    listener.expect_line("Listening as peer 0");
+
+    let rung = run(&["ipm", "send", "-S", sock, "0", "--id", "9"]);
+    assert!(rung.status.success(), "{}", text(&rung));
+    assert!(
+        text(&rung).contains("IPM doorbell rung on peer 0 (vector 0"),
+        "{}",
+        text(&rung)
+    );
+    listener.expect_line("vector 0: received IRQ");
+
+    let started = Instant::now();
+    let refused = run(&["ipm", "send", "-S", sock, "0", "hello"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused)
+            .contains("peer 0 is a notify-only IPM peer (no member of ivlink mailbox 'ipm')"),
+        "{}",
+        text(&refused)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
 }

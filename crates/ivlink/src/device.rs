@@ -203,6 +203,13 @@ pub trait Device: Notify + Send + Sync {
         self.vectors() > 0
     }
 
+    /// Whether [`Device::peers`] is the whole truth, so that a peer it does not
+    /// list is not connected. False where the transport cannot see other peers (a
+    /// guest, a plain file): an empty list then says nothing.
+    fn knows_peers(&self) -> bool {
+        false
+    }
+
     /// Waits for the next event that `what` asks for; other events stay pending for
     /// later calls. `None` waits forever; returns `Ok(None)` on timeout.
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError>;

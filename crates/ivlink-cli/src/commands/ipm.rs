@@ -18,6 +18,9 @@ use crate::transport_args::TransportArgs;
 /// The line Zephyr's IPM sample prints for each notification.
 pub const RECEIVED: &str = "Received IPM notification over IVSHMEM";
 
+/// The vector Zephyr's `ivshmem_ipm_send` rings: its IPM is a bare doorbell.
+const ZEPHYR_IPM_VECTOR: u16 = 0;
+
 /// `ivlink ipm` subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum IpmCommand {
@@ -104,7 +107,8 @@ fn seconds(s: f64) -> Duration {
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("id", |a| a.long("self-id")))]
 pub struct IpmSendArgs {
-    /// Peer to send to
+    /// Peer to send to: a member of the mailbox gets a message; any other peer (a
+    /// Zephyr IPM guest) only a bare doorbell on vector 0, so give it no data
     pub peer: PeerId,
 
     /// Data (UTF-8 text) to put in the message
@@ -118,7 +122,8 @@ pub struct IpmSendArgs {
     #[arg(long)]
     pub wait: bool,
 
-    /// Seconds to wait for the peer to join, for room, and with --wait for completion
+    /// Seconds to wait for room, with --wait for completion, and (where the transport
+    /// cannot tell who is connected) for the peer to join
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub timeout: f64,
 
@@ -133,6 +138,17 @@ impl IpmSendArgs {
         let data = self.data.as_deref().unwrap_or_default().as_bytes();
         let timeout = seconds(self.timeout);
         let device = self.mailbox.transport.transport().open()?;
+        // Like `notify`: a peer the server does not know of is not worth waiting for.
+        let knows_peers = device.knows_peers();
+        if knows_peers
+            && self.peer != device.id()
+            && !device.peers().iter().any(|p| p.id == self.peer)
+        {
+            anyhow::bail!(
+                "cannot send the IPM message to peer {0}: peer {0} is not connected",
+                self.peer
+            );
+        }
         let layout = open_named(
             &*device,
             &self.mailbox.mailbox,
@@ -154,6 +170,22 @@ impl IpmSendArgs {
                 self.message_id,
                 self.mailbox.mailbox,
                 layout.max_id()
+            );
+        }
+        let is_member = layout
+            .members(device.region())
+            .any(|(_, peer)| peer == self.peer);
+        if !is_member && data.is_empty() && !self.wait {
+            return self.ring_bare_doorbell(&*device);
+        }
+        if !is_member && knows_peers {
+            // Connected, yet no member: Zephyr's IPM driver never joins a mailbox.
+            anyhow::bail!(
+                "peer {} is a notify-only IPM peer (no member of ivlink mailbox '{}'): it can \
+                 take only a bare doorbell; send it no data{}",
+                self.peer,
+                self.mailbox.mailbox,
+                if self.wait { " and without --wait" } else { "" }
             );
         }
         let mut mailbox =
@@ -192,6 +224,22 @@ impl IpmSendArgs {
         if self.wait {
             println!("peer {} took the message", self.peer);
         }
+        Ok(())
+    }
+}
+
+impl IpmSendArgs {
+    /// Rings `peer` on vector 0 as Zephyr's `ivshmem_ipm_send` does (the id, data
+    /// and wait of its IPM call go nowhere).
+    fn ring_bare_doorbell(&self, device: &dyn ivlink::Device) -> anyhow::Result<()> {
+        device
+            .notify(self.peer, ZEPHYR_IPM_VECTOR)
+            .with_context(|| format!("cannot ring peer {}", self.peer))?;
+        println!(
+            "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
+             it is no member of mailbox '{}'",
+            self.peer, self.mailbox.mailbox
+        );
         Ok(())
     }
 }

@@ -402,6 +402,11 @@ impl Device for HostPeer {
             .collect()
     }
 
+    /// The server tells every peer of every other peer's arrival and departure.
+    fn knows_peers(&self) -> bool {
+        true
+    }
+
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
         crate::wait::wait_epoll(
             self.epoll.as_fd(),

@@ -590,6 +590,11 @@ impl Device for OpenampLink {
         }
     }
 
+    /// The one other side is known once it has connected.
+    fn knows_peers(&self) -> bool {
+        true
+    }
+
     /// Kicks are [`Event::Notified`] on vector 0; the listening side's accept is
     /// [`Event::PeerJoined`]; the other side closing is [`Event::PeerLeft`].
     ///
