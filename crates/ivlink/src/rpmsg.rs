@@ -59,7 +59,9 @@ pub struct RpmsgOptions {
     /// The peer to ring; `None`: the native header says, or the profile's rule
     /// (zephyr-ivshmem: own id ± 1).
     pub peer: Option<PeerId>,
-    /// zephyr-ivshmem host: the address its remote sees BAR2 at.
+    /// zephyr-ivshmem host: the region's start as the Zephyr side addresses it, the
+    /// virtual address it maps BAR2 at (its console prints `shmem mapped at 0x…`),
+    /// not the physical BAR2 address. A remote learns it from the first RX buffer.
     pub address_base: u64,
     /// How long to spin before sleeping on the doorbell.
     pub spin: Duration,

@@ -432,8 +432,9 @@ impl LinkLayout {
     }
 
     /// The `dual_qemu_ivshmem` layout in a region of `region_len` bytes, with
-    /// descriptor addresses based at `address_base` (the host VM's mapping of BAR2;
-    /// a remote learns it from the first RX descriptor).
+    /// descriptor addresses based at `address_base` (the Zephyr VMs' virtual mapping
+    /// of BAR2, not its physical address; a remote learns it from the first RX
+    /// descriptor, a host must be told: the remote never writes an address).
     pub fn zephyr_ivshmem(region_len: usize, address_base: u64) -> Result<Self, RpmsgError> {
         let ring = VringLayout::new(16, 4)?;
         if region_len < 0x4400 + 0x800 {
