@@ -10,8 +10,8 @@ use std::process::ChildStdin;
 use common::{Running, server};
 use rustix::process::Signal;
 
-/// Starts a server, then `peers` (each `(arguments, line it prints once running)`)
-/// on it; SIGKILLs the server and expects every peer to exit non-zero with "the
+/// Starts a server, then `peers` (each `(arguments, line it prints once running)`,
+/// empty if it only speaks once a later one runs) on it, in order; SIGKILLs the server and expects every peer to exit non-zero with "the
 /// server went away".
 fn kill_the_server_under(peers: &[(&[&str], &str)]) {
     kill_the_server_once(peers, |_| {});
@@ -31,7 +31,9 @@ fn kill_the_server_once(
         .iter()
         .map(|(args, ready)| {
             let (peer, input) = Running::start_with_stdin(&with_socket(args, &socket));
-            peer.expect_line(ready);
+            if !ready.is_empty() {
+                peer.expect_line(ready);
+            }
             (peer, input)
         })
         .collect();
@@ -93,4 +95,11 @@ fn both_ends_of_a_stream_exit_when_the_server_is_killed() {
             }
         },
     );
+}
+
+#[test]
+fn stress_peers_exit_when_the_server_is_killed() {
+    let peer: &[&str] = &["stress-peer", "--peers", "2", "--duration", "10m"];
+    // Each speaks once both have joined.
+    kill_the_server_under(&[(peer, ""), (peer, "progress ")]);
 }
