@@ -103,3 +103,27 @@ fn stress_peers_exit_when_the_server_is_killed() {
     // Each speaks once both have joined.
     kill_the_server_under(&[(peer, ""), (peer, "progress ")]);
 }
+
+#[test]
+fn a_stream_end_with_idle_input_exits_when_the_server_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let mut server = server(&socket, &["--memfd"]);
+    // A has nothing to send and closes its direction at once; B's input stays
+    // open and idle, so B only reads A's end of stream, then waits on its input.
+    let a = Running::start(&with_socket(
+        &["stream", "chat", "--peer", "1", "-v"],
+        &socket,
+    ));
+    a.expect_line("peer 0 on stream 'chat' to peer 1");
+    let (mut b, _input) = Running::start_with_stdin(&with_socket(
+        &["stream", "chat", "--peer", "0", "-v"],
+        &socket,
+    ));
+    b.expect_line("peer 1 on stream 'chat' to peer 0");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.signal(Signal::KILL);
+    server.wait_exit();
+    b.expect_line("the server went away");
+    assert!(!b.wait_exit().success());
+}

@@ -336,6 +336,14 @@ impl StreamWriteHalf<'_> {
         Ok(())
     }
 
+    /// Looks at the link without writing: fails once the peer has left or the
+    /// server has gone away. For a writer idle between writes (a blocked write
+    /// notices on its own).
+    pub fn check(&self) -> io::Result<()> {
+        self.link.scan_peer_events()?;
+        self.broken()
+    }
+
     fn broken(&self) -> io::Result<()> {
         if self.link.peer_left.load(Ordering::Relaxed) {
             return Err(io::Error::new(

@@ -96,7 +96,10 @@ impl StreamArgs {
                             tx.write_all(&chunk).context("writing to the stream")?;
                             tx.flush().context("writing to the stream")?;
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {
+                            // Idle input: still notice a server or peer that is gone.
+                            tx.check().context("writing to the stream")?;
+                        }
                         Err(_) => break,
                     }
                 }
