@@ -211,6 +211,9 @@ pub struct StressPeerArgs {
 impl StressPeerArgs {
     /// Runs one peer and prints its report as a `result` JSON line.
     pub fn run(&self) -> anyhow::Result<()> {
+        // First: a Ctrl-C at the terminal reaches the peers too, and must end them
+        // with a report, not kill them.
+        let stop = super::stop_flag()?;
         let device = self.transport.transport().open()?;
         let shape = ChannelShape {
             max_members: self.peers.clamp(2, 64) as u32,
@@ -225,7 +228,6 @@ impl StressPeerArgs {
             progress: Some(Duration::from_millis(500)),
             timeout: Duration::from_secs(20),
         };
-        let stop = super::stop_flag()?;
         let mut out = std::io::stdout().lock();
         let report = stress::run_peer(&*device, layout, &plan, &mut out, &stop)?;
         use std::io::Write;
