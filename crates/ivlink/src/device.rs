@@ -34,8 +34,9 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
-    /// The server closed our connection. Delivered once, to a wait for peer events;
-    /// every later wait fails with [`DeviceError::ServerGone`].
+    /// The server closed our connection. Known peers can still be notified, but no
+    /// more join or leave events will come. Delivered once, to a wait for peer
+    /// events; every later wait fails with [`DeviceError::ServerGone`].
     ServerGone,
 }
 
