@@ -345,3 +345,137 @@ fn inspect_decodes_a_live_stream_half_closed_then_closed() {
         .collect();
     assert_eq!(states, ["closed", "closed"]);
 }
+
+/// A 1 MiB region file holding channel "chan" with one message sent, over the
+/// file transport (no server).
+fn region_with_a_channel(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let file = dir.path().join("region");
+    std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+    let path = file.to_str().unwrap();
+    let receiver = Running::start(&[
+        "recv",
+        "--file",
+        path,
+        "--id",
+        "0",
+        "chan",
+        "--timeout",
+        "5",
+        "--count",
+        "1",
+    ]);
+    receiver.expect_line("receiving on channel 'chan'");
+    let sent = run(&[
+        "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
+    ]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    receiver.expect_line("from peer 1: x");
+    file
+}
+
+#[test]
+fn a_scribbled_section_is_counted_once_and_the_verdict_matches_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = region_with_a_channel(&dir);
+    let path = file.to_str().unwrap();
+    let before: Value =
+        serde_json::from_slice(&run(&["inspect", "--file", path, "--json"]).stdout).unwrap();
+    let offset = before["sections"][0]["offset"].as_u64().unwrap() as usize;
+    // Scribble over the first two ring headers' head indices.
+    let mut bytes = std::fs::read(&file).unwrap();
+    for ring in 0..2 {
+        let at = offset + 128 + ring * (256 + 16384);
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    let output = run(&["inspect", "--file", path]);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let problems = report.lines().filter(|l| l.contains("PROBLEM:")).count();
+    assert!(problems > 0, "{report}");
+    let count = format!("{problems} inconsistenc");
+    assert!(
+        report.contains(&format!("inconsistencies: {problems}\n")),
+        "{report}"
+    );
+    assert!(!report.contains("inconsistencies: none"), "{report}");
+    assert!(report.contains(&format!("verdict: {count}")), "{report}");
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&count),
+        "{}",
+        text(&output)
+    );
+
+    let json = run(&["inspect", "--file", path, "--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["problem_count"], problems, "{json:#}");
+    assert_eq!(json["ok"], false);
+    assert!(
+        json["verdict"].as_str().unwrap().starts_with(&count),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn random_bytes_are_reported_as_unrecognised_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("region");
+    // Deterministic noise (xorshift), starting as a string would never start.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes: Vec<u8> = (0..1 << 16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    bytes[..4].copy_from_slice(&[0x8f, 0x01, 0xfe, 0x07]);
+    std::fs::write(&file, &bytes).unwrap();
+    let path = file.to_str().unwrap();
+
+    let output = run(&["inspect", "--file", path]);
+    let report = std::str::from_utf8(&output.stdout).expect("text, not binary noise");
+    assert!(
+        report.chars().all(|c| c == '\n' || !c.is_control()),
+        "{report:?}"
+    );
+    assert!(!report.contains("raw message"), "{report}");
+    assert!(!report.contains("inconsistencies: none"), "{report}");
+    assert!(report.contains("layout unrecognised"), "{report}");
+    assert!(
+        report.contains(r#"first bytes: "\x8f\x01\xfe\x07"#),
+        "{report}"
+    );
+    assert!(report.contains("verdict: unrecognised"), "{report}");
+    assert_eq!(output.status.code(), Some(1), "{report}");
+
+    let json = run(&["inspect", "--file", path, "--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["layout"], "unrecognised", "{json:#}");
+    assert_eq!(json["ok"], false);
+    assert!(json["raw_message"].is_null(), "{json:#}");
+}
+
+#[test]
+fn zephyrs_doorbell_text_is_a_known_foreign_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("region");
+    let mut bytes = vec![0u8; 1 << 16];
+    bytes[..12].copy_from_slice(b"hello world\0");
+    std::fs::write(&file, &bytes).unwrap();
+    let output = run(&["inspect", "--file", file.to_str().unwrap()]);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains(r#"raw message at offset 0: "hello world""#),
+        "{report}"
+    );
+    assert!(
+        report.contains("verdict: a foreign layout: Zephyr's"),
+        "{report}"
+    );
+}

@@ -135,3 +135,56 @@ fn two_stream_processes_pipe_their_input_to_each_other() {
         "B printed what A read"
     );
 }
+
+#[test]
+fn a_stream_to_a_peer_that_never_comes_gives_up_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let mut server = Killed(
+        Command::new(IVLINK)
+            .args(["server", "-F", "-S", sock, "--memfd", "-n", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivlink server"),
+    );
+    let server_lines = lines([
+        Box::new(server.0.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(server.0.stderr.take().unwrap()),
+    ]);
+    expect_line(&server_lines, "listening on");
+    // Standard input stays open, as at a terminal: only the timeout can end it.
+    let mut child = Killed(
+        Command::new(IVLINK)
+            .args([
+                "stream",
+                "chat",
+                "--peer",
+                "99",
+                "--timeout",
+                "1",
+                "-S",
+                sock,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivlink stream"),
+    );
+    let errors = lines([child.0.stderr.take().unwrap()]);
+    expect_line(
+        &errors,
+        "peer 99 did not open the stream within 1s (it is not connected)",
+    );
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ivlink stream did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!status.success(), "{status}");
+}

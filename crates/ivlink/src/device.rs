@@ -35,7 +35,8 @@ pub enum Event {
         peer: PeerId,
     },
     /// The server closed our connection. Known peers can still be notified, but no
-    /// more join or leave events will come.
+    /// more join or leave events will come. Delivered once, to a wait for peer
+    /// events; every later wait fails with [`DeviceError::ServerGone`].
     ServerGone,
 }
 
@@ -81,6 +82,13 @@ impl WaitFor {
             peer_events: false,
         }
     }
+
+    /// No event: sleeps for the timeout, yet still fails once the server is gone
+    /// (what a peer without a doorbell waits on between looks at the region).
+    pub const NOTHING: WaitFor = WaitFor {
+        vectors: VectorSet::NONE,
+        peer_events: false,
+    };
 
     /// Only peer events; notifications stay pending for later calls.
     pub const PEER_EVENTS: WaitFor = WaitFor {
@@ -161,6 +169,10 @@ pub enum DeviceError {
     /// The guest transport could not reach the PCI device.
     #[error(transparent)]
     Guest(#[from] crate::transport::guest::GuestError),
+    /// The server closed our connection: no peer can join or leave any more, so a
+    /// waiting endpoint gives up rather than wait for what cannot come.
+    #[error("the server went away")]
+    ServerGone,
     /// Waiting needs a doorbell this transport does not have.
     #[error("this transport has no doorbell: poll the region instead of waiting for notifications")]
     NoDoorbell,
@@ -211,7 +223,10 @@ pub trait Device: Notify + Send + Sync {
     }
 
     /// Waits for the next event that `what` asks for; other events stay pending for
-    /// later calls. `None` waits forever; returns `Ok(None)` on timeout.
+    /// later calls. `None` waits forever; returns `Ok(None)` on timeout. Once the
+    /// server is gone, events already pending are still returned, then
+    /// [`Event::ServerGone`] once to a wait for peer events, then every wait fails
+    /// with [`DeviceError::ServerGone`].
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError>;
 
     /// An fd that becomes readable when [`Device::wait`] has something to return,

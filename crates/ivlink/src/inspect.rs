@@ -171,11 +171,15 @@ pub struct SideReport {
 pub struct RegionReport {
     /// Region size.
     pub size: usize,
-    /// `ivlink` (a directory), `empty` (all zero at offset 0), or `raw` (foreign
-    /// content such as Zephyr's doorbell string).
+    /// `ivlink` (a directory), `empty` (all zero at offset 0), a known foreign
+    /// layout: `raw` (Zephyr's doorbell sample: a text string at offset 0) or
+    /// `openamp` (OpenAMP's resource table), else `unrecognised`.
     pub layout: String,
     /// The string at offset 0 for raw regions.
     pub raw_message: Option<String>,
+    /// The first bytes, escaped, of a region whose layout is unrecognised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bytes: Option<String>,
     /// Directory capacity and use.
     pub max_sections: u32,
     /// Entries claimed.
@@ -184,18 +188,91 @@ pub struct RegionReport {
     pub sections: Vec<SectionReport>,
     /// Everything inconsistent, region-wide.
     pub inconsistencies: Vec<String>,
+    /// Every problem found: `inconsistencies` and each section's `problems`.
+    pub problem_count: usize,
+    /// Whether the region is fine: a known layout with no problem.
+    pub ok: bool,
+    /// The one-line conclusion, the same in text and JSON.
+    pub verdict: String,
 }
 
-/// Reads `region` and reports what is in it.
+impl RegionReport {
+    fn conclude(&mut self) {
+        self.problem_count = self.inconsistencies.len()
+            + self
+                .sections
+                .iter()
+                .map(|s| s.problems.len())
+                .sum::<usize>();
+        let known = self.layout != UNRECOGNISED;
+        self.ok = known && self.problem_count == 0;
+        self.verdict = match (self.layout.as_str(), self.problem_count) {
+            (UNRECOGNISED, _) => {
+                "unrecognised: neither an ivlink directory nor a known foreign layout (Zephyr's doorbell text, OpenAMP's resource table)".to_owned()
+            }
+            ("empty", 0) => "empty: no directory yet".to_owned(),
+            ("raw", 0) => "a foreign layout: Zephyr's doorbell sample (a text at offset 0)".to_owned(),
+            ("openamp", 0) => "a foreign layout: OpenAMP's resource table".to_owned(),
+            (_, 0) => "consistent".to_owned(),
+            (_, 1) => "1 inconsistency found".to_owned(),
+            (_, n) => format!("{n} inconsistencies found"),
+        };
+    }
+}
+
+/// The layout name of a region nobody here knows.
+const UNRECOGNISED: &str = "unrecognised";
+
+/// Longest text at offset 0 taken for Zephyr's doorbell message.
+const MAX_RAW_MESSAGE: usize = 4096;
+
+/// Reads `region` and reports what is in it, with one count of every problem
+/// and one verdict.
 pub fn inspect(region: &RawRegion) -> RegionReport {
+    let mut report = read_region(region);
+    report.conclude();
+    report
+}
+
+/// Names a foreign region: Zephyr's doorbell text, OpenAMP's resource table, or
+/// unrecognised (with its first bytes, escaped).
+fn foreign(region: &RawRegion, report: &mut RegionReport) {
+    let mut buf = vec![0u8; MAX_RAW_MESSAGE];
+    let len = raw_message::read(region, raw_message::OFFSET, &mut buf).unwrap_or(0);
+    let text = std::str::from_utf8(&buf[..len]).ok().filter(|t| {
+        // The whole string up to its NUL, and text a person wrote.
+        len > 0
+            && len < buf.len()
+            && t.chars()
+                .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+    });
+    if let Some(text) = text {
+        report.layout = "raw".into();
+        report.raw_message = Some(text.to_owned());
+    } else if ivlink_core::rpmsg::resource_table::check(region).unwrap_or(false) {
+        report.layout = "openamp".into();
+    } else {
+        report.layout = UNRECOGNISED.into();
+        let mut first = [0u8; 16];
+        let n = first.len().min(region.len());
+        let _ = region.read(0, &mut first[..n]);
+        report.first_bytes = Some(first[..n].escape_ascii().to_string());
+    }
+}
+
+fn read_region(region: &RawRegion) -> RegionReport {
     let mut report = RegionReport {
         size: region.len(),
         layout: String::new(),
         raw_message: None,
+        first_bytes: None,
         max_sections: 0,
         section_count: 0,
         sections: Vec::new(),
         inconsistencies: Vec::new(),
+        problem_count: 0,
+        ok: false,
+        verdict: String::new(),
     };
     let directory = match Directory::open(region) {
         Ok(d) => d,
@@ -204,10 +281,7 @@ pub fn inspect(region: &RawRegion) -> RegionReport {
             return report;
         }
         Err(DirectoryError::Foreign { .. }) => {
-            report.layout = "raw".into();
-            let mut buf = vec![0u8; 256];
-            let len = raw_message::read(region, raw_message::OFFSET, &mut buf).unwrap_or(0);
-            report.raw_message = Some(String::from_utf8_lossy(&buf[..len]).into_owned());
+            foreign(region, &mut report);
             return report;
         }
         Err(e) => {
@@ -567,6 +641,9 @@ impl fmt::Display for RegionReport {
         if let Some(message) = &self.raw_message {
             writeln!(f, "  raw message at offset 0: {message:?}")?;
         }
+        if let Some(first) = &self.first_bytes {
+            writeln!(f, "  first bytes: \"{first}\"")?;
+        }
         if self.layout.starts_with("ivlink") {
             writeln!(
                 f,
@@ -606,15 +683,18 @@ impl fmt::Display for RegionReport {
                 writeln!(f, "      PROBLEM: {p}")?;
             }
         }
-        if self.inconsistencies.is_empty() {
-            writeln!(f, "inconsistencies: none")
-        } else {
-            writeln!(f, "inconsistencies:")?;
+        // Only an ivlink directory can be inconsistent; the count takes in the
+        // PROBLEM lines above, so it agrees with the verdict and the exit code.
+        if self.layout.starts_with("ivlink") {
+            match self.problem_count {
+                0 => writeln!(f, "inconsistencies: none")?,
+                n => writeln!(f, "inconsistencies: {n}")?,
+            }
             for i in &self.inconsistencies {
                 writeln!(f, "  {i}")?;
             }
-            Ok(())
         }
+        writeln!(f, "verdict: {}", self.verdict)
     }
 }
 
@@ -990,6 +1070,27 @@ mod tests {
             section(&report, "pipe").problems,
             ["side A (peer 3) never connected, yet it sent 3 and read 0 bytes"]
         );
+    }
+
+    #[test]
+    fn foreign_regions_are_named_or_unrecognised() {
+        let region = HeapRegion::new(1 << 16);
+        ivlink_core::rpmsg::resource_table::write(&*region).unwrap();
+        let report = inspect(&region);
+        assert_eq!(
+            (report.layout.as_str(), report.ok),
+            ("openamp", true),
+            "{report}"
+        );
+
+        let region = HeapRegion::new(1 << 16);
+        region.write(0, b"\x01\x02binary\x00").unwrap();
+        let report = inspect(&region);
+        assert_eq!((report.layout.as_str(), report.ok), ("unrecognised", false));
+        assert_eq!(report.raw_message, None);
+        let text = report.to_string();
+        assert!(text.contains(r#"first bytes: "\x01\x02binary"#), "{text}");
+        assert!(text.ends_with("verdict: unrecognised: neither an ivlink directory nor a known foreign layout (Zephyr's doorbell text, OpenAMP's resource table)\n"), "{text}");
     }
 
     proptest! {

@@ -285,7 +285,11 @@ impl<'d> Mailbox<'d> {
                 continue;
             }
             if !self.device.has_doorbell() {
-                std::thread::sleep(left.unwrap_or(POLL_TICK).min(POLL_TICK));
+                // Not a plain sleep: a vanished server still ends the wait.
+                self.device.wait(
+                    WaitFor::NOTHING,
+                    Some(left.unwrap_or(POLL_TICK).min(POLL_TICK)),
+                )?;
                 continue;
             }
             // Senders always ring: sleep on the vector and account for every ring.

@@ -266,7 +266,8 @@ impl<'d> RpmsgLink<'d> {
             if device.has_doorbell() {
                 device.wait(WaitFor::vector(self.link.config().vector), Some(tick))?;
             } else {
-                std::thread::sleep(tick);
+                // Not a plain sleep: a vanished server still ends the wait.
+                device.wait(WaitFor::NOTHING, Some(tick))?;
             }
             return Ok(true);
         }

@@ -64,6 +64,9 @@ pub enum OpenError {
 /// within this time).
 const PEER_SCAN: Duration = Duration::from_millis(100);
 
+/// How often [`Stream::wait_for_peer`] looks at the peer's state.
+const ATTACH_TICK: Duration = Duration::from_millis(10);
+
 /// What both halves share.
 struct Link<'d> {
     device: &'d dyn Device,
@@ -205,6 +208,40 @@ impl<'d> Stream<'d> {
         self.writer.link.timeout = timeout;
     }
 
+    /// Waits up to `timeout` until the peer has opened its end (it may have
+    /// written and closed already). Fails with [`io::ErrorKind::TimedOut`] if it
+    /// has not, and with the device's error if the server goes away meanwhile.
+    pub fn wait_for_peer(&self, timeout: Duration) -> io::Result<()> {
+        let link = &self.reader.link;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.reader.rx.peer_state().map_err(stream_io)? != PeerState::Never {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let connected = !link.device.has_doorbell()
+                    || link.device.peers().iter().any(|p| p.id == link.peer);
+                let hint = if connected {
+                    ""
+                } else {
+                    " (it is not connected)"
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "peer {} did not open the stream within {timeout:?}{hint}",
+                        link.peer
+                    ),
+                ));
+            }
+            // Attaching rings no doorbell: look again every tick.
+            link.device
+                .wait(WaitFor::NOTHING, Some(left.min(ATTACH_TICK)))
+                .map_err(io::Error::other)?;
+        }
+    }
+
     /// Sets the spin-then-sleep policy of blocking calls.
     pub fn set_policy(&mut self, policy: SpinThenSleep) {
         self.reader.link.policy = policy;
@@ -297,6 +334,14 @@ impl StreamWriteHalf<'_> {
             self.link.notify()?;
         }
         Ok(())
+    }
+
+    /// Looks at the link without writing: fails once the peer has left or the
+    /// server has gone away. For a writer idle between writes (a blocked write
+    /// notices on its own).
+    pub fn check(&self) -> io::Result<()> {
+        self.link.scan_peer_events()?;
+        self.broken()
     }
 
     fn broken(&self) -> io::Result<()> {

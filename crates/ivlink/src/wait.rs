@@ -143,7 +143,11 @@ impl SpinThenSleep {
                 None => None,
             };
             if !device.has_doorbell() {
-                std::thread::sleep(left.unwrap_or(POLL_TICK).min(POLL_TICK));
+                // Not a plain sleep: a vanished server still ends the wait.
+                device.wait(
+                    crate::WaitFor::NOTHING,
+                    Some(left.unwrap_or(POLL_TICK).min(POLL_TICK)),
+                )?;
                 if what.ready().map_err(WaitError::Protocol)? {
                     return Ok(true);
                 }

@@ -196,3 +196,44 @@ fn connecting_to_nothing_is_a_clear_error() {
         "{text}"
     );
 }
+
+#[test]
+fn once_the_server_is_gone_a_wait_on_a_vector_fails_instead_of_sleeping_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, 1);
+    let a = connect(&server);
+    let b = connect(&server);
+    a.notify(b.id(), 0).unwrap();
+    server.stop().unwrap();
+    // What was pending still comes first, and the doorbell between the peers
+    // still rings.
+    assert_eq!(
+        b.wait(WaitFor::vector(0), TIMEOUT).unwrap(),
+        Some(Event::Notified {
+            vector: 0,
+            count: 1
+        })
+    );
+    let started = std::time::Instant::now();
+    let err = b.wait(WaitFor::vector(0), None).unwrap_err();
+    assert!(matches!(err, ivlink::DeviceError::ServerGone), "{err}");
+    assert_eq!(err.to_string(), "the server went away");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A wait for peer events gets the event once, then the error too.
+    assert_eq!(
+        b.wait(WaitFor::PEER_EVENTS, TIMEOUT).unwrap(),
+        Some(Event::PeerLeft { peer: 0 })
+    );
+    assert_eq!(
+        b.wait(WaitFor::PEER_EVENTS, TIMEOUT).unwrap(),
+        Some(Event::ServerGone)
+    );
+    assert!(matches!(
+        b.wait(WaitFor::PEER_EVENTS, TIMEOUT),
+        Err(ivlink::DeviceError::ServerGone)
+    ));
+    assert!(matches!(
+        b.wait(WaitFor::NOTHING, Some(Duration::from_millis(1))),
+        Err(ivlink::DeviceError::ServerGone)
+    ));
+}

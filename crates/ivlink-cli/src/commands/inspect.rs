@@ -19,7 +19,7 @@ pub struct InspectArgs {
 
 impl InspectArgs {
     /// Reads the region and prints what is in it; exits non-zero if anything is
-    /// inconsistent.
+    /// inconsistent or the layout is unrecognised.
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.transport.transport().open()?;
         let report = ivlink::inspect::inspect(device.region());
@@ -28,17 +28,9 @@ impl InspectArgs {
         } else {
             print!("{report}");
         }
-        let problems = report.inconsistencies.len()
-            + report
-                .sections
-                .iter()
-                .map(|s| s.problems.len())
-                .sum::<usize>();
-        if problems > 0 {
-            anyhow::bail!(
-                "{problems} inconsistenc{} found",
-                if problems == 1 { "y" } else { "ies" }
-            );
+        // The verdict printed above, as the exit code.
+        if !report.ok {
+            anyhow::bail!("{}", report.verdict);
         }
         Ok(())
     }

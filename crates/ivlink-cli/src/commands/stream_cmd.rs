@@ -35,7 +35,7 @@ pub struct StreamArgs {
     #[arg(long, value_name = "US", default_value_t = 50)]
     pub spin: u64,
 
-    /// Seconds to wait while another peer sets the stream up
+    /// Seconds to wait while another peer sets the stream up, and for the peer to open it
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub timeout: f64,
 
@@ -76,6 +76,10 @@ impl StreamArgs {
                 self.peer
             );
         }
+        // Without this, a peer that never comes leaves us waiting for its bytes forever.
+        stream
+            .wait_for_peer(timeout)
+            .with_context(|| format!("opening stream '{}'", self.name))?;
         let (mut rx, mut tx) = stream.split();
         // Standard input is read on a thread of its own that is left behind if the
         // stream fails, since a read from a terminal cannot be interrupted.
@@ -92,7 +96,10 @@ impl StreamArgs {
                             tx.write_all(&chunk).context("writing to the stream")?;
                             tx.flush().context("writing to the stream")?;
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {
+                            // Idle input: still notice a server or peer that is gone.
+                            tx.check().context("writing to the stream")?;
+                        }
                         Err(_) => break,
                     }
                 }

@@ -21,8 +21,8 @@ pub struct StressArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub peers: usize,
 
-    /// How long to send: 500ms, 10s, 5m, 6h (a long run replaces hours of watching a console)
-    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    /// How long to send: 500ms, 10s, 5m, 6h (a long run replaces hours of watching a console; Ctrl-C ends it early with the totals so far)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_run_duration)]
     pub duration: Duration,
 
     /// Message sizes in bytes, MIN..MAX (at least 32: sequence number, time, checksum)
@@ -41,7 +41,7 @@ pub struct StressArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub progress: f64,
 
-    /// Print the totals as JSON
+    /// Print the totals as JSON (progress lines then go to standard error)
     #[arg(long)]
     pub json: bool,
 }
@@ -82,13 +82,24 @@ impl StressArgs {
             progress: Duration::from_secs_f64(self.progress.max(0.1)),
         };
         let stop = super::stop_flag()?;
-        let mut out = std::io::stdout().lock();
-        let summary = stress::run(&config, &command, &mut out, &stop)?;
+        // Standard output carries nothing but the JSON when asked for it.
+        let mut progress: Box<dyn std::io::Write> = if self.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let summary = stress::run(&config, &command, &mut progress, &stop)?;
+        drop(progress);
         use std::io::Write;
+        let mut out = std::io::stdout().lock();
         if self.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
         } else {
             print_summary(&mut out, &summary, capacity)?;
+        }
+        out.flush()?;
+        if summary.sent == 0 {
+            anyhow::bail!("stress run failed: no message went through");
         }
         if !summary.clean() {
             anyhow::bail!(
@@ -99,9 +110,20 @@ impl StressArgs {
                 summary.failed_peers
             );
         }
+        if summary.interrupted {
+            // Clean so far, but not the run asked for: the shell's code for SIGINT.
+            eprintln!(
+                "stress: interrupted after {:.1} s of {:?}: nothing lost, corrupted or reordered so far",
+                summary.seconds, self.duration
+            );
+            std::process::exit(INTERRUPTED);
+        }
         Ok(())
     }
 }
+
+/// Exit code of a clean run cut short by Ctrl-C (128 + SIGINT, as shells report).
+const INTERRUPTED: i32 = 130;
 
 fn print_summary(
     out: &mut dyn std::io::Write,
@@ -113,6 +135,9 @@ fn print_summary(
         "stress: {} peers, {:.1} s, rings of {capacity} bytes",
         s.peers, s.seconds
     )?;
+    if s.interrupted {
+        writeln!(out, "  interrupted: the totals so far")?;
+    }
     writeln!(
         out,
         "  messages  sent {}  received {}  ({:.2} M msg/s, {:.1} MB/s)",
@@ -122,16 +147,29 @@ fn print_summary(
         s.bytes_per_second / 1e6
     )?;
     let l = &s.latency;
+    let t = stress::format_ns;
     writeln!(
         out,
-        "  latency   p50 {} ns  p90 {} ns  p99 {} ns  p99.9 {} ns  max {} ns  ({} samples)",
-        l.p50, l.p90, l.p99, l.p999, l.max, l.samples
+        "  latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+        t(l.p50),
+        t(l.p90),
+        t(l.p99),
+        t(l.p999),
+        t(l.max),
+        l.samples
     )?;
     writeln!(
         out,
         "  lost {}  corrupted {}  reordered {}  peers gone {:?}",
         s.lost, s.corrupted, s.reordered, s.gone
     )?;
+    if !s.gone.is_empty() {
+        writeln!(
+            out,
+            "  in flight to gone peers {} (sent before they left: not lost)  received from gone peers {} (both apart from the totals above)",
+            s.in_flight_to_gone, s.received_from_gone
+        )?;
+    }
     for error in &s.errors {
         writeln!(out, "  error: {error}")?;
     }
@@ -173,6 +211,9 @@ pub struct StressPeerArgs {
 impl StressPeerArgs {
     /// Runs one peer and prints its report as a `result` JSON line.
     pub fn run(&self) -> anyhow::Result<()> {
+        // First: a Ctrl-C at the terminal reaches the peers too, and must end them
+        // with a report, not kill them.
+        let stop = super::stop_flag()?;
         let device = self.transport.transport().open()?;
         let shape = ChannelShape {
             max_members: self.peers.clamp(2, 64) as u32,
@@ -188,7 +229,7 @@ impl StressPeerArgs {
             timeout: Duration::from_secs(20),
         };
         let mut out = std::io::stdout().lock();
-        let report = stress::run_peer(&*device, layout, &plan, &mut out)?;
+        let report = stress::run_peer(&*device, layout, &plan, &mut out, &stop)?;
         use std::io::Write;
         writeln!(out, "result {}", serde_json::to_string(&report)?)?;
         Ok(())
@@ -213,6 +254,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration '{text}': unknown unit '{unit}'")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration '{text}'"))
+}
+
+/// Like [`parse_duration`], refusing zero: a run of no time proves nothing.
+pub fn parse_run_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "invalid duration '{text}': a stress run needs more than zero"
+        ));
+    }
+    Ok(duration)
 }
 
 /// Parses `MIN..MAX` (or a single size).
@@ -249,6 +301,8 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_run_duration("0s").is_err());
+        assert_eq!(parse_run_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -80,17 +80,25 @@ impl Percentiles {
 }
 
 /// Totals of a stress run (`--json` prints this).
+///
+/// Messages count among the peers that finished: `sent` = `received` + `lost`
+/// (+ `corrupted`) once the run is clean. Traffic with peers that left (killed on
+/// purpose with `kill_one_after`) is counted apart, since what they received
+/// before they died is not known.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StressSummary {
     /// Peers that took part.
     pub peers: usize,
     /// Seconds of sending (the longest peer).
     pub seconds: f64,
-    /// Data messages sent.
+    /// Whether the run was interrupted (SIGINT or SIGTERM) before its duration: the
+    /// totals are those so far.
+    pub interrupted: bool,
+    /// Data messages sent between peers that finished.
     pub sent: u64,
-    /// Data messages received intact.
+    /// Of those, received intact.
     pub received: u64,
-    /// Bytes received intact.
+    /// Bytes received intact (also from peers that left).
     pub bytes: u64,
     /// Messages per second received.
     pub messages_per_second: f64,
@@ -102,8 +110,12 @@ pub struct StressSummary {
     pub corrupted: u64,
     /// Messages received out of order or twice.
     pub reordered: u64,
-    /// Peers that left during the run (killed on purpose with `kill_one_after`).
+    /// Peers (by id) that left during the run.
     pub gone: Vec<u16>,
+    /// Messages sent to peers that left: in flight when they went, not lost.
+    pub in_flight_to_gone: u64,
+    /// Messages received intact from peers that left.
+    pub received_from_gone: u64,
     /// Peer processes that failed.
     pub failed_peers: usize,
     /// Errors the peers reported.
@@ -113,15 +125,26 @@ pub struct StressSummary {
 }
 
 impl StressSummary {
-    /// Whether the run proves the link: nothing lost, damaged or reordered, and
-    /// every surviving peer finished.
+    /// Whether the run proves the link: messages went through, nothing was lost,
+    /// damaged or reordered, and every surviving peer finished.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.corrupted == 0 && self.reordered == 0 && self.failed_peers == 0
+        self.sent > 0
+            && self.lost == 0
+            && self.corrupted == 0
+            && self.reordered == 0
+            && self.failed_peers == 0
     }
 }
 
+/// How long the peers get to finish once asked to stop early (they exchange end
+/// markers and wait up to their own 20 s timeout for the others').
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
 /// Runs the peers, each made by `peer_command(socket)` for a server this function
 /// starts on a private socket; relays progress to `out` and sums the reports.
+///
+/// Once `stop` is set (Ctrl-C), the peers are asked to stop early (SIGINT): they
+/// finish as at the end of the duration, so the totals so far are reported.
 pub fn run(
     config: &StressConfig,
     peer_command: &dyn Fn(&Path) -> Command,
@@ -133,6 +156,11 @@ pub fn run(
             "a stress run needs at least 2 peers".into(),
         ));
     }
+    if config.duration.is_zero() {
+        return Err(TestbedError::Setup(
+            "a stress run needs a duration above zero".into(),
+        ));
+    }
     let dir = tempfile::Builder::new()
         .prefix("ivlink-stress.")
         .tempdir()?;
@@ -142,62 +170,85 @@ pub fn run(
         crate::testbed::spawn_peers(config.peers, &socket, peer_command)?;
 
     let started = Instant::now();
-    let limit = config.duration + Duration::from_secs(60);
+    let mut limit = started + config.duration + Duration::from_secs(60);
     let mut progress: BTreeMap<usize, Progress> = BTreeMap::new();
     let mut reports: BTreeMap<usize, PeerReport> = BTreeMap::new();
-    let mut killed = None;
+    // Peer ids by process: every name the user sees is a peer id.
+    let mut ids: BTreeMap<usize, u16> = BTreeMap::new();
+    let mut killed: Option<(usize, u16)> = None;
+    let mut interrupted = false;
     let mut next_line = started + config.progress;
     let mut other_lines = Vec::new();
+    let name = |ids: &BTreeMap<usize, u16>, number: usize| match ids.get(&number) {
+        Some(id) => format!("peer {id}"),
+        None => format!("peer process {number}"),
+    };
     loop {
         match lines_rx.recv_timeout(Duration::from_millis(50)) {
             Ok((number, line)) => {
                 if let Some(json) = line.strip_prefix("progress ") {
-                    if let Ok(p) = serde_json::from_str(json) {
+                    if let Ok(p) = serde_json::from_str::<Progress>(json) {
+                        ids.insert(number, p.id);
                         progress.insert(number, p);
                     }
                 } else if let Some(json) = line.strip_prefix("result ") {
-                    match serde_json::from_str(json) {
+                    match serde_json::from_str::<PeerReport>(json) {
                         Ok(report) => {
+                            ids.insert(number, report.id);
                             reports.insert(number, report);
                         }
                         Err(e) => other_lines
-                            .push(format!("[peer process {number}] unreadable result: {e}")),
+                            .push(format!("[{}] unreadable result: {e}", name(&ids, number))),
                     }
                 } else {
-                    other_lines.push(format!("[peer process {number}] {line}"));
+                    other_lines.push(format!("[{}] {line}", name(&ids, number)));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        let victim = config.peers - 1;
         if let Some(after) = config.kill_one_after
             && killed.is_none()
+            && !interrupted
             && started.elapsed() >= after
+            // Its id comes with its first progress line, right after joining.
+            && let Some(&id) = ids.get(&victim)
         {
-            let victim = config.peers - 1;
             let _ = children.0[victim].kill();
-            killed = Some(victim);
-            let _ = writeln!(
-                out,
-                "stress: killed peer process {victim} (SIGKILL) after {after:?}"
-            );
+            killed = Some((victim, id));
+            let _ = writeln!(out, "stress: killed peer {id} (SIGKILL) after {after:?}");
         }
         if Instant::now() >= next_line && !progress.is_empty() {
-            let sent: u64 = progress.values().map(|p| p.sent).sum();
-            let bytes: u64 = progress.values().map(|p| p.sent_bytes).sum();
-            let received: u64 = progress.values().map(|p| p.received).sum();
-            let corrupted: u64 = progress.values().map(|p| p.corrupted).sum();
-            let reordered: u64 = progress.values().map(|p| p.reordered).sum();
-            let secs = started.elapsed().as_secs_f64();
-            let _ = writeln!(
-                out,
-                "[{secs:7.1}s] sent {sent} ({:.1} MB/s), received {received}, corrupted {corrupted}, reordered {reordered}",
-                bytes as f64 / secs / 1e6
-            );
+            let gone: Vec<u16> = killed.iter().map(|&(_, id)| id).collect();
+            let _ = writeln!(out, "{}", progress_line(&progress, &gone, started));
             next_line += config.progress;
         }
-        if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
-            let _ = writeln!(out, "stress: stopping the peers");
+        if stop.load(Ordering::Relaxed) && !interrupted {
+            interrupted = true;
+            let _ = writeln!(
+                out,
+                "stress: interrupted; stopping the peers and collecting their totals"
+            );
+            for (number, child) in children.0.iter_mut().enumerate() {
+                if killed.is_none_or(|(k, _)| k != number)
+                    && let Ok(None) = child.try_wait()
+                    && let Ok(pid) = i32::try_from(child.id())
+                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+                }
+            }
+            limit = limit.min(Instant::now() + STOP_GRACE);
+        }
+        if Instant::now() > limit {
+            let _ = writeln!(
+                out,
+                "stress: the peers did not finish in time; killing them"
+            );
+            for child in children.0.iter_mut() {
+                let _ = child.kill();
+            }
             break;
         }
     }
@@ -207,40 +258,100 @@ pub fn run(
     let mut failed = 0;
     for (number, child) in children.0.iter_mut().enumerate() {
         let status = child.wait()?;
-        if Some(number) != killed && (!status.success() || !reports.contains_key(&number)) {
+        if killed.is_none_or(|(k, _)| k != number)
+            && (!status.success() || !reports.contains_key(&number))
+        {
             failed += 1;
-            let _ = writeln!(out, "stress: peer process {number} failed ({status})");
+            let _ = writeln!(out, "stress: {} failed ({status})", name(&ids, number));
         }
     }
     server.stop()?;
     let mut summary = StressSummary {
         peers: config.peers,
         failed_peers: failed,
+        interrupted,
         ..StressSummary::default()
     };
-    let mut latencies = Vec::new();
-    for report in reports.values_mut() {
-        summary.seconds = summary.seconds.max(report.seconds);
-        summary.sent += report.sent;
-        summary.received += report.received;
-        summary.bytes += report.received_bytes;
-        summary.lost += report.lost;
-        summary.corrupted += report.corrupted;
-        summary.reordered += report.reordered;
+    summary.gone.extend(killed.map(|(_, id)| id));
+    for report in reports.values() {
         for gone in &report.gone {
             if !summary.gone.contains(gone) {
                 summary.gone.push(*gone);
             }
         }
+    }
+    summary.gone.sort_unstable();
+    let mut latencies = Vec::new();
+    for report in reports.values_mut() {
+        summary.seconds = summary.seconds.max(report.seconds);
+        for (to, &count) in &report.sent_to {
+            if summary.gone.contains(to) {
+                summary.in_flight_to_gone += count;
+            } else {
+                summary.sent += count;
+            }
+        }
+        for (from, stats) in &report.from {
+            if summary.gone.contains(from) {
+                summary.received_from_gone += stats.received;
+            } else {
+                summary.received += stats.received;
+            }
+        }
+        summary.bytes += report.received_bytes;
+        summary.lost += report.lost;
+        summary.corrupted += report.corrupted;
+        summary.reordered += report.reordered;
         summary.errors.extend(report.errors.iter().cloned());
         latencies.append(&mut report.latency_ns);
     }
     summary.latency = Percentiles::of(&mut latencies);
     if summary.seconds > 0.0 {
-        summary.messages_per_second = summary.received as f64 / summary.seconds;
+        let received = summary.received + summary.received_from_gone;
+        summary.messages_per_second = received as f64 / summary.seconds;
         summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
     }
     Ok(summary)
+}
+
+/// One progress line: the totals of the peers still running (`gone` left).
+fn progress_line(progress: &BTreeMap<usize, Progress>, gone: &[u16], started: Instant) -> String {
+    let alive = || progress.values().filter(|p| !gone.contains(&p.id));
+    let sent: u64 = alive()
+        .flat_map(|p| p.sent_to.iter())
+        .filter(|(to, _)| !gone.contains(to))
+        .map(|(_, n)| n)
+        .sum();
+    let received: u64 = alive()
+        .flat_map(|p| p.received_from.iter())
+        .filter(|(from, _)| !gone.contains(from))
+        .map(|(_, n)| n)
+        .sum();
+    let bytes: u64 = alive().map(|p| p.sent_bytes).sum();
+    let corrupted: u64 = alive().map(|p| p.corrupted).sum();
+    let reordered: u64 = alive().map(|p| p.reordered).sum();
+    // Each peer's counts are a snapshot of its own moment: a receiver's can be
+    // newer than its sender's. What was received was sent, so show at least that.
+    let sent = sent.max(received);
+    let secs = started.elapsed().as_secs_f64();
+    let mut line = format!(
+        "[{secs:7.1}s] sent {sent} ({:.1} MB/s), received {received}, corrupted {corrupted}, reordered {reordered}",
+        bytes as f64 / secs / 1e6
+    );
+    if !gone.is_empty() {
+        line.push_str(&format!(" (between the peers left; gone {gone:?})"));
+    }
+    line
+}
+
+/// A latency in the unit that reads best: ns, µs, ms or s.
+pub fn format_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{:.1} µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +367,13 @@ mod tests {
             (500, 900, 990, 999, 1000)
         );
         assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+    }
+
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(format_ns(850), "850 ns");
+        assert_eq!(format_ns(12_345), "12.3 µs");
+        assert_eq!(format_ns(1_234_567), "1.23 ms");
+        assert_eq!(format_ns(2_500_000_000), "2.50 s");
     }
 }

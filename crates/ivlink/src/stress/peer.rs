@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ivlink_core::PeerId;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{self, Header, Kind, Verdict};
 use crate::channel::{Endpoint, EndpointError};
-use crate::device::{Device, Event, WaitFor};
+use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::wait::SpinThenSleep;
 
 /// What a stress peer does.
@@ -55,6 +56,9 @@ pub struct PeerReport {
     pub sent: u64,
     /// Bytes of data messages sent.
     pub sent_bytes: u64,
+    /// Data messages sent, per receiver.
+    #[serde(default)]
+    pub sent_to: BTreeMap<PeerId, u64>,
     /// Data messages received intact.
     pub received: u64,
     /// Bytes of data messages received intact.
@@ -84,8 +88,14 @@ pub struct Progress {
     pub sent: u64,
     /// Bytes sent so far.
     pub sent_bytes: u64,
+    /// Data messages sent so far, per receiver.
+    #[serde(default)]
+    pub sent_to: BTreeMap<PeerId, u64>,
     /// Intact messages received so far.
     pub received: u64,
+    /// Intact messages received so far, per sender.
+    #[serde(default)]
+    pub received_from: BTreeMap<PeerId, u64>,
     /// Corrupted so far.
     pub corrupted: u64,
     /// Reordered so far.
@@ -175,12 +185,16 @@ pub fn now_ns() -> u64 {
 }
 
 /// Runs one stress peer on the channel `layout` of `device`; progress lines go to
-/// `out`. Errors on single rings are recorded in the report, not returned.
+/// `out` (one as soon as the others have joined, so this peer's id is known). Once
+/// `stop` is set it stops sending early and finishes as if the duration were over,
+/// so its report still counts everything. Errors on single rings are recorded in
+/// the report, not returned; the server going away is returned.
 pub fn run_peer(
     device: &dyn Device,
     layout: ChannelLayout,
     plan: &PeerPlan,
     out: &mut dyn Write,
+    stop: &AtomicBool,
 ) -> Result<PeerReport, EndpointError> {
     let me = device.id();
     let mut endpoint = Endpoint::join(device, layout, SpinThenSleep::default())?;
@@ -212,8 +226,11 @@ pub fn run_peer(
     );
     let started = Instant::now();
     let mut next_progress = plan.progress.map(|p| started + p);
+    if plan.progress.is_some() {
+        print_progress(out, &tally.report);
+    }
     let mut round = 0u64;
-    while started.elapsed() < plan.duration {
+    while started.elapsed() < plan.duration && !stop.load(Ordering::Relaxed) {
         round += 1;
         for &to in &others {
             let n = seq[&to];
@@ -223,6 +240,7 @@ pub fn run_peer(
                 Ok(true) => {
                     *seq.get_mut(&to).expect("listed") += 1;
                     tally.report.sent += 1;
+                    *tally.report.sent_to.entry(to).or_default() += 1;
                     tally.report.sent_bytes += len as u64;
                 }
                 Ok(false) => {}
@@ -241,7 +259,7 @@ pub fn run_peer(
         }
         drain(&mut endpoint, &mut buf, &mut tally);
         if round % 256 == 0 {
-            watch_peers(device, &mut endpoint, &mut others, &mut tally.report);
+            watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?;
             if let Some(at) = next_progress
                 && Instant::now() >= at
             {
@@ -271,7 +289,7 @@ pub fn run_peer(
                 Ok(false) if Instant::now() < finish_by => {
                     flush(&mut endpoint, &mut tally.report);
                     drain(&mut endpoint, &mut buf, &mut tally);
-                    watch_peers(device, &mut endpoint, &mut others, &mut tally.report);
+                    watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?;
                     if !others.contains(&to) {
                         break;
                     }
@@ -295,7 +313,8 @@ pub fn run_peer(
     while others.iter().any(|p| !tally.ended.contains(p)) && Instant::now() < finish_by {
         match endpoint.recv(&mut buf, Some(Duration::from_millis(20))) {
             Ok(Some((from, len))) => tally.take(from, &buf[..len]),
-            Ok(None) => watch_peers(device, &mut endpoint, &mut others, &mut tally.report),
+            Ok(None) => watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?,
+            Err(e @ EndpointError::Device(DeviceError::ServerGone)) => return Err(e),
             Err(e) => record(&mut tally.report, &e),
         }
     }
@@ -322,14 +341,27 @@ fn drain(endpoint: &mut Endpoint<'_>, buf: &mut [u8], tally: &mut Tally) {
     }
 }
 
-/// Takes in joins and leaves: a peer that left is evicted so the rest go on.
+/// Takes in joins and leaves: a peer that left is evicted so the rest go on. The
+/// server going away ends the run (no leave could be seen any more).
 fn watch_peers(
     device: &dyn Device,
     endpoint: &mut Endpoint<'_>,
     others: &mut Vec<PeerId>,
     report: &mut PeerReport,
-) {
-    while let Ok(Some(event)) = device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO)) {
+) -> Result<(), EndpointError> {
+    loop {
+        let event = match device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO)) {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(DeviceError::ServerGone) => return Err(DeviceError::ServerGone.into()),
+            Err(e) => {
+                record(report, &e.into());
+                return Ok(());
+            }
+        };
+        if event == Event::ServerGone {
+            return Err(DeviceError::ServerGone.into());
+        }
         if let Event::PeerLeft { peer } = event
             && others.contains(&peer)
         {
@@ -356,7 +388,9 @@ fn print_progress(out: &mut dyn Write, report: &PeerReport) {
         id: report.id,
         sent: report.sent,
         sent_bytes: report.sent_bytes,
+        sent_to: report.sent_to.clone(),
         received: report.received,
+        received_from: report.from.iter().map(|(&p, s)| (p, s.received)).collect(),
         corrupted: report.from.values().map(|s| s.corrupted).sum(),
         reordered: report.from.values().map(|s| s.reordered).sum(),
     };

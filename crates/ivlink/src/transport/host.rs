@@ -408,12 +408,22 @@ impl Device for HostPeer {
     }
 
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
-        crate::wait::wait_epoll(
+        let found = crate::wait::wait_epoll(
             self.epoll.as_fd(),
             timeout,
-            || self.lock().take(what),
+            || {
+                let mut state = self.lock();
+                match state.take(what) {
+                    Some(event) => Some(Ok(event)),
+                    // Whatever else is pending does not answer this wait, and no
+                    // more will come from the server.
+                    None if state.server_gone => Some(Err(DeviceError::ServerGone)),
+                    None => None,
+                }
+            },
             |ready| self.collect(&mut self.lock(), ready),
-        )
+        )?;
+        found.transpose()
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
