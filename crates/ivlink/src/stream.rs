@@ -220,7 +220,7 @@ impl<'d> Stream<'d> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let connected = !link.device.has_doorbell()
+                let connected = !link.device.knows_peers()
                     || link.device.peers().iter().any(|p| p.id == link.peer);
                 let hint = if connected {
                     ""
