@@ -171,7 +171,7 @@ pub struct SideReport {
 pub struct RegionReport {
     /// Region size.
     pub size: usize,
-    /// `ivlink` (a directory), `empty` (all zero at offset 0), or `raw` (foreign
+    /// `ivlink` (a directory), `empty` (no directory, no message), or `raw` (foreign
     /// content such as Zephyr's doorbell string).
     pub layout: String,
     /// The string at offset 0 for raw regions.
@@ -199,14 +199,16 @@ pub fn inspect(region: &RawRegion) -> RegionReport {
     };
     let directory = match Directory::open(region) {
         Ok(d) => d,
-        Err(DirectoryError::NotCreated) => {
-            report.layout = "empty".into();
-            return report;
-        }
-        Err(DirectoryError::Foreign { .. }) => {
-            report.layout = "raw".into();
+        Err(e @ (DirectoryError::NotCreated | DirectoryError::Foreign { .. })) => {
+            // No directory where it goes: the message area may still hold a raw
+            // message (`ivlink notify`, Zephyr's doorbell sample).
             let mut buf = vec![0u8; 256];
             let len = raw_message::read(region, raw_message::OFFSET, &mut buf).unwrap_or(0);
+            if len == 0 && e == DirectoryError::NotCreated {
+                report.layout = "empty".into();
+                return report;
+            }
+            report.layout = "raw".into();
             report.raw_message = Some(String::from_utf8_lossy(&buf[..len]).into_owned());
             return report;
         }
