@@ -97,10 +97,7 @@ fn notify_refuses_to_write_over_the_directory_unless_told() {
         let all = text(&refused);
         assert!(!refused.status.success(), "{case:?}: {all}");
         assert!(all.contains("directory"), "{all}");
-        assert!(
-            all.contains("--force") && all.contains("--offset"),
-            "{all}"
-        );
+        assert!(all.contains("--force") && all.contains("--offset"), "{all}");
         assert_eq!(all.lines().count(), 1, "one line: {all}");
     }
     let long = "a".repeat(4096);
@@ -151,7 +148,9 @@ fn a_region_of_the_first_layout_still_works_and_format_moves_it() {
 
     let recv = Running::start(&["recv", "demo", "--file", file, "--id", "1", "--count", "1"]);
     recv.expect_line("peer 1 receiving on channel 'demo'");
-    let sent = run(&["send", "demo", "--file", file, "--id", "2", "--to", "1", "old"]);
+    let sent = run(&[
+        "send", "demo", "--file", file, "--id", "2", "--to", "1", "old",
+    ]);
     assert!(sent.status.success(), "{}", text(&sent));
     recv.expect_line("from peer 2: old");
     assert_eq!(&read_at(&path, 0, 8), b"IVLINKD\x01", "used where it is");
@@ -164,7 +163,11 @@ fn a_region_of_the_first_layout_still_works_and_format_moves_it() {
 
     let formatted = run(&["format", "--file", file, "--yes"]);
     assert!(formatted.status.success(), "{}", text(&formatted));
-    assert_eq!(read_at(&path, 0, 64), [0u8; 64], "the old header is cleared");
+    assert_eq!(
+        read_at(&path, 0, 64),
+        [0u8; 64],
+        "the old header is cleared"
+    );
     assert_eq!(&read_at(&path, 4096, 8), b"IVLINKD\x01");
     let sent = run(&["notify", "--file", file, "1", "0", "hello"]);
     assert!(sent.status.success(), "{}", text(&sent));

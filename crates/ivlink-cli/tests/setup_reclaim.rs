@@ -43,7 +43,10 @@ fn a_ring_capacity_that_is_not_a_power_of_two_creates_nothing() {
     }
     let inspect = run(&["inspect", "-S", sock]);
     let report = text(&inspect);
-    assert!(!report.contains("demo"), "no section was created:\n{report}");
+    assert!(
+        !report.contains("demo"),
+        "no section was created:\n{report}"
+    );
     recv_and_send_work(sock, "demo");
 }
 

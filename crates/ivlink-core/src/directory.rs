@@ -188,7 +188,10 @@ fn space_start(base: usize, max_sections: u32) -> Option<usize> {
     let entries = usize::try_from(max_sections)
         .ok()?
         .checked_mul(ENTRY_SIZE)?;
-    base.checked_add(align_up(HEADER_SIZE.checked_add(entries)?, SECTION_SPACE_ALIGN)?)
+    base.checked_add(align_up(
+        HEADER_SIZE.checked_add(entries)?,
+        SECTION_SPACE_ALIGN,
+    )?)
 }
 
 /// Rounds `value` up to `align` (a power of two); `None` on overflow.
@@ -906,7 +909,8 @@ fn cas64<R: Region + ?Sized>(
 
 /// The first 8 bytes of the header at `base`, in memory order.
 fn first_bytes<R: Region + ?Sized>(r: &R, base: usize) -> Result<[u8; 8], DirectoryError> {
-    Ok(r.load_u64(base + hdr::MAGIC, Ordering::Acquire)?.to_ne_bytes())
+    Ok(r.load_u64(base + hdr::MAGIC, Ordering::Acquire)?
+        .to_ne_bytes())
 }
 
 /// Whether every header field except `state` is zero (acquire loads, so that seeing
@@ -1110,7 +1114,12 @@ pub fn format<R: Region + ?Sized>(
         // directory is ready.
         st32(region, hdr::STATE, hdr::INITIALIZING, Ordering::SeqCst)?;
     }
-    st32(region, base + hdr::STATE, hdr::INITIALIZING, Ordering::SeqCst)?;
+    st32(
+        region,
+        base + hdr::STATE,
+        hdr::INITIALIZING,
+        Ordering::SeqCst,
+    )?;
     initialize(region, base, max_sections, space_start)?;
     if legacy {
         // The magic first: from then on openers find the new directory.
@@ -1262,7 +1271,11 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
 
     /// Entries claimed so far (validated against `max_sections`).
     pub fn section_count(&self) -> Result<u32, DirectoryError> {
-        let count = ld32(self.region, self.base + hdr::SECTION_COUNT, Ordering::Acquire)?;
+        let count = ld32(
+            self.region,
+            self.base + hdr::SECTION_COUNT,
+            Ordering::Acquire,
+        )?;
         if count > self.max_sections {
             return Err(DirectoryError::BadSectionCount {
                 count,
@@ -1890,7 +1903,10 @@ mod tests {
     }
 
     fn state_of(r: &RawRegion, index: u32) -> u32 {
-        u32::from_le(r.load_u32(entry_field(B, index, 0).unwrap(), Relaxed).unwrap())
+        u32::from_le(
+            r.load_u32(entry_field(B, index, 0).unwrap(), Relaxed)
+                .unwrap(),
+        )
     }
 
     #[test]
@@ -1968,7 +1984,10 @@ mod tests {
         .unwrap();
         let mut message_area = [0xffu8; MESSAGE_AREA_LEN];
         region.read(0, &mut message_area).unwrap();
-        assert_eq!(message_area, [0u8; MESSAGE_AREA_LEN], "the message area is left alone");
+        assert_eq!(
+            message_area, [0u8; MESSAGE_AREA_LEN],
+            "the message area is left alone"
+        );
         let mut header = [0u8; 64];
         region.read(4096, &mut header).unwrap();
         assert_eq!(&header[0..8], b"IVLINKD\x01");
@@ -2336,7 +2355,10 @@ mod tests {
     fn format_moves_a_first_layout_directory_to_its_new_place() {
         let region = HeapRegion::new(16 * KIB);
         legacy_directory(&region, 8);
-        Directory::open(&*region).unwrap().add(&ring("a", 100)).unwrap();
+        Directory::open(&*region)
+            .unwrap()
+            .add(&ring("a", 100))
+            .unwrap();
         let dir = format(&*region, 4).unwrap();
         assert_eq!(dir.offset(), DIRECTORY_OFFSET);
         let mut header = [0xffu8; HEADER_SIZE];
@@ -2357,7 +2379,10 @@ mod tests {
         assert!(!dir.withdraw(first.index).unwrap(), "only once");
         assert_eq!(dir.find("a").unwrap(), None);
         let second = dir.add(&ring("a", 100)).unwrap();
-        assert_ne!(second.offset, first.offset, "the abandoned space is not reused");
+        assert_ne!(
+            second.offset, first.offset,
+            "the abandoned space is not reused"
+        );
         assert_eq!(dir.find("a").unwrap(), Some(second));
         assert_eq!(dir.check(), []);
     }

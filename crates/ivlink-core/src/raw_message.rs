@@ -114,7 +114,10 @@ pub fn clash<R: Region + ?Sized>(region: &R, offset: usize, len: usize) -> Optio
         Err(DirectoryError::RegionTooSmall { .. }) => return None,
         Err(_) => directory::locate(region).unwrap_or(directory::DIRECTORY_OFFSET)..region.len(),
     };
-    overlaps(&used).then(|| Clash::Directory {
+    if !overlaps(&used) {
+        return None;
+    }
+    Some(Clash::Directory {
         first_layout: used.start == directory::LEGACY_DIRECTORY_OFFSET,
         bytes: used,
     })
@@ -219,7 +222,13 @@ mod tests {
         }
         assert_eq!(clash(&*region, section.offset + 1000, 5), None);
         // A directory of the first layout at offset 0 takes offset 0.
-        region.store_u64(0, directory::MAGIC.to_le(), core::sync::atomic::Ordering::Relaxed).unwrap();
+        region
+            .store_u64(
+                0,
+                directory::MAGIC.to_le(),
+                core::sync::atomic::Ordering::Relaxed,
+            )
+            .unwrap();
         assert!(matches!(
             clash(&*region, OFFSET, 5),
             Some(Clash::Directory {

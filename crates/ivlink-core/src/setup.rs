@@ -85,11 +85,13 @@ impl From<RegionError> for SetupError {
 
 impl SetupWord {
     fn load<R: Region + ?Sized>(&self, region: &R, section: usize) -> Result<u32, RegionError> {
-        let at = section.checked_add(self.at).ok_or(RegionError::OutOfBounds {
-            offset: section,
-            len: 4,
-            region_len: region.len(),
-        })?;
+        let at = section
+            .checked_add(self.at)
+            .ok_or(RegionError::OutOfBounds {
+                offset: section,
+                len: 4,
+                region_len: region.len(),
+            })?;
         Ok(u32::from_le(region.load_u32(at, Ordering::Acquire)?))
     }
 
@@ -100,11 +102,13 @@ impl SetupWord {
         current: u32,
         new: u32,
     ) -> Result<Result<u32, u32>, RegionError> {
-        let at = section.checked_add(self.at).ok_or(RegionError::OutOfBounds {
-            offset: section,
-            len: 4,
-            region_len: region.len(),
-        })?;
+        let at = section
+            .checked_add(self.at)
+            .ok_or(RegionError::OutOfBounds {
+                offset: section,
+                len: 4,
+                region_len: region.len(),
+            })?;
         Ok(region
             .compare_exchange_u32(at, current.to_le(), new.to_le())?
             .map(u32::from_le)
@@ -247,8 +251,14 @@ mod tests {
         assert_eq!(WORD.state(&*region, AT).unwrap(), SetupState::Pending(1));
         WORD.publish(&*region, AT).unwrap();
         assert_eq!(WORD.state(&*region, AT).unwrap(), SetupState::Ready);
-        assert!(!WORD.abandon(&*region, AT, 2).unwrap(), "a ready section stays");
-        assert!(!WORD.abandon(&*region, AT, 1).unwrap(), "nor for a stale value");
+        assert!(
+            !WORD.abandon(&*region, AT, 2).unwrap(),
+            "a ready section stays"
+        );
+        assert!(
+            !WORD.abandon(&*region, AT, 1).unwrap(),
+            "nor for a stale value"
+        );
         assert_eq!(WORD.state(&*region, AT).unwrap(), SetupState::Ready);
     }
 

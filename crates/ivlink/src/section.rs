@@ -205,7 +205,9 @@ mod tests {
             .with_align(4096);
         let info = directory.add(&spec).unwrap();
         if claim {
-            ivlink_core::channel::SETUP.claim(region, info.offset).unwrap();
+            ivlink_core::channel::SETUP
+                .claim(region, info.offset)
+                .unwrap();
         }
         info
     }
@@ -248,14 +250,19 @@ mod tests {
         let creator = FilePeer::create(&path, 1 << 20, 7).unwrap();
         half_built(&creator, true);
         let a = FilePeer::create(&path, 1 << 20, 1).unwrap();
-        let err = crate::channel::open_named(&a, "demo", SHAPE, Duration::from_millis(100))
-            .unwrap_err();
+        let err =
+            crate::channel::open_named(&a, "demo", SHAPE, Duration::from_millis(100)).unwrap_err();
         assert!(
             matches!(err, crate::channel::EndpointError::SetupTimeout(_)),
             "{err}"
         );
         assert_eq!(
-            Directory::open(a.region()).unwrap().find("demo").unwrap().unwrap().owner,
+            Directory::open(a.region())
+                .unwrap()
+                .find("demo")
+                .unwrap()
+                .unwrap()
+                .owner,
             7
         );
     }
@@ -271,7 +278,10 @@ mod tests {
         };
         let err = crate::channel::open_named(&a, "demo", bad, Duration::from_secs(10)).unwrap_err();
         assert!(
-            matches!(err, crate::channel::EndpointError::Channel(ChannelError::Invalid(_))),
+            matches!(
+                err,
+                crate::channel::EndpointError::Channel(ChannelError::Invalid(_))
+            ),
             "{err}"
         );
         assert_eq!(

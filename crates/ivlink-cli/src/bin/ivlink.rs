@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ivlink_cli::commands::{
-    bench, channel, dump::DumpArgs, format::FormatArgs, inspect::InspectArgs, ipm, listen::ListenArgs,
-    notify::NotifyArgs, stress, testbed,
+    bench, channel, dump::DumpArgs, format::FormatArgs, inspect::InspectArgs, ipm,
+    listen::ListenArgs, notify::NotifyArgs, stress, testbed,
 };
 use ivlink_cli::logging::{self, LogFormat, LogTarget};
 use ivlink_cli::server_cmd::ServerArgs;
