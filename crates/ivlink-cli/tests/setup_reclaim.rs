@@ -82,4 +82,8 @@ fn a_section_left_half_built_by_a_peer_that_went_away_is_set_up_again() {
     let inspect = run(&["inspect", "-S", sock]);
     let report = text(&inspect);
     assert!(report.contains("demo"), "{report}");
+    assert!(
+        inspect.status.success(),
+        "the withdrawn entry is no inconsistency:\n{report}"
+    );
 }

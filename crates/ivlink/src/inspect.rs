@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use ivlink_core::channel::ChannelLayout;
-use ivlink_core::directory::{Directory, DirectoryError, SectionInfo, SectionKind};
+use ivlink_core::directory::{Directory, DirectoryError, EntryState, SectionInfo, SectionKind};
 use ivlink_core::mailbox::{MailboxHeader, MailboxLayout};
 use ivlink_core::members::SlotState;
 use ivlink_core::ring::{RingError, RingLayout, RingSnapshot};
@@ -224,6 +224,12 @@ pub fn inspect(region: &RawRegion) -> RegionReport {
     for entry in directory.sections() {
         match entry {
             Ok(info) => report.sections.push(section(region, &info)),
+            // A withdrawn entry is a leftover the protocols make on purpose (a lost
+            // race, a half-built section set up again), not damage.
+            Err(DirectoryError::NotReady {
+                state: EntryState::Withdrawn,
+                ..
+            }) => {}
             Err(e) => report.inconsistencies.push(e.to_string()),
         }
     }
