@@ -244,6 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn a_half_built_mailbox_is_set_up_again_too() {
+        use ivlink_core::mailbox::MailboxShape;
+        let shape = MailboxShape {
+            max_members: 2,
+            max_data: 8,
+            id_count: 1,
+            vector: 0,
+            completion_vector: 0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("region");
+        let dead = FilePeer::create(&path, 1 << 20, 7).unwrap();
+        let spec = SectionSpec::new("ipm", SectionKind::Mailbox, shape.section_size().unwrap())
+            .with_align(4096);
+        let stuck = Directory::open_or_create(dead.region(), DEFAULT_MAX_SECTIONS)
+            .unwrap()
+            .add(&spec)
+            .unwrap();
+        ivlink_core::mailbox::SETUP
+            .claim(dead.region(), stuck.offset)
+            .unwrap();
+        drop(dead);
+        let a = FilePeer::create(&path, 1 << 20, 1).unwrap();
+        crate::mailbox::open_named(&a, "ipm", shape, Duration::from_secs(20)).unwrap();
+        let now = Directory::open(a.region())
+            .unwrap()
+            .find("ipm")
+            .unwrap()
+            .unwrap();
+        assert_ne!(now.offset, stuck.offset);
+    }
+
+    #[test]
     fn a_section_within_its_grace_time_is_waited_for_not_taken() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("region");
