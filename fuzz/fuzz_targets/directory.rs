@@ -1,7 +1,9 @@
 //! Fuzzes the region directory with hostile region contents.
 //!
 //! The first input byte picks a mode:
-//! - even: the rest of the input is the region's first bytes, as a peer left them;
+//! - even: the rest of the input is the bytes a peer left where a directory is
+//!   looked for: at offset 0 (a directory of the first layout) when bit 1 is clear,
+//!   at `DIRECTORY_OFFSET` (after the message area) when it is set;
 //! - odd: a sound directory is built first (its `max_sections` taken from the second
 //!   byte) and the rest of the input is XORed over its header and entries, so that
 //!   most inputs keep the magic and reach the deeper checks.
@@ -23,8 +25,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let region = HeapRegion::new(REGION_LEN);
     if mode & 1 == 0 {
-        let n = rest.len().min(REGION_LEN);
-        region.write(0, &rest[..n]).unwrap();
+        let at = if mode & 2 == 0 {
+            directory::LEGACY_DIRECTORY_OFFSET
+        } else {
+            directory::DIRECTORY_OFFSET
+        };
+        let n = rest.len().min(REGION_LEN - at);
+        region.write(at, &rest[..n]).unwrap();
     } else {
         let Some((&max, patch)) = rest.split_first() else {
             return;
@@ -33,13 +40,14 @@ fuzz_target!(|data: &[u8]| {
         for (i, name) in NAMES.iter().enumerate().take(3) {
             let _ = dir.add(&SectionSpec::new(name, SectionKind::Ring, 100 * (i + 1)));
         }
-        let n = patch.len().min(REGION_LEN);
+        let at = dir.offset();
+        let n = patch.len().min(REGION_LEN - at);
         let mut bytes = vec![0u8; n];
-        region.read(0, &mut bytes).unwrap();
+        region.read(at, &mut bytes).unwrap();
         for (b, p) in bytes.iter_mut().zip(patch) {
             *b ^= p;
         }
-        region.write(0, &bytes).unwrap();
+        region.write(at, &bytes).unwrap();
     }
     exercise(&region);
 });

@@ -219,8 +219,8 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
 /// `ivlink stress` between two guests: both flood each other through a channel
 /// in the region for a few seconds; nothing may be lost, damaged or reordered.
 fn stress_between(bed: &mut Bed, host: &HostPeer, guests: [(usize, PeerId); 2]) -> Result<()> {
-    // The raw messages of the earlier checks sit at offset 0; an ivlink directory
-    // needs it clear (a foreign layout is never overwritten implicitly).
+    // Clear the raw messages of the earlier checks from the message area (the
+    // channel's directory goes after it either way).
     host.region()
         .fill(0, 4096, 0)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

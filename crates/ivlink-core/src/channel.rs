@@ -9,7 +9,7 @@
 //! | 8 | 8 | `ring_size`: bytes per ring (ring header + data, a multiple of 128) |
 //! | 16 | 2 | `vector`: the doorbell vector members ring for this channel |
 //! | 18 | 2 | reserved |
-//! | 20 | 4 | `state`: 0 empty, 1 initializing, 2 ready |
+//! | 20 | 4 | `state`: 1 initializing, 2 ready, 3 abandoned, else not claimed ([`SETUP`], see [`crate::setup`]) |
 //! | 64 | 4·M | member slots: peer id + 1, 0 = free (claimed by compare-and-swap, see [`crate::members`]) |
 //! | rings | M·(M-1)·ring_size | ring `from → to` at index `from·(M-1) + (to < from ? to : to-1)`, where `from`, `to` are slot numbers |
 //!
@@ -24,6 +24,7 @@ use crate::members::{MemberSlots, SlotError};
 use crate::notify::{PeerId, Vector};
 use crate::region::{Region, RegionError};
 use crate::ring::{self, RingError, RingLayout};
+use crate::setup::{SetupError, SetupState, SetupWord};
 
 /// Most members a channel can have.
 pub const MAX_MEMBERS: u32 = 64;
@@ -36,6 +37,15 @@ const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
 const INITIALIZING: u32 = 1;
 const READY: u32 = 2;
+const ABANDONED: u32 = 3;
+
+/// A channel's setup word (see [`crate::setup`]).
+pub const SETUP: SetupWord = SetupWord {
+    at: STATE_AT,
+    initializing: INITIALIZING,
+    ready: READY,
+    abandoned: ABANDONED,
+};
 
 /// Why a channel operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +100,16 @@ impl From<RegionError> for ChannelError {
     }
 }
 
+impl From<SetupError> for ChannelError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            // Given up on by another peer: its replacement is being set up.
+            SetupError::Abandoned => ChannelError::Initializing,
+            SetupError::Region(e) => ChannelError::Region(e),
+        }
+    }
+}
+
 impl From<SlotError> for ChannelError {
     fn from(e: SlotError) -> Self {
         match e {
@@ -111,6 +131,22 @@ pub struct ChannelShape {
 }
 
 impl ChannelShape {
+    /// Checks the shape: 2 to [`MAX_MEMBERS`] members, a ring capacity that is a
+    /// power of two of at least [`ring::MIN_CAPACITY`], a size that fits. Done
+    /// before anything is created, so that a bad shape leaves nothing behind.
+    pub fn check(&self) -> Result<usize, ChannelError> {
+        if !(2..=MAX_MEMBERS).contains(&self.max_members) {
+            return Err(ChannelError::Invalid("members must be 2 to 64"));
+        }
+        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < ring::MIN_CAPACITY {
+            return Err(ChannelError::Invalid(
+                "ring capacity must be a power of two of at least 64",
+            ));
+        }
+        self.section_size()
+            .ok_or(ChannelError::Invalid("shape too large"))
+    }
+
     /// Bytes of section this shape needs.
     pub fn section_size(&self) -> Option<usize> {
         let m = self.max_members as usize;
@@ -143,23 +179,22 @@ impl ChannelLayout {
         size: usize,
         shape: ChannelShape,
     ) -> Result<Self, ChannelError> {
-        if !(2..=MAX_MEMBERS).contains(&shape.max_members)
-            || !shape.ring_capacity.is_power_of_two()
-            || shape.ring_capacity < ring::MIN_CAPACITY
-        {
-            return Err(ChannelError::Invalid("bad shape"));
-        }
-        let needed = shape
-            .section_size()
-            .ok_or(ChannelError::Invalid("too large"))?;
+        let needed = shape.check()?;
         if needed > size {
             return Err(ChannelError::Invalid("section too small for the shape"));
         }
         crate::region::check_bounds(offset, size, region.len())?;
+        SETUP.claim(region, offset)?;
         // The section is new and ours alone (the directory handed it to us), but
-        // its bytes may be left over from an earlier use of the region.
-        region.fill(offset, SLOTS_AT + 4 * shape.max_members as usize, 0)?;
-        region.store_u32(offset + STATE_AT, INITIALIZING, Ordering::Release)?;
+        // its bytes may be left over from an earlier use of the region. The setup
+        // word is ours to move by compare-and-exchange only.
+        region.fill(offset, STATE_AT, 0)?;
+        let after_state = STATE_AT + 4;
+        region.fill(
+            offset + after_state,
+            SLOTS_AT + 4 * shape.max_members as usize - after_state,
+            0,
+        )?;
         region.store_u32(
             offset + MAX_MEMBERS_AT,
             shape.max_members,
@@ -182,7 +217,7 @@ impl ChannelLayout {
             layout.ring_at(index)?.init(region)?;
         }
         region.store_u32(offset, MAGIC, Ordering::Relaxed)?;
-        region.store_u32(offset + STATE_AT, READY, Ordering::Release)?;
+        SETUP.publish(region, offset)?;
         Ok(layout)
     }
 
@@ -194,10 +229,12 @@ impl ChannelLayout {
         size: usize,
     ) -> Result<Self, ChannelError> {
         crate::region::check_bounds(offset, size, region.len())?;
-        match region.load_u32(offset + STATE_AT, Ordering::Acquire)? {
-            READY => {}
-            EMPTY | INITIALIZING => return Err(ChannelError::Initializing),
-            _ => return Err(ChannelError::Invalid("unknown state")),
+        match SETUP.state(region, offset)? {
+            SetupState::Ready => {}
+            SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
+                return Err(ChannelError::Initializing);
+            }
+            SetupState::Pending(_) => return Err(ChannelError::Invalid("unknown state")),
         }
         if region.load_u32(offset, Ordering::Relaxed)? != MAGIC {
             return Err(ChannelError::Invalid("bad magic"));

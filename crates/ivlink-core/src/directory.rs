@@ -1,6 +1,9 @@
-//! The region directory: a self-describing table of named sections at offset 0.
+//! The region directory: a self-describing table of named sections at offset 4096.
 //!
-//! In a region that ivlink owns, the first bytes are a directory that any peer can
+//! In a region that ivlink owns, the first 4096 bytes are a message area
+//! ([`MESSAGE_AREA_LEN`]) for raw messages (Zephyr's doorbell sample writes a
+//! NUL-terminated string at offset 0, `ivlink notify` too), and the directory
+//! follows at [`DIRECTORY_OFFSET`]: a directory that any peer can
 //! create (once), open, extend with named sections and search, and that
 //! `ivlink inspect` can list on a live region. Every value in it may have been written
 //! by a peer we do not trust: each one is validated before use, and a bad one is a
@@ -13,7 +16,7 @@
 //!
 //! All fields are little-endian; every `u32`/`u64` is naturally aligned.
 //!
-//! Header, 64 bytes at offset 0:
+//! Header, 64 bytes at [`DIRECTORY_OFFSET`] (offsets below are relative to it):
 //!
 //! | offset | field          | type  | meaning                                                    |
 //! |-------:|----------------|-------|------------------------------------------------------------|
@@ -26,7 +29,8 @@
 //! |     32 | `next_free`    | `u64` | bump-allocation cursor for section space (absolute offset) |
 //! |     40 | reserved       | 24 B  | zero                                                       |
 //!
-//! Then `max_sections` entries of 64 bytes each, entry `i` at `64 + 64 * i`:
+//! Then `max_sections` entries of 64 bytes each, entry `i` at `64 + 64 * i` from the
+//! header:
 //!
 //! | offset | field    | type       | meaning                                              |
 //! |-------:|----------|------------|------------------------------------------------------|
@@ -40,15 +44,22 @@
 //! |     32 | `name`   | `[u8; 32]` | UTF-8, NUL-padded, 1 to 32 bytes ([`SectionName`])   |
 //!
 //! Section space starts after the entries, rounded up to 4096
-//! ([`SECTION_SPACE_ALIGN`]); each section's offset is aligned as its creator asked,
-//! at least to 64 bytes ([`MIN_SECTION_ALIGN`]). [`min_region_len`] gives the
-//! smallest region that holds a directory.
+//! ([`SECTION_SPACE_ALIGN`]); each section's offset (absolute, from the region's
+//! start) is aligned as its creator asked, at least to 64 bytes
+//! ([`MIN_SECTION_ALIGN`]). [`min_region_len`] gives the smallest region that holds
+//! the message area and a directory.
+//!
+//! Regions laid out by the first releases have the directory at offset 0
+//! ([`LEGACY_DIRECTORY_OFFSET`]), with the same layout. They still open: every
+//! opener looks at offset 0 first ([`locate`]), uses a directory whose magic is
+//! there, and only otherwise looks at [`DIRECTORY_OFFSET`]. New directories are
+//! only ever created at [`DIRECTORY_OFFSET`]; [`format`] moves a region to it.
 //!
 //! # Protocols
 //!
 //! **Creation.** A creator first checks that the header is all zero: a region whose
-//! first bytes are anything else is [`Foreign`](DirectoryError::Foreign) (Zephyr's
-//! doorbell sample, for one, writes a C string at offset 0) and is never overwritten.
+//! header bytes are anything else is [`Foreign`](DirectoryError::Foreign) and is
+//! never overwritten (the message area before it may hold anything).
 //! It then moves `state` from 0 to 1 by compare-and-exchange; the single winner zeroes
 //! the entries, stores the header fields and finally `state = 2` (release). A loser,
 //! or an opener that sees `state = 1`, gets
@@ -75,7 +86,8 @@
 //! An adder whose entry was withdrawn under it (its 0 → 1 or 1 → 2 step fails)
 //! starts again and usually finds the winner. So among racing adders of one name the
 //! lowest index that ever becomes ready wins, every adder returns that entry, and a
-//! ready winner is never withdrawn. [`Directory::find`] takes step 5 too before it
+//! ready winner is never withdrawn by an adder (only by [`Directory::withdraw`],
+//! for a section whose protocol setup was abandoned). [`Directory::find`] takes step 5 too before it
 //! answers, so its answer is final as well. A peer that dies half-way through an
 //! add leaves an entry in state 0 or 1; later adders withdraw it when it is in their
 //! way.
@@ -87,7 +99,8 @@
 //! section's protocol initialises them.
 //!
 //! Only the 64 header bytes decide whether a region is foreign: a layout that keeps
-//! them zero and uses bytes further on is not detected.
+//! them zero and uses bytes further on is not detected. The message area never
+//! makes a region foreign.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -99,7 +112,16 @@ use crate::region::{Region, RegionError};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IVLINKD\x01");
 /// The layout version this module reads and writes.
 pub const VERSION: u32 = 1;
-/// Size of the header at offset 0, in bytes.
+/// Bytes at the start of the region kept for raw messages (Zephyr's doorbell
+/// sample writes a NUL-terminated string at offset 0): ivlink never writes there,
+/// except to clear a directory of the first layout.
+pub const MESSAGE_AREA_LEN: usize = 4096;
+/// Offset of the directory's header, right after the message area.
+pub const DIRECTORY_OFFSET: usize = MESSAGE_AREA_LEN;
+/// Offset of the header in regions laid out by the first ivlink releases, which
+/// still open: a directory whose magic is at offset 0 is used where it is.
+pub const LEGACY_DIRECTORY_OFFSET: usize = 0;
+/// Size of the header, in bytes.
 pub const HEADER_SIZE: usize = 64;
 /// Size of one entry, in bytes.
 pub const ENTRY_SIZE: usize = 64;
@@ -153,13 +175,23 @@ const CAS_ATTEMPTS: usize = 4096;
 /// Re-reads of one entry while settling duplicates (its state only moves forward).
 const SETTLE_ATTEMPTS: usize = 8;
 
-/// Smallest region that holds a directory with `max_sections` entries: the header,
-/// the entries and the padding up to the start of section space. `None` on overflow.
+/// Smallest region that holds a directory with `max_sections` entries: the message
+/// area, the header, the entries and the padding up to the start of section space.
+/// `None` on overflow.
 pub fn min_region_len(max_sections: u32) -> Option<usize> {
+    space_start(DIRECTORY_OFFSET, max_sections)
+}
+
+/// Start of section space of a directory at `base` with `max_sections` entries: the
+/// header and entries, rounded up to [`SECTION_SPACE_ALIGN`]. `None` on overflow.
+fn space_start(base: usize, max_sections: u32) -> Option<usize> {
     let entries = usize::try_from(max_sections)
         .ok()?
         .checked_mul(ENTRY_SIZE)?;
-    align_up(HEADER_SIZE.checked_add(entries)?, SECTION_SPACE_ALIGN)
+    base.checked_add(align_up(
+        HEADER_SIZE.checked_add(entries)?,
+        SECTION_SPACE_ALIGN,
+    )?)
 }
 
 /// Rounds `value` up to `align` (a power of two); `None` on overflow.
@@ -728,7 +760,7 @@ impl fmt::Display for DirectoryError {
             ),
             DirectoryError::Foreign { first_bytes } => write!(
                 f,
-                "the region holds something else (it starts with \"{}\"); format it to take it over",
+                "the region holds something else where the directory goes (it starts with \"{}\"); `ivlink format` takes it over",
                 first_bytes.escape_ascii()
             ),
             DirectoryError::NotCreated => f.write_str("the region has no directory yet"),
@@ -875,23 +907,24 @@ fn cas64<R: Region + ?Sized>(
         .map_err(u64::from_le))
 }
 
-/// The first 8 bytes of the region, in memory order.
-fn first_bytes<R: Region + ?Sized>(r: &R) -> Result<[u8; 8], DirectoryError> {
-    Ok(r.load_u64(hdr::MAGIC, Ordering::Acquire)?.to_ne_bytes())
+/// The first 8 bytes of the header at `base`, in memory order.
+fn first_bytes<R: Region + ?Sized>(r: &R, base: usize) -> Result<[u8; 8], DirectoryError> {
+    Ok(r.load_u64(base + hdr::MAGIC, Ordering::Acquire)?
+        .to_ne_bytes())
 }
 
 /// Whether every header field except `state` is zero (acquire loads, so that seeing
 /// a creator's store also shows its earlier claim of `state`).
-fn header_is_zero<R: Region + ?Sized>(r: &R) -> Result<bool, DirectoryError> {
+fn header_is_zero<R: Region + ?Sized>(r: &R, base: usize) -> Result<bool, DirectoryError> {
     let acq = Ordering::Acquire;
-    let mut any = ld64(r, hdr::MAGIC, acq)? | ld64(r, hdr::REGION_SIZE, acq)?;
-    any |= ld64(r, hdr::NEXT_FREE, acq)?;
+    let mut any = ld64(r, base + hdr::MAGIC, acq)? | ld64(r, base + hdr::REGION_SIZE, acq)?;
+    any |= ld64(r, base + hdr::NEXT_FREE, acq)?;
     for off in hdr::RESERVED {
-        any |= ld64(r, off, acq)?;
+        any |= ld64(r, base + off, acq)?;
     }
-    any |= u64::from(ld32(r, hdr::VERSION, acq)?);
-    any |= u64::from(ld32(r, hdr::MAX_SECTIONS, acq)?);
-    any |= u64::from(ld32(r, hdr::SECTION_COUNT, acq)?);
+    any |= u64::from(ld32(r, base + hdr::VERSION, acq)?);
+    any |= u64::from(ld32(r, base + hdr::MAX_SECTIONS, acq)?);
+    any |= u64::from(ld32(r, base + hdr::SECTION_COUNT, acq)?);
     Ok(any == 0)
 }
 
@@ -904,22 +937,23 @@ enum Probe {
     BadState(u32),
 }
 
-fn probe<R: Region + ?Sized>(r: &R) -> Result<Probe, DirectoryError> {
-    if r.len() < HEADER_SIZE {
+fn probe<R: Region + ?Sized>(r: &R, base: usize) -> Result<Probe, DirectoryError> {
+    let needed = base + HEADER_SIZE;
+    if r.len() < needed {
         return Err(DirectoryError::RegionTooSmall {
             region_len: r.len(),
-            needed: HEADER_SIZE,
+            needed,
         });
     }
-    let mut state = ld32(r, hdr::STATE, Ordering::Acquire)?;
+    let mut state = ld32(r, base + hdr::STATE, Ordering::Acquire)?;
     if state == hdr::EMPTY {
-        if header_is_zero(r)? {
+        if header_is_zero(r, base)? {
             return Ok(Probe::Empty);
         }
         // Either foreign bytes, or a creator that claimed the header since we looked.
-        state = ld32(r, hdr::STATE, Ordering::Acquire)?;
+        state = ld32(r, base + hdr::STATE, Ordering::Acquire)?;
     }
-    let first = first_bytes(r)?;
+    let first = first_bytes(r, base)?;
     let ours = u64::from_le_bytes(first) == MAGIC;
     Ok(match state {
         hdr::READY if ours => Probe::Ready,
@@ -929,7 +963,8 @@ fn probe<R: Region + ?Sized>(r: &R) -> Result<Probe, DirectoryError> {
     })
 }
 
-/// Checks the arguments of create and format; returns the start of section space.
+/// Checks the arguments of create and format; returns the start of section space
+/// of a directory at [`DIRECTORY_OFFSET`].
 fn check_new<R: Region + ?Sized>(r: &R, max_sections: u32) -> Result<usize, DirectoryError> {
     if max_sections == 0 || max_sections > MAX_SECTIONS_LIMIT {
         return Err(DirectoryError::InvalidMaxSections(max_sections));
@@ -946,10 +981,11 @@ fn check_new<R: Region + ?Sized>(r: &R, max_sections: u32) -> Result<usize, Dire
 }
 
 /// Offset of entry `index`'s field `field`; `None` on overflow.
-fn entry_field(index: u32, field: usize) -> Option<usize> {
+fn entry_field(base: usize, index: u32, field: usize) -> Option<usize> {
     usize::try_from(index)
         .ok()?
         .checked_mul(ENTRY_SIZE)?
+        .checked_add(base)?
         .checked_add(HEADER_SIZE)?
         .checked_add(field)
 }
@@ -968,6 +1004,7 @@ fn to_u64(value: usize) -> u64 {
 /// `next_free`, entries) and validates them again.
 pub struct Directory<'r, R: Region + ?Sized> {
     region: &'r R,
+    base: usize,
     max_sections: u32,
     region_size: usize,
     space_start: usize,
@@ -984,6 +1021,7 @@ impl<R: Region + ?Sized> Copy for Directory<'_, R> {}
 impl<R: Region + ?Sized> fmt::Debug for Directory<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Directory")
+            .field("offset", &self.base)
             .field("max_sections", &self.max_sections)
             .field("region_size", &self.region_size)
             .field("section_space", &self.space_start)
@@ -991,32 +1029,37 @@ impl<R: Region + ?Sized> fmt::Debug for Directory<'_, R> {
     }
 }
 
-/// Writes `max_sections` zeroed entries and the header, then publishes `state = 2`.
-/// The caller owns `state = 1`.
+/// Writes `max_sections` zeroed entries and the header at `base`, then publishes
+/// `state = 2`. The caller owns `state = 1`.
 fn initialize<R: Region + ?Sized>(
     region: &R,
+    base: usize,
     max_sections: u32,
     space_start: usize,
 ) -> Result<(), DirectoryError> {
     let rel = Ordering::Release;
     for index in 0..max_sections {
-        zero_entry(region, index)?;
+        zero_entry(region, base, index)?;
     }
-    st64(region, hdr::MAGIC, MAGIC, rel)?;
-    st32(region, hdr::VERSION, VERSION, rel)?;
-    st64(region, hdr::REGION_SIZE, to_u64(region.len()), rel)?;
-    st32(region, hdr::MAX_SECTIONS, max_sections, rel)?;
-    st32(region, hdr::SECTION_COUNT, 0, rel)?;
-    st64(region, hdr::NEXT_FREE, to_u64(space_start), rel)?;
+    st64(region, base + hdr::MAGIC, MAGIC, rel)?;
+    st32(region, base + hdr::VERSION, VERSION, rel)?;
+    st64(region, base + hdr::REGION_SIZE, to_u64(region.len()), rel)?;
+    st32(region, base + hdr::MAX_SECTIONS, max_sections, rel)?;
+    st32(region, base + hdr::SECTION_COUNT, 0, rel)?;
+    st64(region, base + hdr::NEXT_FREE, to_u64(space_start), rel)?;
     for off in hdr::RESERVED {
-        st64(region, off, 0, rel)?;
+        st64(region, base + off, 0, rel)?;
     }
-    st32(region, hdr::STATE, hdr::READY, rel)
+    st32(region, base + hdr::STATE, hdr::READY, rel)
 }
 
-fn zero_entry<R: Region + ?Sized>(region: &R, index: u32) -> Result<(), DirectoryError> {
+fn zero_entry<R: Region + ?Sized>(
+    region: &R,
+    base: usize,
+    index: u32,
+) -> Result<(), DirectoryError> {
     let field = |f| {
-        entry_field(index, f).ok_or(DirectoryError::NoSuchEntry {
+        entry_field(base, index, f).ok_or(DirectoryError::NoSuchEntry {
             index,
             max_sections: index,
         })
@@ -1034,18 +1077,60 @@ fn zero_entry<R: Region + ?Sized>(region: &R, index: u32) -> Result<(), Director
     Ok(())
 }
 
-/// Creates a directory in `region`, overwriting whatever its header held (the
-/// CLI's `--force`). Section space is not touched. Racing peers see
-/// [`DirectoryError::Initializing`] until it is done.
+/// Whether the region holds a directory of the first layout, at offset 0
+/// ([`LEGACY_DIRECTORY_OFFSET`]): its magic is there.
+fn has_legacy_header<R: Region + ?Sized>(region: &R) -> Result<bool, DirectoryError> {
+    if region.len() < HEADER_SIZE {
+        return Ok(false);
+    }
+    Ok(u64::from_le_bytes(first_bytes(region, LEGACY_DIRECTORY_OFFSET)?) == MAGIC)
+}
+
+/// Where the region's directory is, or would be created: offset 0 if a directory of
+/// the first layout is there (its magic), else [`DIRECTORY_OFFSET`].
+pub fn locate<R: Region + ?Sized>(region: &R) -> Result<usize, DirectoryError> {
+    Ok(if has_legacy_header(region)? {
+        LEGACY_DIRECTORY_OFFSET
+    } else {
+        DIRECTORY_OFFSET
+    })
+}
+
+/// Creates an empty directory at [`DIRECTORY_OFFSET`], overwriting whatever its
+/// header held, and clears a directory of the first layout at offset 0 (the bytes
+/// of the message area are otherwise left alone). What `ivlink format` does. Section
+/// space is not touched: sections are forgotten, their protocols initialise their
+/// bytes again when re-created. Racing peers see [`DirectoryError::Initializing`]
+/// until it is done.
 pub fn format<R: Region + ?Sized>(
     region: &R,
     max_sections: u32,
 ) -> Result<Directory<'_, R>, DirectoryError> {
     let space_start = check_new(region, max_sections)?;
-    st32(region, hdr::STATE, hdr::INITIALIZING, Ordering::SeqCst)?;
-    initialize(region, max_sections, space_start)?;
+    let base = DIRECTORY_OFFSET;
+    let legacy = has_legacy_header(region)?;
+    if legacy {
+        // Openers look at offset 0 first: keep them waiting there until the new
+        // directory is ready.
+        st32(region, hdr::STATE, hdr::INITIALIZING, Ordering::SeqCst)?;
+    }
+    st32(
+        region,
+        base + hdr::STATE,
+        hdr::INITIALIZING,
+        Ordering::SeqCst,
+    )?;
+    initialize(region, base, max_sections, space_start)?;
+    if legacy {
+        // The magic first: from then on openers find the new directory.
+        st64(region, hdr::MAGIC, 0, Ordering::SeqCst)?;
+        for off in (8..HEADER_SIZE).step_by(8) {
+            region.store_u64(off, 0, Ordering::Release)?;
+        }
+    }
     Ok(Directory {
         region,
+        base,
         max_sections,
         region_size: region.len(),
         space_start,
@@ -1053,41 +1138,55 @@ pub fn format<R: Region + ?Sized>(
 }
 
 impl<'r, R: Region + ?Sized> Directory<'r, R> {
-    /// Creates a directory with room for `max_sections` entries in a region whose
-    /// header is all zero.
+    /// Creates a directory with room for `max_sections` entries at
+    /// [`DIRECTORY_OFFSET`], in a region whose header there is all zero (the
+    /// message area before it may hold anything).
     ///
     /// Exactly one of several racing creators succeeds; the others get
     /// [`Initializing`](DirectoryError::Initializing) or
-    /// [`AlreadyCreated`](DirectoryError::AlreadyCreated). A region whose header holds
-    /// anything else is [`Foreign`](DirectoryError::Foreign) and is not modified (see
-    /// [`format`]).
+    /// [`AlreadyCreated`](DirectoryError::AlreadyCreated) (also for a directory of
+    /// the first layout at offset 0). A region whose header holds anything else is
+    /// [`Foreign`](DirectoryError::Foreign) and is not modified (see [`format`]).
     pub fn create(region: &'r R, max_sections: u32) -> Result<Self, DirectoryError> {
         let space_start = check_new(region, max_sections)?;
-        let claimed = match probe(region)? {
-            Probe::Empty => cas32(region, hdr::STATE, hdr::EMPTY, hdr::INITIALIZING)?.is_ok(),
+        if has_legacy_header(region)? {
+            return Err(match probe(region, LEGACY_DIRECTORY_OFFSET)? {
+                Probe::Initializing => DirectoryError::Initializing,
+                Probe::BadState(state) => DirectoryError::BadHeaderState(state),
+                _ => DirectoryError::AlreadyCreated,
+            });
+        }
+        let base = DIRECTORY_OFFSET;
+        let claimed = match probe(region, base)? {
+            Probe::Empty => {
+                cas32(region, base + hdr::STATE, hdr::EMPTY, hdr::INITIALIZING)?.is_ok()
+            }
             _ => false,
         };
         if !claimed {
-            return Err(match probe(region)? {
+            return Err(match probe(region, base)? {
                 Probe::Empty | Probe::Initializing => DirectoryError::Initializing,
                 Probe::Ready => DirectoryError::AlreadyCreated,
                 Probe::Foreign(first_bytes) => DirectoryError::Foreign { first_bytes },
                 Probe::BadState(state) => DirectoryError::BadHeaderState(state),
             });
         }
-        initialize(region, max_sections, space_start)?;
+        initialize(region, base, max_sections, space_start)?;
         Ok(Directory {
             region,
+            base,
             max_sections,
             region_size: region.len(),
             space_start,
         })
     }
 
-    /// Opens the directory in `region`, checking its magic, version, state, recorded
-    /// size and `max_sections`.
+    /// Opens the directory in `region` (at offset 0 if a directory of the first
+    /// layout is there, else at [`DIRECTORY_OFFSET`]), checking its magic, version,
+    /// state, recorded size and `max_sections`.
     pub fn open(region: &'r R) -> Result<Self, DirectoryError> {
-        match probe(region)? {
+        let base = locate(region)?;
+        match probe(region, base)? {
             Probe::Ready => {}
             Probe::Empty => return Err(DirectoryError::NotCreated),
             Probe::Initializing => return Err(DirectoryError::Initializing),
@@ -1095,19 +1194,19 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             Probe::BadState(state) => return Err(DirectoryError::BadHeaderState(state)),
         }
         let acq = Ordering::Acquire;
-        let version = ld32(region, hdr::VERSION, acq)?;
+        let version = ld32(region, base + hdr::VERSION, acq)?;
         if version != VERSION {
             return Err(DirectoryError::UnsupportedVersion(version));
         }
-        let recorded = ld64(region, hdr::REGION_SIZE, acq)?;
+        let recorded = ld64(region, base + hdr::REGION_SIZE, acq)?;
         if recorded != to_u64(region.len()) {
             return Err(DirectoryError::RegionSizeMismatch {
                 recorded,
                 actual: region.len(),
             });
         }
-        let max_sections = ld32(region, hdr::MAX_SECTIONS, acq)?;
-        let space_start = match min_region_len(max_sections) {
+        let max_sections = ld32(region, base + hdr::MAX_SECTIONS, acq)?;
+        let space_start = match space_start(base, max_sections) {
             Some(start)
                 if max_sections != 0
                     && max_sections <= MAX_SECTIONS_LIMIT
@@ -1124,6 +1223,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         };
         Ok(Directory {
             region,
+            base,
             max_sections,
             region_size: region.len(),
             space_start,
@@ -1141,6 +1241,12 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             },
             other => other,
         }
+    }
+
+    /// Offset of the directory's header: [`DIRECTORY_OFFSET`], or 0 for a directory
+    /// of the first layout.
+    pub fn offset(&self) -> usize {
+        self.base
     }
 
     /// The region the directory lives in.
@@ -1165,7 +1271,11 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
 
     /// Entries claimed so far (validated against `max_sections`).
     pub fn section_count(&self) -> Result<u32, DirectoryError> {
-        let count = ld32(self.region, hdr::SECTION_COUNT, Ordering::Acquire)?;
+        let count = ld32(
+            self.region,
+            self.base + hdr::SECTION_COUNT,
+            Ordering::Acquire,
+        )?;
         if count > self.max_sections {
             return Err(DirectoryError::BadSectionCount {
                 count,
@@ -1177,7 +1287,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
 
     /// The allocation cursor (validated to lie in section space).
     pub fn next_free(&self) -> Result<usize, DirectoryError> {
-        let next_free = ld64(self.region, hdr::NEXT_FREE, Ordering::Acquire)?;
+        let next_free = ld64(self.region, self.base + hdr::NEXT_FREE, Ordering::Acquire)?;
         match usize::try_from(next_free) {
             Ok(n) if n >= self.space_start && n <= self.region_size => Ok(n),
             _ => Err(DirectoryError::BadNextFree { next_free }),
@@ -1191,7 +1301,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
                 max_sections: self.max_sections,
             });
         }
-        entry_field(index, field).ok_or(DirectoryError::NoSuchEntry {
+        entry_field(self.base, index, field).ok_or(DirectoryError::NoSuchEntry {
             index,
             max_sections: self.max_sections,
         })
@@ -1425,7 +1535,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             let next = count.checked_add(1).ok_or(DirectoryError::Full {
                 max_sections: self.max_sections,
             })?;
-            match cas32(self.region, hdr::SECTION_COUNT, count, next)? {
+            match cas32(self.region, self.base + hdr::SECTION_COUNT, count, next)? {
                 Ok(_) => return Ok(count),
                 Err(now) => count = now,
             }
@@ -1457,7 +1567,12 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         let mut next_free = self.next_free()?;
         for _ in 0..CAS_ATTEMPTS {
             let (offset, end) = self.placement(next_free, size, align)?;
-            match cas64(self.region, hdr::NEXT_FREE, to_u64(next_free), to_u64(end))? {
+            match cas64(
+                self.region,
+                self.base + hdr::NEXT_FREE,
+                to_u64(next_free),
+                to_u64(end),
+            )? {
                 Ok(_) => return Ok(offset),
                 Err(now) => match usize::try_from(now) {
                     Ok(n) if n >= self.space_start && n <= self.region_size => next_free = n,
@@ -1515,6 +1630,16 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             offset,
             size: spec.size,
         }))
+    }
+
+    /// Withdraws the ready entry `index` (compare-and-exchange of its state from
+    /// ready to withdrawn), so that [`find`](Self::find) no longer returns it and
+    /// the name can be added again. Only for a section whose protocol was never set
+    /// up (its creator died or gave up: see [`crate::setup`]); a section in use is
+    /// never withdrawn. `Ok(false)` if the entry was not ready (a racing peer
+    /// withdrew it first).
+    pub fn withdraw(&self, index: u32) -> Result<bool, DirectoryError> {
+        Ok(self.entry_cas(index, ent::READY, ent::WITHDRAWN)?.is_ok())
     }
 
     /// Every claimed entry in index order, validated: a [`SectionInfo`] for each ready
@@ -1752,6 +1877,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
     const KIB: usize = 1024;
+    /// Where new directories go.
+    const B: usize = DIRECTORY_OFFSET;
 
     fn ring(name: &str, size: usize) -> SectionSpec<'_> {
         SectionSpec::new(name, SectionKind::Ring, size)
@@ -1759,7 +1886,7 @@ mod tests {
 
     /// Writes entry `index` by hand, as a peer (honest or not) would.
     fn poke_entry(r: &RawRegion, index: u32, state: u32, name: &[u8], offset: u64, size: u64) {
-        let at = |f| entry_field(index, f).unwrap();
+        let at = |f| entry_field(B, index, f).unwrap();
         let mut raw = [0u8; NAME_LEN];
         raw[..name.len()].copy_from_slice(name);
         r.write(at(ent::NAME), &raw).unwrap();
@@ -1771,12 +1898,15 @@ mod tests {
     }
 
     fn set_count(r: &RawRegion, count: u32) {
-        r.store_u32(hdr::SECTION_COUNT, count.to_le(), Relaxed)
+        r.store_u32(B + hdr::SECTION_COUNT, count.to_le(), Relaxed)
             .unwrap();
     }
 
     fn state_of(r: &RawRegion, index: u32) -> u32 {
-        u32::from_le(r.load_u32(entry_field(index, 0).unwrap(), Relaxed).unwrap())
+        u32::from_le(
+            r.load_u32(entry_field(B, index, 0).unwrap(), Relaxed)
+                .unwrap(),
+        )
     }
 
     #[test]
@@ -1784,8 +1914,9 @@ mod tests {
         let region = HeapRegion::new(64 * KIB);
         let dir = Directory::create(&*region, 8).unwrap();
         assert_eq!(dir.max_sections(), 8);
-        assert_eq!(dir.section_space_start(), 4096);
-        assert_eq!(dir.next_free().unwrap(), 4096);
+        assert_eq!(dir.offset(), DIRECTORY_OFFSET);
+        assert_eq!(dir.section_space_start(), 8192);
+        assert_eq!(dir.next_free().unwrap(), 8192);
 
         let spec = ring("tx:0->1", 1000)
             .with_owner(3)
@@ -1799,15 +1930,15 @@ mod tests {
             (a.kind, a.owner, a.vector, a.flags),
             (SectionKind::Ring, 3, 2, 0xf00d)
         );
-        assert_eq!((a.offset, a.size), (4096, 1000));
+        assert_eq!((a.offset, a.size), (8192, 1000));
         let b = dir
             .add(&SectionSpec::new("console", SectionKind::Console, 64).with_align(4096))
             .unwrap();
-        assert_eq!((b.index, b.offset, b.size), (1, 8192, 64));
+        assert_eq!((b.index, b.offset, b.size), (1, 12288, 64));
         // A small alignment is raised to 64.
         let c = dir.add(&ring("c", 1).with_align(1)).unwrap();
-        assert_eq!(c.offset, 8192 + 64);
-        assert_eq!(dir.next_free().unwrap(), 8192 + 65);
+        assert_eq!(c.offset, 12288 + 64);
+        assert_eq!(dir.next_free().unwrap(), 12288 + 65);
 
         let again = Directory::open(&*region).unwrap();
         assert_eq!(again.find("tx:0->1").unwrap(), Some(a));
@@ -1837,7 +1968,7 @@ mod tests {
         let new = again.get_or_add(&ring("new", 8)).unwrap();
         assert!(new.is_added());
         assert_eq!(new.info().index, 3);
-        assert_eq!(a.range(), 4096..5096);
+        assert_eq!(a.range(), 8192..9192);
     }
 
     #[test]
@@ -1851,30 +1982,36 @@ mod tests {
                 .with_flags(0x0506_0708),
         )
         .unwrap();
+        let mut message_area = [0xffu8; MESSAGE_AREA_LEN];
+        region.read(0, &mut message_area).unwrap();
+        assert_eq!(
+            message_area, [0u8; MESSAGE_AREA_LEN],
+            "the message area is left alone"
+        );
         let mut header = [0u8; 64];
-        region.read(0, &mut header).unwrap();
+        region.read(4096, &mut header).unwrap();
         assert_eq!(&header[0..8], b"IVLINKD\x01");
         assert_eq!(header[8..12], 1u32.to_le_bytes());
         assert_eq!(header[12..16], 2u32.to_le_bytes());
         assert_eq!(header[16..24], (16 * KIB as u64).to_le_bytes());
         assert_eq!(header[24..28], 2u32.to_le_bytes());
         assert_eq!(header[28..32], 1u32.to_le_bytes());
-        assert_eq!(header[32..40], (4096u64 + 0x123).to_le_bytes());
+        assert_eq!(header[32..40], (8192u64 + 0x123).to_le_bytes());
         assert_eq!(header[40..64], [0u8; 24]);
         let mut entry = [0u8; 64];
-        region.read(64, &mut entry).unwrap();
+        region.read(4096 + 64, &mut entry).unwrap();
         assert_eq!(entry[0..4], 2u32.to_le_bytes());
         assert_eq!(entry[4..8], 2u32.to_le_bytes());
         assert_eq!(entry[8..10], 0x0102u16.to_le_bytes());
         assert_eq!(entry[10..12], 0x0304u16.to_le_bytes());
         assert_eq!(entry[12..16], 0x0506_0708u32.to_le_bytes());
-        assert_eq!(entry[16..24], 4096u64.to_le_bytes());
+        assert_eq!(entry[16..24], 8192u64.to_le_bytes());
         assert_eq!(entry[24..32], 0x123u64.to_le_bytes());
         assert_eq!(&entry[32..35], b"abc");
         assert_eq!(entry[35..64], [0u8; 29]);
-        assert_eq!(min_region_len(2), Some(4096));
-        assert_eq!(min_region_len(63), Some(4096));
-        assert_eq!(min_region_len(64), Some(8192));
+        assert_eq!(min_region_len(2), Some(8192));
+        assert_eq!(min_region_len(63), Some(8192));
+        assert_eq!(min_region_len(64), Some(12288));
     }
 
     #[test]
@@ -2039,9 +2176,9 @@ mod tests {
 
     #[test]
     fn full_no_space_and_exists() {
-        let region = HeapRegion::new(8 * KIB);
+        let region = HeapRegion::new(12 * KIB);
         let dir = Directory::create(&*region, 2).unwrap();
-        // Section space is 4096..8192.
+        // Section space is 8192..12288.
         assert_eq!(
             dir.add(&ring("big", 4097)),
             Err(DirectoryError::NoSpace {
@@ -2061,7 +2198,7 @@ mod tests {
             Err(DirectoryError::NoSpace { requested: 100, .. })
         ));
         let b = dir.add(&ring("b", 32)).unwrap();
-        assert_eq!(b.offset, 4096 + 4032);
+        assert_eq!(b.offset, 8192 + 4032);
         assert_eq!(
             dir.add(&ring("c", 1)),
             Err(DirectoryError::Full { max_sections: 2 })
@@ -2075,7 +2212,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused() {
-        let region = HeapRegion::new(8 * KIB);
+        let region = HeapRegion::new(12 * KIB);
         let dir = Directory::create(&*region, 2).unwrap();
         let long = "x".repeat(33);
         assert_eq!(
@@ -2104,12 +2241,12 @@ mod tests {
             dir.add(&ring("z", 1).with_align(1 << 40)),
             Err(DirectoryError::NoSpace { .. })
         ));
-        let tiny = HeapRegion::new(4095);
+        let tiny = HeapRegion::new(8191);
         assert_eq!(
             Directory::create(&*tiny, 1).unwrap_err(),
             DirectoryError::RegionTooSmall {
-                region_len: 4095,
-                needed: 4096
+                region_len: 8191,
+                needed: 8192
             }
         );
         assert_eq!(
@@ -2129,10 +2266,10 @@ mod tests {
     #[test]
     fn a_foreign_region_is_refused_untouched_until_formatted() {
         let region = HeapRegion::new(16 * KIB);
-        region.write(0, b"hello world\0").unwrap();
+        region.write(B, b"hello world\0").unwrap();
         let before = |r: &RawRegion| {
             let mut b = [0u8; 128];
-            r.read(0, &mut b).unwrap();
+            r.read(B, &mut b).unwrap();
             b
         };
         let snapshot = before(&region);
@@ -2145,13 +2282,13 @@ mod tests {
         assert_eq!(before(&region), snapshot);
         assert_eq!(
             foreign.to_string(),
-            "the region holds something else (it starts with \"hello wo\"); format it to take it over"
+            "the region holds something else where the directory goes (it starts with \"hello wo\"); `ivlink format` takes it over"
         );
 
         let dir = format(&*region, 4).unwrap();
         dir.add(&ring("a", 10)).unwrap();
         let dir = Directory::open(&*region).unwrap();
-        assert_eq!(dir.find("a").unwrap().unwrap().offset, 4096);
+        assert_eq!(dir.find("a").unwrap().unwrap().offset, 8192);
         assert_eq!(
             Directory::create(&*region, 4).unwrap_err(),
             DirectoryError::AlreadyCreated
@@ -2160,6 +2297,94 @@ mod tests {
         let dir = format(&*region, 6).unwrap();
         assert_eq!(dir.find("a").unwrap(), None);
         assert_eq!(Directory::open(&*region).unwrap().max_sections(), 6);
+    }
+
+    #[test]
+    fn a_raw_message_and_the_directory_never_share_bytes_in_either_order() {
+        let message = b"hello from a zephyr guest\0";
+        // A message first (`ivlink notify`, then `ivlink recv`).
+        let region = HeapRegion::new(16 * KIB);
+        region.write(0, message).unwrap();
+        let dir = Directory::open_or_create(&*region, 4).unwrap();
+        assert_eq!(dir.offset(), DIRECTORY_OFFSET);
+        dir.add(&ring("demo", 100)).unwrap();
+        let mut read = [0u8; 26];
+        region.read(0, &mut read).unwrap();
+        assert_eq!(&read, message);
+        // The directory first, then a message as long as the message area allows.
+        let region = HeapRegion::new(16 * KIB);
+        let dir = Directory::open_or_create(&*region, 4).unwrap();
+        let a = dir.add(&ring("demo", 100)).unwrap();
+        region.fill(0, MESSAGE_AREA_LEN - 1, b'x').unwrap();
+        region.write(MESSAGE_AREA_LEN - 1, &[0]).unwrap();
+        let dir = Directory::open(&*region).unwrap();
+        assert_eq!(dir.find("demo").unwrap(), Some(a));
+        assert_eq!(dir.check(), []);
+    }
+
+    /// Lays out a directory of the first releases: the same layout at offset 0.
+    fn legacy_directory(region: &RawRegion, max_sections: u32) {
+        let start = space_start(LEGACY_DIRECTORY_OFFSET, max_sections).unwrap();
+        region
+            .store_u32(hdr::STATE, hdr::INITIALIZING.to_le(), Relaxed)
+            .unwrap();
+        initialize(region, LEGACY_DIRECTORY_OFFSET, max_sections, start).unwrap();
+    }
+
+    #[test]
+    fn a_directory_of_the_first_layout_at_offset_0_still_opens_and_grows() {
+        let region = HeapRegion::new(16 * KIB);
+        legacy_directory(&region, 8);
+        let dir = Directory::open(&*region).unwrap();
+        assert_eq!(dir.offset(), LEGACY_DIRECTORY_OFFSET);
+        assert_eq!(dir.section_space_start(), 4096);
+        let a = dir.add(&ring("a", 100)).unwrap();
+        assert_eq!(a.offset, 4096);
+        assert_eq!(locate(&*region).unwrap(), LEGACY_DIRECTORY_OFFSET);
+        // Nobody creates a second directory beside it.
+        assert_eq!(
+            Directory::create(&*region, 4).unwrap_err(),
+            DirectoryError::AlreadyCreated
+        );
+        let again = Directory::open_or_create(&*region, 4).unwrap();
+        assert_eq!(again.find("a").unwrap(), Some(a));
+        assert_eq!(again.check(), []);
+    }
+
+    #[test]
+    fn format_moves_a_first_layout_directory_to_its_new_place() {
+        let region = HeapRegion::new(16 * KIB);
+        legacy_directory(&region, 8);
+        Directory::open(&*region)
+            .unwrap()
+            .add(&ring("a", 100))
+            .unwrap();
+        let dir = format(&*region, 4).unwrap();
+        assert_eq!(dir.offset(), DIRECTORY_OFFSET);
+        let mut header = [0xffu8; HEADER_SIZE];
+        region.read(0, &mut header).unwrap();
+        assert_eq!(header, [0u8; HEADER_SIZE], "the old header is cleared");
+        let dir = Directory::open(&*region).unwrap();
+        assert_eq!(dir.offset(), DIRECTORY_OFFSET);
+        assert_eq!(dir.find("a").unwrap(), None);
+        assert_eq!(dir.max_sections(), 4);
+    }
+
+    #[test]
+    fn withdrawing_a_ready_section_lets_its_name_be_added_again() {
+        let region = HeapRegion::new(32 * KIB);
+        let dir = Directory::create(&*region, 4).unwrap();
+        let first = dir.add(&ring("a", 100)).unwrap();
+        assert!(dir.withdraw(first.index).unwrap());
+        assert!(!dir.withdraw(first.index).unwrap(), "only once");
+        assert_eq!(dir.find("a").unwrap(), None);
+        let second = dir.add(&ring("a", 100)).unwrap();
+        assert_ne!(
+            second.offset, first.offset,
+            "the abandoned space is not reused"
+        );
+        assert_eq!(dir.find("a").unwrap(), Some(second));
+        assert_eq!(dir.check(), []);
     }
 
     #[test]
@@ -2174,10 +2399,10 @@ mod tests {
         let set64 = |off, v: u64| region.store_u64(off, v.to_le(), Relaxed).unwrap();
         let open = || Directory::open(&*region).map(|_| ());
 
-        set32(hdr::VERSION, 2);
+        set32(B + hdr::VERSION, 2);
         assert_eq!(open(), Err(DirectoryError::UnsupportedVersion(2)));
-        set32(hdr::VERSION, 1);
-        set64(hdr::REGION_SIZE, 8 * KIB as u64);
+        set32(B + hdr::VERSION, 1);
+        set64(B + hdr::REGION_SIZE, 8 * KIB as u64);
         assert_eq!(
             open(),
             Err(DirectoryError::RegionSizeMismatch {
@@ -2185,9 +2410,9 @@ mod tests {
                 actual: 16384
             })
         );
-        set64(hdr::REGION_SIZE, 16 * KIB as u64);
+        set64(B + hdr::REGION_SIZE, 16 * KIB as u64);
         for bad in [0, 256, MAX_SECTIONS_LIMIT + 1, u32::MAX] {
-            set32(hdr::MAX_SECTIONS, bad);
+            set32(B + hdr::MAX_SECTIONS, bad);
             assert_eq!(
                 open(),
                 Err(DirectoryError::BadMaxSections {
@@ -2196,20 +2421,20 @@ mod tests {
                 })
             );
         }
-        set32(hdr::MAX_SECTIONS, 190);
+        set32(B + hdr::MAX_SECTIONS, 190);
         assert_eq!(open(), Ok(()));
-        set32(hdr::STATE, 1);
+        set32(B + hdr::STATE, 1);
         assert_eq!(open(), Err(DirectoryError::Initializing));
-        set32(hdr::STATE, 7);
+        set32(B + hdr::STATE, 7);
         assert_eq!(open(), Err(DirectoryError::BadHeaderState(7)));
-        set32(hdr::STATE, 0);
+        set32(B + hdr::STATE, 0);
         assert_eq!(open(), Err(DirectoryError::BadHeaderState(0)));
-        set32(hdr::STATE, 2);
-        set64(hdr::MAGIC, 0x1234);
+        set32(B + hdr::STATE, 2);
+        set64(B + hdr::MAGIC, 0x1234);
         assert!(matches!(open(), Err(DirectoryError::Foreign { .. })));
-        set64(hdr::MAGIC, MAGIC);
+        set64(B + hdr::MAGIC, MAGIC);
         let dir = Directory::open(&*region).unwrap();
-        set32(hdr::SECTION_COUNT, 191);
+        set32(B + hdr::SECTION_COUNT, 191);
         assert_eq!(
             dir.find("a"),
             Err(DirectoryError::BadSectionCount {
@@ -2217,8 +2442,8 @@ mod tests {
                 max_sections: 190
             })
         );
-        set32(hdr::SECTION_COUNT, 0);
-        set64(hdr::NEXT_FREE, 100);
+        set32(B + hdr::SECTION_COUNT, 0);
+        set64(B + hdr::NEXT_FREE, 100);
         assert_eq!(
             dir.add(&ring("a", 1)),
             Err(DirectoryError::BadNextFree { next_free: 100 })
@@ -2304,15 +2529,15 @@ mod tests {
         // Entry 0 is "x" being set up; entry 1 is "x", published but not yet settled.
         set_count(&region, 2);
         poke_entry(&region, 0, ent::CLAIMED, b"x", 0, 0);
-        poke_entry(&region, 1, ent::READY, b"x", 4096, 64);
+        poke_entry(&region, 1, ent::READY, b"x", 8192, 64);
         region
-            .store_u64(hdr::NEXT_FREE, (4096u64 + 64).to_le(), Relaxed)
+            .store_u64(B + hdr::NEXT_FREE, (8192u64 + 64).to_le(), Relaxed)
             .unwrap();
         let found = dir.find("x").unwrap().unwrap();
         assert_eq!(found.index, 1);
         assert_eq!(state_of(&region, 0), ent::WITHDRAWN);
         // A lower entry that is ready wins over a higher one.
-        poke_entry(&region, 0, ent::READY, b"x", 4096 + 64, 64);
+        poke_entry(&region, 0, ent::READY, b"x", 8192 + 64, 64);
         assert_eq!(dir.find("x").unwrap().unwrap().index, 0);
         assert!(dir.check().contains(&Inconsistency::DuplicateName {
             name: SectionName::new("x").unwrap(),
@@ -2330,7 +2555,7 @@ mod tests {
         let region_len = 16 * KIB as u64;
         poke_entry(&region, 1, ent::READY, b"in-dir", 64, 64);
         poke_entry(&region, 2, ent::READY, b"past-end", region_len - 64, 65);
-        poke_entry(&region, 3, ent::READY, b"overlap", 4096 + 1024, 64);
+        poke_entry(&region, 3, ent::READY, b"overlap", 8192 + 1024, 64);
         poke_entry(&region, 4, ent::READY, b"\xff\xfe", 8192, 64);
         poke_entry(&region, 5, 9, b"weird", 8192, 64);
         poke_entry(&region, 6, ent::READY, b"huge", u64::MAX - 63, u64::MAX);
@@ -2367,7 +2592,7 @@ mod tests {
         assert!(found.contains(&Inconsistency::BeyondNextFree {
             index: 8,
             end: 12288 + 64,
-            next_free: 8192
+            next_free: 12288
         }));
         assert_eq!(
             found
@@ -2435,7 +2660,7 @@ mod tests {
 
     #[test]
     fn errors_read_as_sentences() {
-        let region = HeapRegion::new(8 * KIB);
+        let region = HeapRegion::new(12 * KIB);
         let dir = Directory::create(&*region, 2).unwrap();
         let a = dir.add(&ring("a", 1)).unwrap();
         let cases: [(DirectoryError, &str); 5] = [
@@ -2558,10 +2783,10 @@ mod tests {
             let region = populated(16 * KIB);
             for (offset, bytes) in patches {
                 let n = bytes.len().min(DIR_BYTES - offset);
-                region.write(offset, &bytes[..n]).unwrap();
+                region.write(B + offset, &bytes[..n]).unwrap();
             }
             for (word, value) in words {
-                region.store_u32(word * 4, value.to_le(), Relaxed).unwrap();
+                region.store_u32(B + word * 4, value.to_le(), Relaxed).unwrap();
             }
             exercise(&region);
         }
@@ -2577,6 +2802,7 @@ mod tests {
             for (i, w) in words.iter().enumerate() {
                 region.store_u32(i * 4, w.to_le(), Relaxed).unwrap();
             }
+            // Our magic at offset 0: a directory of the first layout.
             region.store_u64(hdr::MAGIC, MAGIC.to_le(), Relaxed).unwrap();
             region.store_u32(hdr::VERSION, 1u32.to_le(), Relaxed).unwrap();
             region.store_u32(hdr::STATE, state.to_le(), Relaxed).unwrap();

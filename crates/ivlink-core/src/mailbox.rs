@@ -17,7 +17,7 @@
 //! | 12 | 4 | `id_count`: ids are `0..id_count`, at least 1 |
 //! | 16 | 2 | `vector`: the doorbell vector messages ring |
 //! | 18 | 2 | `completion_vector`: the vector completions ring on the sender |
-//! | 20 | 4 | `state`: 0 empty, 1 initializing, 2 ready |
+//! | 20 | 4 | `state`: 1 initializing, 2 ready, 3 abandoned, else not claimed ([`SETUP`], see [`crate::setup`]) |
 //! | 64 | 4·M | member slots: peer id + 1, 0 = free |
 //! | boxes | M·(M-1)·box_size | box `from → to` at index `from·(M-1) + (to < from ? to : to-1)` |
 //!
@@ -67,6 +67,7 @@ use core::sync::atomic::Ordering;
 use crate::members::{MemberSlots, SlotError};
 use crate::notify::{PeerId, Vector};
 use crate::region::{Region, RegionError};
+use crate::setup::{SetupError, SetupState, SetupWord};
 
 /// Most members a mailbox can have.
 pub const MAX_MEMBERS: u32 = 64;
@@ -85,6 +86,15 @@ const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
 const INITIALIZING: u32 = 1;
 const READY: u32 = 2;
+const ABANDONED: u32 = 3;
+
+/// A mailbox's setup word (see [`crate::setup`]).
+pub const SETUP: SetupWord = SetupWord {
+    at: STATE_AT,
+    initializing: INITIALIZING,
+    ready: READY,
+    abandoned: ABANDONED,
+};
 
 const BOX_STATE: usize = 0;
 const BOX_ID: usize = 4;
@@ -223,6 +233,16 @@ impl From<RegionError> for MailboxError {
     }
 }
 
+impl From<SetupError> for MailboxError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            // Given up on by another peer: its replacement is being set up.
+            SetupError::Abandoned => MailboxError::Initializing,
+            SetupError::Region(e) => MailboxError::Region(e),
+        }
+    }
+}
+
 impl From<SlotError> for MailboxError {
     fn from(e: SlotError) -> Self {
         match e {
@@ -248,7 +268,8 @@ pub struct MailboxShape {
 }
 
 impl MailboxShape {
-    fn check(&self) -> Result<(), MailboxError> {
+    /// Checks the shape, before anything is created.
+    pub fn check(&self) -> Result<(), MailboxError> {
         if !(2..=MAX_MEMBERS).contains(&self.max_members) {
             return Err(MailboxError::Invalid("member count out of range"));
         }
@@ -284,6 +305,7 @@ fn state_name(state: u32) -> Option<&'static str> {
         EMPTY => Some("empty"),
         INITIALIZING => Some("initializing"),
         READY => Some("ready"),
+        ABANDONED => Some("abandoned"),
         _ => None,
     }
 }
@@ -430,10 +452,12 @@ impl MailboxLayout {
         if offset % 64 != 0 {
             return Err(MailboxError::Invalid("section not 64-byte aligned"));
         }
+        SETUP.claim(region, offset)?;
         // The section is ours alone (the directory just handed it out), but its
-        // bytes may be left over from an earlier use of the region.
-        region.fill(offset, needed, 0)?;
-        store(region, offset + STATE_AT, INITIALIZING, Ordering::Release)?;
+        // bytes may be left over from an earlier use of the region. The setup word
+        // is ours to move by compare-and-exchange only.
+        region.fill(offset, STATE_AT, 0)?;
+        region.fill(offset + STATE_AT + 4, needed - STATE_AT - 4, 0)?;
         store(
             region,
             offset + MAX_MEMBERS_AT,
@@ -455,7 +479,7 @@ impl MailboxLayout {
         let vectors = u32::from(shape.vector) | (u32::from(shape.completion_vector) << 16);
         store(region, offset + VECTORS_AT, vectors, Ordering::Relaxed)?;
         store(region, offset, MAGIC, Ordering::Relaxed)?;
-        store(region, offset + STATE_AT, READY, Ordering::Release)?;
+        SETUP.publish(region, offset)?;
         Ok(MailboxLayout {
             base: offset,
             shape,
@@ -473,10 +497,12 @@ impl MailboxLayout {
         if offset % 64 != 0 {
             return Err(MailboxError::Invalid("section not 64-byte aligned"));
         }
-        match load(region, offset + STATE_AT, Ordering::Acquire)? {
-            READY => {}
-            EMPTY | INITIALIZING => return Err(MailboxError::Initializing),
-            _ => return Err(MailboxError::Invalid("unknown state")),
+        match SETUP.state(region, offset)? {
+            SetupState::Ready => {}
+            SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
+                return Err(MailboxError::Initializing);
+            }
+            SetupState::Pending(_) => return Err(MailboxError::Invalid("unknown state")),
         }
         if load(region, offset, Ordering::Relaxed)? != MAGIC {
             return Err(MailboxError::Invalid("bad magic"));

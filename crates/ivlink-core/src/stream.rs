@@ -8,7 +8,7 @@
 //! | offset | size | written by | field |
 //! |---|---|---|---|
 //! | 0 | 4 | creator | `magic` = `b"STM1"` |
-//! | 4 | 4 | creator | `state`: 0 empty, 1 initializing, 2 ready |
+//! | 4 | 4 | creator | `state`: 1 initializing, 2 ready, 3 abandoned, else not claimed ([`SETUP`], see [`crate::setup`]) |
 //! | 8 | 8 | creator | `capacity`: data bytes per direction (a power of two, >= [`MIN_CAPACITY`]) |
 //! | 16 | 4 | creator | peer ids: side A in the low 16 bits, side B in the high 16 bits |
 //! | 128 | 4 | side A (and B, see below) | side A's liveness ([`PeerState`]) |
@@ -38,6 +38,7 @@ use core::sync::atomic::Ordering;
 use crate::notify::PeerId;
 use crate::region::{Region, RegionError, check_bounds};
 use crate::ring::{self, Corruption, RingError, RingLayout};
+use crate::setup::{SetupError, SetupState, SetupWord};
 
 /// Smallest data area per direction (keeps both rings 128-byte aligned).
 pub const MIN_CAPACITY: usize = 128;
@@ -52,6 +53,15 @@ const RINGS_AT: usize = 384;
 const EMPTY: u32 = 0;
 const INITIALIZING: u32 = 1;
 const READY: u32 = 2;
+const ABANDONED: u32 = 3;
+
+/// A stream's setup word (see [`crate::setup`]).
+pub const SETUP: SetupWord = SetupWord {
+    at: STATE_AT,
+    initializing: INITIALIZING,
+    ready: READY,
+    abandoned: ABANDONED,
+};
 
 /// One of the stream's two ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -249,6 +259,16 @@ impl From<RegionError> for StreamError {
     }
 }
 
+impl From<SetupError> for StreamError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            // Given up on by another peer: its replacement is being set up.
+            SetupError::Abandoned => StreamError::Initializing,
+            SetupError::Region(e) => StreamError::Region(e),
+        }
+    }
+}
+
 impl From<RingError> for StreamError {
     fn from(e: RingError) -> Self {
         match e {
@@ -272,6 +292,17 @@ pub struct StreamLayout {
 }
 
 impl StreamLayout {
+    /// Checks a capacity (a power of two of at least [`MIN_CAPACITY`]), before
+    /// anything is created.
+    pub fn check_capacity(capacity: usize) -> Result<(), StreamError> {
+        if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
+            return Err(StreamError::Invalid(
+                "capacity must be a power of two of at least 128",
+            ));
+        }
+        Ok(())
+    }
+
     /// Bytes a section needs for `capacity` data bytes per direction (`None` on
     /// overflow).
     pub fn section_size(capacity: usize) -> Option<usize> {
@@ -290,18 +321,16 @@ impl StreamLayout {
         capacity: usize,
         peers: [PeerId; 2],
     ) -> Result<Self, StreamError> {
-        if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
-            return Err(StreamError::Invalid(
-                "capacity must be a power of two of at least 128",
-            ));
-        }
+        Self::check_capacity(capacity)?;
         if Self::section_size(capacity).is_none_or(|needed| needed > size) {
             return Err(StreamError::Invalid("section too small for the capacity"));
         }
         let layout = Self::locate(region, offset, size, capacity, peers)?;
-        // The bytes may be left over from an earlier use of the region.
-        region.fill(offset, RINGS_AT, 0)?;
-        region.store_u32(offset + STATE_AT, INITIALIZING, Ordering::Release)?;
+        SETUP.claim(region, offset)?;
+        // The bytes may be left over from an earlier use of the region; the setup
+        // word is ours to move by compare-and-exchange only.
+        region.fill(offset, STATE_AT, 0)?;
+        region.fill(offset + STATE_AT + 4, RINGS_AT - STATE_AT - 4, 0)?;
         region.store_u64(offset + CAPACITY_AT, capacity as u64, Ordering::Relaxed)?;
         let ids = u32::from(peers[0]) | (u32::from(peers[1]) << 16);
         region.store_u32(offset + IDS_AT, ids, Ordering::Relaxed)?;
@@ -309,7 +338,7 @@ impl StreamLayout {
             ring.init(region)?;
         }
         region.store_u32(offset, MAGIC, Ordering::Relaxed)?;
-        region.store_u32(offset + STATE_AT, READY, Ordering::Release)?;
+        SETUP.publish(region, offset)?;
         Ok(layout)
     }
 
@@ -324,10 +353,12 @@ impl StreamLayout {
         if size < RINGS_AT {
             return Err(StreamError::Invalid("section too small"));
         }
-        match region.load_u32(offset + STATE_AT, Ordering::Acquire)? {
-            READY => {}
-            EMPTY | INITIALIZING => return Err(StreamError::Initializing),
-            _ => return Err(StreamError::Invalid("unknown state")),
+        match SETUP.state(region, offset)? {
+            SetupState::Ready => {}
+            SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
+                return Err(StreamError::Initializing);
+            }
+            SetupState::Pending(_) => return Err(StreamError::Invalid("unknown state")),
         }
         if region.load_u32(offset, Ordering::Relaxed)? != MAGIC {
             return Err(StreamError::Invalid("bad magic"));

@@ -69,14 +69,14 @@ pub fn open_named(
     shape: ChannelShape,
     timeout: Duration,
 ) -> Result<ChannelLayout, EndpointError> {
-    let size = shape
-        .section_size()
-        .ok_or(ChannelError::Invalid("shape too large"))?;
+    // Checked before anything is created, so that a bad shape leaves nothing.
+    let size = shape.check()?;
     let wanted = Wanted {
         name,
         kind: SectionKind::Ring,
         size,
         vector: shape.vector,
+        setup: ivlink_core::channel::SETUP,
     };
     let region = device.region();
     crate::section::find_or_add(

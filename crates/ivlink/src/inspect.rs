@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use ivlink_core::channel::ChannelLayout;
-use ivlink_core::directory::{Directory, DirectoryError, SectionInfo, SectionKind};
+use ivlink_core::directory::{Directory, DirectoryError, EntryState, SectionInfo, SectionKind};
 use ivlink_core::mailbox::{MailboxHeader, MailboxLayout};
 use ivlink_core::members::SlotState;
 use ivlink_core::ring::{RingError, RingLayout, RingSnapshot};
@@ -171,7 +171,7 @@ pub struct SideReport {
 pub struct RegionReport {
     /// Region size.
     pub size: usize,
-    /// `ivlink` (a directory), `empty` (all zero at offset 0), a known foreign
+    /// `ivlink` (a directory), `empty` (no directory, no message), a known foreign
     /// layout: `raw` (Zephyr's doorbell sample: a text string at offset 0) or
     /// `openamp` (OpenAMP's resource table), else `unrecognised`.
     pub layout: String,
@@ -276,12 +276,16 @@ fn read_region(region: &RawRegion) -> RegionReport {
     };
     let directory = match Directory::open(region) {
         Ok(d) => d,
-        Err(DirectoryError::NotCreated) => {
-            report.layout = "empty".into();
-            return report;
-        }
-        Err(DirectoryError::Foreign { .. }) => {
-            foreign(region, &mut report);
+        Err(e @ (DirectoryError::NotCreated | DirectoryError::Foreign { .. })) => {
+            // No directory where it goes: the message area may still hold a raw
+            // message (`ivlink notify`, Zephyr's doorbell sample) or a foreign layout.
+            let mut first = [0u8; 1];
+            let unused = region.read(raw_message::OFFSET, &mut first).is_err() || first[0] == 0;
+            if unused && e == DirectoryError::NotCreated {
+                report.layout = "empty".into();
+            } else {
+                foreign(region, &mut report);
+            }
             return report;
         }
         Err(e) => {
@@ -296,6 +300,12 @@ fn read_region(region: &RawRegion) -> RegionReport {
     for entry in directory.sections() {
         match entry {
             Ok(info) => report.sections.push(section(region, &info)),
+            // A withdrawn entry is a leftover the protocols make on purpose (a lost
+            // race, a half-built section set up again), not damage.
+            Err(DirectoryError::NotReady {
+                state: EntryState::Withdrawn,
+                ..
+            }) => {}
             Err(e) => report.inconsistencies.push(e.to_string()),
         }
     }

@@ -78,6 +78,8 @@ pub fn open_named(
     shape: MailboxShape,
     timeout: Duration,
 ) -> Result<MailboxLayout, IpmError> {
+    // Checked before anything is created, so that a bad shape leaves nothing.
+    shape.check()?;
     let size = shape
         .section_size()
         .ok_or(MailboxError::Invalid("shape out of range"))?;
@@ -86,6 +88,7 @@ pub fn open_named(
         kind: SectionKind::Mailbox,
         size,
         vector: shape.vector,
+        setup: ivlink_core::mailbox::SETUP,
     };
     let region = device.region();
     crate::section::find_or_add(

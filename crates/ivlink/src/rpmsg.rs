@@ -302,6 +302,7 @@ fn open_native(device: &dyn Device, options: &RpmsgOptions) -> Result<LinkLayout
         kind: SectionKind::Rpmsg,
         size,
         vector: options.vector,
+        setup: ivlink_core::rpmsg::NATIVE_SETUP,
     };
     crate::section::find_or_add(
         device,

@@ -440,6 +440,8 @@ fn try_open(
 ) -> Result<(StreamLayout, Vector), OpenError> {
     let region = device.region();
     let own = device.id();
+    // Checked before anything is created, so that a bad capacity leaves nothing.
+    StreamLayout::check_capacity(capacity)?;
     let size =
         StreamLayout::section_size(capacity).ok_or(StreamError::Invalid("capacity too large"))?;
     let wanted = Wanted {
@@ -447,6 +449,7 @@ fn try_open(
         kind: SectionKind::Stream,
         size,
         vector,
+        setup: ivlink_core::stream::SETUP,
     };
     let pair = (own.min(peer), own.max(peer));
     crate::section::find_or_add(

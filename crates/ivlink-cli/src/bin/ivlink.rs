@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ivlink_cli::commands::{
-    bench, channel, dump::DumpArgs, inspect::InspectArgs, ipm, listen::ListenArgs,
-    notify::NotifyArgs, stress, testbed,
+    bench, channel, dump::DumpArgs, format::FormatArgs, inspect::InspectArgs, ipm,
+    listen::ListenArgs, notify::NotifyArgs, stress, testbed,
 };
 use ivlink_cli::logging::{self, LogFormat, LogTarget};
 use ivlink_cli::server_cmd::ServerArgs;
@@ -42,6 +42,8 @@ enum Command {
     /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, show limits
     #[command(subcommand)]
     Ipm(ipm::IpmCommand),
+    /// Give the region an empty ivlink directory (forgets every section; takes over foreign contents)
+    Format(FormatArgs),
     /// Decode a live region: directory, sections, channels, ring indices, mailboxes, streams, inconsistencies
     Inspect(InspectArgs),
     /// Peers flood each other through a channel; every message checked (lost, corrupted, reordered)
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Send(args) => args.run(),
         Command::Recv(args) => args.run(),
         Command::Ipm(command) => command.run(),
+        Command::Format(args) => args.run(),
         Command::Inspect(args) => args.run(),
         Command::Stress(args) => args.run(),
         Command::StressPeer(args) => args.run(),

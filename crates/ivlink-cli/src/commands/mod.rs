@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod channel;
 pub mod dump;
+pub mod format;
 pub mod inspect;
 pub mod ipm;
 pub mod listen;

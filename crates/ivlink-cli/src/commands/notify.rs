@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::{NotifyError, PeerId, Vector};
+use ivlink::{Device, NotifyError, PeerId, Transport, Vector};
 use ivlink_core::raw_message;
 
 use crate::transport_args::TransportArgs;
@@ -18,8 +18,17 @@ pub struct NotifyArgs {
     pub peer: PeerId,
     /// Vector to ring on the peer
     pub vector: Vector,
-    /// Message written at offset 0 of the region (Zephyr's doorbell sample layout)
+    /// Message written at offset 0 of the region, in the message area before the
+    /// ivlink directory (Zephyr's doorbell sample layout)
     pub message: Option<String>,
+
+    /// Write the message at this offset instead of 0
+    #[arg(long, value_name = "N", default_value_t = raw_message::OFFSET)]
+    pub offset: usize,
+
+    /// Write the message even over an ivlink directory or its sections
+    #[arg(long)]
+    pub force: bool,
 
     /// Keep sending until Ctrl-C (or --count / --duration)
     #[arg(long)]
@@ -55,13 +64,22 @@ impl NotifyArgs {
                 self.vector
             );
         }
-        let device = self.transport.transport().open()?;
+        let transport = self.transport.transport();
+        let device = transport.open()?;
+        // Where the transport knows the peers, a wrong peer or vector is an error
+        // before anything is written.
+        if matches!(transport, Transport::Host(_)) {
+            check_reachable(&*device, self.peer, self.vector).with_context(|| {
+                format!("cannot notify peer {} on vector {}", self.peer, self.vector)
+            })?;
+        }
         let stop = super::stop_flag()?;
         let started = Instant::now();
         let mut sent = 0u64;
         loop {
             if let Some(message) = &self.message {
-                raw_message::write(device.region(), raw_message::OFFSET, message.as_bytes())
+                self.check_placement(&*device, message)?;
+                raw_message::write(device.region(), self.offset, message.as_bytes())
                     .context("cannot write the message")?;
             }
             match device.notify(self.peer, self.vector) {
@@ -106,6 +124,45 @@ impl NotifyArgs {
         }
         Ok(())
     }
+}
+
+impl NotifyArgs {
+    /// Refuses (without `--force`) a message that would overwrite the region's
+    /// ivlink directory or its sections.
+    fn check_placement(&self, device: &dyn Device, message: &str) -> anyhow::Result<()> {
+        if self.force {
+            return Ok(());
+        }
+        match raw_message::clash(device.region(), self.offset, message.len()) {
+            None => Ok(()),
+            Some(clash) => anyhow::bail!(
+                "not writing the message at offset {}: {clash}; pass --offset N to write it elsewhere, or --force to overwrite",
+                self.offset
+            ),
+        }
+    }
+}
+
+/// Checks that `peer` is connected and has `vector` (our own id always is).
+fn check_reachable(device: &dyn Device, peer: PeerId, vector: Vector) -> Result<(), NotifyError> {
+    let available = if peer == device.id() {
+        device.vectors()
+    } else {
+        device
+            .peers()
+            .iter()
+            .find(|p| p.id == peer)
+            .ok_or(NotifyError::UnknownPeer(peer))?
+            .vectors
+    };
+    if usize::from(vector) >= available {
+        return Err(NotifyError::NoSuchVector {
+            peer,
+            vector,
+            available,
+        });
+    }
+    Ok(())
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &std::sync::atomic::AtomicBool) {

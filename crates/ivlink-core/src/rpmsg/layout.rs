@@ -11,6 +11,7 @@ use core::sync::atomic::Ordering;
 use super::RpmsgError;
 use crate::PeerId;
 use crate::region::{Region, check_bounds};
+use crate::setup::{SetupState, SetupWord};
 use crate::virtq::{Vring, VringLayout};
 
 /// Which side of the link this is.
@@ -91,7 +92,18 @@ pub enum Control {
 }
 
 const NATIVE_MAGIC: u32 = u32::from_le_bytes(*b"RPM1");
+/// The magic word of a native link whose setup another peer gave up on.
+const NATIVE_ABANDONED: u32 = u32::from_le_bytes(*b"RPMX");
 const N_MAGIC: usize = 0;
+
+/// A native link's setup word: its magic (0 while the creator writes the header,
+/// see [`crate::setup`]).
+pub const NATIVE_SETUP: SetupWord = SetupWord {
+    at: N_MAGIC,
+    initializing: 0,
+    ready: NATIVE_MAGIC,
+    abandoned: NATIVE_ABANDONED,
+};
 const N_CONTROL: usize = 8;
 const N_ATTACHED: usize = 12;
 const N_NUM: usize = 16;
@@ -343,14 +355,16 @@ impl LinkLayout {
             return Err(RpmsgError::Layout("section too small or misaligned"));
         }
         check_bounds(offset, needed, region.len())?;
-        region.fill(offset, needed, 0)?;
+        NATIVE_SETUP.claim(region, offset)?;
+        // The setup word (the magic) is ours to move by compare-and-exchange only.
+        region.fill(offset + N_MAGIC + 4, needed - N_MAGIC - 4, 0)?;
         let put =
             |field: usize, v: u32| region.store_u32(offset + field, v.to_le(), Ordering::Relaxed);
         put(N_NUM, u32::from(shape.num))?;
         put(N_BUF_SIZE, shape.buf_size)?;
         put(N_ATTACHED, NEVER_ATTACHED)?;
         // The magic last: a peer that sees it sees a complete header.
-        region.store_u32(offset + N_MAGIC, NATIVE_MAGIC.to_le(), Ordering::Release)?;
+        NATIVE_SETUP.publish(region, offset)?;
         Self::open_native(region, offset, size)
     }
 
@@ -368,10 +382,10 @@ impl LinkLayout {
         let get = |field: usize, order| -> Result<u32, RpmsgError> {
             Ok(u32::from_le(region.load_u32(offset + field, order)?))
         };
-        match get(N_MAGIC, Ordering::Acquire)? {
-            NATIVE_MAGIC => {}
-            0 => return Err(RpmsgError::Initializing),
-            _ => {
+        match NATIVE_SETUP.state(region, offset)? {
+            SetupState::Ready => {}
+            SetupState::Pending(0) | SetupState::Abandoned => return Err(RpmsgError::Initializing),
+            SetupState::Pending(_) => {
                 return Err(RpmsgError::Layout(
                     "the section does not hold an RPMsg link",
                 ));

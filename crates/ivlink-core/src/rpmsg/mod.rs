@@ -42,8 +42,8 @@ use core::fmt;
 
 pub use endpoints::{DYNAMIC_ADDRS, Endpoint, EndpointError, Endpoints, MAX_ENDPOINTS};
 pub use layout::{
-    Control, ControlWord, LinkLayout, NativeShape, Profile, Role, ZEPHYR_POOL, native_header_words,
-    resource_table, status,
+    Control, ControlWord, LinkLayout, NATIVE_SETUP, NativeShape, Profile, Role, ZEPHYR_POOL,
+    native_header_words, resource_table, status,
 };
 pub use link::{Link, LinkConfig, LinkStats};
 pub use wire::{ADDR_ANY, Name};
@@ -187,6 +187,16 @@ impl core::error::Error for RpmsgError {}
 impl From<RegionError> for RpmsgError {
     fn from(e: RegionError) -> Self {
         RpmsgError::Region(e)
+    }
+}
+
+impl From<crate::setup::SetupError> for RpmsgError {
+    fn from(e: crate::setup::SetupError) -> Self {
+        match e {
+            // Given up on by another peer: its replacement is being set up.
+            crate::setup::SetupError::Abandoned => RpmsgError::Initializing,
+            crate::setup::SetupError::Region(e) => RpmsgError::Region(e),
+        }
     }
 }
 

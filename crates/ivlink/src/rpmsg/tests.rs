@@ -68,3 +68,27 @@ fn a_section_of_another_kind_is_refused() {
         Err(RpmsgLinkError::Rpmsg(RpmsgError::Layout(_)))
     ));
 }
+
+#[test]
+fn a_native_section_whose_creator_died_mid_setup_is_set_up_again() {
+    use ivlink_core::directory::{Directory, SectionKind, SectionSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let mut options = RpmsgOptions::new(Profile::Native, Role::Host);
+    options.setup_timeout = Duration::from_secs(20);
+    let dead = FilePeer::create(&path, 1 << 20, 7).unwrap();
+    let size = options.shape.section_size().unwrap();
+    let stuck = Directory::open_or_create(dead.region(), 64)
+        .unwrap()
+        .add(&SectionSpec::new("rpmsg", SectionKind::Rpmsg, size).with_align(4096))
+        .unwrap();
+    drop(dead);
+    let dev = FilePeer::create(&path, 1 << 20, 1).unwrap();
+    RpmsgLink::open(&dev, &options).unwrap();
+    let now = Directory::open(dev.region())
+        .unwrap()
+        .find("rpmsg")
+        .unwrap()
+        .unwrap();
+    assert_ne!(now.offset, stuck.offset, "set up again in fresh bytes");
+}

@@ -1,0 +1,91 @@
+//! `ivlink format`: give a region an empty ivlink directory, forgetting every
+//! section (and taking over a region that holds something else).
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+use clap::Args;
+use ivlink::{Device, Region, Transport};
+use ivlink_core::directory;
+
+use crate::transport_args::TransportArgs;
+
+/// Options of `ivlink format`.
+#[derive(Debug, Clone, Args)]
+pub struct FormatArgs {
+    /// Do not ask: format right away
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Format even while other peers are connected (they lose their sections)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Entries of the new directory
+    #[arg(long, value_name = "N", default_value_t = ivlink::channel::DEFAULT_MAX_SECTIONS)]
+    pub max_sections: u32,
+
+    /// How to reach the region
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+impl FormatArgs {
+    /// Checks that nobody else uses the region (where the transport knows), asks
+    /// unless `--yes`, then writes the empty directory.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let transport = self.transport.transport();
+        let device = transport.open()?;
+        if matches!(transport, Transport::Host(_)) && !self.force {
+            refuse_if_peers(&*device)?;
+        }
+        if !self.yes {
+            confirm(&*device)?;
+        }
+        let dir = directory::format(device.region(), self.max_sections)
+            .context("cannot format the region")?;
+        println!(
+            "formatted the {}-byte region: an empty directory at offset {} ({} entries); the first {} bytes are the message area",
+            device.region().len(),
+            dir.offset(),
+            dir.max_sections(),
+            directory::MESSAGE_AREA_LEN
+        );
+        Ok(())
+    }
+}
+
+fn refuse_if_peers(device: &dyn Device) -> anyhow::Result<()> {
+    let peers = device.peers();
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
+    anyhow::bail!(
+        "not formatting: {} other peer(s) are connected (peer {}) and would lose their sections; stop them first, or pass --force",
+        peers.len(),
+        ids.join(", ")
+    );
+}
+
+fn confirm(device: &dyn Device) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!(
+            "not formatting without confirmation: pass --yes to format {} (every section in it is forgotten)",
+            device.describe()
+        );
+    }
+    print!(
+        "Format the {}-byte region of {}? Every section in it is forgotten. [y/N] ",
+        device.region().len(),
+        device.describe()
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not formatting: not confirmed");
+    }
+    Ok(())
+}
