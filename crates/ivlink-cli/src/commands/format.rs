@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::{Device, Region, Transport};
+use ivlink::{Device, Region};
 use ivlink_core::directory;
 
 use crate::transport_args::TransportArgs;
@@ -34,9 +34,8 @@ impl FormatArgs {
     /// Checks that nobody else uses the region (where the transport knows), asks
     /// unless `--yes`, then writes the empty directory.
     pub fn run(&self) -> anyhow::Result<()> {
-        let transport = self.transport.transport();
-        let device = transport.open()?;
-        if matches!(transport, Transport::Host(_)) && !self.force {
+        let device = self.transport.transport().open()?;
+        if device.knows_peers() && !self.force {
             refuse_if_peers(&*device)?;
         }
         if !self.yes {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::{Device, NotifyError, PeerId, Transport, Vector};
+use ivlink::{Device, NotifyError, PeerId, Vector};
 use ivlink_core::raw_message;
 
 use crate::transport_args::TransportArgs;
@@ -64,11 +64,10 @@ impl NotifyArgs {
                 self.vector
             );
         }
-        let transport = self.transport.transport();
-        let device = transport.open()?;
+        let device = self.transport.transport().open()?;
         // Where the transport knows the peers, a wrong peer or vector is an error
         // before anything is written.
-        if matches!(transport, Transport::Host(_)) {
+        if device.knows_peers() {
             check_reachable(&*device, self.peer, self.vector).with_context(|| {
                 format!("cannot notify peer {} on vector {}", self.peer, self.vector)
             })?;
