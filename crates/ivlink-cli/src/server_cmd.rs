@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
-use ivlink::server::IdPolicy;
-use ivlink::shm::ShmBacking;
+use ivlink::server::{IdPolicy, ServerError};
+use ivlink::shm::{ShmBacking, ShmError};
 use ivlink::{Server, ServerConfig};
 use tracing::info;
 
@@ -97,6 +97,11 @@ pub struct ServerArgs {
     #[arg(long)]
     pub unlink_shm: bool,
 
+    /// Resize existing shared memory of another size (refused by default, and
+    /// always while a server or its peers still map it)
+    #[arg(long)]
+    pub resize_shm: bool,
+
     /// Log format
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -134,6 +139,7 @@ impl ServerArgs {
             group,
             max_backlog: self.max_backlog,
             unlink_shm_on_exit: self.unlink_shm,
+            resize_existing_shm: self.resize_shm,
             ..ServerConfig::default()
         })
     }
@@ -155,7 +161,17 @@ impl ServerArgs {
             foreground: self.foreground,
             pidfile: self.pidfile.clone(),
         };
-        run(self.config()?, &options)
+        run(self.config()?, &options).map_err(|e| {
+            let size_differs = matches!(
+                e.downcast_ref::<ServerError>(),
+                Some(ServerError::Shm(ShmError::SizeDiffers { .. }))
+            );
+            if size_differs {
+                anyhow!("{e}, or pass --resize-shm if nothing maps it")
+            } else {
+                e
+            }
+        })
     }
 }
 
