@@ -466,15 +466,16 @@ mod tests {
 
     #[test]
     fn sizes_above_one_gibibyte_work() {
-        let shm = SharedMemory::create(ShmBacking::Memfd, (2 << 30) + 1, None, None, false).unwrap();
+        let shm =
+            SharedMemory::create(ShmBacking::Memfd, (2 << 30) + 1, None, None, false).unwrap();
         assert_eq!(shm.size(), 4 << 30);
     }
 
     #[test]
     fn directory_backing_leaves_no_name_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let shm =
-            SharedMemory::create(ShmBacking::Dir(dir.path().into()), 8192, None, None, false).unwrap();
+        let shm = SharedMemory::create(ShmBacking::Dir(dir.path().into()), 8192, None, None, false)
+            .unwrap();
         assert_eq!(shm.size(), 8192);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

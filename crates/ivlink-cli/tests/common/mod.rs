@@ -1,9 +1,10 @@
 //! Helpers the CLI integration tests share: the `ivlink` binary as a child process
-//! killed (by pid) when a test ends early, one-shot runs, and a private server.
+//! killed (by pid) when a test ends early, one-shot runs, a private server, and
+//! unique POSIX shared memory names.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -115,4 +116,26 @@ pub fn server(socket: &Path, extra: &[&str]) -> Running {
     let server = Running::start(&args);
     server.expect_line("listening on");
     server
+}
+
+/// A unique POSIX shared memory name, removed from /dev/shm when dropped.
+pub struct ShmName(pub String);
+
+impl ShmName {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        ShmName(format!("ivlink-test-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/dev/shm").join(&self.0)
+    }
+}
+
+impl Drop for ShmName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
 }

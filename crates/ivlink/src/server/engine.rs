@@ -102,12 +102,15 @@ impl Server {
             }
         };
         let setup = || -> Result<_, ServerError> {
-            let shm_fd = Arc::new(shm.fd().try_clone_to_owned().map_err(|error| {
-                ServerError::Io {
-                    context: "duplicating the shared memory fd",
-                    error,
-                }
-            })?);
+            let shm_fd =
+                Arc::new(
+                    shm.fd()
+                        .try_clone_to_owned()
+                        .map_err(|error| ServerError::Io {
+                            context: "duplicating the shared memory fd",
+                            error,
+                        })?,
+                );
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
                 .map_err(io_err("creating an epoll set"))?;
             let stop_err = |error| ServerError::Io {
