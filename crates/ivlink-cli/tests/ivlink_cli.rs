@@ -449,14 +449,18 @@ fn inspect_reports_a_raw_region_and_a_damaged_directory() {
 
 const DROPIN_SERVER: &str = env!("CARGO_BIN_EXE_ivshmem-server");
 
-/// Runs the drop-in server in the foreground with `args`; gives its output.
+/// Runs a server start that should fail (bounded, in case it does not).
+fn run_server(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["server", "-F"];
+    all.extend_from_slice(args);
+    common::run_bounded(IVLINK, &all)
+}
+
+/// Runs the drop-in server in the foreground with `args`, bounded likewise.
 fn run_dropin(args: &[&str]) -> std::process::Output {
-    Command::new(DROPIN_SERVER)
-        .arg("-F")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ivshmem-server")
+    let mut all = vec!["-F"];
+    all.extend_from_slice(args);
+    common::run_bounded(DROPIN_SERVER, &all)
 }
 
 /// Asserts a failed start: non-zero, one line on stderr holding `needle`.
@@ -480,17 +484,19 @@ fn a_second_server_leaves_the_live_region_and_its_peers_alone() {
     receiver.expect_line("peer 0 receiving on channel 'demo'");
 
     // Same socket: refused before the shared memory is opened.
-    let second = run(&["server", "-F", "-S", sock, "-M", &shm.0, "-l", "2M"]);
-    assert_refused(&second, "a server is already listening on");
+    assert_refused(
+        &run_server(&["-S", sock, "-M", &shm.0, "-l", "2M"]),
+        "a server is already listening on",
+    );
     assert_refused(
         &run_dropin(&["-S", sock, "-M", &shm.0, "-l", "2M"]),
         "a server is already listening on",
     );
     // Another socket, same shared memory: in use, so never resized.
     for args in [vec![], vec!["--resize-shm"]] {
-        let mut all = vec!["server", "-F", "-S", other, "-M", &shm.0, "-l", "2M"];
+        let mut all = vec!["-S", other, "-M", &shm.0, "-l", "2M"];
         all.extend(args);
-        assert_refused(&run(&all), "is in use");
+        assert_refused(&run_server(&all), "is in use");
     }
     assert_refused(
         &run_dropin(&["-S", other, "-M", &shm.0, "-l", "2M"]),
@@ -513,10 +519,7 @@ fn a_socket_in_a_missing_directory_fails_before_any_shared_memory_exists() {
     let socket = dir.path().join("missing").join("sock");
     let sock = socket.to_str().unwrap();
     let shm = common::ShmName::new("missing-dir");
-    assert_refused(
-        &run(&["server", "-F", "-S", sock, "-M", &shm.0]),
-        "cannot bind",
-    );
+    assert_refused(&run_server(&["-S", sock, "-M", &shm.0]), "cannot bind");
     assert!(!shm.path().exists(), "ivlink server created {}", shm.0);
     assert_refused(&run_dropin(&["-S", sock, "-M", &shm.0]), "cannot bind");
     assert!(!shm.path().exists(), "ivshmem-server created {}", shm.0);
@@ -530,16 +533,7 @@ fn existing_shared_memory_of_another_size_is_resized_only_when_asked() {
     let file = dir.path().join("shm");
     let shm_file = file.to_str().unwrap();
     std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
-    let refused = run(&[
-        "server",
-        "-F",
-        "-S",
-        sock,
-        "--shm-file",
-        shm_file,
-        "-l",
-        "2M",
-    ]);
+    let refused = run_server(&["-S", sock, "--shm-file", shm_file, "-l", "2M"]);
     assert_refused(&refused, "already has 4194304 bytes, not 2097152");
     assert!(
         text(&refused).contains("--resize-shm"),

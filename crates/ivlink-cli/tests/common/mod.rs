@@ -102,6 +102,27 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run ivlink")
 }
 
+/// Runs `program` to its end, killing it (by pid) after [`WAIT`]: for commands
+/// that should fail at once but would run on if they wrongly succeeded (a server).
+pub fn run_bounded(program: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
