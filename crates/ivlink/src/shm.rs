@@ -465,6 +465,62 @@ mod tests {
     }
 
     #[test]
+    fn an_object_in_use_is_never_resized_and_an_idle_one_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = ShmBacking::File(dir.path().join("region"));
+        let live = SharedMemory::create(backing.clone(), 8192, None, None, false).unwrap();
+        // Only a mapping keeps it in use, as for a peer that closed its fd.
+        let mapping =
+            crate::mapping::MappedRegion::map_fd(live.fd().try_clone_to_owned().unwrap()).unwrap();
+        drop(live);
+        let err = SharedMemory::create(backing.clone(), 4096, None, None, true).unwrap_err();
+        assert!(
+            matches!(err, ShmError::InUse { current: 8192, .. }),
+            "{err}"
+        );
+        let err =
+            SharedMemory::create(backing.clone(), 8192, Some(0o666), None, false).unwrap_err();
+        assert!(matches!(err, ShmError::PermissionsInUse { .. }), "{err}");
+        let shared = SharedMemory::create(backing.clone(), 8192, None, None, false).unwrap();
+        drop((shared, mapping));
+
+        let err = SharedMemory::create(backing.clone(), 4096, None, None, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ShmError::SizeDiffers {
+                    current: 8192,
+                    size: 4096,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let resized = SharedMemory::create(backing, 4096, None, None, true).unwrap();
+        assert_eq!(rustix::fs::fstat(resized.fd()).unwrap().st_size, 4096);
+    }
+
+    #[test]
+    fn a_failed_start_removes_only_the_name_it_created() {
+        let name = format!("ivlink-shm-unit-{}", std::process::id());
+        let backing = ShmBacking::Posix(name.clone());
+        let shm = SharedMemory::create(backing.clone(), 4096, None, None, false).unwrap();
+        assert!(shm.created);
+        shm.discard_if_created();
+        assert!(
+            rustix::shm::open(name.as_str(), rustix::shm::OFlags::RDONLY, Mode::empty()).is_err()
+        );
+        let shm = SharedMemory::create(backing.clone(), 4096, None, None, false).unwrap();
+        let again = SharedMemory::create(backing, 4096, None, None, false).unwrap();
+        assert!(!again.created);
+        again.discard_if_created();
+        assert!(
+            rustix::shm::open(name.as_str(), rustix::shm::OFlags::RDONLY, Mode::empty()).is_ok()
+        );
+        shm.unlink().unwrap();
+    }
+
+    #[test]
     fn sizes_above_one_gibibyte_work() {
         let shm =
             SharedMemory::create(ShmBacking::Memfd, (2 << 30) + 1, None, None, false).unwrap();
