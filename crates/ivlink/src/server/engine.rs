@@ -71,9 +71,38 @@ impl Server {
         }
         shm::round_size(config.size)?;
         raise_fd_limit();
-        // The socket first: binding it also claims the path against a second
-        // server started at the same time, and dropping it removes the file.
+        let io_err = |context| {
+            move |e: Errno| ServerError::Io {
+                context,
+                error: e.into(),
+            }
+        };
+        let epoll =
+            epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io_err("creating an epoll set"))?;
+        let stop_err = |error| ServerError::Io {
+            context: "creating the stop channel",
+            error,
+        };
+        let (stop_tx, stop_rx) = UnixStream::pair().map_err(stop_err)?;
+        stop_rx.set_nonblocking(true).map_err(stop_err)?;
+        epoll::add(
+            &epoll,
+            &stop_rx,
+            epoll::EventData::new_u64(STOP_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io_err("watching the stop channel"))?;
+        // The socket before the shared memory: binding it also claims the path
+        // against a second server started at the same time, and dropping it on a
+        // later error removes the file.
         let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
+        epoll::add(
+            &epoll,
+            listener.socket(),
+            epoll::EventData::new_u64(LISTENER_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io_err("watching the listening socket"))?;
         let shm = SharedMemory::create(
             config.shm.clone(),
             config.size,
@@ -81,64 +110,19 @@ impl Server {
             config.group,
             config.resize_existing_shm,
         )?;
-        // Logged once the start can no longer fail for the path or the memory.
-        info!("using {}, {} bytes", shm.backing(), shm.size());
-        info!("create & bind socket {}", config.socket_path.display());
-        Self::finish_bind(config, listener, shm).map_err(|(shm, error)| {
-            shm.discard_if_created();
-            error
-        })
-    }
-
-    fn finish_bind(
-        config: ServerConfig,
-        listener: Listener,
-        shm: SharedMemory,
-    ) -> Result<Self, (SharedMemory, ServerError)> {
-        let io_err = |context| {
-            move |e: Errno| ServerError::Io {
-                context,
-                error: e.into(),
+        let shm_fd = match shm.fd().try_clone_to_owned() {
+            Ok(fd) => Arc::new(fd),
+            Err(error) => {
+                shm.discard_if_created();
+                return Err(ServerError::Io {
+                    context: "duplicating the shared memory fd",
+                    error,
+                });
             }
         };
-        let setup = || -> Result<_, ServerError> {
-            let shm_fd =
-                Arc::new(
-                    shm.fd()
-                        .try_clone_to_owned()
-                        .map_err(|error| ServerError::Io {
-                            context: "duplicating the shared memory fd",
-                            error,
-                        })?,
-                );
-            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
-                .map_err(io_err("creating an epoll set"))?;
-            let stop_err = |error| ServerError::Io {
-                context: "creating the stop channel",
-                error,
-            };
-            let (stop_tx, stop_rx) = UnixStream::pair().map_err(stop_err)?;
-            stop_rx.set_nonblocking(true).map_err(stop_err)?;
-            epoll::add(
-                &epoll,
-                listener.socket(),
-                epoll::EventData::new_u64(LISTENER_TOKEN),
-                epoll::EventFlags::IN,
-            )
-            .map_err(io_err("watching the listening socket"))?;
-            epoll::add(
-                &epoll,
-                &stop_rx,
-                epoll::EventData::new_u64(STOP_TOKEN),
-                epoll::EventFlags::IN,
-            )
-            .map_err(io_err("watching the stop channel"))?;
-            Ok((shm_fd, epoll, stop_tx, stop_rx))
-        };
-        let (shm_fd, epoll, stop_tx, stop_rx) = match setup() {
-            Ok(parts) => parts,
-            Err(error) => return Err((shm, error)),
-        };
+        // Logged once the start can no longer fail.
+        info!("using {}, {} bytes", shm.backing(), shm.size());
+        info!("create & bind socket {}", config.socket_path.display());
         let ids = IdAllocator::new(config.id_policy, config.first_id);
         Ok(Server {
             handle: ServerHandle {
