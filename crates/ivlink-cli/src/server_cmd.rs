@@ -188,16 +188,37 @@ pub struct RunOptions {
 /// On a signal every peer is disconnected (the others are told) and the socket
 /// file is removed.
 pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
-    let server = Server::bind(config)?;
-    if !options.foreground {
-        // Open the pid file first: a failure is then reported by the process the
-        // user started, before it detaches.
-        let mut pidfile = std::fs::File::create(&options.pidfile)
-            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
+    let pid_err = || format!("cannot write pid file {}", options.pidfile.display());
+    // The pid file is opened before the server binds: a failure is then found
+    // before the socket and the shared memory are touched, and reported by the
+    // process the user started. It is emptied only once the server is bound, so
+    // a refused start leaves a running daemon's pid file as it was.
+    let pidfile = if options.foreground {
+        None
+    } else {
+        let existed = options.pidfile.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&options.pidfile)
+            .with_context(pid_err)?;
+        Some((file, existed))
+    };
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            if let Some((_, false)) = pidfile {
+                let _ = std::fs::remove_file(&options.pidfile);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some((mut pidfile, _)) = pidfile {
         daemonize().context("cannot daemonize")?;
         use std::io::Write;
-        writeln!(pidfile, "{}", std::process::id())
-            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
+        pidfile.set_len(0).with_context(pid_err)?;
+        writeln!(pidfile, "{}", std::process::id()).with_context(pid_err)?;
     }
     let handle = server.handle();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

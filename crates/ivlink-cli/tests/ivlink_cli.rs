@@ -523,6 +523,24 @@ fn a_socket_in_a_missing_directory_fails_before_any_shared_memory_exists() {
     assert!(!shm.path().exists(), "ivlink server created {}", shm.0);
     assert_refused(&run_dropin(&["-S", sock, "-M", &shm.0]), "cannot bind");
     assert!(!shm.path().exists(), "ivshmem-server created {}", shm.0);
+
+    // A daemon's pid file in a missing directory: refused just as early.
+    let good_socket = dir.path().join("sock");
+    let pidfile = dir.path().join("missing").join("pid");
+    let daemon = common::run_bounded(
+        DROPIN_SERVER,
+        &[
+            "-S",
+            good_socket.to_str().unwrap(),
+            "-p",
+            pidfile.to_str().unwrap(),
+            "-M",
+            &shm.0,
+        ],
+    );
+    assert_refused(&daemon, "cannot write pid file");
+    assert!(!shm.path().exists(), "the daemon created {}", shm.0);
+    assert!(!good_socket.exists(), "the daemon left its socket");
 }
 
 #[test]

@@ -262,7 +262,8 @@ impl Server {
         };
         if self.peers.len() >= self.config.max_peers {
             warn!(
-                "refusing a connection ({credentials}): {} peers connected, the maximum",
+                "refusing a connection ({credentials}): the server is full, with {} peer(s) \
+                 connected, its maximum",
                 self.peers.len()
             );
             return;
