@@ -244,6 +244,7 @@ impl SharedMemory {
             warn!("cannot remove {}: {e}", self.backing);
         }
     }
+
     /// The memory's fd, sent to every peer.
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
