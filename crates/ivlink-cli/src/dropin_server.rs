@@ -8,7 +8,10 @@
 //! - arguments after the options are refused (QEMU silently ignores them);
 //! - `-n` values beyond 32 bits are refused as too many (QEMU truncates them);
 //! - `-l` takes ivlink's sizes (K/M/G/T, 1K = 1024; fractions are not accepted);
-//! - startup failures print one line saying what failed and why.
+//! - startup failures print one line saying what failed and why, and happen
+//!   before the shared memory is touched (QEMU's server resizes it first);
+//! - an existing shared memory object of another size is refused, not resized:
+//!   peers mapping it would crash (remove it, or give its size).
 
 use std::ffi::OsString;
 use std::io::Write;

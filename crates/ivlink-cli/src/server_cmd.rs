@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
-use ivlink::server::IdPolicy;
-use ivlink::shm::ShmBacking;
+use ivlink::server::{IdPolicy, ServerError};
+use ivlink::shm::{ShmBacking, ShmError};
 use ivlink::{Server, ServerConfig};
 use tracing::info;
 
@@ -97,6 +97,11 @@ pub struct ServerArgs {
     #[arg(long)]
     pub unlink_shm: bool,
 
+    /// Resize existing shared memory of another size (refused by default, and
+    /// always while a server or its peers still map it)
+    #[arg(long)]
+    pub resize_shm: bool,
+
     /// Log format
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -134,6 +139,7 @@ impl ServerArgs {
             group,
             max_backlog: self.max_backlog,
             unlink_shm_on_exit: self.unlink_shm,
+            resize_existing_shm: self.resize_shm,
             ..ServerConfig::default()
         })
     }
@@ -155,7 +161,17 @@ impl ServerArgs {
             foreground: self.foreground,
             pidfile: self.pidfile.clone(),
         };
-        run(self.config()?, &options)
+        run(self.config()?, &options).map_err(|e| {
+            let size_differs = matches!(
+                e.downcast_ref::<ServerError>(),
+                Some(ServerError::Shm(ShmError::SizeDiffers { .. }))
+            );
+            if size_differs {
+                anyhow!("{e}, or pass --resize-shm if nothing maps it")
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -172,16 +188,37 @@ pub struct RunOptions {
 /// On a signal every peer is disconnected (the others are told) and the socket
 /// file is removed.
 pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
-    let server = Server::bind(config)?;
-    if !options.foreground {
-        // Open the pid file first: a failure is then reported by the process the
-        // user started, before it detaches.
-        let mut pidfile = std::fs::File::create(&options.pidfile)
-            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
+    let pid_err = || format!("cannot write pid file {}", options.pidfile.display());
+    // The pid file is opened before the server binds: a failure is then found
+    // before the socket and the shared memory are touched, and reported by the
+    // process the user started. It is emptied only once the server is bound, so
+    // a refused start leaves a running daemon's pid file as it was.
+    let pidfile = if options.foreground {
+        None
+    } else {
+        let existed = options.pidfile.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&options.pidfile)
+            .with_context(pid_err)?;
+        Some((file, existed))
+    };
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            if let Some((_, false)) = pidfile {
+                let _ = std::fs::remove_file(&options.pidfile);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some((mut pidfile, _)) = pidfile {
         daemonize().context("cannot daemonize")?;
         use std::io::Write;
-        writeln!(pidfile, "{}", std::process::id())
-            .with_context(|| format!("cannot write pid file {}", options.pidfile.display()))?;
+        pidfile.set_len(0).with_context(pid_err)?;
+        writeln!(pidfile, "{}", std::process::id()).with_context(pid_err)?;
     }
     let handle = server.handle();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

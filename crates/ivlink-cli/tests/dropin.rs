@@ -5,13 +5,17 @@
 //! Every process started is killed by its pid if a test fails, and every wait
 //! is bounded.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
+
+use common::ShmName;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_ivshmem-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_ivshmem-client");
@@ -238,31 +242,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A unique POSIX shared memory name, removed from /dev/shm when dropped.
-struct ShmName(String);
-
-impl ShmName {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        ShmName(format!(
-            "ivlink-dropin-{tag}-{}-{nanos}",
-            std::process::id()
-        ))
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/dev/shm").join(&self.0)
-    }
-}
-
-impl Drop for ShmName {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
     }
 }
 

@@ -443,3 +443,170 @@ fn inspect_reports_a_raw_region_and_a_damaged_directory() {
         text(&damaged)
     );
 }
+
+// A start that fails must change nothing: the live server's region, its peers, its
+// log, and no shared memory left behind.
+
+const DROPIN_SERVER: &str = env!("CARGO_BIN_EXE_ivshmem-server");
+
+/// Runs a server start that should fail (bounded, in case it does not).
+fn run_server(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["server", "-F"];
+    all.extend_from_slice(args);
+    common::run_bounded(IVLINK, &all)
+}
+
+/// Runs the drop-in server in the foreground with `args`, bounded likewise.
+fn run_dropin(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["-F"];
+    all.extend_from_slice(args);
+    common::run_bounded(DROPIN_SERVER, &all)
+}
+
+/// Asserts a failed start: non-zero, one line on stderr holding `needle`.
+fn assert_refused(output: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", text(output));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
+#[test]
+fn a_second_server_leaves_the_live_region_and_its_peers_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let other_socket = dir.path().join("other-sock");
+    let other = other_socket.to_str().unwrap();
+    let shm = common::ShmName::new("second-server");
+    let _server = server(&socket, &["-M", &shm.0, "-l", "4M"]);
+    let receiver = Running::start(&["recv", "-S", sock, "demo"]);
+    receiver.expect_line("peer 0 receiving on channel 'demo'");
+
+    // Same socket: refused before the shared memory is opened.
+    assert_refused(
+        &run_server(&["-S", sock, "-M", &shm.0, "-l", "2M"]),
+        "a server is already listening on",
+    );
+    assert_refused(
+        &run_dropin(&["-S", sock, "-M", &shm.0, "-l", "2M"]),
+        "a server is already listening on",
+    );
+    // Another socket, same shared memory: in use, so never resized.
+    for args in [vec![], vec!["--resize-shm"]] {
+        let mut all = vec!["-S", other, "-M", &shm.0, "-l", "2M"];
+        all.extend(args);
+        assert_refused(&run_server(&all), "is in use");
+    }
+    assert_refused(
+        &run_dropin(&["-S", other, "-M", &shm.0, "-l", "2M"]),
+        "is in use",
+    );
+    assert!(!other_socket.exists(), "a failed start leaves no socket");
+    assert_eq!(std::fs::metadata(shm.path()).unwrap().len(), 4 << 20);
+
+    // No phantom peer: the next one gets id 1, and the live peer still receives.
+    let dump = run(&["dump", "-S", sock]);
+    assert!(text(&dump).contains("\tPeer id: 1\n"), "{}", text(&dump));
+    let sent = run(&["send", "-S", sock, "--to", "0", "demo", "still here"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+    receiver.expect_line("still here");
+}
+
+#[test]
+fn a_socket_in_a_missing_directory_fails_before_any_shared_memory_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("missing").join("sock");
+    let sock = socket.to_str().unwrap();
+    let shm = common::ShmName::new("missing-dir");
+    assert_refused(&run_server(&["-S", sock, "-M", &shm.0]), "cannot bind");
+    assert!(!shm.path().exists(), "ivlink server created {}", shm.0);
+    assert_refused(&run_dropin(&["-S", sock, "-M", &shm.0]), "cannot bind");
+    assert!(!shm.path().exists(), "ivshmem-server created {}", shm.0);
+
+    // A daemon's pid file in a missing directory: refused just as early.
+    let good_socket = dir.path().join("sock");
+    let pidfile = dir.path().join("missing").join("pid");
+    let daemon = common::run_bounded(
+        DROPIN_SERVER,
+        &[
+            "-S",
+            good_socket.to_str().unwrap(),
+            "-p",
+            pidfile.to_str().unwrap(),
+            "-M",
+            &shm.0,
+        ],
+    );
+    assert_refused(&daemon, "cannot write pid file");
+    assert!(!shm.path().exists(), "the daemon created {}", shm.0);
+    assert!(!good_socket.exists(), "the daemon left its socket");
+}
+
+#[test]
+fn existing_shared_memory_of_another_size_is_resized_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let file = dir.path().join("shm");
+    let shm_file = file.to_str().unwrap();
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    let refused = run_server(&["-S", sock, "--shm-file", shm_file, "-l", "2M"]);
+    assert_refused(&refused, "already has 4194304 bytes, not 2097152");
+    assert!(
+        text(&refused).contains("--resize-shm"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 4 << 20);
+    assert!(!socket.exists());
+    let _resized = server(
+        &socket,
+        &["--shm-file", shm_file, "-l", "2M", "--resize-shm"],
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 2 << 20);
+}
+
+#[test]
+fn a_full_server_refuses_with_a_clear_line_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let server = server(&socket, &["--memfd", "--max-peers", "1"]);
+    let listener = Running::start(&["listen", "-S", sock]);
+    listener.expect_line("Listening as peer 0");
+    let refused = run(&["dump", "-S", sock]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("the server refused the connection (it may be full: see its log)"),
+        "{}",
+        text(&refused)
+    );
+    let line = server.expect_line("refusing a connection");
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[test]
+fn testbed_refuses_a_region_too_small_up_front() {
+    let output = run(&["testbed", "-l", "16"]);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert_eq!(all.lines().count(), 1, "{all}");
+    let needed = ivlink::testbed::min_region_size(2);
+    assert!(
+        all.contains(&format!("16-byte region is too small for the test bed with 2 peers: it needs at least {needed} bytes")),
+        "{all}"
+    );
+}
+
+#[test]
+fn testbed_says_a_bad_vector_count_once() {
+    let output = run(&["testbed", "-n", "65"]);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert_eq!(
+        all.matches("too many requested vectors").count(),
+        1,
+        "{all}"
+    );
+}

@@ -146,6 +146,10 @@ pub enum DeviceError {
         /// The system's reason.
         error: io::Error,
     },
+    /// The server closed the connection before sending anything, as a server
+    /// does when it refuses a peer (e.g. it has `--max-peers` peers already).
+    #[error("the server refused the connection (it may be full: see its log)")]
+    RefusedByServer,
     /// The server closed the connection during setup.
     #[error("the server closed the connection during setup")]
     ClosedDuringSetup,

@@ -1,9 +1,10 @@
 //! Helpers the CLI integration tests share: the `ivlink` binary as a child process
-//! killed (by pid) when a test ends early, one-shot runs, and a private server.
+//! killed (by pid) when a test ends early, one-shot runs, a private server, and
+//! unique POSIX shared memory names.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,27 @@ pub fn run(args: &[&str]) -> Output {
         .expect("run ivlink")
 }
 
+/// Runs `program` to its end, killing it (by pid) after [`WAIT`]: for commands
+/// that should fail at once but would run on if they wrongly succeeded (a server).
+pub fn run_bounded(program: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -129,4 +151,26 @@ pub fn server(socket: &Path, extra: &[&str]) -> Running {
     let server = Running::start(&args);
     server.expect_line("listening on");
     server
+}
+
+/// A unique POSIX shared memory name, removed from /dev/shm when dropped.
+pub struct ShmName(pub String);
+
+impl ShmName {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        ShmName(format!("ivlink-test-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/dev/shm").join(&self.0)
+    }
+}
+
+impl Drop for ShmName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
 }

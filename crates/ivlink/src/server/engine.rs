@@ -15,11 +15,11 @@ use rustix::net::{RecvFlags, SocketFlags};
 use tracing::{debug, info, warn};
 
 use super::ids::IdAllocator;
-use super::listener::Listener;
+use super::listener::{self, Listener};
 use super::peer::{Flush, Peer};
 use super::{MAX_PEERS, MAX_VECTORS, ServerConfig, ServerError, ServerHandle};
 use crate::doorbell;
-use crate::shm::SharedMemory;
+use crate::shm::{self, SharedMemory};
 use crate::wire;
 
 const LISTENER_TOKEN: u64 = 0;
@@ -50,8 +50,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Sets up the shared memory and binds the socket (nothing is accepted until
+    /// Binds the socket and sets up the shared memory (nothing is accepted until
     /// [`run`](Server::run)). Also raises the open-file limit to its maximum.
+    ///
+    /// Everything that can refuse the start (the configuration, the socket path:
+    /// a live server there, a missing directory, permissions) is checked before
+    /// the shared memory is touched, and the shared memory's own checks (see
+    /// [`SharedMemory::create`]) before it is changed; a failed start removes what
+    /// it created and changes nothing else.
     pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         if config.vectors > MAX_VECTORS {
             return Err(ServerError::Config(format!(
@@ -63,49 +69,22 @@ impl Server {
                 "max peers must be between 1 and {MAX_PEERS}"
             )));
         }
+        shm::round_size(config.size)?;
         raise_fd_limit();
-        let shm = SharedMemory::create(
-            config.shm.clone(),
-            config.size,
-            config.shm_mode,
-            config.group,
-        )?;
-        info!("using {}, {} bytes", shm.backing(), shm.size());
         let io_err = |context| {
             move |e: Errno| ServerError::Io {
                 context,
                 error: e.into(),
             }
         };
-        let shm_fd = Arc::new(
-            shm.fd()
-                .try_clone_to_owned()
-                .map_err(|error| ServerError::Io {
-                    context: "duplicating the shared memory fd",
-                    error,
-                })?,
-        );
-        let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
-        info!("create & bind socket {}", config.socket_path.display());
         let epoll =
             epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io_err("creating an epoll set"))?;
-        let (stop_tx, stop_rx) = UnixStream::pair().map_err(|error| ServerError::Io {
+        let stop_err = |error| ServerError::Io {
             context: "creating the stop channel",
             error,
-        })?;
-        stop_rx
-            .set_nonblocking(true)
-            .map_err(|error| ServerError::Io {
-                context: "creating the stop channel",
-                error,
-            })?;
-        epoll::add(
-            &epoll,
-            listener.socket(),
-            epoll::EventData::new_u64(LISTENER_TOKEN),
-            epoll::EventFlags::IN,
-        )
-        .map_err(io_err("watching the listening socket"))?;
+        };
+        let (stop_tx, stop_rx) = UnixStream::pair().map_err(stop_err)?;
+        stop_rx.set_nonblocking(true).map_err(stop_err)?;
         epoll::add(
             &epoll,
             &stop_rx,
@@ -113,6 +92,37 @@ impl Server {
             epoll::EventFlags::IN,
         )
         .map_err(io_err("watching the stop channel"))?;
+        // The socket before the shared memory: binding it also claims the path
+        // against a second server started at the same time, and dropping it on a
+        // later error removes the file.
+        let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
+        epoll::add(
+            &epoll,
+            listener.socket(),
+            epoll::EventData::new_u64(LISTENER_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(io_err("watching the listening socket"))?;
+        let shm = SharedMemory::create(
+            config.shm.clone(),
+            config.size,
+            config.shm_mode,
+            config.group,
+            config.resize_existing_shm,
+        )?;
+        let shm_fd = match shm.fd().try_clone_to_owned() {
+            Ok(fd) => Arc::new(fd),
+            Err(error) => {
+                shm.discard_if_created();
+                return Err(ServerError::Io {
+                    context: "duplicating the shared memory fd",
+                    error,
+                });
+            }
+        };
+        // Logged once the start can no longer fail.
+        info!("using {}, {} bytes", shm.backing(), shm.size());
+        info!("create & bind socket {}", config.socket_path.display());
         let ids = IdAllocator::new(config.id_policy, config.first_id);
         Ok(Server {
             handle: ServerHandle {
@@ -204,11 +214,16 @@ impl Server {
 
     fn accept_all(&mut self) -> Result<(), ServerError> {
         loop {
-            match rustix::net::accept_with(
+            match rustix::net::acceptfrom_with(
                 self.listener.socket(),
                 SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             ) {
-                Ok(socket) => {
+                Ok((socket, address)) if listener::is_probe(address.as_ref()) => {
+                    // Another server checking whether this one is alive: not a peer.
+                    debug!("answered a liveness probe");
+                    drop(socket);
+                }
+                Ok((socket, _)) => {
                     self.add_peer(socket);
                     self.remove_doomed();
                 }
@@ -247,7 +262,8 @@ impl Server {
         };
         if self.peers.len() >= self.config.max_peers {
             warn!(
-                "refusing a connection ({credentials}): {} peers connected, the maximum",
+                "refusing a connection ({credentials}): the server is full, with {} peer(s) \
+                 connected, its maximum",
                 self.peers.len()
             );
             return;

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Gid, Mode};
-use tracing::info;
+use rustix::net::sockopt::Timeout;
+use rustix::net::{AddressFamily, SocketAddrAny, SocketAddrUnix, SocketFlags, SocketType};
+use tracing::{debug, info};
 
 use super::ServerError;
 
@@ -28,7 +30,20 @@ impl Listener {
             error,
         };
         let socket = UnixListener::bind(path).map_err(bind_err)?;
-        socket.set_nonblocking(true).map_err(bind_err)?;
+        let identity = match std::fs::symlink_metadata(path) {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            Err(error) => {
+                let _ = std::fs::remove_file(path);
+                return Err(bind_err(error));
+            }
+        };
+        // From here on, dropping the listener on an error removes the file.
+        let listener = Listener {
+            socket,
+            path: path.to_owned(),
+            identity,
+        };
+        listener.socket.set_nonblocking(true).map_err(bind_err)?;
         if let Some(group) = group {
             rustix::fs::chown(path, None, Some(group)).map_err(|e| bind_err(e.into()))?;
         }
@@ -36,12 +51,7 @@ impl Listener {
             rustix::fs::chmod(path, Mode::from_bits_truncate(mode))
                 .map_err(|e| bind_err(e.into()))?;
         }
-        let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
-        Ok(Listener {
-            socket,
-            path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
-        })
+        Ok(listener)
     }
 
     /// The listening socket.
@@ -88,8 +98,8 @@ fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
     if !meta.file_type().is_socket() {
         return Err(ServerError::NotASocket(path.to_owned()));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(ServerError::AlreadyRunning(path.to_owned())),
+    match probe(path) {
+        Ok(()) => Err(ServerError::AlreadyRunning(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             info!("replacing stale socket {}", path.display());
             std::fs::remove_file(path).map_err(|error| ServerError::Bind {
@@ -98,11 +108,64 @@ fn remove_if_stale(path: &Path) -> Result<(), ServerError> {
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Timed out in a full backlog: a server is there, just busy.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(ServerError::AlreadyRunning(path.to_owned()))
+        }
         Err(error) => Err(ServerError::Bind {
             path: path.to_owned(),
             error,
         }),
     }
+}
+
+/// Start of the abstract address a liveness probe connects from, so that an
+/// ivlink server recognises the probe and does not take it for a peer.
+pub(super) const PROBE_ADDRESS_PREFIX: &[u8] = b"ivlink-liveness-probe/";
+
+/// How long a liveness probe may wait for a connection.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a connection came from another server's liveness probe.
+pub(super) fn is_probe(peer_address: Option<&SocketAddrAny>) -> bool {
+    peer_address
+        .cloned()
+        .and_then(|address| SocketAddrUnix::try_from(address).ok())
+        .is_some_and(|address| {
+            address
+                .abstract_name()
+                .is_some_and(|name| name.starts_with(PROBE_ADDRESS_PREFIX))
+        })
+}
+
+/// Connects to `path` to see whether a server listens there, from an abstract
+/// address that marks the connection as a probe (a plain connection when that
+/// address cannot be bound).
+fn probe(path: &Path) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let target = SocketAddrUnix::new(path)?;
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let name = format!(
+        "{}{}/{}",
+        String::from_utf8_lossy(PROBE_ADDRESS_PREFIX),
+        std::process::id(),
+        PROBES.fetch_add(1, Ordering::Relaxed)
+    );
+    // A live server whose backlog is full would block the connect forever.
+    rustix::net::sockopt::set_socket_timeout(&socket, Timeout::Send, Some(PROBE_TIMEOUT))?;
+    if let Err(e) = SocketAddrUnix::new_abstract_name(name.as_bytes())
+        .and_then(|address| rustix::net::bind(&socket, &address))
+    {
+        debug!("liveness probe unmarked: cannot bind {name:?}: {e}");
+    }
+    rustix::net::connect(&socket, &target)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub max_backlog: usize,
     /// Remove the shared memory's name when the server stops (QEMU keeps it).
     pub unlink_shm_on_exit: bool,
+    /// Resize an existing shared memory object of another size (QEMU's server
+    /// always does). Off, such a start is refused: peers still mapping the object
+    /// would crash. An object in use is never resized either way.
+    pub resize_existing_shm: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             group: None,
             max_backlog: 1 << 16,
             unlink_shm_on_exit: false,
+            resize_existing_shm: false,
         }
     }
 }

@@ -58,6 +58,7 @@ pub fn run_guests(
             "the guest test bed needs at least 2 guests".into(),
         ));
     }
+    super::check_region_size(super::server_size(config.size)?, config.guests)?;
     std::fs::create_dir_all(&config.work_dir)?;
     let socket = config.work_dir.join("ivshmem.sock");
     let server = super::start_server(&socket, config.size, config.vectors)?;

@@ -26,13 +26,13 @@ use crate::shm::ShmBacking;
 #[derive(Debug, Error)]
 pub enum TestbedError {
     /// The server could not start.
-    #[error("server: {0}")]
+    #[error("cannot start the test bed's server")]
     Server(#[from] ServerError),
     /// A peer's device failed.
     #[error(transparent)]
     Device(#[from] DeviceError),
     /// Ringing failed.
-    #[error("notify: {0}")]
+    #[error("notify failed")]
     Notify(#[from] ivlink_core::NotifyError),
     /// A peer did not hear from its predecessor in time.
     #[error("timed out after {0:?} waiting for {1}")]
@@ -54,7 +54,7 @@ pub enum TestbedError {
     #[error("{0}")]
     Setup(String),
     /// Starting or watching a peer process failed.
-    #[error("peer process: {0}")]
+    #[error("peer process")]
     Process(#[from] std::io::Error),
     /// Some peer processes failed.
     #[error("{failed} of {total} peer process(es) failed")]
@@ -86,6 +86,30 @@ pub struct PeerPlan {
 
 /// Where each peer publishes its "listening" word (after the raw message area).
 const READY_BASE: usize = 0x1_0000;
+/// Room for the message a peer leaves in the region, NUL included (ids, vectors
+/// and rounds as large as they come still fit).
+const MESSAGE_ROOM: usize = 256;
+
+/// The smallest region the test bed works in with `peers` peers: the message
+/// area and every peer's "listening" word.
+pub fn min_region_size(peers: usize) -> u64 {
+    let message_end = raw_message::OFFSET + MESSAGE_ROOM;
+    let ready_end = READY_BASE + 8 * peers;
+    message_end.max(ready_end) as u64
+}
+
+/// Refuses, up front, a region too small for `peers` peers.
+fn check_region_size(size: u64, peers: usize) -> Result<(), TestbedError> {
+    let needed = min_region_size(peers);
+    if size < needed {
+        return Err(TestbedError::Setup(format!(
+            "a {size}-byte region is too small for the test bed with {peers} peers: it needs \
+             at least {needed} bytes (-l {})",
+            crate::size::format_size(needed.next_power_of_two())
+        )));
+    }
+    Ok(())
+}
 
 /// What one peer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,6 +142,10 @@ pub fn run_peer(
         "connected: peer id {me}, {vectors} vector(s), {} bytes of shared memory",
         device.region().len()
     );
+    check_region_size(
+        device.region().len() as u64,
+        plan.ring.as_ref().map_or(plan.peers, Vec::len),
+    )?;
     let ids = match &plan.ring {
         Some(ring) => ring_with(ring, me)?,
         None => discover(device, plan, out)?,
@@ -260,7 +288,7 @@ fn receive(
             ));
         }
     }
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; MESSAGE_ROOM];
     let len = raw_message::read(device.region(), raw_message::OFFSET, &mut buf)
         .map_err(|e| TestbedError::Region(e.to_string()))?;
     let found = String::from_utf8_lossy(&buf[..len]).into_owned();
@@ -330,6 +358,7 @@ pub fn run(
             "the test bed needs at least 1 vector".into(),
         ));
     }
+    check_region_size(server_size(config.size)?, config.peers)?;
     let dir = tempfile::Builder::new()
         .prefix("ivlink-testbed.")
         .tempdir()?;
@@ -391,6 +420,11 @@ pub fn run(
         peers: config.peers,
         messages,
     })
+}
+
+/// The size the server makes of `size` (it rounds up to a power of two).
+pub(crate) fn server_size(size: u64) -> Result<u64, ServerError> {
+    Ok(crate::shm::round_size(size)?)
 }
 
 /// The test bed's server: a sealed memfd, private socket.

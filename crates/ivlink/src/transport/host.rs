@@ -91,7 +91,12 @@ impl HostPeer {
             &socket,
             deadline,
             "its protocol version",
-        )?;
+        )
+        .map_err(|e| match e {
+            // Closed before its first message: the server turned us away.
+            DeviceError::ClosedDuringSetup => DeviceError::RefusedByServer,
+            e => e,
+        })?;
         if fd.is_some() {
             return Err(ProtocolError::VersionWithFd.into());
         }
