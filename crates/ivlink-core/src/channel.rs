@@ -35,17 +35,10 @@ const VECTOR_AT: usize = 16;
 const STATE_AT: usize = 20;
 const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
-const INITIALIZING: u32 = 1;
-const READY: u32 = 2;
-const ABANDONED: u32 = 3;
+const INITIALIZING: u32 = SETUP.initializing;
 
 /// A channel's setup word (see [`crate::setup`]).
-pub const SETUP: SetupWord = SetupWord {
-    at: STATE_AT,
-    initializing: INITIALIZING,
-    ready: READY,
-    abandoned: ABANDONED,
-};
+pub const SETUP: SetupWord = SetupWord::numbered(STATE_AT);
 
 /// Why a channel operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -84,17 +84,12 @@ const VECTORS_AT: usize = 16;
 const STATE_AT: usize = 20;
 const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
-const INITIALIZING: u32 = 1;
-const READY: u32 = 2;
-const ABANDONED: u32 = 3;
+const INITIALIZING: u32 = SETUP.initializing;
+const READY: u32 = SETUP.ready;
+const ABANDONED: u32 = SETUP.abandoned;
 
 /// A mailbox's setup word (see [`crate::setup`]).
-pub const SETUP: SetupWord = SetupWord {
-    at: STATE_AT,
-    initializing: INITIALIZING,
-    ready: READY,
-    abandoned: ABANDONED,
-};
+pub const SETUP: SetupWord = SetupWord::numbered(STATE_AT);
 
 const BOX_STATE: usize = 0;
 const BOX_ID: usize = 4;

@@ -84,14 +84,32 @@ impl From<RegionError> for SetupError {
 }
 
 impl SetupWord {
-    fn load<R: Region + ?Sized>(&self, region: &R, section: usize) -> Result<u32, RegionError> {
-        let at = section
+    /// The usual values: 1 initializing, 2 ready, 3 abandoned (0 in a fresh section).
+    pub const fn numbered(at: usize) -> Self {
+        SetupWord {
+            at,
+            initializing: 1,
+            ready: 2,
+            abandoned: 3,
+        }
+    }
+
+    fn offset_in<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        section: usize,
+    ) -> Result<usize, RegionError> {
+        section
             .checked_add(self.at)
             .ok_or(RegionError::OutOfBounds {
                 offset: section,
                 len: 4,
                 region_len: region.len(),
-            })?;
+            })
+    }
+
+    fn load<R: Region + ?Sized>(&self, region: &R, section: usize) -> Result<u32, RegionError> {
+        let at = self.offset_in(region, section)?;
         Ok(u32::from_le(region.load_u32(at, Ordering::Acquire)?))
     }
 
@@ -102,13 +120,7 @@ impl SetupWord {
         current: u32,
         new: u32,
     ) -> Result<Result<u32, u32>, RegionError> {
-        let at = section
-            .checked_add(self.at)
-            .ok_or(RegionError::OutOfBounds {
-                offset: section,
-                len: 4,
-                region_len: region.len(),
-            })?;
+        let at = self.offset_in(region, section)?;
         Ok(region
             .compare_exchange_u32(at, current.to_le(), new.to_le())?
             .map(u32::from_le)

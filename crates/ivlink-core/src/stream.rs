@@ -51,17 +51,11 @@ const SIDE_A_AT: usize = 128;
 const SIDE_B_AT: usize = 256;
 const RINGS_AT: usize = 384;
 const EMPTY: u32 = 0;
-const INITIALIZING: u32 = 1;
-const READY: u32 = 2;
-const ABANDONED: u32 = 3;
+const INITIALIZING: u32 = SETUP.initializing;
+const READY: u32 = SETUP.ready;
 
 /// A stream's setup word (see [`crate::setup`]).
-pub const SETUP: SetupWord = SetupWord {
-    at: STATE_AT,
-    initializing: INITIALIZING,
-    ready: READY,
-    abandoned: ABANDONED,
-};
+pub const SETUP: SetupWord = SetupWord::numbered(STATE_AT);
 
 /// One of the stream's two ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
