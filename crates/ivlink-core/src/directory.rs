@@ -1124,8 +1124,20 @@ pub fn format<R: Region + ?Sized>(
     if legacy {
         // The magic first: from then on openers find the new directory.
         st64(region, hdr::MAGIC, 0, Ordering::SeqCst)?;
-        for off in (8..HEADER_SIZE).step_by(8) {
-            region.store_u64(off, 0, Ordering::Release)?;
+        // Each field at its own width, as every other access to it.
+        for at in [
+            hdr::VERSION,
+            hdr::STATE,
+            hdr::MAX_SECTIONS,
+            hdr::SECTION_COUNT,
+        ] {
+            st32(region, at, 0, Ordering::Release)?;
+        }
+        for at in [hdr::REGION_SIZE, hdr::NEXT_FREE]
+            .into_iter()
+            .chain(hdr::RESERVED)
+        {
+            st64(region, at, 0, Ordering::Release)?;
         }
     }
     Ok(Directory {
