@@ -21,7 +21,6 @@ mod export;
 pub mod histogram;
 mod ivlink;
 mod job;
-mod json;
 mod memring;
 pub mod placement;
 pub mod report;
