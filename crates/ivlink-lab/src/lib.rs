@@ -1,7 +1,7 @@
 //! The tools around ivlink: what the `ivlink` command and the project's
 //! automation run, and what a program embedding the `ivlink` runtime never needs.
 //!
-//! - [`bench`]: ivlink between two host processes, measured against baselines
+//! - [`bench`](mod@bench): ivlink between two host processes, measured against baselines
 //!   (memcpy ring, eventfd, UNIX socket, pipe) in the same run.
 //! - [`stress`]: many host peers exchanging checked messages over channels.
 //! - [`testbed`]: an embedded server and a set of peer processes or QEMU
