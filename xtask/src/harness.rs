@@ -31,13 +31,13 @@ pub fn prepare_image(root: &Path, dir: Option<&Path>) -> Result<PathBuf> {
     let image_dir = match dir {
         Some(dir) => dir.to_path_buf(),
         None => {
-            let out = ivlink::vm::default_image_dir(root);
+            let out = ivlink_lab::vm::default_image_dir(root);
             crate::image::build(root, &out)?;
             out
         }
     };
     ensure!(
-        ivlink::vm::image_exists(&image_dir),
+        ivlink_lab::vm::image_exists(&image_dir),
         "no image in {} (run `cargo xtask vm-image`)",
         image_dir.display()
     );

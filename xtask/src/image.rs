@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use ivlink::vm::{INITRD_FILE, KERNEL_FILE, VMLINUX_FILE};
+use ivlink_lab::vm::{INITRD_FILE, KERNEL_FILE, VMLINUX_FILE};
 
 use crate::cpio::Archive;
 

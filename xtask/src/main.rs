@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let root = workspace_root();
     let result = match cli.command {
         Task::VmImage { out } => {
-            let out = out.unwrap_or_else(|| ivlink::vm::default_image_dir(&root));
+            let out = out.unwrap_or_else(|| ivlink_lab::vm::default_image_dir(&root));
             image::build(&root, &out).map(|_| ())
         }
         Task::VmSmoke(args) => smoke::run(&root, &args),

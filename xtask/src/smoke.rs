@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use ivlink::vm::{Guest, GuestConfig, VmError, find_qemu};
+use ivlink_lab::vm::{Guest, GuestConfig, VmError, find_qemu};
 
 use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
 

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use ivlink::testbed::guests::guest_peer_id;
-use ivlink::testbed::{self, PeerPlan};
 use ivlink::transport::host::{HostConfig, HostPeer};
-use ivlink::vm::{Guest, GuestConfig, find_qemu};
 use ivlink::{Device, Event, Notify, PeerId, Region, WaitFor};
 use ivlink_core::raw_message;
+use ivlink_lab::testbed::guests::guest_peer_id;
+use ivlink_lab::testbed::{self, PeerPlan};
+use ivlink_lab::vm::{Guest, GuestConfig, find_qemu};
 
 use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
 

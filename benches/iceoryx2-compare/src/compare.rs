@@ -2,8 +2,8 @@
 //! ivlink / iceoryx2 (below 1 is better for latency, above 1 for throughput)
 //! of the median rounds, and the lowest and highest ratio of single rounds.
 
-use ivlink::bench::report::format_size;
-use ivlink::bench::{Placement, Report};
+use ivlink_lab::bench::report::format_size;
+use ivlink_lab::bench::{Placement, Report};
 
 use crate::iox::Iceoryx2Results;
 use crate::settings::Settings;
@@ -174,7 +174,7 @@ fn rows_of(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use ivlink::bench::{LatencyResult, Settings as IvlinkSettings, ThroughputResult};
+    use ivlink_lab::bench::{LatencyResult, Settings as IvlinkSettings, ThroughputResult};
     use std::time::Duration;
 
     /// A stream of 1000 messages in `seconds`.

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use anyhow::Context;
-use ivlink::bench::{self, LatencyResult, Report, ThroughputResult};
+use ivlink_lab::bench::{self, LatencyResult, Report, ThroughputResult};
 
 use crate::settings::Settings;
 

@@ -1,7 +1,7 @@
 //! The comparison as one JSON object (`--json`).
 
-use ivlink::bench::histogram::Percentiles;
-use ivlink::bench::{LatencyResult, ThroughputResult};
+use ivlink_lab::bench::histogram::Percentiles;
+use ivlink_lab::bench::{LatencyResult, ThroughputResult};
 use serde_json::{Value, json};
 
 use crate::compare::{Comparison, Unit};

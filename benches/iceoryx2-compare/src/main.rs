@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Parser;
 use iceoryx2::prelude::{LogLevel, set_log_level_from_env_or};
-use ivlink::bench::Placement;
+use ivlink_lab::bench::Placement;
 
 use cli::{Cli, Options, Role};
 

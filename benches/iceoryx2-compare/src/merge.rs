@@ -1,7 +1,7 @@
 //! Rounds into one figure per measurement: the median round of each (by
 //! median latency, or by throughput), as `ivlink bench` does for its streams.
 
-use ivlink::bench::{LatencyResult, Report, ThroughputResult};
+use ivlink_lab::bench::{LatencyResult, Report, ThroughputResult};
 
 use crate::iox::Iceoryx2Results;
 

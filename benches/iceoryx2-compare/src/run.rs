@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use ivlink::bench::Placement;
+use ivlink_lab::bench::Placement;
 
 use crate::compare::{Comparison, Round};
 use crate::iox;

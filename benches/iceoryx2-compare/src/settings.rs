@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ivlink::bench::BenchConfig;
+use ivlink_lab::bench::BenchConfig;
 
 /// The settings of one comparison run.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use ivlink::bench::report::{format_ns, format_size};
+use ivlink_lab::bench::report::{format_ns, format_size};
 
 use crate::compare::{Comparison, Row, Unit};
 use crate::iox;

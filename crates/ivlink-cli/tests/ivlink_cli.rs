@@ -592,7 +592,7 @@ fn testbed_refuses_a_region_too_small_up_front() {
     let all = text(&output);
     assert!(!output.status.success(), "{all}");
     assert_eq!(all.lines().count(), 1, "{all}");
-    let needed = ivlink::testbed::min_region_size(2);
+    let needed = ivlink_lab::testbed::min_region_size(2);
     assert!(
         all.contains(&format!("16-byte region is too small for the test bed with 2 peers: it needs at least {needed} bytes")),
         "{all}"

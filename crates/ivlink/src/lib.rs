@@ -11,7 +11,6 @@
 //! The protocols that run inside the region live in `ivlink-core` and reach it
 //! through [`Device::region`] and the [`ivlink_core::Notify`] trait.
 
-pub mod bench;
 pub mod channel;
 pub mod device;
 pub mod doorbell;
@@ -27,10 +26,7 @@ pub mod section;
 pub mod shm;
 pub mod size;
 pub mod stream;
-pub mod stress;
-pub mod testbed;
 pub mod transport;
-pub mod vm;
 pub mod wait;
 pub mod wire;
 

@@ -283,7 +283,10 @@ pub fn apply_permissions(fd: &impl AsFd, mode: Option<u32>, group: Option<Gid>) 
 }
 
 /// The size a server uses for `requested` bytes: the next power of two.
-pub(crate) fn round_size(requested: u64) -> Result<u64, ShmError> {
+///
+/// Fails with [`ShmError::BadSize`] for 0 and for sizes whose next power of
+/// two does not fit in a `u64`.
+pub fn round_size(requested: u64) -> Result<u64, ShmError> {
     if requested == 0 {
         return Err(ShmError::BadSize(requested));
     }

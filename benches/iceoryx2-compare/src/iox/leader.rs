@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use iceoryx2::prelude::*;
-use ivlink::bench::Placement;
+use ivlink_lab::bench::Placement;
 
 use super::child::PeerChild;
 use super::names::RunNames;
@@ -14,7 +14,7 @@ use super::peer::{Pattern, PeerArgs};
 use super::ports::{self, Ipc, Rx, Service, Tx};
 use super::report::{self, PeerReport};
 use crate::settings::{PingPongPlan, StreamPlan};
-use ivlink::bench::spin::Spinner;
+use ivlink_lab::bench::spin::Spinner;
 
 /// Subscriber buffer of the back service (ready, pongs, report).
 const BACK_DEPTH: usize = 2;

@@ -11,7 +11,7 @@ pub mod peer;
 mod ports;
 mod report;
 
-use ivlink::bench::{LatencyResult, Placement, ThroughputResult, placement};
+use ivlink_lab::bench::{LatencyResult, Placement, ThroughputResult, placement};
 
 pub use names::ROOT as SERVICE_ROOT;
 

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::ports::{self, Rx, Tx};
 use super::report::{self, PeerReport};
-use ivlink::bench::spin::Spinner;
+use ivlink_lab::bench::spin::Spinner;
 
 /// What the two sides do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,7 +80,7 @@ impl PeerArgs {
 /// Runs the peer's part.
 pub fn run(args: &PeerArgs) -> anyhow::Result<()> {
     if let Some(cpu) = args.cpu {
-        ivlink::bench::placement::pin(cpu)?;
+        ivlink_lab::bench::placement::pin(cpu)?;
     }
     let spinner = Spinner::new(args.yield_spin, Duration::from_millis(args.timeout_ms));
     let node = ports::node(&args.node)?;

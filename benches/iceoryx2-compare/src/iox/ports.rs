@@ -9,7 +9,7 @@ use iceoryx2::port::{BackpressureAction, BackpressureInfo, LoanError};
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
-use ivlink::bench::spin::Spinner;
+use ivlink_lab::bench::spin::Spinner;
 
 /// The service type: shared memory between processes.
 pub type Ipc = ipc::Service;

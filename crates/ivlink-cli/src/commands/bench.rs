@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::bench::{self, BenchConfig};
+use ivlink_lab::bench::{self, BenchConfig};
 
 use crate::server_cmd::parse_size;
 

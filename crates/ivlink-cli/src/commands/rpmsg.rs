@@ -9,11 +9,11 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-use ivlink::bench::histogram::Histogram;
 use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions, default_endpoint_name};
 use ivlink::transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
 use ivlink::{Device, Event, WaitFor};
 use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
+use ivlink_lab::bench::histogram::Histogram;
 
 use super::printable;
 use crate::transport_args::TransportArgs;

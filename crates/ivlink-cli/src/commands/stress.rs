@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ivlink::channel::open_named;
-use ivlink::stress::{self, PeerPlan, StressConfig, StressSummary};
 use ivlink_core::channel::ChannelShape;
+use ivlink_lab::stress::{self, PeerPlan, StressConfig, StressSummary};
 
 use crate::server_cmd::parse_size;
 use crate::transport_args::TransportArgs;
@@ -281,7 +281,7 @@ pub fn parse_range(text: &str) -> Result<(usize, usize), String> {
             (v, v)
         }
     };
-    if min > max || max < ivlink::stress::message::HEADER_LEN {
+    if min > max || max < ivlink_lab::stress::message::HEADER_LEN {
         return Err(format!(
             "invalid size range '{text}': need MIN <= MAX and MAX >= 32"
         ));

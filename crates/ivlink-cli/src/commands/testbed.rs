@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::testbed::guests::{self, GuestTestbedConfig};
-use ivlink::testbed::{self, PeerPlan, TestbedConfig};
+use ivlink_lab::testbed::guests::{self, GuestTestbedConfig};
+use ivlink_lab::testbed::{self, PeerPlan, TestbedConfig};
 
 use crate::server_cmd::parse_size;
 use crate::transport_args::TransportArgs;
@@ -125,11 +125,11 @@ impl TestbedArgs {
         let kernel = self
             .kernel
             .clone()
-            .unwrap_or_else(|| ivlink::vm::image_kernel(&self.image));
+            .unwrap_or_else(|| ivlink_lab::vm::image_kernel(&self.image));
         let initrd = self
             .initrd
             .clone()
-            .unwrap_or_else(|| self.image.join(ivlink::vm::INITRD_FILE));
+            .unwrap_or_else(|| self.image.join(ivlink_lab::vm::INITRD_FILE));
         for (what, path) in [("kernel", &kernel), ("initramfs", &initrd)] {
             if !path.is_file() {
                 anyhow::bail!(

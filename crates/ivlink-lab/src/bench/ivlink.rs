@@ -15,9 +15,9 @@ use super::drive::{self, Duplex, Link, PingPongPlan, Sink, Source, StreamPlan};
 use super::job::{Control, Done, Job, Pattern, PeerProcess};
 use super::spin::Spinner;
 use super::{BenchError, LatencyRun, Leader, StreamRun};
-use crate::Device;
-use crate::transport::host::{HostConfig, HostPeer};
-use crate::wait::{DataIn, SpaceIn, SpinThenSleep};
+use ivlink::Device;
+use ivlink::transport::host::{HostConfig, HostPeer};
+use ivlink::wait::{DataIn, SpaceIn, SpinThenSleep};
 
 const PING_OFFSET: usize = 0;
 const PONG_OFFSET: usize = 32 << 10;

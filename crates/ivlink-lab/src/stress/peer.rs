@@ -11,9 +11,9 @@ use ivlink_core::channel::ChannelLayout;
 use serde::{Deserialize, Serialize};
 
 use super::message::{self, Header, Kind, Verdict};
-use crate::channel::{Endpoint, EndpointError};
-use crate::device::{Device, DeviceError, Event, WaitFor};
-use crate::wait::SpinThenSleep;
+use ivlink::channel::{Endpoint, EndpointError};
+use ivlink::device::{Device, DeviceError, Event, WaitFor};
+use ivlink::wait::SpinThenSleep;
 
 /// What a stress peer does.
 #[derive(Debug, Clone)]

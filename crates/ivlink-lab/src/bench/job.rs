@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::BenchError;
-use crate::wire;
+use ivlink::wire;
 
 /// How the two sides talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

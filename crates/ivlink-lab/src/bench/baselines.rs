@@ -193,7 +193,7 @@ fn eventfd_ping_pong(
         let finished = &finished;
         scope.spawn(move || {
             // Readable only once the peer reports (after our last message) or dies.
-            let _ = crate::doorbell::poll_readable(control, None);
+            let _ = ivlink::doorbell::poll_readable(control, None);
             if !finished.load(Ordering::SeqCst) {
                 let _ = write_value(own.as_fd(), DEAD);
             }

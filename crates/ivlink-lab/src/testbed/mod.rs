@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use ivlink_core::{PeerId, Region, Vector, raw_message};
 use thiserror::Error;
 
-use crate::ServerConfig;
-use crate::device::{Device, DeviceError, Event, WaitFor};
-use crate::server::{ServerError, ServerThread};
-use crate::shm::ShmBacking;
+use ivlink::ServerConfig;
+use ivlink::device::{Device, DeviceError, Event, WaitFor};
+use ivlink::server::{ServerError, ServerThread};
+use ivlink::shm::ShmBacking;
 
 /// Why the test bed failed.
 #[derive(Debug, Error)]
@@ -105,7 +105,7 @@ fn check_region_size(size: u64, peers: usize) -> Result<(), TestbedError> {
         return Err(TestbedError::Setup(format!(
             "a {size}-byte region is too small for the test bed with {peers} peers: it needs \
              at least {needed} bytes (-l {})",
-            crate::size::format_size(needed.next_power_of_two())
+            ivlink::size::format_size(needed.next_power_of_two())
         )));
     }
     Ok(())
@@ -424,7 +424,7 @@ pub fn run(
 
 /// The size the server makes of `size` (it rounds up to a power of two).
 pub(crate) fn server_size(size: u64) -> Result<u64, ServerError> {
-    Ok(crate::shm::round_size(size)?)
+    Ok(ivlink::shm::round_size(size)?)
 }
 
 /// The test bed's server: a sealed memfd, private socket.

@@ -21,7 +21,6 @@ mod export;
 pub mod histogram;
 mod ivlink;
 mod job;
-mod json;
 mod memring;
 pub mod placement;
 pub mod report;
@@ -36,9 +35,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::DeviceError;
-use crate::server::ServerError;
-use crate::transport::host::HostPeer;
+use ::ivlink::DeviceError;
+use ::ivlink::server::ServerError;
+use ::ivlink::transport::host::HostPeer;
 use job::{Control, Done, Job, Mechanism};
 pub use placement::Placement;
 pub use report::{LatencyResult, Report, Settings, ThroughputResult};
@@ -195,11 +194,11 @@ impl BenchError {
     }
 }
 
-impl From<crate::wait::WaitError<ivlink_core::ring::RingError>> for BenchError {
-    fn from(e: crate::wait::WaitError<ivlink_core::ring::RingError>) -> Self {
+impl From<::ivlink::wait::WaitError<ivlink_core::ring::RingError>> for BenchError {
+    fn from(e: ::ivlink::wait::WaitError<ivlink_core::ring::RingError>) -> Self {
         match e {
-            crate::wait::WaitError::Protocol(e) => BenchError::Ring(e),
-            crate::wait::WaitError::Device(e) => BenchError::Device(e),
+            ::ivlink::wait::WaitError::Protocol(e) => BenchError::Ring(e),
+            ::ivlink::wait::WaitError::Device(e) => BenchError::Device(e),
         }
     }
 }

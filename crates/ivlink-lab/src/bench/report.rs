@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+
 use super::Placement;
 use super::histogram::{Histogram, Percentiles};
 
@@ -139,20 +141,21 @@ impl ThroughputResult {
 }
 
 /// A result relative to a baseline measured in the same run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ratio {
     /// `"a/b"`: a's figure divided by b's.
     pub name: String,
     /// What was divided.
     pub metric: &'static str,
     /// Message size, for per-size throughput ratios.
+    #[serde(rename = "size_bytes")]
     pub size: Option<usize>,
     /// The quotient.
     pub value: f64,
 }
 
 /// A target from the issue, with its measured value (reported, never asserted).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
     /// Short key.
     pub name: &'static str,
@@ -496,6 +499,87 @@ mod tests {
         assert!(json.contains(r#""mechanism":"ivlink-sleep""#));
         assert!(json.contains(r#""name":"ivlink/unix""#));
         assert_eq!(report.latency_svg().matches("<polyline").count(), 6);
+    }
+
+    /// Every key of the JSON, in the order of first appearance: what scripts
+    /// reading `ivlink bench --json` rely on.
+    #[test]
+    fn the_json_keeps_its_keys_and_their_order() {
+        let json = report().to_json();
+        let mut keys: Vec<&str> = Vec::new();
+        for piece in json.split('"').collect::<Vec<_>>().windows(2) {
+            let (key, after) = (piece[0], piece[1]);
+            if after.starts_with(':') && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let expected = [
+            "tool",
+            "version",
+            "settings",
+            "quick",
+            "placement",
+            "leader_cpu",
+            "peer_cpu",
+            "cpus_available",
+            "same_cpu",
+            "description",
+            "ring_bytes",
+            "latency_ring_bytes",
+            "batch",
+            "payload_bytes",
+            "region_bytes",
+            "stream_spin_ns",
+            "rounds",
+            "latency",
+            "mechanism",
+            "strategy",
+            "samples",
+            "one_way_ns",
+            "min",
+            "p50",
+            "p90",
+            "p99",
+            "p999",
+            "max",
+            "mean",
+            "doorbells",
+            "messages",
+            "throughput",
+            "size_bytes",
+            "bytes",
+            "seconds",
+            "gb_per_s",
+            "gb_per_s_min",
+            "gb_per_s_max",
+            "messages_per_s",
+            "ratios",
+            "name",
+            "metric",
+            "value",
+            "targets",
+            "goal",
+            "measured",
+            "shown",
+            "met",
+        ];
+        assert_eq!(keys, expected);
+
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["settings"]["stream_spin_ns"], 50_000);
+        assert_eq!(value["latency"][0]["one_way_ns"]["p50"], 150.0);
+        assert!(value["ratios"][0]["size_bytes"].is_null());
+    }
+
+    #[test]
+    fn numbers_that_are_not_finite_become_null() {
+        let mut report = report();
+        report.seconds = f64::NAN;
+        report.throughput[0].range = (f64::INFINITY, f64::NEG_INFINITY);
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert!(value["seconds"].is_null());
+        assert!(value["throughput"][0]["gb_per_s_min"].is_null());
+        assert!(value["throughput"][0]["gb_per_s_max"].is_null());
     }
 
     #[test]

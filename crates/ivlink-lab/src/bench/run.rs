@@ -8,10 +8,10 @@ use super::drive::{PingPongPlan, StreamPlan};
 use super::job::{Job, Mechanism, Pattern};
 use super::report::{LatencyResult, Report, Settings, ThroughputResult};
 use super::{BenchConfig, BenchError, Leader, Placement, baselines, ivlink, placement};
-use crate::Device;
-use crate::server::{ServerConfig, ServerThread};
-use crate::shm::ShmBacking;
-use crate::transport::host::{HostConfig, HostPeer};
+use ::ivlink::Device;
+use ::ivlink::server::{ServerConfig, ServerThread};
+use ::ivlink::shm::ShmBacking;
+use ::ivlink::transport::host::{HostConfig, HostPeer};
 
 /// One latency measurement of the run.
 struct LatencySpec {
