@@ -105,7 +105,7 @@ pub struct Endpoint<'d> {
     outgoing: BTreeMap<u32, Producer<'d, RawRegion>>,
     incoming: BTreeMap<u32, Consumer<'d, RawRegion>>,
     members: BTreeMap<u32, PeerId>,
-    unpublished: BTreeSet<u32>,
+    unpublished: SlotSet,
     broken: BTreeSet<u32>,
     next: u32,
 }
@@ -126,7 +126,7 @@ impl<'d> Endpoint<'d> {
             outgoing: BTreeMap::new(),
             incoming: BTreeMap::new(),
             members: BTreeMap::new(),
-            unpublished: BTreeSet::new(),
+            unpublished: SlotSet::default(),
             broken: BTreeSet::new(),
             next: 0,
         };
@@ -204,43 +204,43 @@ impl<'d> Endpoint<'d> {
     }
 
     /// Publishes every queued message and rings the members that asked for it
-    /// (one check per ring per batch).
+    /// (one check per ring per batch). Allocates nothing.
     pub fn flush(&mut self) -> Result<(), EndpointError> {
-        let slots: Vec<u32> = std::mem::take(&mut self.unpublished).into_iter().collect();
-        for slot in slots {
-            let Some(&peer) = self.members.get(&slot) else {
-                continue;
-            };
-            let Some(tx) = self.outgoing.get_mut(&slot) else {
-                continue;
-            };
-            match tx.publish() {
-                Ok(true) => self.ring(peer)?,
-                Ok(false) => {}
-                Err(error) => {
-                    if let Some(e) = self.ring_failed(slot, peer, error) {
-                        return Err(e);
-                    }
-                }
+        let mut pending = std::mem::take(&mut self.unpublished);
+        while let Some(slot) = pending.pop_first() {
+            if let Err(e) = self.publish(slot) {
+                // The rest stay queued for the next flush.
+                self.unpublished.extend(pending);
+                return Err(e);
             }
         }
         Ok(())
     }
 
+    fn publish(&mut self, slot: u32) -> Result<(), EndpointError> {
+        let Some(&peer) = self.members.get(&slot) else {
+            return Ok(());
+        };
+        let Some(tx) = self.outgoing.get_mut(&slot) else {
+            return Ok(());
+        };
+        match tx.publish() {
+            Ok(true) => self.ring(peer),
+            Ok(false) => Ok(()),
+            Err(error) => self.ring_failed(slot, peer, error).map_or(Ok(()), Err),
+        }
+    }
+
     /// Takes the next message from any member into `buf`: `(sender, length)`, or
-    /// `None` if nothing is waiting. Members are served in turn.
+    /// `None` if nothing is waiting. Members are served in turn. Allocates
+    /// nothing once the members are known, so a caller reusing `buf` receives
+    /// without touching the heap.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<(PeerId, usize)>, EndpointError> {
         if self.incoming.is_empty() {
             self.refresh_members()?;
         }
-        let slots: Vec<u32> = self
-            .incoming
-            .keys()
-            .copied()
-            .filter(|s| *s >= self.next)
-            .chain(self.incoming.keys().copied().filter(|s| *s < self.next))
-            .collect();
-        for slot in slots {
+        let mut turn = Turn::starting_at(self.next);
+        while let Some(slot) = turn.next_in(&self.incoming) {
             let peer = self.members[&slot];
             let rx = self.incoming.get_mut(&slot).expect("listed");
             match rx.try_recv(buf) {
@@ -387,14 +387,81 @@ impl<'d> Endpoint<'d> {
         self.broken.insert(slot);
         self.outgoing.remove(&slot);
         self.incoming.remove(&slot);
-        self.unpublished.remove(&slot);
+        self.unpublished.remove(slot);
     }
 
     fn forget(&mut self, slot: u32) {
         self.outgoing.remove(&slot);
         self.incoming.remove(&slot);
-        self.unpublished.remove(&slot);
+        self.unpublished.remove(slot);
         self.members.remove(&slot);
+    }
+}
+
+/// Member slots as bits: a set that never allocates (slots are below
+/// [`MAX_MEMBERS`](ivlink_core::channel::MAX_MEMBERS)).
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotSet(u64);
+
+const _: () = assert!(ivlink_core::channel::MAX_MEMBERS <= u64::BITS);
+
+impl SlotSet {
+    fn insert(&mut self, slot: u32) {
+        debug_assert!(slot < u64::BITS, "slot {slot} out of range");
+        self.0 |= 1u64.checked_shl(slot).unwrap_or(0);
+    }
+
+    fn remove(&mut self, slot: u32) {
+        self.0 &= !1u64.checked_shl(slot).unwrap_or(0);
+    }
+
+    fn extend(&mut self, other: SlotSet) {
+        self.0 |= other.0;
+    }
+
+    /// Takes the lowest slot out.
+    fn pop_first(&mut self) -> Option<u32> {
+        let slot = (self.0 != 0).then(|| self.0.trailing_zeros())?;
+        self.0 &= self.0 - 1;
+        Some(slot)
+    }
+}
+
+/// Walks the keys of a slot map round-robin, starting at a slot and wrapping
+/// once, without collecting them: the map may lose entries along the way.
+struct Turn {
+    start: u32,
+    cursor: u32,
+    wrapped: bool,
+}
+
+impl Turn {
+    fn starting_at(start: u32) -> Self {
+        Turn {
+            start,
+            cursor: start,
+            wrapped: false,
+        }
+    }
+
+    fn next_in<V>(&mut self, map: &BTreeMap<u32, V>) -> Option<u32> {
+        loop {
+            let found = map.range(self.cursor..).next().map(|(&slot, _)| slot);
+            match found {
+                Some(slot) if !self.wrapped || slot < self.start => {
+                    match slot.checked_add(1) {
+                        Some(cursor) => self.cursor = cursor,
+                        None => (self.wrapped, self.cursor) = (true, 0),
+                    }
+                    return Some(slot);
+                }
+                None if !self.wrapped => {
+                    self.wrapped = true;
+                    self.cursor = 0;
+                }
+                _ => return None,
+            }
+        }
     }
 }
 
@@ -445,5 +512,49 @@ impl Waitable for AnyIncoming<'_, '_> {
             rx.finish_sleep()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(keys: &[u32], start: u32) -> Vec<u32> {
+        let map: BTreeMap<u32, ()> = keys.iter().map(|&k| (k, ())).collect();
+        let mut turn = Turn::starting_at(start);
+        std::iter::from_fn(|| turn.next_in(&map)).collect()
+    }
+
+    #[test]
+    fn turns_start_after_the_last_served_slot_and_wrap_once() {
+        assert_eq!(walk(&[0, 2, 5], 0), [0, 2, 5]);
+        assert_eq!(walk(&[0, 2, 5], 3), [5, 0, 2]);
+        assert_eq!(walk(&[0, 2, 5], 6), [0, 2, 5]);
+        assert_eq!(walk(&[], 1), [] as [u32; 0]);
+        assert_eq!(walk(&[u32::MAX, 1], 2), [u32::MAX, 1]);
+    }
+
+    #[test]
+    fn a_turn_skips_slots_dropped_along_the_way() {
+        let mut map: BTreeMap<u32, ()> = [1, 3, 4].into_iter().map(|k| (k, ())).collect();
+        let mut turn = Turn::starting_at(3);
+        assert_eq!(turn.next_in(&map), Some(3));
+        map.remove(&4);
+        map.remove(&1);
+        assert_eq!(turn.next_in(&map), None);
+    }
+
+    #[test]
+    fn slot_sets_pop_in_slot_order() {
+        let mut set = SlotSet::default();
+        for slot in [63, 0, 7, 7] {
+            set.insert(slot);
+        }
+        set.remove(7);
+        let mut rest = SlotSet::default();
+        rest.insert(9);
+        set.extend(rest);
+        let popped: Vec<u32> = std::iter::from_fn(|| set.pop_first()).collect();
+        assert_eq!(popped, [0, 9, 63]);
     }
 }
