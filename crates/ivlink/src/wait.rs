@@ -1,6 +1,7 @@
 //! Waiting: for transport events on an epoll set, and for conditions in the region
 //! (spin briefly, then sleep on a doorbell).
 
+use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ pub(crate) fn wait_epoll<T>(
     mut collect: impl FnMut(&[epoll::Event]) -> Result<(), DeviceError>,
 ) -> Result<Option<T>, DeviceError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut ready = Vec::with_capacity(16);
+    // On the stack: a wait per message must not cost an allocation.
+    let mut ready = [const { MaybeUninit::<epoll::Event>::uninit() }; 16];
     let mut polled = false;
     loop {
         if let Some(event) = take() {
@@ -36,17 +38,11 @@ pub(crate) fn wait_epoll<T>(
             None => None,
         };
         polled = true;
-        ready.clear();
-        match epoll::wait(
-            epoll,
-            rustix::buffer::spare_capacity(&mut ready),
-            remaining.as_ref(),
-        ) {
-            Ok(_) => {}
+        match epoll::wait(epoll, &mut ready, remaining.as_ref()) {
+            Ok((events, _)) => collect(events)?,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(DeviceError::io("waiting for events")(e.into())),
         }
-        collect(&ready)?;
     }
 }
 

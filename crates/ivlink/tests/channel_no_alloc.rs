@@ -174,3 +174,78 @@ fn channel_messages_between_host_peers_allocate_nothing() {
     let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
     assert_steady_state_allocates_nothing(&a, &b);
 }
+
+/// Ping-pong where both sides sleep on the doorbell for every message: the wait,
+/// the doorbell and the wake-up allocate nothing either.
+#[test]
+fn sleeping_on_the_doorbell_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerThread::start(ServerConfig {
+        socket_path: dir.path().join("sock"),
+        shm: ShmBacking::Memfd,
+        size: 1 << 20,
+        vectors: 1,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (a_id, b_id) = (a.id(), b.id());
+    let layout = channel::open_named(&a, "no-alloc", SHAPE, TIMEOUT).unwrap();
+    // No spinning: every receive that finds nothing sleeps on the doorbell.
+    let policy = SpinThenSleep {
+        spin: Duration::ZERO,
+    };
+    let mut pinger = Endpoint::join(&a, layout, policy).unwrap();
+    let layout = channel::open_named(&b, "no-alloc", SHAPE, TIMEOUT).unwrap();
+    let mut ponger = Endpoint::join(&b, layout, policy).unwrap();
+    const PINGS: u32 = 500;
+    const WARM_UP: u32 = 50;
+    let pong = |ponger: &mut Endpoint<'_>| {
+        let mut buf = [0u8; 128];
+        let mut out = [0u8; 64];
+        let mut serve = |ponger: &mut Endpoint<'_>, seq: u32| {
+            let (from, len) = ponger
+                .recv(&mut buf, Some(TIMEOUT))
+                .unwrap()
+                .expect("a ping");
+            assert_eq!((from, &buf[..len]), (a_id, message(seq, &mut out)));
+            ponger.send(a_id, &buf[..len], Some(TIMEOUT)).unwrap();
+            ponger.flush().unwrap();
+        };
+        for seq in 0..WARM_UP {
+            serve(ponger, seq);
+        }
+        allocations_in(|| (WARM_UP..PINGS).for_each(|seq| serve(ponger, seq)))
+    };
+    let ping = |pinger: &mut Endpoint<'_>| {
+        let mut buf = [0u8; 128];
+        let mut out = [0u8; 64];
+        let mut round = |pinger: &mut Endpoint<'_>, seq: u32| {
+            pinger
+                .send(b_id, message(seq, &mut out), Some(TIMEOUT))
+                .unwrap();
+            pinger.flush().unwrap();
+            let (from, len) = pinger
+                .recv(&mut buf, Some(TIMEOUT))
+                .unwrap()
+                .expect("a pong");
+            assert_eq!((from, &buf[..len]), (b_id, message(seq, &mut out)));
+        };
+        for seq in 0..WARM_UP {
+            round(pinger, seq);
+        }
+        allocations_in(|| (WARM_UP..PINGS).for_each(|seq| round(pinger, seq)))
+    };
+    let (pinged, ponged) = std::thread::scope(|s| {
+        let ponging = s.spawn(|| pong(&mut ponger));
+        let pinged = ping(&mut pinger);
+        (pinged, ponging.join().unwrap())
+    });
+    assert_eq!(
+        (pinged, ponged),
+        (0, 0),
+        "heap allocations while sleeping for {} round trips",
+        PINGS - WARM_UP
+    );
+}
