@@ -159,9 +159,8 @@ fn channel_messages_over_a_shared_file_allocate_nothing() {
     assert_steady_state_allocates_nothing(&a, &b);
 }
 
-#[test]
-fn channel_messages_between_host_peers_allocate_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server with one vector and two of its peers.
+fn two_host_peers(dir: &tempfile::TempDir) -> (ServerThread, HostPeer, HostPeer) {
     let server = ServerThread::start(ServerConfig {
         socket_path: dir.path().join("sock"),
         shm: ShmBacking::Memfd,
@@ -172,6 +171,13 @@ fn channel_messages_between_host_peers_allocate_nothing() {
     .unwrap();
     let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
     let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    (server, a, b)
+}
+
+#[test]
+fn channel_messages_between_host_peers_allocate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, a, b) = two_host_peers(&dir);
     assert_steady_state_allocates_nothing(&a, &b);
 }
 
@@ -180,16 +186,7 @@ fn channel_messages_between_host_peers_allocate_nothing() {
 #[test]
 fn sleeping_on_the_doorbell_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (_server, a, b) = two_host_peers(&dir);
     let (a_id, b_id) = (a.id(), b.id());
     let layout = channel::open_named(&a, "no-alloc", SHAPE, TIMEOUT).unwrap();
     // No spinning: every receive that finds nothing sleeps on the doorbell.
