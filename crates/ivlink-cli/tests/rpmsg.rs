@@ -135,19 +135,31 @@ fn bad_arguments_are_refused_clearly() {
     assert!(text(&out).contains("not an address"), "{}", text(&out));
 }
 
-#[test]
-fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("openamp.event.0");
-    let shm = dir.path().join("openamp.shm");
-    let openamp = [
+/// OpenAMP's event socket and shared file, private to the test.
+fn openamp_paths(dir: &tempfile::TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        dir.path().join("openamp.event.0"),
+        dir.path().join("openamp.shm"),
+    )
+}
+
+/// The flags that put `rpmsg` on the openamp-linux profile over those paths.
+fn openamp_flags<'a>(socket: &'a std::path::Path, shm: &'a std::path::Path) -> [&'a str; 6] {
+    [
         "--profile",
         "openamp-linux",
         "--openamp-socket",
         socket.to_str().unwrap(),
         "--openamp-file",
         shm.to_str().unwrap(),
-    ];
+    ]
+}
+
+#[test]
+fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, shm) = openamp_paths(&dir);
+    let openamp = openamp_flags(&socket, &shm);
     let mut echo = Running::start(&[&["rpmsg", "echo", "-q"][..], &openamp].concat());
     echo.expect_line("echoing on endpoint 'rpmsg-openamp-demo-channel'");
     let sent = run(&[&["rpmsg", "send", "RPMsg over OpenAMP", "5"][..], &openamp].concat());
@@ -166,16 +178,8 @@ fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
 #[test]
 fn an_openamp_remote_on_a_leftover_shm_file_starts_afresh() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("openamp.event.0");
-    let shm = dir.path().join("openamp.shm");
-    let openamp = [
-        "--profile",
-        "openamp-linux",
-        "--openamp-socket",
-        socket.to_str().unwrap(),
-        "--openamp-file",
-        shm.to_str().unwrap(),
-    ];
+    let (socket, shm) = openamp_paths(&dir);
+    let openamp = openamp_flags(&socket, &shm);
     let run_once = |round: u32| {
         let mut echo = Running::start(&[&["rpmsg", "echo", "-q"][..], &openamp].concat());
         echo.expect_line("echoing on endpoint");
