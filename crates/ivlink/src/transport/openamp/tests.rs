@@ -534,3 +534,10 @@ fn a_socket_replaced_by_another_listener_is_left_alone() {
     host.notify(0, 0).unwrap();
     assert!(second.wait(WaitFor::vector(0), WAIT).unwrap().is_some());
 }
+
+#[test]
+fn the_rpmsg_remote_listens_and_the_host_connects() {
+    use ivlink_core::rpmsg::Role;
+    assert_eq!(OpenampRole::from(Role::Remote), OpenampRole::Listen);
+    assert_eq!(OpenampRole::from(Role::Host), OpenampRole::Connect);
+}
