@@ -180,6 +180,22 @@ impl DeviceError {
         move |error| DeviceError::Io { context, error }
     }
 
+    /// What kind of trouble it is, whichever transport it came from.
+    pub fn kind(&self) -> TransportErrorKind {
+        match self {
+            DeviceError::Transport(error) => error.kind(),
+            DeviceError::Open { error, .. } | DeviceError::Io { error, .. } => {
+                TransportErrorKind::from_io(error.kind())
+            }
+            DeviceError::Map(MapError::Stat(error) | MapError::Mmap(error)) => {
+                TransportErrorKind::from_io(error.kind())
+            }
+            DeviceError::Map(_) => TransportErrorKind::Invalid,
+            DeviceError::ServerGone => TransportErrorKind::Gone,
+            DeviceError::NoDoorbell => TransportErrorKind::Unsupported,
+        }
+    }
+
     /// The transport's own error inside, if this is a [`DeviceError::Transport`]
     /// holding an `E`.
     pub fn transport_error<E: StdError + 'static>(&self) -> Option<&E> {
@@ -268,8 +284,8 @@ impl TransportError {
         &*self.error
     }
 
-    /// The transport's error, if it is an `E` (e.g.
-    /// [`crate::transport::guest::GuestError`], for its setup hints).
+    /// The transport's error, if it is an `E` (each transport's `<Kind>Error`,
+    /// e.g. the guest's, whose messages carry its setup hints).
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
         self.error.downcast_ref()
     }
@@ -380,6 +396,8 @@ mod tests {
             panic!("{error:?}");
         };
         assert_eq!(transport.kind(), TransportErrorKind::Refused);
+        assert_eq!(error.kind(), TransportErrorKind::Refused);
+        assert_eq!(DeviceError::ServerGone.kind(), TransportErrorKind::Gone);
         assert!(error.transport_error::<FarSide>().is_some());
         assert!(error.transport_error::<io::Error>().is_none());
         assert!(

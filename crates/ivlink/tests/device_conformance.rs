@@ -55,6 +55,8 @@ struct Capabilities {
     server: bool,
     /// A word [`Device::describe`] names the transport by.
     describes_as: &'static str,
+    /// How the one-line error opening where nothing is begins.
+    nothing_there: &'static str,
 }
 
 /// What a notification the transport cannot deliver as asked does.
@@ -91,6 +93,8 @@ trait Fixture {
     const CAPS: Capabilities;
     /// Two peers of a fresh region in a private directory.
     fn pair() -> Pair;
+    /// Opens a peer where nothing is, in `dir` (no server, file or listener).
+    fn open_nothing(dir: &std::path::Path) -> Result<Box<dyn Device>, DeviceError>;
 }
 
 /// A host peer of a real ivshmem server.
@@ -110,7 +114,12 @@ impl Fixture for Host {
         last_peer_gone_ends_waits: false,
         server: true,
         describes_as: "host peer",
+        nothing_there: "cannot connect to the ivshmem server at",
     };
+
+    fn open_nothing(dir: &std::path::Path) -> Result<Box<dyn Device>, DeviceError> {
+        Transport::Host(HostConfig::new(dir.join("sock"))).open()
+    }
 
     fn pair() -> Pair {
         let dir = tempfile::tempdir().unwrap();
@@ -146,7 +155,16 @@ impl Fixture for File {
         last_peer_gone_ends_waits: false,
         server: false,
         describes_as: "shared file",
+        nothing_there: "cannot open",
     };
+
+    fn open_nothing(dir: &std::path::Path) -> Result<Box<dyn Device>, DeviceError> {
+        Transport::File {
+            path: dir.join("region"),
+            id: 0,
+        }
+        .open()
+    }
 
     fn pair() -> Pair {
         let dir = tempfile::tempdir().unwrap();
@@ -183,18 +201,24 @@ impl Fixture for Openamp {
         last_peer_gone_ends_waits: true,
         server: false,
         describes_as: "openamp-linux",
+        nothing_there: "cannot open OpenAMP's notification socket",
     };
+
+    fn open_nothing(dir: &std::path::Path) -> Result<Box<dyn Device>, DeviceError> {
+        let options = OpenampOptions {
+            connect_timeout: Duration::ZERO,
+            ..openamp_options(dir)
+        };
+        Transport::Openamp {
+            role: OpenampRole::Connect,
+            options,
+        }
+        .open()
+    }
 
     fn pair() -> Pair {
         let dir = tempfile::tempdir().unwrap();
-        let options = OpenampOptions {
-            socket: dir.path().join("event.0"),
-            shm: OpenampShm::File(dir.path().join("shm")),
-            size: OPENAMP_SIZE,
-            connect_timeout: TIMEOUT,
-            // The checks look at the bytes they write, not at a resource table.
-            write_resource_table: false,
-        };
+        let options = openamp_options(dir.path());
         let open = |role| {
             Transport::Openamp {
                 role,
@@ -213,6 +237,18 @@ impl Fixture for Openamp {
                 _dir: dir,
             },
         }
+    }
+}
+
+/// The socket and shared memory of one OpenAMP fixture, in `dir`.
+fn openamp_options(dir: &std::path::Path) -> OpenampOptions {
+    OpenampOptions {
+        socket: dir.join("event.0"),
+        shm: OpenampShm::File(dir.join("shm")),
+        size: OPENAMP_SIZE,
+        connect_timeout: TIMEOUT,
+        // The checks look at the bytes they write, not at a resource table.
+        write_resource_table: false,
     }
 }
 
@@ -239,6 +275,20 @@ fn bounded<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> T {
     });
     rx.recv_timeout(TIMEOUT)
         .expect("the wait returned within the bound")
+}
+
+fn opening_where_nothing_is_fails_in_one_clear_line<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = bounded({
+        let dir = dir.path().to_owned();
+        move || F::open_nothing(&dir).map(|_| ())
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with(F::CAPS.nothing_there), "{text}");
+    assert!(!text.contains('\n'), "{text}");
+    // Whatever the transport, a caller can tell that nothing was there.
+    assert_eq!(err.kind(), ivlink::TransportErrorKind::NotFound, "{err:?}");
 }
 
 fn region_is_shared_both_ways<F: Fixture>() {
@@ -499,6 +549,11 @@ macro_rules! conformance {
     ($module:ident, $fixture:ty) => {
         mod $module {
             use super::*;
+
+            #[test]
+            fn opening_where_nothing_is_fails_in_one_clear_line() {
+                super::opening_where_nothing_is_fails_in_one_clear_line::<$fixture>();
+            }
 
             #[test]
             fn region_is_shared_both_ways() {
