@@ -11,8 +11,8 @@
 //! instead: nothing is skipped silently.
 //!
 //! The guest transport (VFIO or sysfs on QEMU's ivshmem PCI device) needs a VM, so
-//! it is not in this suite; `tests/qemu_device.rs` and the VM tests run the same
-//! semantics inside guests.
+//! it cannot run here and is not in this suite: the VM tests (`cargo xtask
+//! vm-test`) exercise it inside guests.
 
 mod common;
 

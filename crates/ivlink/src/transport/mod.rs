@@ -3,8 +3,10 @@
 //! Naming: each transport is a module named for how it reaches the region
 //! (`host`, `guest`, `file`, `openamp`), and its device type is `<Kind>Peer`
 //! ([`host::HostPeer`], [`guest::GuestPeer`], [`file::FilePeer`],
-//! [`openamp::OpenampPeer`]): one peer of the region, whatever else is on it. Its
-//! settings are `<Kind>Config` or `<Kind>Options`, its own errors `<Kind>Error`
+//! [`openamp::OpenampPeer`]): one peer of the region, whatever else is on it.
+//! Settings, where there are several, are `<Kind>Config` or `<Kind>Options`
+//! ([`host::HostConfig`], [`openamp::OpenampOptions`]); errors of its own are
+//! `<Kind>Error`
 //! ([`host::HostError`], [`guest::GuestError`]), which reach callers as a
 //! [`crate::DeviceError::Transport`] and are taken back out with
 //! `<Kind>Error::find_in`. The [`Transport`] enum has one variant per kind, so a
