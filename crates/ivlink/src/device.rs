@@ -1,5 +1,6 @@
 //! The peer API every transport provides.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -9,7 +10,6 @@ use ivlink_core::{Notify, PeerId, RawRegion, Vector};
 use thiserror::Error;
 
 use crate::mapping::MapError;
-use crate::wire::ProtocolError;
 
 /// Something that happened to this peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,29 +136,17 @@ pub struct PeerInfo {
 }
 
 /// Why a device operation failed.
+///
+/// What every transport shares is spelled out here; what only one transport can
+/// say (the server turned us away, the guest has no IOMMU) travels as a
+/// [`DeviceError::Transport`], whose source the transport's own error type can be
+/// taken back out of ([`TransportError::downcast_ref`]).
 #[derive(Debug, Error)]
 pub enum DeviceError {
-    /// The server socket could not be reached.
-    #[error("cannot connect to the ivshmem server at {path}: {error}")]
-    Connect {
-        /// Socket path.
-        path: String,
-        /// The system's reason.
-        error: io::Error,
-    },
-    /// The server closed the connection before sending anything, as a server
-    /// does when it refuses a peer (e.g. it has `--max-peers` peers already).
-    #[error("the server refused the connection (it may be full: see its log)")]
-    RefusedByServer,
-    /// The server closed the connection during setup.
-    #[error("the server closed the connection during setup")]
-    ClosedDuringSetup,
-    /// The server did not finish the handshake in time.
-    #[error("the server did not send {0} within the setup timeout")]
-    SetupTimeout(&'static str),
-    /// The server broke the protocol.
+    /// The transport could not reach the region or its peers, for a reason of its
+    /// own (its message says which, and how to fix it).
     #[error(transparent)]
-    Protocol(#[from] ProtocolError),
+    Transport(#[from] TransportError),
     /// The shared memory could not be mapped.
     #[error(transparent)]
     Map(#[from] MapError),
@@ -170,9 +158,6 @@ pub enum DeviceError {
         /// The system's reason.
         error: io::Error,
     },
-    /// The guest transport could not reach the PCI device.
-    #[error(transparent)]
-    Guest(#[from] crate::transport::guest::GuestError),
     /// The server closed our connection: no peer can join or leave any more, so a
     /// waiting endpoint gives up rather than wait for what cannot come.
     #[error("the server went away")]
@@ -193,6 +178,135 @@ pub enum DeviceError {
 impl DeviceError {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
         move |error| DeviceError::Io { context, error }
+    }
+
+    /// What kind of trouble it is, whichever transport it came from.
+    pub fn kind(&self) -> TransportErrorKind {
+        match self {
+            DeviceError::Transport(error) => error.kind(),
+            DeviceError::Open { error, .. } | DeviceError::Io { error, .. } => {
+                TransportErrorKind::from_io(error.kind())
+            }
+            DeviceError::Map(MapError::Stat(error) | MapError::Mmap(error)) => {
+                TransportErrorKind::from_io(error.kind())
+            }
+            DeviceError::Map(_) => TransportErrorKind::Invalid,
+            DeviceError::ServerGone => TransportErrorKind::Gone,
+            DeviceError::NoDoorbell => TransportErrorKind::Unsupported,
+        }
+    }
+
+    /// The transport's own error inside, if this is a [`DeviceError::Transport`]
+    /// holding an `E`.
+    pub fn transport_error<E: StdError + 'static>(&self) -> Option<&E> {
+        match self {
+            DeviceError::Transport(error) => error.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of trouble a [`TransportError`] is, for callers that act on it
+/// without knowing the transport (retry, report, give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// Nothing is there: no server socket, no PCI device, no such file.
+    NotFound,
+    /// The system does not allow it.
+    PermissionDenied,
+    /// The other end turned us away (a server full of peers).
+    Refused,
+    /// Someone else holds what we need.
+    Busy,
+    /// The other end did not finish setting up in time.
+    TimedOut,
+    /// The other end went away before setup was done.
+    Gone,
+    /// This system lacks what the transport needs (a driver, an IOMMU, a device
+    /// model with interrupts).
+    Unsupported,
+    /// The other end or the device broke the protocol, or an address is malformed.
+    Invalid,
+    /// Any other failure of the system.
+    Io,
+}
+
+impl TransportErrorKind {
+    /// The kind an [`io::Error`] of kind `kind` is.
+    pub fn from_io(kind: io::ErrorKind) -> TransportErrorKind {
+        match kind {
+            io::ErrorKind::NotFound => TransportErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => TransportErrorKind::PermissionDenied,
+            io::ErrorKind::ConnectionRefused => TransportErrorKind::Refused,
+            io::ErrorKind::ResourceBusy => TransportErrorKind::Busy,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => TransportErrorKind::TimedOut,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::UnexpectedEof => TransportErrorKind::Gone,
+            io::ErrorKind::Unsupported => TransportErrorKind::Unsupported,
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => TransportErrorKind::Invalid,
+            _ => TransportErrorKind::Io,
+        }
+    }
+}
+
+/// A transport's own error, carried through the [`Device`] seam without the seam
+/// knowing the transport: a [`TransportErrorKind`] plus the transport's error as
+/// the source. It reads exactly as that error does.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    error: Box<dyn StdError + Send + Sync + 'static>,
+}
+
+impl TransportError {
+    /// Wraps `error` as a transport error of `kind`.
+    pub fn new(
+        kind: TransportErrorKind,
+        error: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        TransportError {
+            kind,
+            error: error.into(),
+        }
+    }
+
+    /// What kind of trouble it is.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The transport's error.
+    pub fn get_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The transport's error, if it is an `E` (each transport's `<Kind>Error`,
+    /// e.g. the guest's, whose messages carry its setup hints).
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        self.error.downcast_ref()
+    }
+
+    /// The transport's error, owned.
+    pub fn into_inner(self) -> Box<dyn StdError + Send + Sync + 'static> {
+        self.error
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl StdError for TransportError {
+    /// The transport error's own source: this type only adds a kind, so an error
+    /// chain shows the transport's message once, not twice.
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
     }
 }
 
@@ -251,6 +365,67 @@ mod tests {
         assert!(!VectorSet::one(3).contains(2));
         assert!(VectorSet::ALL.contains(63));
         assert!(!VectorSet::one(64).contains(64));
+    }
+
+    #[derive(Debug, Error)]
+    #[error("the far side said no")]
+    struct FarSide {
+        #[source]
+        why: io::Error,
+    }
+
+    #[test]
+    fn a_transport_error_reads_as_its_source_and_gives_it_back() {
+        let error: DeviceError = TransportError::new(
+            TransportErrorKind::Refused,
+            FarSide {
+                why: io::Error::other("full"),
+            },
+        )
+        .into();
+        assert_eq!(error.to_string(), "the far side said no");
+        // The chain names the transport's message once, then its cause.
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn StdError> = Some(&error);
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        assert_eq!(chain, ["the far side said no", "full"]);
+        let DeviceError::Transport(transport) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(transport.kind(), TransportErrorKind::Refused);
+        assert_eq!(error.kind(), TransportErrorKind::Refused);
+        assert_eq!(DeviceError::ServerGone.kind(), TransportErrorKind::Gone);
+        assert!(error.transport_error::<FarSide>().is_some());
+        assert!(error.transport_error::<io::Error>().is_none());
+        assert!(
+            DeviceError::NoDoorbell
+                .transport_error::<FarSide>()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn io_kinds_map_to_transport_kinds() {
+        use io::ErrorKind as K;
+        assert_eq!(
+            TransportErrorKind::from_io(K::NotFound),
+            TransportErrorKind::NotFound
+        );
+        assert_eq!(
+            TransportErrorKind::from_io(K::ConnectionRefused),
+            TransportErrorKind::Refused
+        );
+        assert_eq!(
+            TransportErrorKind::from_io(K::BrokenPipe),
+            TransportErrorKind::Gone
+        );
+        assert_eq!(
+            TransportErrorKind::from_io(K::Other),
+            TransportErrorKind::Io
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!   programs and tests.
 //! - [`transport`]: peers of the region. [`transport::host`] is a peer of a server
 //!   over its UNIX socket; [`transport::guest`] is a Linux guest on QEMU's ivshmem
-//!   PCI device (VFIO or sysfs); [`transport::file`] maps a plain shared file. Each
-//!   gives a [`Device`].
+//!   PCI device (VFIO or sysfs); [`transport::file`] maps a plain shared file;
+//!   [`transport::openamp`] is one side of OpenAMP's Linux machine. Each gives a
+//!   [`Device`], opened the same way through [`Transport`].
 //! - [`wire`]: the server socket protocol shared by both sides.
 //!
 //! The protocols that run inside the region live in `ivlink-core` and reach it
@@ -30,11 +31,13 @@ pub mod transport;
 pub mod wait;
 pub mod wire;
 
-pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
+pub use device::{
+    Device, DeviceError, Event, PeerInfo, TransportError, TransportErrorKind, VectorSet, WaitFor,
+};
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
 pub use mapping::MappedRegion;
 
-pub use transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
+pub use transport::openamp::{OpenampOptions, OpenampPeer, OpenampRole, OpenampShm};
 pub use transport::{Transport, file::FilePeer, guest::GuestPeer, host::HostPeer};
 
 /// The socket path QEMU's tools use when none is given.

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use ivlink::server::ServerThread;
 use ivlink::shm::ShmBacking;
-use ivlink::transport::host::{HostConfig, HostPeer};
-use ivlink::{Device, Event, Notify, NotifyError, Region, ServerConfig, WaitFor};
+use ivlink::transport::host::{HostConfig, HostError, HostPeer};
+use ivlink::{
+    Device, Event, Notify, NotifyError, Region, ServerConfig, TransportErrorKind, WaitFor,
+};
 
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -195,6 +197,43 @@ fn connecting_to_nothing_is_a_clear_error() {
         text.starts_with("cannot connect to the ivshmem server at"),
         "{text}"
     );
+    // Any caller can tell what kind of trouble it is without knowing the host
+    // transport; one that does gets the host's error back.
+    assert!(
+        matches!(&err, ivlink::DeviceError::Transport(e) if e.kind() == TransportErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(matches!(
+        HostError::find_in(&err),
+        Some(HostError::Connect { .. })
+    ));
+}
+
+#[test]
+fn a_full_server_turning_a_peer_away_is_a_refusal_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerThread::start(ServerConfig {
+        socket_path: dir.path().join("sock"),
+        shm: ShmBacking::Memfd,
+        size: 1 << 20,
+        max_peers: 1,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let _only = connect(&server);
+    let err = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server refused the connection (it may be full: see its log)"
+    );
+    assert!(
+        matches!(&err, ivlink::DeviceError::Transport(e) if e.kind() == TransportErrorKind::Refused),
+        "{err:?}"
+    );
+    assert!(matches!(
+        HostError::find_in(&err),
+        Some(HostError::RefusedByServer)
+    ));
 }
 
 #[test]

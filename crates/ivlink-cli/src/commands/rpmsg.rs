@@ -10,8 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions, default_endpoint_name};
-use ivlink::transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};
-use ivlink::{Device, Event, WaitFor};
+use ivlink::transport::openamp::{OpenampOptions, OpenampShm};
+use ivlink::{Device, Event, Transport, WaitFor};
 use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
 use ivlink_lab::bench::histogram::Histogram;
 
@@ -167,11 +167,8 @@ impl LinkArgs {
             connect_timeout,
             ..OpenampOptions::default()
         };
-        let role = match role {
-            Role::Remote => OpenampRole::Listen,
-            Role::Host => OpenampRole::Connect,
-        };
-        Ok(Box::new(OpenampLink::open(role, options)?))
+        let role = role.into();
+        Ok(Transport::Openamp { role, options }.open()?)
     }
 
     fn endpoint_name(&self) -> &str {

@@ -6,6 +6,7 @@
 //! device does.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -14,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Vector};
 use rustix::event::epoll;
+use thiserror::Error;
 use tracing::{debug, warn};
 
-use crate::device::{Device, DeviceError, Event, PeerInfo, WaitFor};
+use crate::device::{
+    Device, DeviceError, Event, PeerInfo, TransportError, TransportErrorKind, WaitFor,
+};
 use crate::doorbell;
 use crate::mapping::MappedRegion;
 use crate::wire::{self, Message, ProtocolError, Receiver, RecvError};
@@ -44,6 +48,66 @@ impl HostConfig {
             vectors: None,
             setup_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// Why a host peer could not join a server, or lost track of it.
+///
+/// Reaches callers as [`DeviceError::Transport`]; [`HostError::find_in`] gets it
+/// back.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The server socket could not be reached.
+    #[error("cannot connect to the ivshmem server at {path}: {error}")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// The system's reason.
+        error: io::Error,
+    },
+    /// The server closed the connection before sending anything, as a server
+    /// does when it refuses a peer (e.g. it has `--max-peers` peers already).
+    #[error("the server refused the connection (it may be full: see its log)")]
+    RefusedByServer,
+    /// The server closed the connection during setup.
+    #[error("the server closed the connection during setup")]
+    ClosedDuringSetup,
+    /// The server did not finish the handshake in time.
+    #[error("the server did not send {0} within the setup timeout")]
+    SetupTimeout(&'static str),
+    /// The server broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+impl HostError {
+    /// What kind of trouble it is, for callers that do not know this transport.
+    pub fn kind(&self) -> TransportErrorKind {
+        match self {
+            HostError::Connect { error, .. } => TransportErrorKind::from_io(error.kind()),
+            HostError::RefusedByServer => TransportErrorKind::Refused,
+            HostError::ClosedDuringSetup => TransportErrorKind::Gone,
+            HostError::SetupTimeout(_) => TransportErrorKind::TimedOut,
+            HostError::Protocol(_) => TransportErrorKind::Invalid,
+        }
+    }
+
+    /// The host error inside a [`DeviceError`], if it is one.
+    pub fn find_in(error: &DeviceError) -> Option<&HostError> {
+        error.transport_error()
+    }
+}
+
+impl From<HostError> for DeviceError {
+    fn from(error: HostError) -> Self {
+        DeviceError::Transport(TransportError::new(error.kind(), error))
+    }
+}
+
+impl From<ProtocolError> for DeviceError {
+    fn from(error: ProtocolError) -> Self {
+        HostError::Protocol(error).into()
     }
 }
 
@@ -76,7 +140,7 @@ impl HostPeer {
     /// Connects, runs the setup handshake and maps the shared memory.
     pub fn connect(config: &HostConfig) -> Result<Self, DeviceError> {
         let socket =
-            UnixStream::connect(&config.socket_path).map_err(|error| DeviceError::Connect {
+            UnixStream::connect(&config.socket_path).map_err(|error| HostError::Connect {
                 path: config.socket_path.display().to_string(),
                 error,
             })?;
@@ -92,10 +156,10 @@ impl HostPeer {
             deadline,
             "its protocol version",
         )
-        .map_err(|e| match e {
+        .map_err(|e| match HostError::find_in(&e) {
             // Closed before its first message: the server turned us away.
-            DeviceError::ClosedDuringSetup => DeviceError::RefusedByServer,
-            e => e,
+            Some(HostError::ClosedDuringSetup) => HostError::RefusedByServer.into(),
+            _ => e,
         })?;
         if fd.is_some() {
             return Err(ProtocolError::VersionWithFd.into());
@@ -142,10 +206,10 @@ impl HostPeer {
                     other => state.apply(id, other, false)?,
                 },
                 Ok(None) if config.vectors.is_some() => {
-                    return Err(DeviceError::SetupTimeout("all our vectors"));
+                    return Err(HostError::SetupTimeout("all our vectors").into());
                 }
                 Ok(None) => break,
-                Err(RecvError::Closed) => return Err(DeviceError::ClosedDuringSetup),
+                Err(RecvError::Closed) => return Err(HostError::ClosedDuringSetup.into()),
                 Err(RecvError::Protocol(e)) => return Err(e.into()),
                 Err(RecvError::Io(e)) => {
                     return Err(DeviceError::io("reading the server socket")(e));
@@ -346,8 +410,8 @@ fn recv_setup(
     let remaining = deadline.saturating_duration_since(Instant::now());
     match receiver.recv_timeout(socket, Some(remaining)) {
         Ok(Some(message)) => Ok(message),
-        Ok(None) => Err(DeviceError::SetupTimeout(what)),
-        Err(RecvError::Closed) => Err(DeviceError::ClosedDuringSetup),
+        Ok(None) => Err(HostError::SetupTimeout(what).into()),
+        Err(RecvError::Closed) => Err(HostError::ClosedDuringSetup.into()),
         Err(RecvError::Protocol(e)) => Err(e.into()),
         Err(RecvError::Io(e)) => Err(DeviceError::io("reading the server socket")(e)),
     }

@@ -1,4 +1,16 @@
 //! Ways to reach a region, each giving a [`Device`].
+//!
+//! Naming: each transport is a module named for how it reaches the region
+//! (`host`, `guest`, `file`, `openamp`), and its device type is `<Kind>Peer`
+//! ([`host::HostPeer`], [`guest::GuestPeer`], [`file::FilePeer`],
+//! [`openamp::OpenampPeer`]): one peer of the region, whatever else is on it.
+//! Settings, where there are several, are `<Kind>Config` or `<Kind>Options`
+//! ([`host::HostConfig`], [`openamp::OpenampOptions`]); errors of its own are
+//! `<Kind>Error`
+//! ([`host::HostError`], [`guest::GuestError`]), which reach callers as a
+//! [`crate::DeviceError::Transport`] and are taken back out with
+//! `<Kind>Error::find_in`. The [`Transport`] enum has one variant per kind, so a
+//! tool opens any of them the same way.
 
 pub mod file;
 pub mod guest;
@@ -29,6 +41,14 @@ pub enum Transport {
         /// How to reach it.
         mode: guest::GuestMode,
     },
+    /// One side of OpenAMP's Linux machine: a POSIX shm object (or a file) and
+    /// the samples' kick socket.
+    Openamp {
+        /// Listen (process 0, the RPMsg remote) or connect (process 1, the host).
+        role: openamp::OpenampRole,
+        /// The socket, the shared memory and how long to keep connecting.
+        options: openamp::OpenampOptions,
+    },
 }
 
 impl Transport {
@@ -39,6 +59,9 @@ impl Transport {
             Transport::File { path, id } => Box::new(file::FilePeer::open(path, *id)?),
             Transport::Guest { device, mode } => {
                 Box::new(guest::GuestPeer::open(device.as_deref(), *mode)?)
+            }
+            Transport::Openamp { role, options } => {
+                Box::new(openamp::OpenampPeer::open(*role, options.clone())?)
             }
         })
     }

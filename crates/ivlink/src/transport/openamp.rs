@@ -9,7 +9,7 @@
 //!   is the single byte `0x01`, whatever vring it is for: there is one vector, and
 //!   the receiver runs every vring callback on any byte.
 //!
-//! [`OpenampLink::listen`] is process 0 and [`OpenampLink::connect`] process 1. The
+//! [`OpenampPeer::listen`] is process 0 and [`OpenampPeer::connect`] process 1. The
 //! listening side never blocks to accept: the connection is taken whenever the link
 //! is used (waiting, notifying, asking for peers), and a kick sent before that is
 //! remembered and delivered on accept, so no wake-up is lost.
@@ -116,6 +116,17 @@ impl OpenampRole {
     }
 }
 
+/// The side an RPMsg role takes: the remote (virtio device) listens, as
+/// `rpmsg-echo` does; the host (virtio driver) connects.
+impl From<ivlink_core::rpmsg::Role> for OpenampRole {
+    fn from(role: ivlink_core::rpmsg::Role) -> Self {
+        match role {
+            ivlink_core::rpmsg::Role::Remote => OpenampRole::Listen,
+            ivlink_core::rpmsg::Role::Host => OpenampRole::Connect,
+        }
+    }
+}
+
 /// How to reach the link. [`Default`] is what OpenAMP's Linux samples use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenampOptions {
@@ -126,10 +137,10 @@ pub struct OpenampOptions {
     /// Bytes of shared memory to map ([`DEFAULT_SIZE`]). A smaller object is grown
     /// to this size; a larger one keeps its size and only this much is mapped.
     pub size: usize,
-    /// How long [`OpenampLink::connect`] keeps retrying while nobody listens
+    /// How long [`OpenampPeer::connect`] keeps retrying while nobody listens
     /// ([`DEFAULT_CONNECT_TIMEOUT`]); zero tries once. Not used when listening.
     pub connect_timeout: Duration,
-    /// Whether [`OpenampLink::listen`] writes a fresh resource table (status 0,
+    /// Whether [`OpenampPeer::listen`] writes a fresh resource table (status 0,
     /// gfeatures 0) before it listens, as OpenAMP's `rpmsg-echo` does on start
     /// (true by default). A table left by an earlier run still says `DRIVER_OK`:
     /// kept, it would pass for a live host. Not used when connecting.
@@ -151,8 +162,8 @@ impl Default for OpenampOptions {
 /// One side of an OpenAMP Linux-machine link: the mapped shared memory and the
 /// kick socket. One vector (0); notifying ignores the peer and vector given.
 ///
-/// - Process 0 ([`OpenampLink::listen`]) has id 0, process 1
-///   ([`OpenampLink::connect`]) id 1.
+/// - Process 0 ([`OpenampPeer::listen`]) has id 0, process 1
+///   ([`OpenampPeer::connect`]) id 1.
 /// - Kicks arrive as [`Event::Notified`] on vector 0, `count` being the number of
 ///   kick bytes read (kicks coalesce; a kick sent while the socket buffer is full
 ///   is merged into the unread ones).
@@ -164,7 +175,7 @@ impl Default for OpenampOptions {
 ///   [`NotifyError::UnknownPeer`], and the link is not re-established: OpenAMP's
 ///   samples accept one connection per run, and so does this.
 #[derive(Debug)]
-pub struct OpenampLink {
+pub struct OpenampPeer {
     role: OpenampRole,
     socket_path: PathBuf,
     shm: OpenampShm,
@@ -175,6 +186,10 @@ pub struct OpenampLink {
     bound: Option<(u64, u64)>,
     state: Mutex<State>,
 }
+
+/// The name this type had before every transport was a `<Kind>Peer`.
+#[deprecated(note = "renamed to OpenampPeer, like HostPeer, FilePeer and GuestPeer")]
+pub type OpenampLink = OpenampPeer;
 
 #[derive(Debug, Default)]
 struct State {
@@ -190,7 +205,7 @@ struct State {
     pending: VecDeque<Event>,
 }
 
-impl OpenampLink {
+impl OpenampPeer {
     /// Process 0 (the RPMsg remote): maps the shared memory, writes a fresh
     /// resource table (see [`OpenampOptions::write_resource_table`]), replaces a
     /// stale socket file at `options.socket`, binds and listens. Returns at once;
@@ -246,7 +261,7 @@ impl OpenampLink {
             "OpenAMP remote side listening on {}",
             path.display()
         );
-        Ok(OpenampLink {
+        Ok(OpenampPeer {
             role: OpenampRole::Listen,
             socket_path: options.socket,
             shm: options.shm,
@@ -314,7 +329,7 @@ impl OpenampLink {
             "OpenAMP host side connected to {}",
             path.display()
         );
-        Ok(OpenampLink {
+        Ok(OpenampPeer {
             role: OpenampRole::Connect,
             socket_path: options.socket,
             shm: options.shm,
@@ -328,11 +343,11 @@ impl OpenampLink {
         })
     }
 
-    /// [`OpenampLink::listen`] or [`OpenampLink::connect`], as `role` says.
+    /// [`OpenampPeer::listen`] or [`OpenampPeer::connect`], as `role` says.
     pub fn open(role: OpenampRole, options: OpenampOptions) -> Result<Self, DeviceError> {
         match role {
-            OpenampRole::Listen => OpenampLink::listen(options),
-            OpenampRole::Connect => OpenampLink::connect(options),
+            OpenampRole::Listen => OpenampPeer::listen(options),
+            OpenampRole::Connect => OpenampPeer::connect(options),
         }
     }
 
@@ -432,7 +447,7 @@ impl OpenampLink {
         }
     }
 
-    /// [`OpenampLink::kick`] as [`Notify::notify`] reports it.
+    /// [`OpenampPeer::kick`] as [`Notify::notify`] reports it.
     fn kick_or_gone(&self, state: &mut State) -> Result<(), NotifyError> {
         match self.kick(state) {
             Ok(true) => Ok(()),
@@ -523,7 +538,7 @@ impl State {
     }
 }
 
-impl Drop for OpenampLink {
+impl Drop for OpenampPeer {
     fn drop(&mut self) {
         // Remove the socket file we bound, unless someone has replaced it since.
         if let Some(bound) = self.bound
@@ -535,7 +550,7 @@ impl Drop for OpenampLink {
     }
 }
 
-impl Notify for OpenampLink {
+impl Notify for OpenampPeer {
     /// Kicks the other side; `peer` and `vector` are ignored (the samples ignore
     /// the notify id too). Never blocks.
     ///
@@ -565,7 +580,7 @@ impl Notify for OpenampLink {
     }
 }
 
-impl Device for OpenampLink {
+impl Device for OpenampPeer {
     fn region(&self) -> &RawRegion {
         &self.region
     }

@@ -4,15 +4,15 @@ use std::io;
 
 use thiserror::Error;
 
-use crate::device::DeviceError;
+use crate::device::{DeviceError, TransportError, TransportErrorKind};
 
 /// The modules VFIO needs, in the order they load.
 pub const VFIO_MODULES: &str = "irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio-pci-core vfio-pci";
 
 /// Why a guest could not open its ivshmem PCI device.
 ///
-/// Converts into [`DeviceError`] (as its [`DeviceError::Io`] variant, context
-/// `"guest transport"`); [`GuestError::find_in`] gets it back.
+/// Converts into [`DeviceError`] (as a [`DeviceError::Transport`] of the kind
+/// [`GuestError::kind`] says); [`GuestError::find_in`] gets it back, for its hints.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum GuestError {
@@ -132,12 +132,36 @@ pub enum GuestError {
     Unexpected(String),
 }
 
+impl From<GuestError> for DeviceError {
+    fn from(error: GuestError) -> Self {
+        DeviceError::Transport(TransportError::new(error.kind(), error))
+    }
+}
+
 impl GuestError {
     /// The guest error inside a [`DeviceError`], if it is one.
     pub fn find_in(error: &DeviceError) -> Option<&GuestError> {
-        match error {
-            DeviceError::Guest(error) => Some(error),
-            _ => None,
+        error.transport_error()
+    }
+
+    /// What kind of trouble it is, for callers that do not know this transport.
+    pub fn kind(&self) -> TransportErrorKind {
+        match self {
+            GuestError::NoDevice | GuestError::NoSuchDevice { .. } => TransportErrorKind::NotFound,
+            GuestError::BadAddress(_)
+            | GuestError::NotIvshmem { .. }
+            | GuestError::Unexpected(_) => TransportErrorKind::Invalid,
+            GuestError::PlainDevice { .. }
+            | GuestError::NoIommu { .. }
+            | GuestError::VfioMissing { .. }
+            | GuestError::NotViable { .. }
+            | GuestError::ApiVersion(_) => TransportErrorKind::Unsupported,
+            GuestError::Busy { .. } => TransportErrorKind::Busy,
+            GuestError::PermissionDenied { .. } => TransportErrorKind::PermissionDenied,
+            GuestError::Sysfs { error, .. } | GuestError::Vfio { error, .. } => {
+                TransportErrorKind::from_io(error.kind())
+            }
+            GuestError::Bind { .. } => TransportErrorKind::Io,
         }
     }
 
@@ -217,5 +241,15 @@ mod tests {
             Some(GuestError::NotViable { group }) if group == "7"
         ));
         assert!(GuestError::find_in(&DeviceError::NoDoorbell).is_none());
+        match &device {
+            DeviceError::Transport(error) => {
+                assert_eq!(error.kind(), TransportErrorKind::Unsupported);
+            }
+            other => panic!("not a transport error: {other:?}"),
+        }
+        let missing: DeviceError = GuestError::NoDevice.into();
+        assert!(
+            matches!(&missing, DeviceError::Transport(e) if e.kind() == TransportErrorKind::NotFound)
+        );
     }
 }

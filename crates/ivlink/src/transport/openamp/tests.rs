@@ -21,9 +21,9 @@ fn options(dir: &Path) -> OpenampOptions {
     }
 }
 
-fn pair(dir: &Path) -> (OpenampLink, OpenampLink) {
-    let remote = OpenampLink::listen(options(dir)).unwrap();
-    let host = OpenampLink::connect(options(dir)).unwrap();
+fn pair(dir: &Path) -> (OpenampPeer, OpenampPeer) {
+    let remote = OpenampPeer::listen(options(dir)).unwrap();
+    let host = OpenampPeer::connect(options(dir)).unwrap();
     (remote, host)
 }
 
@@ -73,8 +73,8 @@ fn both_sides_map_the_same_posix_shm_object() {
         size: DEFAULT_SIZE,
         ..options(dir.path())
     };
-    let remote = OpenampLink::listen(options.clone()).unwrap();
-    let host = OpenampLink::connect(options).unwrap();
+    let remote = OpenampPeer::listen(options.clone()).unwrap();
+    let host = OpenampPeer::connect(options).unwrap();
     assert_eq!(
         std::fs::metadata(shm.path()).unwrap().len(),
         DEFAULT_SIZE as u64
@@ -117,14 +117,14 @@ fn listening_rewrites_a_leftover_resource_table_before_the_socket_exists() {
     };
     // What an earlier run leaves: a host's DRIVER_OK and accepted features.
     {
-        let earlier = OpenampLink::listen(with_table.clone()).unwrap();
+        let earlier = OpenampPeer::listen(with_table.clone()).unwrap();
         earlier.region().write(0x2C, &[4]).unwrap();
         earlier.region().write(0x24, &1u32.to_le_bytes()).unwrap();
     }
     assert_eq!(std::fs::read(dir.path().join("shm")).unwrap()[0x2C], 4);
     assert!(!dir.path().join("event.0").exists());
 
-    let remote = OpenampLink::listen(with_table).unwrap();
+    let remote = OpenampPeer::listen(with_table).unwrap();
     let mut status = [0xFFu8; 1];
     remote.region().read(0x2C, &mut status).unwrap();
     assert_eq!(status, [0], "the status byte is reset");
@@ -139,7 +139,7 @@ fn a_small_file_grows_and_a_large_one_keeps_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shm");
     std::fs::write(&path, b"kept").unwrap();
-    let remote = OpenampLink::listen(options(dir.path())).unwrap();
+    let remote = OpenampPeer::listen(options(dir.path())).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0x10000);
     let mut buf = [0u8; 4];
     remote.region().read(0, &mut buf).unwrap();
@@ -150,7 +150,7 @@ fn a_small_file_grows_and_a_large_one_keeps_its_size() {
         size: 0x1000,
         ..options(dir.path())
     };
-    let remote = OpenampLink::listen(small).unwrap();
+    let remote = OpenampPeer::listen(small).unwrap();
     assert_eq!(remote.region().len(), 0x1000);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0x10000);
 
@@ -158,7 +158,7 @@ fn a_small_file_grows_and_a_large_one_keeps_its_size() {
         size: 0,
         ..options(dir.path())
     };
-    assert!(OpenampLink::connect(empty).is_err());
+    assert!(OpenampPeer::connect(empty).is_err());
 }
 
 #[test]
@@ -251,10 +251,10 @@ fn kicks_wake_the_other_side() {
 #[test]
 fn the_wait_fd_becomes_readable_on_a_kick_and_on_a_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = OpenampLink::listen(options(dir.path())).unwrap();
+    let remote = OpenampPeer::listen(options(dir.path())).unwrap();
     let remote_fd = remote.wait_fd().unwrap();
     assert!(!crate::doorbell::poll_readable(remote_fd, Some(Duration::ZERO)).unwrap());
-    let host = OpenampLink::connect(options(dir.path())).unwrap();
+    let host = OpenampPeer::connect(options(dir.path())).unwrap();
     // The listener is in the set until the connection is taken.
     assert!(crate::doorbell::poll_readable(remote_fd, WAIT).unwrap());
     assert!(remote.is_connected());
@@ -270,13 +270,13 @@ fn the_wait_fd_becomes_readable_on_a_kick_and_on_a_connection() {
 #[test]
 fn a_kick_before_the_peer_connects_is_delivered_on_accept() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = OpenampLink::listen(options(dir.path())).unwrap();
+    let remote = OpenampPeer::listen(options(dir.path())).unwrap();
     assert_eq!(remote.peers(), Vec::new());
     assert!(!remote.is_connected());
     // Nobody to kick yet: remembered, once.
     remote.notify(1, 0).unwrap();
     remote.notify(1, 0).unwrap();
-    let host = OpenampLink::connect(options(dir.path())).unwrap();
+    let host = OpenampPeer::connect(options(dir.path())).unwrap();
     // Not accepted yet, so not sent yet.
     assert_eq!(host.wait(WaitFor::ANYTHING, SHORT).unwrap(), None);
     // Any use of the remote side accepts, and the kick goes out.
@@ -292,8 +292,8 @@ fn a_kick_before_the_peer_connects_is_delivered_on_accept() {
 
     // A kick while the peer waits in the backlog is accepted and sent at once.
     let dir = tempfile::tempdir().unwrap();
-    let remote = OpenampLink::open(OpenampRole::Listen, options(dir.path())).unwrap();
-    let host = OpenampLink::open(OpenampRole::Connect, options(dir.path())).unwrap();
+    let remote = OpenampPeer::open(OpenampRole::Listen, options(dir.path())).unwrap();
+    let host = OpenampPeer::open(OpenampRole::Connect, options(dir.path())).unwrap();
     remote.notify(1, 0).unwrap();
     assert_eq!(
         host.wait(WaitFor::ANYTHING, WAIT).unwrap(),
@@ -311,9 +311,9 @@ fn the_connecting_side_retries_until_someone_listens() {
     std::thread::scope(|s| {
         let listener = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(100));
-            OpenampLink::listen(options(dir.path())).unwrap()
+            OpenampPeer::listen(options(dir.path())).unwrap()
         });
-        let host = OpenampLink::connect(options(dir.path())).unwrap();
+        let host = OpenampPeer::connect(options(dir.path())).unwrap();
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
@@ -335,7 +335,7 @@ fn the_connecting_side_retries_until_someone_listens() {
 fn connecting_gives_up_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let err = OpenampLink::connect(OpenampOptions {
+    let err = OpenampPeer::connect(OpenampOptions {
         connect_timeout: Duration::from_millis(200),
         ..options(dir.path())
     })
@@ -354,7 +354,7 @@ fn connecting_gives_up_after_the_timeout() {
 
     let started = Instant::now();
     assert!(
-        OpenampLink::connect(OpenampOptions {
+        OpenampPeer::connect(OpenampOptions {
             connect_timeout: Duration::ZERO,
             ..options(dir.path())
         })
@@ -517,7 +517,7 @@ fn a_stale_socket_is_replaced_and_other_files_are_refused() {
     drop(host);
 
     std::fs::write(&socket, b"not a socket").unwrap();
-    let err = OpenampLink::listen(options(dir.path())).unwrap_err();
+    let err = OpenampPeer::listen(options(dir.path())).unwrap_err();
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
 }
@@ -525,12 +525,19 @@ fn a_stale_socket_is_replaced_and_other_files_are_refused() {
 #[test]
 fn a_socket_replaced_by_another_listener_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let first = OpenampLink::listen(options(dir.path())).unwrap();
-    let second = OpenampLink::listen(options(dir.path())).unwrap();
+    let first = OpenampPeer::listen(options(dir.path())).unwrap();
+    let second = OpenampPeer::listen(options(dir.path())).unwrap();
     drop(first);
     let socket = dir.path().join("event.0");
     assert!(socket.exists(), "the second listener's socket stays");
-    let host = OpenampLink::connect(options(dir.path())).unwrap();
+    let host = OpenampPeer::connect(options(dir.path())).unwrap();
     host.notify(0, 0).unwrap();
     assert!(second.wait(WaitFor::vector(0), WAIT).unwrap().is_some());
+}
+
+#[test]
+fn the_rpmsg_remote_listens_and_the_host_connects() {
+    use ivlink_core::rpmsg::Role;
+    assert_eq!(OpenampRole::from(Role::Remote), OpenampRole::Listen);
+    assert_eq!(OpenampRole::from(Role::Host), OpenampRole::Connect);
 }
