@@ -406,6 +406,10 @@ impl crate::section::SectionProtocol for ChannelLayout {
         matches!(error, ChannelError::Initializing)
     }
 
+    fn wrong_kind() -> ChannelError {
+        ChannelError::Invalid("the section has another kind")
+    }
+
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,

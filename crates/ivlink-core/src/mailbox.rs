@@ -871,6 +871,10 @@ impl crate::section::SectionProtocol for MailboxLayout {
         matches!(error, MailboxError::Initializing)
     }
 
+    fn wrong_kind() -> MailboxError {
+        MailboxError::Invalid("the section has another kind")
+    }
+
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,

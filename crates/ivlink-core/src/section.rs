@@ -24,7 +24,7 @@ use crate::setup::{SetupState, SetupWord};
 ///    header has a [`SetupWord`]: the creator claims it, writes the rest, then
 ///    publishes.
 /// 2. **One std endpoint** (`ivlink::<name>`): opens the section with
-///    `ivlink::section::open_or_create::<Layout, _>` (which retries while another
+///    `ivlink::section::open_or_create::<Layout, Error>` (which retries while another
 ///    peer sets it up and reclaims half-built sections) and wraps the layout in
 ///    the endpoint type that waits on the doorbell.
 /// 3. **One inspect module** (`ivlink::inspect::<name>`): turns the snapshot and
@@ -72,6 +72,9 @@ pub trait SectionProtocol: Sized {
     /// means another peer is still setting the section up, or gave up on it: worth
     /// waiting for, not a damaged section.
     fn is_initializing(error: &Self::Error) -> bool;
+
+    /// The error for a section of the wanted name that holds another kind.
+    fn wrong_kind() -> Self::Error;
 
     /// Reads the header of the section at `offset` of `size` bytes as-is. Fails
     /// only if the section lies outside the region or cannot hold a header.

@@ -899,6 +899,10 @@ impl crate::section::SectionProtocol for StreamLayout {
         matches!(error, StreamError::Initializing)
     }
 
+    fn wrong_kind() -> StreamError {
+        StreamError::Invalid("the section has another kind")
+    }
+
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 
-use crate::section::Wanted;
+use crate::section::OpenFailure;
 use ivlink_core::ring::{Consumer, Producer, RingError};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
@@ -69,31 +69,13 @@ pub fn open_named(
     shape: ChannelShape,
     timeout: Duration,
 ) -> Result<ChannelLayout, EndpointError> {
-    // Checked before anything is created, so that a bad shape leaves nothing.
-    let size = shape.check()?;
-    let wanted = Wanted {
-        name,
-        kind: SectionKind::Ring,
-        size,
-        vector: shape.vector,
-        setup: ivlink_core::channel::SETUP,
-    };
-    let region = device.region();
-    crate::section::find_or_add(
-        device,
-        wanted,
-        timeout,
-        &mut |info, added| {
-            Ok(if added {
-                ChannelLayout::create(region, info.offset, info.size, shape)?
-            } else {
-                ChannelLayout::open(region, info.offset, info.size)?
-            })
-        },
-        |e| matches!(e, EndpointError::Channel(ChannelError::Initializing)),
-        || ChannelError::Invalid("the section has another kind").into(),
-        || EndpointError::SetupTimeout(name.to_owned()),
-    )
+    crate::section::open_or_create(device, name, &shape, shape.vector, timeout).map(|(l, _)| l)
+}
+
+impl OpenFailure<ChannelLayout> for EndpointError {
+    fn setup_timeout(name: &str) -> Self {
+        EndpointError::SetupTimeout(name.to_owned())
+    }
 }
 
 /// One member's end of a channel.

@@ -13,9 +13,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 
-use crate::section::Wanted;
+use crate::section::OpenFailure;
 use ivlink_core::mailbox::{MailboxError, MailboxLayout, MailboxShape};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
@@ -78,34 +78,13 @@ pub fn open_named(
     shape: MailboxShape,
     timeout: Duration,
 ) -> Result<MailboxLayout, IpmError> {
-    // Checked before anything is created, so that a bad shape leaves nothing.
-    shape.check()?;
-    let size = shape
-        .section_size()
-        .ok_or(MailboxError::Invalid("shape out of range"))?;
-    let wanted = Wanted {
-        name,
-        kind: SectionKind::Mailbox,
-        size,
-        vector: shape.vector,
-        setup: ivlink_core::mailbox::SETUP,
-    };
-    let region = device.region();
-    crate::section::find_or_add(
-        device,
-        wanted,
-        timeout,
-        &mut |info, added| {
-            Ok(if added {
-                MailboxLayout::create(region, info.offset, info.size, shape)?
-            } else {
-                MailboxLayout::open(region, info.offset, info.size)?
-            })
-        },
-        |e| matches!(e, IpmError::Mailbox(MailboxError::Initializing)),
-        || MailboxError::Invalid("the section has another kind").into(),
-        || IpmError::SetupTimeout(name.to_owned()),
-    )
+    crate::section::open_or_create(device, name, &shape, shape.vector, timeout).map(|(l, _)| l)
+}
+
+impl OpenFailure<MailboxLayout> for IpmError {
+    fn setup_timeout(name: &str) -> Self {
+        IpmError::SetupTimeout(name.to_owned())
+    }
 }
 
 /// A received message.

@@ -663,6 +663,10 @@ impl crate::section::SectionProtocol for LinkLayout {
         matches!(error, RpmsgError::Initializing)
     }
 
+    fn wrong_kind() -> RpmsgError {
+        RpmsgError::Layout("the section has another kind")
+    }
+
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,
