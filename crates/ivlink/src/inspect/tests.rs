@@ -2,6 +2,8 @@ use super::*;
 use ivlink_core::HeapRegion;
 use ivlink_core::directory::SectionSpec;
 use ivlink_core::mailbox::MailboxShape;
+use ivlink_core::rpmsg::LinkLayout;
+use ivlink_core::section::SectionProtocol;
 use ivlink_core::stream::{Side, StreamEnd};
 use proptest::prelude::*;
 use std::sync::atomic::Ordering;
@@ -309,6 +311,142 @@ fn foreign_regions_are_named_or_unrecognised() {
     let text = report.to_string();
     assert!(text.contains(r#"first bytes: "\x01\x02binary"#), "{text}");
     assert!(text.ends_with("verdict: unrecognised: neither an ivlink directory nor a known foreign layout (Zephyr's doorbell text, OpenAMP's resource table)\n"), "{text}");
+}
+
+/// Doorbells go nowhere: both sides are polled in turn.
+struct NoDoorbell;
+
+impl ivlink_core::Notify for NoDoorbell {
+    fn notify(&self, _: u16, _: u16) -> Result<(), ivlink_core::NotifyError> {
+        Ok(())
+    }
+}
+
+/// A region with a native RPMsg section "rpmsg" of 8 buffers each way, a host
+/// (peer 3) and a remote (peer 5) that have exchanged "ping"/"pong" on bound
+/// "demo" endpoints; then the host announces "late" and sends "hello" to the
+/// remote, which polls no more: both wait on vring 1.
+fn rpmsg_region() -> (HeapRegion, SectionInfo, u32) {
+    use ivlink_core::rpmsg::{ADDR_ANY, Link, LinkConfig, LinkEvent, NativeShape, Role};
+    let region = HeapRegion::new(1 << 20);
+    let shape = NativeShape {
+        num: 8,
+        buf_size: 512,
+    };
+    let size = <LinkLayout as SectionProtocol>::section_size(&shape).unwrap();
+    let spec = SectionSpec::new("rpmsg", SectionKind::Rpmsg, size)
+        .with_owner(3)
+        .with_align(4096);
+    let info = Directory::create(&*region, 8).unwrap().add(&spec).unwrap();
+    let layout =
+        <LinkLayout as SectionProtocol>::create(&*region, info.offset, size, &shape).unwrap();
+    let side = |role, own_id, peer| {
+        Link::new(LinkConfig {
+            role,
+            layout,
+            own_id,
+            peer: Some(peer),
+            vector: 0,
+        })
+    };
+    let (mut host, mut remote) = (side(Role::Host, 3, 5), side(Role::Remote, 5, 3));
+    let local = host.create_endpoint("demo", ADDR_ANY, ADDR_ANY).unwrap();
+    let far = remote.create_endpoint("demo", ADDR_ANY, ADDR_ANY).unwrap();
+    let mut buf = vec![0u8; 512];
+    let mut got_pong = false;
+    for _ in 0..200 {
+        let _ = host.poll(&*region, &NoDoorbell, &mut buf).unwrap();
+        if let Some(LinkEvent::Message { len, .. }) =
+            remote.poll(&*region, &NoDoorbell, &mut buf).unwrap()
+        {
+            assert_eq!(&buf[..len], b"ping");
+            remote
+                .send(&*region, &NoDoorbell, far, None, b"pong")
+                .unwrap();
+        }
+        if host
+            .endpoints()
+            .get(local)
+            .is_some_and(|e| e.remote != ADDR_ANY)
+            && !got_pong
+        {
+            match host.send(&*region, &NoDoorbell, local, None, b"ping") {
+                Ok(()) => got_pong = true,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(got_pong && host.is_up() && remote.is_up());
+    let late = host.create_endpoint("late", ADDR_ANY, ADDR_ANY).unwrap();
+    for _ in 0..10 {
+        let _ = host.poll(&*region, &NoDoorbell, &mut buf).unwrap();
+    }
+    host.send(&*region, &NoDoorbell, local, None, b"hello")
+        .unwrap();
+    (region, info, late)
+}
+
+#[test]
+fn a_native_rpmsg_section_is_decoded_with_its_messages_in_flight() {
+    let (region, info, late) = rpmsg_region();
+    let report = inspect(&region);
+    assert!(report.ok, "{report}");
+    let link = section(&report, "rpmsg");
+    assert_eq!(link.kind, "rpmsg");
+    let r = link.rpmsg.as_ref().unwrap();
+    assert_eq!(
+        (r.magic.as_str(), r.state_name.as_str(), r.link.as_str()),
+        ("RPM1", "ready", "up")
+    );
+    assert_eq!((r.generation, r.attached), (1, Some(1)));
+    assert!(r.driver_ok && !r.needs_reset);
+    assert_eq!((r.host_peer, r.remote_peer), (Some(3), Some(5)));
+    assert_eq!((r.num, r.buf_size), (8, 512));
+    assert_eq!(r.vrings.len(), 2);
+    assert_eq!(r.vrings[1].in_flight, Some(2), "{report}");
+    let announced = r.in_flight[0].announces.as_ref().unwrap();
+    assert_eq!(
+        (
+            announced.name.as_str(),
+            announced.addr,
+            announced.action.as_str()
+        ),
+        ("late", late, "create")
+    );
+    assert_eq!((r.in_flight[0].dst, r.in_flight[0].len), (0x35, 40));
+    assert_eq!(r.in_flight[1].len, 5);
+    assert!(r.in_flight[1].announces.is_none());
+    let text = report.to_string();
+    for needle in [
+        "rpmsg: magic RPM1, state ready, generation 1, status 0x04, attached 1, link up",
+        "host peer 3, remote peer 5, 8 buffers of 512 B each way",
+        "announces create 'late'",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["sections"][0]["rpmsg"]["vrings"][1]["direction"],
+        "host -> remote"
+    );
+    assert!(json["sections"][0].get("mailbox").is_none());
+
+    // A hostile remote returns more buffers than were ever posted.
+    let used_idx = r.vrings[1].used_idx;
+    let ring = LinkLayout::open_native(&*region, info.offset, info.size)
+        .unwrap()
+        .vrings[1];
+    let used_at = ring.base() + ring.layout().used_offset() + 2;
+    region
+        .write(used_at, &used_idx.wrapping_add(100).to_le_bytes())
+        .unwrap();
+    let report = inspect(&region);
+    let problems = section(&report, "rpmsg").problems.join("\n");
+    assert!(
+        problems.contains("vring 1 (host -> remote): avail idx"),
+        "{problems}"
+    );
+    assert!(report.to_string().contains("in flight ?"));
 }
 
 proptest! {
