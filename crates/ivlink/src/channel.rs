@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
 use ivlink_core::directory::DirectoryError;
 
-use crate::section::OpenFailure;
+use crate::section::{NamedShape, OpenFailure};
 use ivlink_core::ring::{Consumer, Producer, RingError};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
@@ -57,24 +57,23 @@ pub enum EndpointError {
     SetupTimeout(String),
 }
 
-/// Sections a region's directory gets when a channel creates it.
-pub const DEFAULT_MAX_SECTIONS: u32 = crate::section::DEFAULT_MAX_SECTIONS;
-
-/// Finds the channel `name` through the region's directory, creating the
-/// directory and the channel (with `shape`) if they do not exist yet: peers may
-/// start in any order. Waits up to `timeout` while another peer sets them up.
-pub fn open_named(
-    device: &dyn Device,
-    name: &str,
-    shape: ChannelShape,
-    timeout: Duration,
-) -> Result<ChannelLayout, EndpointError> {
-    crate::section::open_or_create(device, name, &shape, shape.vector, timeout).map(|(l, _)| l)
-}
-
 impl OpenFailure<ChannelLayout> for EndpointError {
     fn setup_timeout(name: &str) -> Self {
         EndpointError::SetupTimeout(name.to_owned())
+    }
+}
+
+/// Sections a region's directory gets when a channel creates it.
+pub const DEFAULT_MAX_SECTIONS: u32 = crate::section::DEFAULT_MAX_SECTIONS;
+
+pub use crate::section::open_named;
+
+impl NamedShape for ChannelShape {
+    type Protocol = ChannelLayout;
+    type Error = EndpointError;
+
+    fn vector(&self) -> ivlink_core::Vector {
+        self.vector
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
 
-use crate::section::OpenFailure;
+use crate::section::{NamedShape, OpenFailure};
 use ivlink_core::mailbox::{MailboxError, MailboxLayout, MailboxShape};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
@@ -60,6 +60,12 @@ pub enum IpmError {
     Device(#[from] DeviceError),
 }
 
+impl OpenFailure<MailboxLayout> for IpmError {
+    fn setup_timeout(name: &str) -> Self {
+        IpmError::SetupTimeout(name.to_owned())
+    }
+}
+
 impl From<WaitError<MailboxError>> for IpmError {
     fn from(e: WaitError<MailboxError>) -> Self {
         match e {
@@ -69,21 +75,14 @@ impl From<WaitError<MailboxError>> for IpmError {
     }
 }
 
-/// Finds the mailbox `name` through the region's directory, creating the directory
-/// and the mailbox (with `shape`) if they do not exist yet: peers may start in any
-/// order. Waits up to `timeout` while another peer sets them up.
-pub fn open_named(
-    device: &dyn Device,
-    name: &str,
-    shape: MailboxShape,
-    timeout: Duration,
-) -> Result<MailboxLayout, IpmError> {
-    crate::section::open_or_create(device, name, &shape, shape.vector, timeout).map(|(l, _)| l)
-}
+pub use crate::section::open_named;
 
-impl OpenFailure<MailboxLayout> for IpmError {
-    fn setup_timeout(name: &str) -> Self {
-        IpmError::SetupTimeout(name.to_owned())
+impl NamedShape for MailboxShape {
+    type Protocol = MailboxLayout;
+    type Error = IpmError;
+
+    fn vector(&self) -> ivlink_core::Vector {
+        self.vector
     }
 }
 

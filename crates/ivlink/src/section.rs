@@ -38,6 +38,31 @@ pub trait OpenFailure<P: SectionProtocol>: From<P::Error> + From<DirectoryError>
     }
 }
 
+/// A shape that records its section's doorbell vector itself (channels,
+/// mailboxes): it names its protocol and that protocol's endpoint error, so that
+/// [`open_named`] needs nothing else.
+pub trait NamedShape: Copy {
+    /// The protocol it shapes.
+    type Protocol: SectionProtocol<Shape = Self>;
+    /// The endpoint's error.
+    type Error: OpenFailure<Self::Protocol>;
+    /// The doorbell vector the section's directory entry records.
+    fn vector(&self) -> Vector;
+}
+
+/// Finds the section `name` through the region's directory, creating the
+/// directory and the section (with `shape`) if they do not exist yet: peers may
+/// start in any order. Waits up to `timeout` while another peer sets them up.
+/// [`open_or_create`] for shapes that carry their vector, returning the layout.
+pub fn open_named<S: NamedShape>(
+    device: &dyn Device,
+    name: &str,
+    shape: S,
+    timeout: Duration,
+) -> Result<S::Protocol, S::Error> {
+    open_or_create(device, name, &shape, shape.vector(), timeout).map(|(layout, _)| layout)
+}
+
 /// Finds the section `name` of protocol `P` through the region's directory,
 /// creating the directory and the section (with `shape`, ringing `vector`) if
 /// they do not exist yet: peers may start in any order. Returns the opened
