@@ -230,6 +230,7 @@ mod tests {
     use crate::FilePeer;
     use ivlink_core::channel::{ChannelError, ChannelShape};
     use ivlink_core::directory::EntryState;
+    use ivlink_core::section::SectionProtocol;
 
     const SHAPE: ChannelShape = ChannelShape {
         max_members: 4,
@@ -316,6 +317,49 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(now.offset, stuck.offset);
+    }
+
+    #[test]
+    fn a_half_built_stream_is_set_up_again_too() {
+        use ivlink_core::stream::StreamLayout;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("region");
+        let dead = FilePeer::create(&path, 1 << 20, 7).unwrap();
+        let directory = Directory::open_or_create(dead.region(), DEFAULT_MAX_SECTIONS).unwrap();
+        let spec = SectionSpec::new("pipe", StreamLayout::KIND, 4096).with_align(4096);
+        let stuck = directory.add(&spec).unwrap();
+        drop(dead);
+        let a = FilePeer::create(&path, 1 << 20, 1).unwrap();
+        crate::stream::Stream::open(&a, "pipe", 2, 128, 0, Duration::from_secs(20)).unwrap();
+        let directory = Directory::open(a.region()).unwrap();
+        let now = directory.find("pipe").unwrap().unwrap();
+        assert_ne!(now.offset, stuck.offset, "set up in fresh bytes");
+    }
+
+    #[test]
+    fn a_section_of_another_kind_is_refused_with_each_protocols_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FilePeer::create(&dir.path().join("region"), 1 << 20, 1).unwrap();
+        crate::channel::open_named(&a, "demo", SHAPE, Duration::from_secs(1)).unwrap();
+        let stream = crate::stream::Stream::open(&a, "demo", 2, 128, 0, Duration::from_secs(1));
+        assert_eq!(
+            stream.err().unwrap().to_string(),
+            "section 'demo' is not a stream"
+        );
+        let shape = ivlink_core::mailbox::MailboxShape {
+            max_members: 2,
+            max_data: 8,
+            id_count: 1,
+            vector: 0,
+            completion_vector: 0,
+        };
+        let mailbox = crate::mailbox::open_named(&a, "demo", shape, Duration::from_secs(1));
+        assert!(
+            mailbox
+                .unwrap_err()
+                .to_string()
+                .contains("the section has another kind"),
+        );
     }
 
     #[test]
