@@ -24,13 +24,15 @@ use crate::setup::{SetupState, SetupWord};
 ///    header has a [`SetupWord`]: the creator claims it, writes the rest, then
 ///    publishes.
 /// 2. **One std endpoint** (`ivlink::<name>`): opens the section with
-///    `ivlink::section::open_or_create::<Layout, Error>` (which retries while another
-///    peer sets it up and reclaims half-built sections) and wraps the layout in
-///    the endpoint type that waits on the doorbell.
-/// 3. **One inspect module** (`ivlink::inspect::<name>`): turns the snapshot and
-///    whatever the opened layout shows into a serde report and its text lines,
-///    listed once in `inspect`'s table of kinds.
-/// 4. **One CLI command module** (`ivlink-cli`'s `commands::<name>`): parses
+///    `ivlink::section::open_or_create::<Layout, Error>` (or `open_named`, if the
+///    shape carries its doorbell vector), which creates it on first use, waits
+///    while another peer sets it up and takes over a half-built one; the
+///    endpoint's error implements `OpenFailure` (its setup-timeout message) and
+///    the endpoint type waits on the doorbell.
+/// 3. **One inspect module** (`ivlink/src/inspect/<name>.rs`): a serde report
+///    built from the snapshot and the opened layout, its text lines, one
+///    `Option` field in `SectionReport` and one line in inspect's table of kinds.
+/// 4. **One CLI command module** (`ivlink-cli/src/commands/<name>.rs`): parses
 ///    arguments, calls the endpoint, prints.
 pub trait SectionProtocol: Sized {
     /// The kind the section's directory entry records.

@@ -5,7 +5,8 @@
 //! every inconsistency found. Nothing is trusted; every value is shown as read,
 //! and whatever cannot be right becomes a problem line, never a panic.
 //!
-//! One module per section kind ([`DECODERS`] lists them), one for foreign layouts.
+//! One module per section kind (a table of decoders keyed by each protocol's
+//! `SectionProtocol::KIND` lists them), one for foreign layouts.
 
 use std::fmt::{self, Write as _};
 

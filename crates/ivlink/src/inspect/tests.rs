@@ -474,4 +474,19 @@ proptest! {
         let _ = report.to_string();
         let _ = serde_json::to_string(&report).unwrap();
     }
+
+    /// Whatever a hostile peer writes over a native RPMsg section (header,
+    /// vrings, buffers), the report is made and printed without a panic.
+    #[test]
+    fn a_hostile_rpmsg_section_never_panics(
+        writes in proptest::collection::vec((0usize..9000, any::<u64>()), 1..32),
+    ) {
+        let (region, info, _) = rpmsg_region();
+        for (at, value) in writes {
+            let _ = region.write(info.offset + at, &value.to_le_bytes());
+        }
+        let report = inspect(&region);
+        let _ = report.to_string();
+        let _ = serde_json::to_string(&report).unwrap();
+    }
 }
