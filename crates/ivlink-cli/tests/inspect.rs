@@ -1,6 +1,7 @@
 //! `ivlink inspect` on a live region (private server, `--memfd`) decodes a
-//! mailbox (header, members, boxes with busy bit and completion) and a stream
-//! (header, liveness of each end, both byte rings) in text and in JSON.
+//! mailbox (header, members, boxes with busy bit and completion), a stream
+//! (header, liveness of each end, both byte rings) and a native RPMsg link
+//! (generation, status, attachment, vrings) in text and in JSON.
 
 mod common;
 
@@ -478,4 +479,89 @@ fn zephyrs_doorbell_text_is_a_known_foreign_layout() {
         report.contains("verdict: a foreign layout: Zephyr's"),
         "{report}"
     );
+}
+
+/// The native RPMsg link of `report` (section "rpmsg").
+fn rpmsg(report: &Value) -> &Value {
+    &section(report, "rpmsg")["rpmsg"]
+}
+
+#[test]
+fn inspect_decodes_a_live_native_rpmsg_link_and_a_host_restart_the_remote_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd"]);
+    let mut echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    let sent = run(&["rpmsg", "send", "-S", sock, "hi", "3"]);
+    assert!(sent.status.success(), "{}", text(&sent));
+
+    // The remote returned every message: nothing is in flight to it.
+    let report = inspect_until(sock, "vring 1 drained", |r| {
+        rpmsg(r)["vrings"][1]["in_flight"] == 0
+    });
+    assert_eq!(section(&report, "rpmsg")["kind"], "rpmsg");
+    let link = rpmsg(&report);
+    assert_eq!(
+        (
+            link["magic"].as_str(),
+            link["state_name"].as_str(),
+            link["link"].as_str()
+        ),
+        (Some("RPM1"), Some("ready"), Some("up")),
+        "{report:#}"
+    );
+    let generation = link["generation"].as_u64().unwrap();
+    assert!(generation >= 1);
+    assert_eq!(link["attached"].as_u64(), Some(generation));
+    assert_eq!(
+        (link["driver_ok"].as_bool(), link["needs_reset"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (link["num"].as_u64(), link["buf_size"].as_u64()),
+        (Some(64), Some(512))
+    );
+    assert!(
+        link["host_peer"].is_u64() && link["remote_peer"].is_u64(),
+        "{link:#}"
+    );
+    assert_ne!(link["host_peer"], link["remote_peer"]);
+    // Three messages and the host's announcement went to the remote.
+    assert!(
+        link["vrings"][1]["avail_idx"].as_u64().unwrap() >= 4,
+        "{link:#}"
+    );
+    assert_eq!(link["vrings"][0]["direction"], "remote -> host");
+    assert_eq!(link["in_flight"], serde_json::json!([]));
+    let output = run(&["inspect", "-S", sock]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    line_with(
+        &shown,
+        &[
+            "rpmsg: magic RPM1, state ready",
+            &format!("generation {generation}"),
+            "link up",
+        ],
+    );
+    line_with(&shown, &["64 buffers of 512 B each way"]);
+    line_with(&shown, &["host -> remote: avail idx", "in flight 0"]);
+
+    // The remote dies; a new host starts the next generation, which nobody
+    // attaches to.
+    echo.signal(Signal::KILL);
+    let _ = echo.wait_exit();
+    let lone = run(&["rpmsg", "send", "-S", sock, "hi", "1", "--wait", "0.5"]);
+    assert!(!lone.status.success(), "{}", text(&lone));
+    let report = inspect_json(sock);
+    let link = rpmsg(&report);
+    assert_eq!(
+        link["generation"].as_u64(),
+        Some(generation + 1),
+        "{link:#}"
+    );
+    assert_eq!(link["attached"].as_u64(), Some(generation));
+    assert_eq!(link["link"], "waiting for the remote");
+    assert_eq!(section(&report, "rpmsg")["problems"], serde_json::json!([]));
 }

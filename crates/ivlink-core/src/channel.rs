@@ -358,6 +358,81 @@ impl ChannelLayout {
     }
 }
 
+/// A channel header as read, nothing validated: what [`ChannelLayout::open`]
+/// checks, for showing to people. Values may be hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelHeader {
+    /// The magic bytes (`CHN1` in a channel).
+    pub magic: [u8; 4],
+    /// The setup word ([`SETUP`]).
+    pub state: u32,
+    /// Member slots.
+    pub max_members: u32,
+    /// Bytes per ring, ring header included.
+    pub ring_size: u64,
+    /// The doorbell vector.
+    pub vector: Vector,
+}
+
+impl crate::section::SectionProtocol for ChannelLayout {
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Ring;
+    const SETUP: SetupWord = SETUP;
+    type Shape = ChannelShape;
+    type Snapshot = ChannelHeader;
+    type Error = ChannelError;
+
+    fn section_size(shape: &ChannelShape) -> Result<usize, ChannelError> {
+        shape.check()
+    }
+
+    fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: &ChannelShape,
+    ) -> Result<Self, ChannelError> {
+        ChannelLayout::create(region, offset, size, *shape)
+    }
+
+    fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, ChannelError> {
+        ChannelLayout::open(region, offset, size)
+    }
+
+    fn is_initializing(error: &ChannelError) -> bool {
+        matches!(error, ChannelError::Initializing)
+    }
+
+    fn wrong_kind() -> ChannelError {
+        ChannelError::Invalid("the section has another kind")
+    }
+
+    fn snapshot<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<ChannelHeader, ChannelError> {
+        crate::region::check_bounds(offset, size, region.len())?;
+        if size < SLOTS_AT {
+            return Err(ChannelError::Invalid("section too small"));
+        }
+        let mut magic = [0u8; 4];
+        region.read(offset, &mut magic)?;
+        let mut vector = [0u8; 2];
+        region.read(offset + VECTOR_AT, &mut vector)?;
+        Ok(ChannelHeader {
+            magic,
+            state: u32::from_le(region.load_u32(offset + STATE_AT, Ordering::Acquire)?),
+            max_members: region.load_u32(offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
+            ring_size: region.load_u64(offset + RING_SIZE_AT, Ordering::Relaxed)?,
+            vector: Vector::from_le_bytes(vector),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

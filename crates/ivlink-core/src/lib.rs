@@ -24,6 +24,7 @@ pub mod raw_message;
 pub mod region;
 pub mod ring;
 pub mod rpmsg;
+pub mod section;
 pub mod setup;
 pub mod stream;
 pub mod virtq;

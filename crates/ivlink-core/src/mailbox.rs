@@ -836,6 +836,54 @@ impl MailboxLayout {
     }
 }
 
+impl crate::section::SectionProtocol for MailboxLayout {
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Mailbox;
+    const SETUP: SetupWord = SETUP;
+    type Shape = MailboxShape;
+    type Snapshot = MailboxHeader;
+    type Error = MailboxError;
+
+    fn section_size(shape: &MailboxShape) -> Result<usize, MailboxError> {
+        shape.check()?;
+        shape
+            .section_size()
+            .ok_or(MailboxError::Invalid("shape out of range"))
+    }
+
+    fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: &MailboxShape,
+    ) -> Result<Self, MailboxError> {
+        MailboxLayout::create(region, offset, size, *shape)
+    }
+
+    fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, MailboxError> {
+        MailboxLayout::open(region, offset, size)
+    }
+
+    fn is_initializing(error: &MailboxError) -> bool {
+        matches!(error, MailboxError::Initializing)
+    }
+
+    fn wrong_kind() -> MailboxError {
+        MailboxError::Invalid("the section has another kind")
+    }
+
+    fn snapshot<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<MailboxHeader, MailboxError> {
+        MailboxHeader::read(region, offset, size)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

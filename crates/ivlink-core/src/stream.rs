@@ -857,5 +857,60 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
 // Keep the ring header size in one place: the stream's rings are `ring`'s.
 const _: () = assert!(RINGS_AT % 128 == 0 && ring::HEADER % 128 == 0 && MIN_CAPACITY % 128 == 0);
 
+/// How a new stream is shaped: what its creator writes into the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamShape {
+    /// Data bytes per direction (a power of two, at least [`MIN_CAPACITY`]).
+    pub capacity: usize,
+    /// The peers of side A and side B.
+    pub peers: [PeerId; 2],
+}
+
+impl crate::section::SectionProtocol for StreamLayout {
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Stream;
+    const SETUP: SetupWord = SETUP;
+    type Shape = StreamShape;
+    type Snapshot = StreamHeader;
+    type Error = StreamError;
+
+    fn section_size(shape: &StreamShape) -> Result<usize, StreamError> {
+        StreamLayout::check_capacity(shape.capacity)?;
+        StreamLayout::section_size(shape.capacity).ok_or(StreamError::Invalid("capacity too large"))
+    }
+
+    fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: &StreamShape,
+    ) -> Result<Self, StreamError> {
+        StreamLayout::create(region, offset, size, shape.capacity, shape.peers)
+    }
+
+    fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, StreamError> {
+        StreamLayout::open(region, offset, size)
+    }
+
+    fn is_initializing(error: &StreamError) -> bool {
+        matches!(error, StreamError::Initializing)
+    }
+
+    fn wrong_kind() -> StreamError {
+        StreamError::Invalid("the section has another kind")
+    }
+
+    fn snapshot<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<StreamHeader, StreamError> {
+        StreamHeader::read(region, offset, size)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 
-use crate::section::Wanted;
+use crate::section::{NamedShape, OpenFailure};
 use ivlink_core::ring::{Consumer, Producer, RingError};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
@@ -57,43 +57,24 @@ pub enum EndpointError {
     SetupTimeout(String),
 }
 
+impl OpenFailure<ChannelLayout> for EndpointError {
+    fn setup_timeout(name: &str) -> Self {
+        EndpointError::SetupTimeout(name.to_owned())
+    }
+}
+
 /// Sections a region's directory gets when a channel creates it.
 pub const DEFAULT_MAX_SECTIONS: u32 = crate::section::DEFAULT_MAX_SECTIONS;
 
-/// Finds the channel `name` through the region's directory, creating the
-/// directory and the channel (with `shape`) if they do not exist yet: peers may
-/// start in any order. Waits up to `timeout` while another peer sets them up.
-pub fn open_named(
-    device: &dyn Device,
-    name: &str,
-    shape: ChannelShape,
-    timeout: Duration,
-) -> Result<ChannelLayout, EndpointError> {
-    // Checked before anything is created, so that a bad shape leaves nothing.
-    let size = shape.check()?;
-    let wanted = Wanted {
-        name,
-        kind: SectionKind::Ring,
-        size,
-        vector: shape.vector,
-        setup: ivlink_core::channel::SETUP,
-    };
-    let region = device.region();
-    crate::section::find_or_add(
-        device,
-        wanted,
-        timeout,
-        &mut |info, added| {
-            Ok(if added {
-                ChannelLayout::create(region, info.offset, info.size, shape)?
-            } else {
-                ChannelLayout::open(region, info.offset, info.size)?
-            })
-        },
-        |e| matches!(e, EndpointError::Channel(ChannelError::Initializing)),
-        || ChannelError::Invalid("the section has another kind").into(),
-        || EndpointError::SetupTimeout(name.to_owned()),
-    )
+pub use crate::section::open_named;
+
+impl NamedShape for ChannelShape {
+    type Protocol = ChannelLayout;
+    type Error = EndpointError;
+
+    fn vector(&self) -> ivlink_core::Vector {
+        self.vector
+    }
 }
 
 /// One member's end of a channel.

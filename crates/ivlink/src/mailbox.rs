@@ -13,9 +13,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 
-use crate::section::Wanted;
+use crate::section::{NamedShape, OpenFailure};
 use ivlink_core::mailbox::{MailboxError, MailboxLayout, MailboxShape};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
@@ -60,6 +60,12 @@ pub enum IpmError {
     Device(#[from] DeviceError),
 }
 
+impl OpenFailure<MailboxLayout> for IpmError {
+    fn setup_timeout(name: &str) -> Self {
+        IpmError::SetupTimeout(name.to_owned())
+    }
+}
+
 impl From<WaitError<MailboxError>> for IpmError {
     fn from(e: WaitError<MailboxError>) -> Self {
         match e {
@@ -69,43 +75,15 @@ impl From<WaitError<MailboxError>> for IpmError {
     }
 }
 
-/// Finds the mailbox `name` through the region's directory, creating the directory
-/// and the mailbox (with `shape`) if they do not exist yet: peers may start in any
-/// order. Waits up to `timeout` while another peer sets them up.
-pub fn open_named(
-    device: &dyn Device,
-    name: &str,
-    shape: MailboxShape,
-    timeout: Duration,
-) -> Result<MailboxLayout, IpmError> {
-    // Checked before anything is created, so that a bad shape leaves nothing.
-    shape.check()?;
-    let size = shape
-        .section_size()
-        .ok_or(MailboxError::Invalid("shape out of range"))?;
-    let wanted = Wanted {
-        name,
-        kind: SectionKind::Mailbox,
-        size,
-        vector: shape.vector,
-        setup: ivlink_core::mailbox::SETUP,
-    };
-    let region = device.region();
-    crate::section::find_or_add(
-        device,
-        wanted,
-        timeout,
-        &mut |info, added| {
-            Ok(if added {
-                MailboxLayout::create(region, info.offset, info.size, shape)?
-            } else {
-                MailboxLayout::open(region, info.offset, info.size)?
-            })
-        },
-        |e| matches!(e, IpmError::Mailbox(MailboxError::Initializing)),
-        || MailboxError::Invalid("the section has another kind").into(),
-        || IpmError::SetupTimeout(name.to_owned()),
-    )
+pub use crate::section::open_named;
+
+impl NamedShape for MailboxShape {
+    type Protocol = MailboxLayout;
+    type Error = IpmError;
+
+    fn vector(&self) -> ivlink_core::Vector {
+        self.vector
+    }
 }
 
 /// A received message.

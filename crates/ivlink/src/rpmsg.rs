@@ -5,14 +5,14 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 use ivlink_core::rpmsg::{
     ADDR_ANY, Link, LinkConfig, LinkEvent, LinkLayout, NativeShape, Profile, Role, RpmsgError,
 };
 use ivlink_core::{PeerId, Region, Vector};
 
 use crate::device::{Device, DeviceError, WaitFor};
-use crate::section::Wanted;
+use crate::section::OpenFailure;
 
 pub use ivlink_core::rpmsg::{LinkStats, ResetCause};
 
@@ -295,30 +295,20 @@ impl<'d> RpmsgLink<'d> {
 }
 
 fn open_native(device: &dyn Device, options: &RpmsgOptions) -> Result<LinkLayout, RpmsgLinkError> {
-    let size = options.shape.section_size()?;
-    let region = device.region();
-    let wanted = Wanted {
-        name: &options.section,
-        kind: SectionKind::Rpmsg,
-        size,
-        vector: options.vector,
-        setup: ivlink_core::rpmsg::NATIVE_SETUP,
-    };
-    crate::section::find_or_add(
+    crate::section::open_or_create(
         device,
-        wanted,
+        &options.section,
+        &options.shape,
+        options.vector,
         options.setup_timeout,
-        &mut |info, added| {
-            Ok(if added {
-                LinkLayout::create_native(region, info.offset, info.size, options.shape)?
-            } else {
-                LinkLayout::open_native(region, info.offset, info.size)?
-            })
-        },
-        |e| matches!(e, RpmsgLinkError::Rpmsg(RpmsgError::Initializing)),
-        || RpmsgError::Layout("the section has another kind").into(),
-        || RpmsgLinkError::SetupTimeout(options.section.clone()),
     )
+    .map(|(layout, _)| layout)
+}
+
+impl OpenFailure<LinkLayout> for RpmsgLinkError {
+    fn setup_timeout(name: &str) -> Self {
+        RpmsgLinkError::SetupTimeout(name.to_owned())
+    }
 }
 
 #[cfg(test)]

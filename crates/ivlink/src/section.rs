@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use ivlink_core::directory::{Directory, DirectoryError, SectionInfo, SectionKind, SectionSpec};
+use ivlink_core::section::SectionProtocol;
 use ivlink_core::setup::{Advice, SetupState, SetupWord, Watch};
 use ivlink_core::{PeerId, RawRegion, Vector};
 
@@ -22,66 +23,101 @@ pub const DEFAULT_MAX_SECTIONS: u32 = 64;
 /// fails its next step and finds the replacement.
 pub const SETUP_STALE_AFTER: Duration = Duration::from_secs(2);
 
-/// The section a protocol asks for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Wanted<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Its protocol.
-    pub kind: SectionKind,
-    /// Bytes it needs.
-    pub size: usize,
-    /// Its doorbell vector.
-    pub vector: Vector,
-    /// Its protocol's setup word.
-    pub setup: SetupWord,
+/// What an endpoint's error says when [`open_or_create`] fails for reasons of
+/// its own: another peer still setting the section up when the timeout passed, or
+/// a section of that name holding another kind.
+pub trait OpenFailure<P: SectionProtocol>: From<P::Error> + From<DirectoryError> {
+    /// Another peer was still setting up the section `name` when the timeout
+    /// passed.
+    fn setup_timeout(name: &str) -> Self;
+
+    /// The section `name` holds another kind (default: the protocol's own error).
+    fn wrong_kind(name: &str) -> Self {
+        let _ = name;
+        P::wrong_kind().into()
+    }
 }
 
-/// What a protocol does with the section once found: `added` says this peer
-/// created it (and must write the protocol's header).
-pub(crate) type Setup<'f, T, E> = &'f mut dyn FnMut(&SectionInfo, bool) -> Result<T, E>;
+/// A shape that records its section's doorbell vector itself (channels,
+/// mailboxes): it names its protocol and that protocol's endpoint error, so that
+/// [`open_named`] needs nothing else.
+pub trait NamedShape: Copy {
+    /// The protocol it shapes.
+    type Protocol: SectionProtocol<Shape = Self>;
+    /// The endpoint's error.
+    type Error: OpenFailure<Self::Protocol>;
+    /// The doorbell vector the section's directory entry records.
+    fn vector(&self) -> Vector;
+}
 
-/// Finds or adds `wanted`, then runs `setup`; while another peer is still setting
-/// up the directory, or the section (`busy` says so of a protocol error), retries
-/// until `timeout`, then returns `timed_out()`. A section left half-built for
-/// [`SETUP_STALE_AFTER`] is given up on and set up again. A section of another
-/// kind under that name is `wrong_kind()`.
-pub(crate) fn find_or_add<T, E: From<DirectoryError>>(
+/// Finds the section `name` through the region's directory, creating the
+/// directory and the section (with `shape`) if they do not exist yet: peers may
+/// start in any order. Waits up to `timeout` while another peer sets them up.
+/// [`open_or_create`] for shapes that carry their vector, returning the layout.
+pub fn open_named<S: NamedShape>(
     device: &dyn Device,
-    wanted: Wanted<'_>,
+    name: &str,
+    shape: S,
     timeout: Duration,
-    setup: Setup<'_, T, E>,
-    busy: impl Fn(&E) -> bool,
-    wrong_kind: impl Fn() -> E,
-    timed_out: impl FnOnce() -> E,
-) -> Result<T, E> {
+) -> Result<S::Protocol, S::Error> {
+    open_or_create(device, name, &shape, shape.vector(), timeout).map(|(layout, _)| layout)
+}
+
+/// Finds the section `name` of protocol `P` through the region's directory,
+/// creating the directory and the section (with `shape`, ringing `vector`) if
+/// they do not exist yet: peers may start in any order. Returns the opened
+/// layout and the section's directory entry.
+///
+/// While another peer is still setting up the directory or the section, retries
+/// until `timeout`, then fails with [`OpenFailure::setup_timeout`]. A section left
+/// half-built for [`SETUP_STALE_AFTER`] is given up on and set up again. A bad
+/// shape is refused before anything is created.
+pub fn open_or_create<P: SectionProtocol, E: OpenFailure<P>>(
+    device: &dyn Device,
+    name: &str,
+    shape: &P::Shape,
+    vector: Vector,
+    timeout: Duration,
+) -> Result<(P, SectionInfo), E> {
+    let wanted = Wanted {
+        name,
+        kind: P::KIND,
+        size: P::section_size(shape)?,
+        vector,
+        setup: P::SETUP,
+    };
     let start = Instant::now();
     let deadline = start + timeout;
     let mut watch = Watch::new();
     loop {
-        match attempt(
-            device.region(),
-            device.id(),
-            wanted,
-            &mut *setup,
-            &wrong_kind,
-        ) {
+        match attempt::<P>(device.region(), device.id(), wanted, shape) {
             Ok(found) => return Ok(found),
             Err(Attempt::Directory(DirectoryError::Initializing)) => {}
             Err(Attempt::Directory(e)) => return Err(e.into()),
-            Err(Attempt::Protocol(e, info)) if busy(&e) => {
+            Err(Attempt::WrongKind) => return Err(E::wrong_kind(name)),
+            Err(Attempt::Protocol(e, info)) if P::is_initializing(&e) => {
                 let now = millis(start.elapsed());
                 if reclaim(device.region(), wanted, &info, &mut watch, now)? {
                     continue;
                 }
             }
-            Err(Attempt::Protocol(e, _)) => return Err(e),
+            Err(Attempt::Protocol(e, _)) => return Err(e.into()),
         }
         if Instant::now() >= deadline {
-            return Err(timed_out());
+            return Err(E::setup_timeout(name));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The section a protocol asks for.
+#[derive(Debug, Clone, Copy)]
+struct Wanted<'a> {
+    name: &'a str,
+    kind: SectionKind,
+    size: usize,
+    vector: Vector,
+    setup: SetupWord,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -131,9 +167,11 @@ fn withdraw(region: &RawRegion, info: &SectionInfo) -> Result<(), DirectoryError
 }
 
 /// Why one attempt failed: the directory (its `Initializing` is retried here for
-/// every protocol) or the protocol's own setup on the section found.
+/// every protocol), a section of another kind under the name, or the protocol's
+/// own setup on the section found.
 enum Attempt<E> {
     Directory(DirectoryError),
+    WrongKind,
     Protocol(E, SectionInfo),
 }
 
@@ -143,13 +181,12 @@ impl<E> From<DirectoryError> for Attempt<E> {
     }
 }
 
-fn attempt<T, E>(
+fn attempt<P: SectionProtocol>(
     region: &RawRegion,
     owner: PeerId,
     wanted: Wanted<'_>,
-    setup: Setup<'_, T, E>,
-    wrong_kind: &impl Fn() -> E,
-) -> Result<T, Attempt<E>> {
+    shape: &P::Shape,
+) -> Result<(P, SectionInfo), Attempt<P::Error>> {
     let directory = Directory::open_or_create(region, DEFAULT_MAX_SECTIONS)?;
     let spec = SectionSpec::new(wanted.name, wanted.kind, wanted.size)
         .with_owner(owner)
@@ -158,9 +195,14 @@ fn attempt<T, E>(
     let section = directory.get_or_add(&spec)?;
     let info = *section.info();
     if info.kind != wanted.kind {
-        return Err(Attempt::Protocol(wrong_kind(), info));
+        return Err(Attempt::WrongKind);
     }
-    setup(&info, section.is_added()).map_err(|e| {
+    let opened = if section.is_added() {
+        P::create(region, info.offset, info.size, shape)
+    } else {
+        P::open(region, info.offset, info.size)
+    };
+    opened.map(|layout| (layout, info)).map_err(|e| {
         if section.is_added() {
             // Our own setup failed: leave no half-built section for others to
             // wait on.
@@ -188,6 +230,7 @@ mod tests {
     use crate::FilePeer;
     use ivlink_core::channel::{ChannelError, ChannelShape};
     use ivlink_core::directory::EntryState;
+    use ivlink_core::section::SectionProtocol;
 
     const SHAPE: ChannelShape = ChannelShape {
         max_members: 4,
@@ -274,6 +317,49 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(now.offset, stuck.offset);
+    }
+
+    #[test]
+    fn a_half_built_stream_is_set_up_again_too() {
+        use ivlink_core::stream::StreamLayout;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("region");
+        let dead = FilePeer::create(&path, 1 << 20, 7).unwrap();
+        let directory = Directory::open_or_create(dead.region(), DEFAULT_MAX_SECTIONS).unwrap();
+        let spec = SectionSpec::new("pipe", StreamLayout::KIND, 4096).with_align(4096);
+        let stuck = directory.add(&spec).unwrap();
+        drop(dead);
+        let a = FilePeer::create(&path, 1 << 20, 1).unwrap();
+        crate::stream::Stream::open(&a, "pipe", 2, 128, 0, Duration::from_secs(20)).unwrap();
+        let directory = Directory::open(a.region()).unwrap();
+        let now = directory.find("pipe").unwrap().unwrap();
+        assert_ne!(now.offset, stuck.offset, "set up in fresh bytes");
+    }
+
+    #[test]
+    fn a_section_of_another_kind_is_refused_with_each_protocols_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FilePeer::create(&dir.path().join("region"), 1 << 20, 1).unwrap();
+        crate::channel::open_named(&a, "demo", SHAPE, Duration::from_secs(1)).unwrap();
+        let stream = crate::stream::Stream::open(&a, "demo", 2, 128, 0, Duration::from_secs(1));
+        assert_eq!(
+            stream.err().unwrap().to_string(),
+            "section 'demo' is not a stream"
+        );
+        let shape = ivlink_core::mailbox::MailboxShape {
+            max_members: 2,
+            max_data: 8,
+            id_count: 1,
+            vector: 0,
+            completion_vector: 0,
+        };
+        let mailbox = crate::mailbox::open_named(&a, "demo", shape, Duration::from_secs(1));
+        assert!(
+            mailbox
+                .unwrap_err()
+                .to_string()
+                .contains("the section has another kind"),
+        );
     }
 
     #[test]

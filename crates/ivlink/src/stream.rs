@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ivlink_core::directory::{DirectoryError, SectionKind};
+use ivlink_core::directory::DirectoryError;
 use ivlink_core::stream::{
-    PeerState, Side, StreamEnd, StreamError, StreamLayout, StreamReader, StreamWriter,
+    PeerState, Side, StreamEnd, StreamError, StreamLayout, StreamReader, StreamShape, StreamWriter,
 };
 use ivlink_core::{NotifyError, PeerId, RawRegion, Vector};
 use thiserror::Error;
 
 use crate::device::{Device, Event, WaitFor};
-use crate::section::Wanted;
+use crate::section::OpenFailure;
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
 /// Why a stream could not be opened.
@@ -438,42 +438,31 @@ fn try_open(
     vector: Vector,
     timeout: Duration,
 ) -> Result<(StreamLayout, Vector), OpenError> {
-    let region = device.region();
     let own = device.id();
-    // Checked before anything is created, so that a bad capacity leaves nothing.
-    StreamLayout::check_capacity(capacity)?;
-    let size =
-        StreamLayout::section_size(capacity).ok_or(StreamError::Invalid("capacity too large"))?;
-    let wanted = Wanted {
-        name,
-        kind: SectionKind::Stream,
-        size,
-        vector,
-        setup: ivlink_core::stream::SETUP,
+    let shape = StreamShape {
+        capacity,
+        peers: [own.min(peer), own.max(peer)],
     };
-    let pair = (own.min(peer), own.max(peer));
-    crate::section::find_or_add(
-        device,
-        wanted,
-        timeout,
-        &mut |info, added| {
-            let layout = if added {
-                StreamLayout::create(region, info.offset, info.size, capacity, [pair.0, pair.1])?
-            } else {
-                StreamLayout::open(region, info.offset, info.size)?
-            };
-            let (a, b) = (layout.peer(Side::A), layout.peer(Side::B));
-            if (a, b) != pair {
-                return Err(OpenError::OtherPeers {
-                    name: name.to_owned(),
-                    a,
-                    b,
-                });
-            }
-            Ok((layout, info.vector))
-        },
-        |e| matches!(e, OpenError::Stream(StreamError::Initializing)),
-        || OpenError::WrongKind(name.to_owned()),
-        || OpenError::SetupTimeout(name.to_owned()),
-    )
+    let (layout, info) = crate::section::open_or_create::<StreamLayout, OpenError>(
+        device, name, &shape, vector, timeout,
+    )?;
+    let (a, b) = (layout.peer(Side::A), layout.peer(Side::B));
+    if [a, b] != shape.peers {
+        return Err(OpenError::OtherPeers {
+            name: name.to_owned(),
+            a,
+            b,
+        });
+    }
+    Ok((layout, info.vector))
+}
+
+impl OpenFailure<StreamLayout> for OpenError {
+    fn setup_timeout(name: &str) -> Self {
+        OpenError::SetupTimeout(name.to_owned())
+    }
+
+    fn wrong_kind(name: &str) -> Self {
+        OpenError::WrongKind(name.to_owned())
+    }
 }

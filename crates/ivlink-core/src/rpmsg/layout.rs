@@ -558,3 +558,120 @@ pub fn native_header_words<R: Region + ?Sized>(
     }
     Ok(out)
 }
+
+/// A native link's header as read, nothing validated, for showing to people
+/// (`ivlink inspect`). Values may be hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativeHeader {
+    /// The magic bytes: `RPM1` once set up, zero while being written, `RPMX` once
+    /// given up on ([`NATIVE_SETUP`]).
+    pub magic: [u8; 4],
+    /// The setup word as a number.
+    pub setup: u32,
+    /// Generation and virtio status.
+    pub control: ControlWord,
+    /// The generation the remote attached to, as read (`u32::MAX`: never).
+    pub attached: u32,
+    /// Entries per vring.
+    pub num: u32,
+    /// Bytes per buffer, header included.
+    pub buf_size: u32,
+    /// The host's peer id + 1 (0: unset).
+    pub host_peer: u32,
+    /// The remote's peer id + 1 (0: unset).
+    pub remote_peer: u32,
+}
+
+impl NativeHeader {
+    /// Bytes of section the header needs (the vrings start there).
+    pub const SIZE: usize = NATIVE_HEADER;
+
+    /// Reads the header of the section at `offset` of `size` bytes. Fails only if
+    /// the section lies outside the region, is smaller than [`Self::SIZE`] or
+    /// misaligned.
+    pub fn read<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, RpmsgError> {
+        check_bounds(offset, size, region.len())?;
+        if size < NATIVE_HEADER || offset % 4 != 0 {
+            return Err(RpmsgError::Layout("section too small or misaligned"));
+        }
+        let setup = u32::from_le(region.load_u32(offset + N_MAGIC, Ordering::Acquire)?);
+        let [control, attached, num, buf_size, host_peer, remote_peer] =
+            native_header_words(region, offset)?;
+        Ok(NativeHeader {
+            magic: setup.to_le_bytes(),
+            setup,
+            control: ControlWord::from_u32(control),
+            attached,
+            num,
+            buf_size,
+            host_peer,
+            remote_peer,
+        })
+    }
+
+    /// The generation the remote attached to, `None` if it never did.
+    pub fn attached_generation(&self) -> Option<u32> {
+        Some(self.attached).filter(|&g| g != NEVER_ATTACHED)
+    }
+
+    /// The peer id a side wrote, `None` if unset or out of range.
+    pub fn peer(&self, role: Role) -> Option<PeerId> {
+        let plus_one = match role {
+            Role::Host => self.host_peer,
+            Role::Remote => self.remote_peer,
+        };
+        plus_one
+            .checked_sub(1)
+            .and_then(|id| PeerId::try_from(id).ok())
+    }
+}
+
+/// A native link's section; the foreign layouts live outside the directory.
+impl crate::section::SectionProtocol for LinkLayout {
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Rpmsg;
+    const SETUP: SetupWord = NATIVE_SETUP;
+    type Shape = NativeShape;
+    type Snapshot = NativeHeader;
+    type Error = RpmsgError;
+
+    fn section_size(shape: &NativeShape) -> Result<usize, RpmsgError> {
+        shape.section_size()
+    }
+
+    fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: &NativeShape,
+    ) -> Result<Self, RpmsgError> {
+        LinkLayout::create_native(region, offset, size, *shape)
+    }
+
+    fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, RpmsgError> {
+        LinkLayout::open_native(region, offset, size)
+    }
+
+    fn is_initializing(error: &RpmsgError) -> bool {
+        matches!(error, RpmsgError::Initializing)
+    }
+
+    fn wrong_kind() -> RpmsgError {
+        RpmsgError::Layout("the section has another kind")
+    }
+
+    fn snapshot<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<NativeHeader, RpmsgError> {
+        NativeHeader::read(region, offset, size)
+    }
+}

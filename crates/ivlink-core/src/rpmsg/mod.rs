@@ -42,8 +42,8 @@ use core::fmt;
 
 pub use endpoints::{DYNAMIC_ADDRS, Endpoint, EndpointError, Endpoints, MAX_ENDPOINTS};
 pub use layout::{
-    Control, ControlWord, LinkLayout, NATIVE_SETUP, NativeShape, Profile, Role, ZEPHYR_POOL,
-    native_header_words, resource_table, status,
+    Control, ControlWord, LinkLayout, NATIVE_SETUP, NativeHeader, NativeShape, Profile, Role,
+    ZEPHYR_POOL, native_header_words, resource_table, status,
 };
 pub use link::{Link, LinkConfig, LinkStats};
 pub use wire::{ADDR_ANY, Name};
