@@ -136,6 +136,117 @@ struct State {
     server_gone: bool,
 }
 
+/// The protocol version and our peer id, the first two setup messages.
+fn recv_greeting(
+    state: &mut State,
+    socket: &UnixStream,
+    deadline: Instant,
+) -> Result<PeerId, DeviceError> {
+    let (version, fd) = recv_setup(
+        &mut state.receiver,
+        socket,
+        deadline,
+        "its protocol version",
+    )
+    .map_err(|e| match HostError::find_in(&e) {
+        // Closed before its first message: the server turned us away.
+        Some(HostError::ClosedDuringSetup) => HostError::RefusedByServer.into(),
+        _ => e,
+    })?;
+    if fd.is_some() {
+        return Err(ProtocolError::VersionWithFd.into());
+    }
+    if version != wire::PROTOCOL_VERSION {
+        return Err(ProtocolError::BadVersion(version).into());
+    }
+    let (id, fd) = recv_setup(&mut state.receiver, socket, deadline, "our peer id")?;
+    match (PeerId::try_from(id), fd) {
+        (Ok(id), None) => Ok(id),
+        _ => Err(ProtocolError::BadId(id).into()),
+    }
+}
+
+/// The shared memory's fd, applying the other peers' vectors sent before it.
+fn recv_shared_memory(
+    state: &mut State,
+    id: PeerId,
+    socket: &UnixStream,
+    deadline: Instant,
+) -> Result<OwnedFd, DeviceError> {
+    loop {
+        let (value, fd) = recv_setup(&mut state.receiver, socket, deadline, "the shared memory")?;
+        match wire::classify(value, fd)? {
+            Message::SharedMemory(fd) => return Ok(fd),
+            other => state.apply(id, other, false)?,
+        }
+    }
+}
+
+/// Our own vectors, which come last: the protocol never says how many there are,
+/// so without `want` the end is a quiet moment on the socket.
+fn recv_own_vectors(
+    state: &mut State,
+    id: PeerId,
+    socket: &UnixStream,
+    deadline: Instant,
+    want: Option<usize>,
+) -> Result<(), DeviceError> {
+    loop {
+        let have = state.own.len();
+        if want.is_some_and(|want| have >= want) {
+            return Ok(());
+        }
+        let quiet = if have == 0 {
+            QUIET_WITHOUT_VECTORS
+        } else {
+            QUIET_AFTER_VECTORS
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = if want.is_some() {
+            left
+        } else {
+            quiet.min(left)
+        };
+        match state.receiver.recv_timeout(socket, Some(wait)) {
+            Ok(Some((value, fd))) => match wire::classify(value, fd)? {
+                Message::SharedMemory(_) => {
+                    return Err(ProtocolError::InvalidValue(wire::SHM_MESSAGE).into());
+                }
+                other => state.apply(id, other, false)?,
+            },
+            Ok(None) if want.is_some() => {
+                return Err(HostError::SetupTimeout("all our vectors").into());
+            }
+            Ok(None) => return Ok(()),
+            Err(RecvError::Closed) => return Err(HostError::ClosedDuringSetup.into()),
+            Err(RecvError::Protocol(e)) => return Err(e.into()),
+            Err(RecvError::Io(e)) => {
+                return Err(DeviceError::io("reading the server socket")(e));
+            }
+        }
+    }
+}
+
+/// One epoll set for the server socket and our vectors.
+fn watch_socket_and_vectors(socket: &UnixStream, state: &State) -> Result<OwnedFd, DeviceError> {
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+        .map_err(|e| DeviceError::io("creating an epoll set")(e.into()))?;
+    let watch = |fd: BorrowedFd<'_>, token: u64| {
+        epoll::add(
+            &epoll,
+            fd,
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| DeviceError::io("watching a file descriptor")(e.into()))
+    };
+    watch(socket.as_fd(), SOCKET_TOKEN)?;
+    for (vector, fd) in state.own.iter().enumerate() {
+        watch(fd.as_fd(), vector as u64)?;
+    }
+    Ok(epoll)
+}
+
 impl HostPeer {
     /// Connects, runs the setup handshake and maps the shared memory.
     pub fn connect(config: &HostConfig) -> Result<Self, DeviceError> {
@@ -149,90 +260,11 @@ impl HostPeer {
             .map_err(DeviceError::io("making the server socket non-blocking"))?;
         let deadline = Instant::now() + config.setup_timeout;
         let mut state = State::default();
-
-        let (version, fd) = recv_setup(
-            &mut state.receiver,
-            &socket,
-            deadline,
-            "its protocol version",
-        )
-        .map_err(|e| match HostError::find_in(&e) {
-            // Closed before its first message: the server turned us away.
-            Some(HostError::ClosedDuringSetup) => HostError::RefusedByServer.into(),
-            _ => e,
-        })?;
-        if fd.is_some() {
-            return Err(ProtocolError::VersionWithFd.into());
-        }
-        if version != wire::PROTOCOL_VERSION {
-            return Err(ProtocolError::BadVersion(version).into());
-        }
-        let (id, fd) = recv_setup(&mut state.receiver, &socket, deadline, "our peer id")?;
-        let id = match (PeerId::try_from(id), fd) {
-            (Ok(id), None) => id,
-            _ => return Err(ProtocolError::BadId(id).into()),
-        };
-
-        let mut shm = None;
-        while shm.is_none() {
-            let (value, fd) =
-                recv_setup(&mut state.receiver, &socket, deadline, "the shared memory")?;
-            match wire::classify(value, fd)? {
-                Message::SharedMemory(fd) => shm = Some(fd),
-                other => state.apply(id, other, false)?,
-            }
-        }
-        // Our own vectors come last and the protocol never says how many there are.
-        loop {
-            let have = state.own.len();
-            if config.vectors.is_some_and(|want| have >= want) {
-                break;
-            }
-            let quiet = if have == 0 {
-                QUIET_WITHOUT_VECTORS
-            } else {
-                QUIET_AFTER_VECTORS
-            };
-            let wait = if config.vectors.is_some() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                quiet.min(deadline.saturating_duration_since(Instant::now()))
-            };
-            match state.receiver.recv_timeout(&socket, Some(wait)) {
-                Ok(Some((value, fd))) => match wire::classify(value, fd)? {
-                    Message::SharedMemory(_) => {
-                        return Err(ProtocolError::InvalidValue(wire::SHM_MESSAGE).into());
-                    }
-                    other => state.apply(id, other, false)?,
-                },
-                Ok(None) if config.vectors.is_some() => {
-                    return Err(HostError::SetupTimeout("all our vectors").into());
-                }
-                Ok(None) => break,
-                Err(RecvError::Closed) => return Err(HostError::ClosedDuringSetup.into()),
-                Err(RecvError::Protocol(e)) => return Err(e.into()),
-                Err(RecvError::Io(e)) => {
-                    return Err(DeviceError::io("reading the server socket")(e));
-                }
-            }
-        }
-
-        let region = MappedRegion::map_fd(shm.expect("loop ends with the shm"))?;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
-            .map_err(|e| DeviceError::io("creating an epoll set")(e.into()))?;
-        let watch = |fd: BorrowedFd<'_>, token: u64| {
-            epoll::add(
-                &epoll,
-                fd,
-                epoll::EventData::new_u64(token),
-                epoll::EventFlags::IN,
-            )
-            .map_err(|e| DeviceError::io("watching a file descriptor")(e.into()))
-        };
-        watch(socket.as_fd(), SOCKET_TOKEN)?;
-        for (vector, fd) in state.own.iter().enumerate() {
-            watch(fd.as_fd(), vector as u64)?;
-        }
+        let id = recv_greeting(&mut state, &socket, deadline)?;
+        let shm = recv_shared_memory(&mut state, id, &socket, deadline)?;
+        recv_own_vectors(&mut state, id, &socket, deadline, config.vectors)?;
+        let region = MappedRegion::map_fd(shm)?;
+        let epoll = watch_socket_and_vectors(&socket, &state)?;
         debug!(
             id,
             vectors = state.own.len(),

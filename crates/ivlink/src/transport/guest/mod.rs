@@ -281,6 +281,44 @@ fn sysfs_iv_position(device: &PciDevice) -> Result<PeerId, String> {
 
 fn open_vfio(paths: &Paths, device: PciDevice) -> Result<GuestPeer, DeviceError> {
     let bdf = device.bdf.clone();
+    let (container, group, group_name, dev) = attach_to_vfio(paths, &device)?;
+    let (bar0, bar2) = check_bars(&dev)?;
+    let config = dev.region_info(vfio::CONFIG_REGION_INDEX)?;
+    let region = MappedRegion::map_file_range(dev.file(), bar2.offset, bar2.size)?;
+    enable_bus_mastering(&dev, &config)?;
+    let (vectors, epoll) = wire_vectors(&dev)?;
+    let id = read_position(&dev, &bar0)?;
+    debug!(
+        bdf,
+        group = group_name,
+        id,
+        vectors = vectors.len(),
+        size = region.len(),
+        "opened through VFIO"
+    );
+    Ok(GuestPeer {
+        region,
+        bdf,
+        id,
+        doorbell_device: true,
+        vfio: Some(Vfio {
+            device: dev,
+            bar0,
+            vectors,
+            epoll,
+            pending: Mutex::new(VecDeque::new()),
+            group,
+            _container: container,
+        }),
+    })
+}
+
+/// Binds the device to vfio-pci and opens its container, group and device.
+fn attach_to_vfio(
+    paths: &Paths,
+    device: &PciDevice,
+) -> Result<(vfio::Container, vfio::Group, String, VfioDevice), DeviceError> {
+    let bdf = &device.bdf;
     let group_name = device
         .iommu_group()?
         .ok_or_else(|| GuestError::NoIommu { bdf: bdf.clone() })?;
@@ -295,9 +333,10 @@ fn open_vfio(paths: &Paths, device: PciDevice) -> Result<GuestPeer, DeviceError>
 
     let container = vfio::Container::open(&container_path)?;
     let group_path = paths.dev_vfio.join(&group_name);
+    // udev creates the group's node a moment after the bind.
     let deadline = Instant::now() + GROUP_NODE_WAIT;
     let group = loop {
-        match vfio::Group::open(&group_path, &group_name, &bdf) {
+        match vfio::Group::open(&group_path, &group_name, bdf) {
             Err(GuestError::VfioMissing { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -307,8 +346,12 @@ fn open_vfio(paths: &Paths, device: PciDevice) -> Result<GuestPeer, DeviceError>
     group.check_viable()?;
     group.set_container(&container)?;
     container.set_type1_iommu()?;
-    let dev = group.device(&bdf)?;
+    let dev = group.device(bdf)?;
+    Ok((container, group, group_name, dev))
+}
 
+/// BAR0 (the registers) and BAR2 (the shared memory), checked to be usable.
+fn check_bars(dev: &VfioDevice) -> Result<(RegionInfo, RegionInfo), DeviceError> {
     let bar0 = dev.region_info(vfio::BAR0_REGION_INDEX)?;
     if bar0.size < REG_DOORBELL + 4 {
         return Err(GuestError::Unexpected(format!("BAR0 is {} bytes, not 256", bar0.size)).into());
@@ -320,24 +363,29 @@ fn open_vfio(paths: &Paths, device: PciDevice) -> Result<GuestPeer, DeviceError>
     if !bar2.mappable() {
         return Err(GuestError::Unexpected("VFIO does not allow mapping BAR2".into()).into());
     }
-    let config = dev.region_info(vfio::CONFIG_REGION_INDEX)?;
-    let region = MappedRegion::map_file_range(dev.file(), bar2.offset, bar2.size)?;
+    Ok((bar0, bar2))
+}
 
-    // Without bus mastering the device's MSI-X writes are dropped, silently.
+/// Without bus mastering the device's MSI-X writes are dropped, silently.
+fn enable_bus_mastering(dev: &VfioDevice, config: &RegionInfo) -> Result<(), DeviceError> {
     let command = dev
-        .read_u16(&config, PCI_COMMAND)
+        .read_u16(config, PCI_COMMAND)
         .map_err(|error| GuestError::Vfio {
             op: "reading the PCI command register",
             error,
         })?;
     if command & PCI_COMMAND_MASTER == 0 {
-        dev.write_u16(&config, PCI_COMMAND, command | PCI_COMMAND_MASTER)
+        dev.write_u16(config, PCI_COMMAND, command | PCI_COMMAND_MASTER)
             .map_err(|error| GuestError::Vfio {
                 op: "enabling bus mastering",
                 error,
             })?;
     }
+    Ok(())
+}
 
+/// An eventfd per MSI-X vector, handed to VFIO, all watched by one epoll set.
+fn wire_vectors(dev: &VfioDevice) -> Result<(Vec<OwnedFd>, OwnedFd), DeviceError> {
     let count = dev.irq_count(vfio::MSIX_IRQ_INDEX)? as usize;
     if count == 0 {
         return Err(GuestError::Unexpected("the device reports no MSI-X vectors".into()).into());
@@ -365,39 +413,20 @@ fn open_vfio(paths: &Paths, device: PciDevice) -> Result<GuestPeer, DeviceError>
         )
         .map_err(|e| DeviceError::io("watching a vector")(e.into()))?;
     }
+    Ok((vectors, epoll))
+}
 
+/// This peer's id, from the IVPosition register.
+fn read_position(dev: &VfioDevice, bar0: &RegionInfo) -> Result<PeerId, DeviceError> {
     let position = dev
-        .read_u32(&bar0, REG_IV_POSITION)
+        .read_u32(bar0, REG_IV_POSITION)
         .map_err(|error| GuestError::Vfio {
             op: "reading IVPosition",
             error,
         })?;
-    let id = PeerId::try_from(position).map_err(|_| {
+    Ok(PeerId::try_from(position).map_err(|_| {
         GuestError::Unexpected(format!("IVPosition reads {position:#x}, not a peer id"))
-    })?;
-    debug!(
-        bdf,
-        group = group_name,
-        id,
-        vectors = vectors.len(),
-        size = region.len(),
-        "opened through VFIO"
-    );
-    Ok(GuestPeer {
-        region,
-        bdf,
-        id,
-        doorbell_device: true,
-        vfio: Some(Vfio {
-            device: dev,
-            bar0,
-            vectors,
-            epoll,
-            pending: Mutex::new(VecDeque::new()),
-            group,
-            _container: container,
-        }),
-    })
+    })?)
 }
 
 impl Vfio {
