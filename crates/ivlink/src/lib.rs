@@ -32,6 +32,9 @@ pub mod wire;
 
 pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
+/// The region directory (for `format` and tools that read it) and Zephyr's raw
+/// doorbell-sample message, from the core.
+pub use ivlink_core::{directory, raw_message};
 pub use mapping::MappedRegion;
 
 pub use transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};

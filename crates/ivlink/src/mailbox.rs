@@ -16,12 +16,17 @@ use std::time::{Duration, Instant};
 use ivlink_core::directory::{DirectoryError, SectionKind};
 
 use crate::section::Wanted;
-use ivlink_core::mailbox::{MailboxError, MailboxLayout, MailboxShape};
+use ivlink_core::mailbox::{MailboxError, MailboxLayout};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
 
 use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
+
+mod membership;
+
+/// The shape a mailbox is created with.
+pub use ivlink_core::mailbox::MailboxShape;
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Error)]

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use ivlink::raw_message;
 use ivlink::{Device, Event, WaitFor};
-use ivlink_core::raw_message;
 
 use super::printable;
 use crate::transport_args::TransportArgs;

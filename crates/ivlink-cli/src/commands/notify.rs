@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ivlink::raw_message;
 use ivlink::{Device, NotifyError, PeerId, Vector};
-use ivlink_core::raw_message;
 
 use crate::transport_args::TransportArgs;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use ivlink::channel::ChannelShape;
 use ivlink::channel::open_named;
-use ivlink_core::channel::ChannelShape;
 use ivlink_lab::stress::{self, PeerPlan, StressConfig, StressSummary};
 
 use crate::server_cmd::parse_size;
