@@ -23,7 +23,10 @@ use thiserror::Error;
 use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
+mod ipm_send;
 mod membership;
+
+pub use ipm_send::{Delivery, IpmSend, IpmSendError, ZEPHYR_IPM_VECTOR, send_ipm};
 
 /// The shape a mailbox is created with.
 pub use ivlink_core::mailbox::MailboxShape;

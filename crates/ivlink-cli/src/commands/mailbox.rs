@@ -5,10 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use ivlink::PeerId;
-use ivlink::mailbox::{Mailbox, MailboxShape, Message, open_named};
+use ivlink::mailbox::{
+    Delivery, IpmSend, Mailbox, MailboxShape, Message, ZEPHYR_IPM_VECTOR, open_named, send_ipm,
+};
 use ivlink::wait::SpinThenSleep;
 
 use super::printable;
@@ -16,9 +17,6 @@ use crate::transport_args::TransportArgs;
 
 /// The line Zephyr's IPM sample prints for each notification.
 pub const RECEIVED: &str = "Received IPM notification over IVSHMEM";
-
-/// The vector Zephyr's `ivshmem_ipm_send` rings: its IPM is a bare doorbell.
-const ZEPHYR_IPM_VECTOR: u16 = 0;
 
 /// `ivlink mailbox` subcommands.
 #[derive(Debug, Clone, Subcommand)]
@@ -135,106 +133,39 @@ impl MailboxSendArgs {
     /// Sends one message.
     pub fn run(&self) -> anyhow::Result<()> {
         let data = self.data.as_deref().unwrap_or_default().as_bytes();
-        let timeout = seconds(self.timeout);
         let device = self.mailbox.transport.transport().open()?;
-        // Like `notify`: a peer the server does not know of is not worth waiting for.
-        let knows_peers = device.knows_peers();
-        if knows_peers
-            && self.peer != device.id()
-            && !device.peers().iter().any(|p| p.id == self.peer)
-        {
-            anyhow::bail!(
-                "cannot send the IPM message to peer {0}: peer {0} is not connected",
-                self.peer
-            );
-        }
-        let layout = open_named(
+        let message = IpmSend {
+            peer: self.peer,
+            id: self.message_id,
+            data,
+            wait: self.wait,
+            timeout: seconds(self.timeout),
+        };
+        let delivery = send_ipm(
             &*device,
             &self.mailbox.mailbox,
             self.mailbox.shape(),
-            timeout,
+            self.mailbox.policy(),
+            &message,
         )?;
-        // Refuse what can never be sent before waiting for anyone.
-        if data.len() > layout.max_data_size() {
-            anyhow::bail!(
-                "data of {} bytes is larger than mailbox '{}' allows ({} bytes max)",
-                data.len(),
-                self.mailbox.mailbox,
-                layout.max_data_size()
-            );
+        match delivery {
+            Delivery::BareDoorbell => println!(
+                "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
+                 it is no member of mailbox '{}'",
+                self.peer, self.mailbox.mailbox
+            ),
+            Delivery::Message => {
+                println!(
+                    "IPM notification sent to peer {} (id {}, {} bytes)",
+                    self.peer,
+                    self.message_id,
+                    data.len()
+                );
+                if self.wait {
+                    println!("peer {} took the message", self.peer);
+                }
+            }
         }
-        if self.message_id > layout.max_id() {
-            anyhow::bail!(
-                "id {} is out of range for mailbox '{}' (ids 0..={})",
-                self.message_id,
-                self.mailbox.mailbox,
-                layout.max_id()
-            );
-        }
-        let is_member = layout
-            .members(device.region())
-            .any(|(_, peer)| peer == self.peer);
-        if !is_member && data.is_empty() && !self.wait {
-            return self.ring_bare_doorbell(&*device);
-        }
-        if !is_member && knows_peers {
-            // Connected, yet no member: Zephyr's IPM driver never joins a mailbox.
-            anyhow::bail!(
-                "peer {} is a notify-only IPM peer (no member of ivlink mailbox '{}'): it can \
-                 take only a bare doorbell; send it no data{}",
-                self.peer,
-                self.mailbox.mailbox,
-                if self.wait { " and without --wait" } else { "" }
-            );
-        }
-        let mut mailbox =
-            Mailbox::join(&*device, layout, self.mailbox.policy())?.with_busy_timeout(timeout);
-        if !mailbox.wait_for_member(self.peer, timeout) {
-            anyhow::bail!(
-                "peer {} did not join mailbox '{}' in time",
-                self.peer,
-                self.mailbox.mailbox
-            );
-        }
-        let result = mailbox
-            .send(
-                self.peer,
-                self.message_id,
-                data,
-                self.wait.then_some(timeout),
-            )
-            .with_context(|| format!("cannot send the IPM message to peer {}", self.peer));
-        // Without --wait the message stays for the receiver after we leave; with it
-        // (and done) nothing of ours is left: free the slot.
-        if self.wait && result.is_ok() {
-            let _ = mailbox.evict(device.id());
-        }
-        result?;
-        println!(
-            "IPM notification sent to peer {} (id {}, {} bytes)",
-            self.peer,
-            self.message_id,
-            data.len()
-        );
-        if self.wait {
-            println!("peer {} took the message", self.peer);
-        }
-        Ok(())
-    }
-}
-
-impl MailboxSendArgs {
-    /// Rings `peer` on vector 0 as Zephyr's `ivshmem_ipm_send` does (the id, data
-    /// and wait of its IPM call go nowhere).
-    fn ring_bare_doorbell(&self, device: &dyn ivlink::Device) -> anyhow::Result<()> {
-        device
-            .notify(self.peer, ZEPHYR_IPM_VECTOR)
-            .with_context(|| format!("cannot ring peer {}", self.peer))?;
-        println!(
-            "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
-             it is no member of mailbox '{}'",
-            self.peer, self.mailbox.mailbox
-        );
         Ok(())
     }
 }
