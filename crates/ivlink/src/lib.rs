@@ -17,6 +17,7 @@ pub mod doorbell;
 pub mod inspect;
 pub mod mailbox;
 pub mod mapping;
+pub mod raw_message;
 pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 #[cfg(feature = "tokio")]
@@ -31,10 +32,9 @@ pub mod wait;
 pub mod wire;
 
 pub use device::{Device, DeviceError, Event, PeerInfo, VectorSet, WaitFor};
+/// The region directory (for `format` and tools that read it), from the core.
+pub use ivlink_core::directory;
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
-/// The region directory (for `format` and tools that read it) and Zephyr's raw
-/// doorbell-sample message, from the core.
-pub use ivlink_core::{directory, raw_message};
 pub use mapping::MappedRegion;
 
 pub use transport::openamp::{OpenampLink, OpenampOptions, OpenampRole, OpenampShm};

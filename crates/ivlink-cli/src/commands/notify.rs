@@ -68,7 +68,7 @@ impl NotifyArgs {
         // Where the transport knows the peers, a wrong peer or vector is an error
         // before anything is written.
         if device.knows_peers() {
-            check_reachable(&*device, self.peer, self.vector).with_context(|| {
+            raw_message::check_reachable(&*device, self.peer, self.vector).with_context(|| {
                 format!("cannot notify peer {} on vector {}", self.peer, self.vector)
             })?;
         }
@@ -140,28 +140,6 @@ impl NotifyArgs {
             ),
         }
     }
-}
-
-/// Checks that `peer` is connected and has `vector` (our own id always is).
-fn check_reachable(device: &dyn Device, peer: PeerId, vector: Vector) -> Result<(), NotifyError> {
-    let available = if peer == device.id() {
-        device.vectors()
-    } else {
-        device
-            .peers()
-            .iter()
-            .find(|p| p.id == peer)
-            .ok_or(NotifyError::UnknownPeer(peer))?
-            .vectors
-    };
-    if usize::from(vector) >= available {
-        return Err(NotifyError::NoSuchVector {
-            peer,
-            vector,
-            available,
-        });
-    }
-    Ok(())
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &std::sync::atomic::AtomicBool) {
