@@ -96,7 +96,7 @@ impl<'d> Listener<'d> {
     }
 
     /// Waits one tick (at most 100 ms, or the poll interval) for something.
-    pub fn next(&mut self) -> Result<Option<Heard>, DeviceError> {
+    pub fn listen(&mut self) -> Result<Option<Heard>, DeviceError> {
         Ok(
             match self.device.wait(WaitFor::ANYTHING, Some(self.tick))? {
                 Some(Event::Notified { vector, count }) => Some(Heard::Notified { vector, count }),

@@ -14,7 +14,7 @@ use ivlink::{Device, FilePeer, Notify, ServerConfig};
 fn hear(listener: &mut Listener<'_>) -> Heard {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match listener.next().unwrap() {
+        match listener.listen().unwrap() {
             Some(Heard::Peer(_)) | None => {}
             Some(heard) => return heard,
         }
@@ -57,10 +57,10 @@ fn over_a_file_a_changed_message_is_heard_once() {
     raw_message::write(tx.region(), OFFSET, b"before").unwrap();
     let mut listener = Listener::new(&rx, Duration::from_millis(1));
     for _ in 0..20 {
-        assert_eq!(listener.next().unwrap(), None, "what was there is seen");
+        assert_eq!(listener.listen().unwrap(), None, "what was there is seen");
     }
     raw_message::write(tx.region(), OFFSET, b"after").unwrap();
     assert_eq!(hear(&mut listener), Heard::Changed);
     assert_eq!(listener.message(), b"after");
-    assert_eq!(listener.next().unwrap(), None, "heard once");
+    assert_eq!(listener.listen().unwrap(), None, "heard once");
 }

@@ -57,7 +57,7 @@ impl ListenArgs {
             {
                 anyhow::bail!("no notification within {limit:?}");
             }
-            let notification = match listener.next()? {
+            let notification = match listener.listen()? {
                 Some(Heard::Notified { vector, count }) => Some((vector, count)),
                 Some(Heard::Changed) => None,
                 Some(Heard::ServerGone) => anyhow::bail!("the server went away"),
