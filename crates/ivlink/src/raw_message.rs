@@ -116,3 +116,81 @@ impl<'d> Listener<'d> {
         )
     }
 }
+
+/// One send of the doorbell sample: the message (if any) written at `offset`,
+/// then `peer` rung on `vector`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSend<'a> {
+    /// The peer to ring.
+    pub peer: PeerId,
+    /// Its vector.
+    pub vector: Vector,
+    /// The message, written before ringing.
+    pub message: Option<&'a [u8]>,
+    /// Where the message goes ([`OFFSET`] in the sample).
+    pub offset: usize,
+    /// Write even over the ivlink directory or its sections.
+    pub force: bool,
+}
+
+/// How a [`RawSend`] went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written (if there was a message) and rung.
+    Notified,
+    /// Written; the device has no doorbell, so peers see it by polling.
+    WrittenOnly,
+}
+
+/// Why a [`RawSend`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawSendError {
+    /// The message would overwrite the directory or a section (without `force`).
+    #[error("not writing the message at offset {offset}: {clash}")]
+    Clash {
+        /// Where it would go.
+        offset: usize,
+        /// What it would overwrite.
+        clash: Clash,
+    },
+    /// The message could not be written.
+    #[error("cannot write the message")]
+    Write(#[source] RawMessageError),
+    /// The peer could not be rung.
+    #[error("cannot notify peer {peer} on vector {vector}")]
+    Notify {
+        /// The peer.
+        peer: PeerId,
+        /// The vector.
+        vector: Vector,
+        /// Why.
+        #[source]
+        source: NotifyError,
+    },
+}
+
+/// Writes the message (refusing to overwrite ivlink's sections unless `force`)
+/// and rings the peer. A message over a device without a doorbell is still a
+/// success: pollers see it change.
+pub fn write_and_notify(device: &dyn Device, send: &RawSend<'_>) -> Result<Sent, RawSendError> {
+    if let Some(message) = send.message {
+        if !send.force
+            && let Some(clash) = clash(device.region(), send.offset, message.len())
+        {
+            return Err(RawSendError::Clash {
+                offset: send.offset,
+                clash,
+            });
+        }
+        write(device.region(), send.offset, message).map_err(RawSendError::Write)?;
+    }
+    match device.notify(send.peer, send.vector) {
+        Ok(()) => Ok(Sent::Notified),
+        Err(NotifyError::Unsupported) if send.message.is_some() => Ok(Sent::WrittenOnly),
+        Err(source) => Err(RawSendError::Notify {
+            peer: send.peer,
+            vector: send.vector,
+            source,
+        }),
+    }
+}

@@ -64,3 +64,33 @@ fn over_a_file_a_changed_message_is_heard_once() {
     assert_eq!(listener.message(), b"after");
     assert_eq!(listener.listen().unwrap(), None, "heard once");
 }
+
+#[test]
+fn a_raw_send_refuses_the_directory_unless_forced_and_needs_no_doorbell() {
+    use ivlink::raw_message::{RawSend, RawSendError, Sent, write_and_notify};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let file = FilePeer::create(&path, 1 << 16, 0).unwrap();
+    let directory = ivlink::directory::format(file.region(), 8).unwrap();
+    let mut send = RawSend {
+        peer: 0,
+        vector: 0,
+        message: Some(b"over the directory"),
+        offset: directory.offset(),
+        force: false,
+    };
+    let refused = write_and_notify(&file, &send).unwrap_err();
+    assert!(matches!(refused, RawSendError::Clash { .. }), "{refused}");
+    send.force = true;
+    assert_eq!(write_and_notify(&file, &send).unwrap(), Sent::WrittenOnly);
+    send.message = None;
+    let unsupported = write_and_notify(&file, &send).unwrap_err();
+    assert!(
+        matches!(unsupported, RawSendError::Notify { .. }),
+        "{unsupported}"
+    );
+    send.message = Some(b"in the message area");
+    send.offset = OFFSET;
+    send.force = false;
+    assert_eq!(write_and_notify(&file, &send).unwrap(), Sent::WrittenOnly);
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::raw_message;
-use ivlink::{Device, NotifyError, PeerId, Vector};
+use ivlink::raw_message::{self, RawSend, RawSendError, Sent};
+use ivlink::{PeerId, Vector};
 
 use crate::transport_args::TransportArgs;
 
@@ -75,14 +75,16 @@ impl NotifyArgs {
         let stop = super::stop_flag()?;
         let started = Instant::now();
         let mut sent = 0u64;
+        let send = RawSend {
+            peer: self.peer,
+            vector: self.vector,
+            message: self.message.as_deref().map(str::as_bytes),
+            offset: self.offset,
+            force: self.force,
+        };
         loop {
-            if let Some(message) = &self.message {
-                self.check_placement(&*device, message)?;
-                raw_message::write(device.region(), self.offset, message.as_bytes())
-                    .context("cannot write the message")?;
-            }
-            match device.notify(self.peer, self.vector) {
-                Ok(()) => match &self.message {
+            match raw_message::write_and_notify(&*device, &send) {
+                Ok(Sent::Notified) => match &self.message {
                     Some(m) => println!(
                         "Message {m} sent to peer {} on vector {}",
                         self.peer, self.vector
@@ -92,16 +94,15 @@ impl NotifyArgs {
                         self.peer, self.vector
                     ),
                 },
-                Err(NotifyError::Unsupported) if self.message.is_some() => println!(
+                Ok(Sent::WrittenOnly) => println!(
                     "Message {} written; {} has no doorbell, so peers see it by polling",
                     self.message.as_deref().unwrap_or_default(),
                     device.describe()
                 ),
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot notify peer {} on vector {}", self.peer, self.vector)
-                    });
-                }
+                Err(e @ RawSendError::Clash { .. }) => anyhow::bail!(
+                    "{e}; pass --offset N to write it elsewhere, or --force to overwrite"
+                ),
+                Err(e) => return Err(e.into()),
             }
             sent += 1;
             let done = !self.continuous
@@ -122,23 +123,6 @@ impl NotifyArgs {
             println!("Stopped after {sent} message(s)");
         }
         Ok(())
-    }
-}
-
-impl NotifyArgs {
-    /// Refuses (without `--force`) a message that would overwrite the region's
-    /// ivlink directory or its sections.
-    fn check_placement(&self, device: &dyn Device, message: &str) -> anyhow::Result<()> {
-        if self.force {
-            return Ok(());
-        }
-        match raw_message::clash(device.region(), self.offset, message.len()) {
-            None => Ok(()),
-            Some(clash) => anyhow::bail!(
-                "not writing the message at offset {}: {clash}; pass --offset N to write it elsewhere, or --force to overwrite",
-                self.offset
-            ),
-        }
     }
 }
 
