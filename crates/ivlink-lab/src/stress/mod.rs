@@ -136,6 +136,36 @@ impl StressSummary {
     }
 }
 
+/// Ring data size for `peers` members in `size` bytes: half the region shared
+/// among the rings, a power of two, at most 1 MiB (0: the region is too small).
+pub fn ring_capacity(size: u64, peers: usize) -> usize {
+    let rings = (peers * peers.saturating_sub(1)).max(1) as u64;
+    let share = (size / 2 / rings).min(1 << 20);
+    if share < 64 {
+        0
+    } else {
+        1usize << (63 - share.leading_zeros())
+    }
+}
+
+/// One peer of a run started by [`run`]: opens (or creates) the [`CHANNEL`] with
+/// rings of `ring_capacity` bytes, then [`run_peer`]s it.
+pub fn join_and_run(
+    device: &dyn ivlink::Device,
+    plan: &PeerPlan,
+    ring_capacity: usize,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<PeerReport, ivlink::channel::EndpointError> {
+    let shape = ivlink::channel::ChannelShape {
+        max_members: plan.peers.clamp(2, 64) as u32,
+        ring_capacity,
+        vector: 0,
+    };
+    let layout = ivlink::channel::open_named(device, CHANNEL, shape, Duration::from_secs(10))?;
+    run_peer(device, layout, plan, out, stop)
+}
+
 /// How long the peers get to finish once asked to stop early (they exchange end
 /// markers and wait up to their own 20 s timeout for the others').
 const STOP_GRACE: Duration = Duration::from_secs(25);
@@ -447,5 +477,17 @@ mod tests {
         assert_eq!(format_ns(12_345), "12.3 µs");
         assert_eq!(format_ns(1_234_567), "1.23 ms");
         assert_eq!(format_ns(2_500_000_000), "2.50 s");
+    }
+}
+
+#[cfg(test)]
+mod sizing_tests {
+    use super::ring_capacity;
+
+    #[test]
+    fn ring_capacity_shares_half_the_region() {
+        assert_eq!(ring_capacity(16 << 20, 3), 1 << 20);
+        assert_eq!(ring_capacity(4 << 20, 8), 32768);
+        assert_eq!(ring_capacity(1024, 64), 0);
     }
 }
