@@ -72,91 +72,301 @@ pub fn build(root: &Path, out: &Path) -> Result<Image> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
     let mut apt = Apt::default();
-    let kernel_pkg = apt.kernel_package()?;
-    let kernel_version = apt.version(&kernel_pkg)?;
-    let busybox_version = apt.version(BUSYBOX_PACKAGE)?;
-    println!("kernel package: {kernel_pkg} {kernel_version}");
-    println!("busybox package: {BUSYBOX_PACKAGE} {busybox_version}");
-
-    let ivlink_bin = build_static_ivlink(root)?;
-    let ivlink =
-        fs::read(&ivlink_bin).with_context(|| format!("reading {}", ivlink_bin.display()))?;
-    ensure!(
-        !has_interpreter(&ivlink),
-        "{} is dynamically linked (has an ELF interpreter); the guest has no libc",
-        ivlink_bin.display()
-    );
-
-    let inputs = format!(
-        "format: {FORMAT}\n\
-         kernel-package: {kernel_pkg} {kernel_version}\n\
-         busybox-package: {BUSYBOX_PACKAGE} {busybox_version}\n\
-         modules: {}\n\
-         init-fnv1a64: {:016x}\n\
-         ivlink-fnv1a64: {:016x}\n",
-        MODULES.join(" "),
-        fnv1a64(INIT_SCRIPT.as_bytes()),
-        fnv1a64(&ivlink),
-    );
-    let mut image = Image {
-        kernel: out.join(KERNEL_FILE),
-        vmlinux: None,
-        initrd: out.join(INITRD_FILE),
-    };
-    let vmlinux_path = out.join(VMLINUX_FILE);
-    let manifest_path = out.join(MANIFEST_FILE);
-    let old_manifest = fs::read_to_string(&manifest_path).unwrap_or_default();
-    // The kernel files are complete if vmlinux is there or was never made.
-    let kernel_files_ok = image.kernel.is_file()
-        && (vmlinux_path.is_file() || old_manifest.contains(&format!("{VMLINUX_FILE}: none")));
-    if vmlinux_path.is_file() {
-        image.vmlinux = Some(vmlinux_path.clone());
+    let inputs = Inputs::gather(root, &mut apt)?;
+    let mut outputs = Outputs::existing(out);
+    if outputs.current(&inputs.text) {
+        outputs.report_reused();
+        return Ok(outputs.image);
     }
-    if kernel_files_ok && image.initrd.is_file() && manifest_inputs(&old_manifest) == inputs {
-        let vmlinux = match &image.vmlinux {
-            Some(path) => format!("{} ({}), ", path.display(), size_of(path)),
-            None => String::new(),
-        };
-        println!(
-            "image up to date, reused: {} ({}), {vmlinux}{} ({})",
-            image.kernel.display(),
-            size_of(&image.kernel),
-            image.initrd.display(),
-            size_of(&image.initrd)
+    outputs.report_changes(out, &inputs.text);
+
+    let kernel = fetch_kernel(&mut apt, &work, &inputs)?;
+    let busybox = fetch_busybox(&mut apt, &work, &inputs.busybox_version)?;
+    let contents = guest_archive(&inputs, &busybox, &kernel.modules);
+    let mut cpio = Vec::new();
+    contents.archive.write_to(&mut cpio)?;
+
+    // Write the outputs next to their final names, then rename.
+    let initrd_tmp = out.join(format!("{INITRD_FILE}.tmp"));
+    gzip(&cpio, &initrd_tmp)?;
+    outputs.install_kernel(out, &inputs, &kernel.vmlinuz)?;
+    fs::rename(&initrd_tmp, &outputs.image.initrd)?;
+    outputs.write_manifest(&inputs, &kernel.release, &busybox, &contents, cpio.len())?;
+    for name in &contents.builtin {
+        println!("module {name}: built into the kernel, skipped");
+    }
+    let image = &outputs.image;
+    println!(
+        "image rebuilt in {:.1} s: {} ({}), {}{} ({}, {} entries, {} uncompressed), {}",
+        started.elapsed().as_secs_f64(),
+        image.kernel.display(),
+        size_of(&image.kernel),
+        vmlinux_note(image),
+        image.initrd.display(),
+        size_of(&image.initrd),
+        contents.archive.len(),
+        human(cpio.len() as u64),
+        outputs.manifest_path.display()
+    );
+    Ok(outputs.image)
+}
+
+/// What decides whether the image is rebuilt, and the static `ivlink` it holds.
+struct Inputs {
+    kernel_pkg: String,
+    kernel_version: String,
+    busybox_version: String,
+    ivlink_bin: PathBuf,
+    ivlink: Vec<u8>,
+    /// The `[inputs]` section of the manifest.
+    text: String,
+}
+
+impl Inputs {
+    /// Looks up the package versions and builds the static `ivlink`.
+    fn gather(root: &Path, apt: &mut Apt) -> Result<Self> {
+        let kernel_pkg = apt.kernel_package()?;
+        let kernel_version = apt.version(&kernel_pkg)?;
+        let busybox_version = apt.version(BUSYBOX_PACKAGE)?;
+        println!("kernel package: {kernel_pkg} {kernel_version}");
+        println!("busybox package: {BUSYBOX_PACKAGE} {busybox_version}");
+
+        let ivlink_bin = build_static_ivlink(root)?;
+        let ivlink =
+            fs::read(&ivlink_bin).with_context(|| format!("reading {}", ivlink_bin.display()))?;
+        ensure!(
+            !has_interpreter(&ivlink),
+            "{} is dynamically linked (has an ELF interpreter); the guest has no libc",
+            ivlink_bin.display()
         );
-        return Ok(image);
+        let text = format!(
+            "format: {FORMAT}\n\
+             kernel-package: {kernel_pkg} {kernel_version}\n\
+             busybox-package: {BUSYBOX_PACKAGE} {busybox_version}\n\
+             modules: {}\n\
+             init-fnv1a64: {:016x}\n\
+             ivlink-fnv1a64: {:016x}\n",
+            MODULES.join(" "),
+            fnv1a64(INIT_SCRIPT.as_bytes()),
+            fnv1a64(&ivlink),
+        );
+        Ok(Inputs {
+            kernel_pkg,
+            kernel_version,
+            busybox_version,
+            ivlink_bin,
+            ivlink,
+            text,
+        })
     }
-    if old_manifest.is_empty() {
-        println!("no image yet in {}: building", out.display());
-    } else {
-        for line in changed_lines(&manifest_inputs(&old_manifest), &inputs) {
-            println!("input changed: {line}");
+}
+
+/// The image files in `out` and the manifest they were built from.
+struct Outputs {
+    image: Image,
+    vmlinux_path: PathBuf,
+    manifest_path: PathBuf,
+    old_manifest: String,
+    /// The kernel files are complete: vmlinux is there or was never made.
+    kernel_files_ok: bool,
+}
+
+impl Outputs {
+    fn existing(out: &Path) -> Self {
+        let mut image = Image {
+            kernel: out.join(KERNEL_FILE),
+            vmlinux: None,
+            initrd: out.join(INITRD_FILE),
+        };
+        let vmlinux_path = out.join(VMLINUX_FILE);
+        let manifest_path = out.join(MANIFEST_FILE);
+        let old_manifest = fs::read_to_string(&manifest_path).unwrap_or_default();
+        let kernel_files_ok = image.kernel.is_file()
+            && (vmlinux_path.is_file() || old_manifest.contains(&format!("{VMLINUX_FILE}: none")));
+        if vmlinux_path.is_file() {
+            image.vmlinux = Some(vmlinux_path.clone());
+        }
+        Outputs {
+            image,
+            vmlinux_path,
+            manifest_path,
+            old_manifest,
+            kernel_files_ok,
         }
     }
 
-    // The kernel and its modules.
-    let kernel_deb = apt.fetch(&work, &kernel_pkg, &kernel_version)?;
-    let kernel_tree = unpack(
-        &work,
-        "kernel",
-        &kernel_version,
-        &kernel_deb,
-        &MODULES.join(" "),
-    )?;
-    let (release, vmlinuz) = find_kernel(&kernel_tree)?;
-    let modules_dir = kernel_tree.join("lib/modules").join(&release);
+    /// Whether every file is there and was built from `inputs`.
+    fn current(&self, inputs: &str) -> bool {
+        self.kernel_files_ok
+            && self.image.initrd.is_file()
+            && manifest_inputs(&self.old_manifest) == inputs
+    }
+
+    fn report_reused(&self) {
+        let image = &self.image;
+        println!(
+            "image up to date, reused: {} ({}), {}{} ({})",
+            image.kernel.display(),
+            size_of(&image.kernel),
+            vmlinux_note(image),
+            image.initrd.display(),
+            size_of(&image.initrd)
+        );
+    }
+
+    fn report_changes(&self, out: &Path, inputs: &str) {
+        if self.old_manifest.is_empty() {
+            println!("no image yet in {}: building", out.display());
+        } else {
+            for line in changed_lines(&manifest_inputs(&self.old_manifest), inputs) {
+                println!("input changed: {line}");
+            }
+        }
+    }
+
+    /// Copies the kernel in (and extracts vmlinux) unless the kernel package and
+    /// the image format are those of the existing files.
+    fn install_kernel(&mut self, out: &Path, inputs: &Inputs, vmlinuz: &Path) -> Result<()> {
+        let kernel_line = format!(
+            "kernel-package: {} {}\n",
+            inputs.kernel_pkg, inputs.kernel_version
+        );
+        let format_line = format!("format: {FORMAT}\n");
+        let old_inputs = manifest_inputs(&self.old_manifest);
+        if self.kernel_files_ok
+            && old_inputs.contains(&kernel_line)
+            && old_inputs.contains(&format_line)
+        {
+            println!("kernel unchanged, reused {}", self.image.kernel.display());
+            return Ok(());
+        }
+        let kernel_tmp = out.join(format!("{KERNEL_FILE}.tmp"));
+        fs::copy(vmlinuz, &kernel_tmp).with_context(|| {
+            format!("copying {} to {}", vmlinuz.display(), kernel_tmp.display())
+        })?;
+        fs::rename(&kernel_tmp, &self.image.kernel)?;
+        let _ = fs::remove_file(&self.vmlinux_path);
+        self.image.vmlinux = None;
+        let vmlinux_tmp = out.join(format!("{VMLINUX_FILE}.tmp"));
+        match extract_vmlinux(vmlinuz, &vmlinux_tmp)? {
+            Ok(()) => {
+                fs::rename(&vmlinux_tmp, &self.vmlinux_path)?;
+                self.image.vmlinux = Some(self.vmlinux_path.clone());
+                println!(
+                    "extracted {} ({}): the uncompressed kernel, booted through its PVH entry",
+                    self.vmlinux_path.display(),
+                    size_of(&self.vmlinux_path)
+                );
+            }
+            Err(why) => {
+                let _ = fs::remove_file(&vmlinux_tmp);
+                println!("no {VMLINUX_FILE} (guests boot {KERNEL_FILE}): {why}");
+            }
+        }
+        Ok(())
+    }
+
+    fn write_manifest(
+        &self,
+        inputs: &Inputs,
+        release: &str,
+        busybox: &Busybox,
+        contents: &Contents,
+        cpio_len: usize,
+    ) -> Result<()> {
+        let image = &self.image;
+        let manifest = format!(
+            "# ivlink test guest image, built by `cargo xtask vm-image`.\n\
+             # The [inputs] decide whether the image is rebuilt.\n\
+             [inputs]\n{}\
+             [image]\n\
+             kernel-release: {release}\n\
+             modules-loaded: {}\n\
+             modules-builtin: {}\n\
+             busybox-applets: {}\n\
+             archive-entries: {}\n\
+             cpio-bytes: {cpio_len}\n\
+             {KERNEL_FILE}-bytes: {}\n\
+             {VMLINUX_FILE}: {}\n\
+             {INITRD_FILE}-bytes: {}\n\
+             ivlink-bytes: {}\n\
+             ivlink-binary: {}\n",
+            inputs.text,
+            contents.loaded.join(" "),
+            if contents.builtin.is_empty() {
+                "(none)".to_owned()
+            } else {
+                contents.builtin.join(" ")
+            },
+            busybox.applets.len(),
+            contents.archive.len(),
+            fs::metadata(&image.kernel)?.len(),
+            match &image.vmlinux {
+                Some(path) => format!("{} bytes", fs::metadata(path)?.len()),
+                None => "none".to_owned(),
+            },
+            fs::metadata(&image.initrd)?.len(),
+            inputs.ivlink.len(),
+            inputs.ivlink_bin.display(),
+        );
+        fs::write(&self.manifest_path, manifest)
+            .with_context(|| format!("writing {}", self.manifest_path.display()))
+    }
+}
+
+/// `vmlinux (size), ` when there is one, for the summary lines.
+fn vmlinux_note(image: &Image) -> String {
+    match &image.vmlinux {
+        Some(path) => format!("{} ({}), ", path.display(), size_of(path)),
+        None => String::new(),
+    }
+}
+
+/// The kernel package, unpacked and pruned to the kernel and [`MODULES`].
+struct Kernel {
+    release: String,
+    vmlinuz: PathBuf,
+    modules: Vec<Module>,
+}
+
+fn fetch_kernel(apt: &mut Apt, work: &Path, inputs: &Inputs) -> Result<Kernel> {
+    let version = &inputs.kernel_version;
+    let deb = apt.fetch(work, &inputs.kernel_pkg, version)?;
+    let tree = unpack(work, "kernel", version, &deb, &MODULES.join(" "))?;
+    let (release, vmlinuz) = find_kernel(&tree)?;
+    let modules_dir = tree.join("lib/modules").join(&release);
     let modules = collect_modules(&modules_dir)?;
-    prune_kernel_tree(&kernel_tree, &modules_dir, &modules)?;
+    prune_kernel_tree(&tree, &modules_dir, &modules)?;
+    Ok(Kernel {
+        release,
+        vmlinuz,
+        modules,
+    })
+}
 
-    // Busybox.
-    let busybox_deb = apt.fetch(&work, BUSYBOX_PACKAGE, &busybox_version)?;
-    let busybox_tree = unpack(&work, "busybox", &busybox_version, &busybox_deb, "")?;
-    let busybox_path = busybox_tree.join("bin/busybox");
-    let busybox =
-        fs::read(&busybox_path).with_context(|| format!("reading {}", busybox_path.display()))?;
-    let applets = busybox_applets(&busybox_path)?;
+/// The static busybox and the applets it has.
+struct Busybox {
+    binary: Vec<u8>,
+    applets: Vec<String>,
+}
 
-    // The archive.
+fn fetch_busybox(apt: &mut Apt, work: &Path, version: &str) -> Result<Busybox> {
+    let deb = apt.fetch(work, BUSYBOX_PACKAGE, version)?;
+    let tree = unpack(work, "busybox", version, &deb, "")?;
+    let path = tree.join("bin/busybox");
+    let binary = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let applets = busybox_applets(&path)?;
+    Ok(Busybox { binary, applets })
+}
+
+/// The initramfs before it is written, and which modules it loads.
+struct Contents {
+    archive: Archive,
+    loaded: Vec<&'static str>,
+    builtin: Vec<&'static str>,
+}
+
+fn guest_archive(inputs: &Inputs, busybox: &Busybox, modules: &[Module]) -> Contents {
     let mut archive = Archive::new();
     for dir in [
         "bin",
@@ -179,16 +389,16 @@ pub fn build(root: &Path, out: &Path) -> Result<Image> {
     archive.char_dev("dev/console", 0o600, 5, 1);
     archive.char_dev("dev/null", 0o666, 1, 3);
     archive.file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec());
-    archive.file("bin/busybox", 0o755, busybox);
-    for applet in &applets {
+    archive.file("bin/busybox", 0o755, busybox.binary.clone());
+    for applet in &busybox.applets {
         if !archive.contains(applet) {
             archive.symlink(applet, "/bin/busybox");
         }
     }
-    archive.file("bin/ivlink", 0o755, ivlink.clone());
+    archive.file("bin/ivlink", 0o755, inputs.ivlink.clone());
     let mut loaded = Vec::new();
     let mut builtin = Vec::new();
-    for module in &modules {
+    for module in modules {
         match &module.found {
             Found::Builtin => builtin.push(module.name),
             Found::File(path) => {
@@ -211,107 +421,18 @@ pub fn build(root: &Path, out: &Path) -> Result<Image> {
             .collect::<String>()
             .into_bytes(),
     );
-    archive.file("etc/ivlink/image", 0o644, inputs.clone().into_bytes());
+    archive.file("etc/ivlink/image", 0o644, inputs.text.clone().into_bytes());
     archive.file(
         "etc/passwd",
         0o644,
         b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
     );
     archive.file("etc/group", 0o644, b"root:x:0:\n".to_vec());
-
-    let mut cpio = Vec::new();
-    archive.write_to(&mut cpio)?;
-    let cpio_len = cpio.len();
-
-    // Write the outputs next to their final names, then rename.
-    let initrd_tmp = out.join(format!("{INITRD_FILE}.tmp"));
-    gzip(&cpio, &initrd_tmp)?;
-    let kernel_line = format!("kernel-package: {kernel_pkg} {kernel_version}\n");
-    let format_line = format!("format: {FORMAT}\n");
-    let old_inputs = manifest_inputs(&old_manifest);
-    if kernel_files_ok && old_inputs.contains(&kernel_line) && old_inputs.contains(&format_line) {
-        println!("kernel unchanged, reused {}", image.kernel.display());
-    } else {
-        let kernel_tmp = out.join(format!("{KERNEL_FILE}.tmp"));
-        fs::copy(&vmlinuz, &kernel_tmp).with_context(|| {
-            format!("copying {} to {}", vmlinuz.display(), kernel_tmp.display())
-        })?;
-        fs::rename(&kernel_tmp, &image.kernel)?;
-        let _ = fs::remove_file(&vmlinux_path);
-        image.vmlinux = None;
-        let vmlinux_tmp = out.join(format!("{VMLINUX_FILE}.tmp"));
-        match extract_vmlinux(&vmlinuz, &vmlinux_tmp)? {
-            Ok(()) => {
-                fs::rename(&vmlinux_tmp, &vmlinux_path)?;
-                image.vmlinux = Some(vmlinux_path.clone());
-                println!(
-                    "extracted {} ({}): the uncompressed kernel, booted through its PVH entry",
-                    vmlinux_path.display(),
-                    size_of(&vmlinux_path)
-                );
-            }
-            Err(why) => {
-                let _ = fs::remove_file(&vmlinux_tmp);
-                println!("no {VMLINUX_FILE} (guests boot {KERNEL_FILE}): {why}");
-            }
-        }
+    Contents {
+        archive,
+        loaded,
+        builtin,
     }
-    fs::rename(&initrd_tmp, &image.initrd)?;
-
-    let manifest = format!(
-        "# ivlink test guest image, built by `cargo xtask vm-image`.\n\
-         # The [inputs] decide whether the image is rebuilt.\n\
-         [inputs]\n{inputs}\
-         [image]\n\
-         kernel-release: {release}\n\
-         modules-loaded: {}\n\
-         modules-builtin: {}\n\
-         busybox-applets: {}\n\
-         archive-entries: {}\n\
-         cpio-bytes: {cpio_len}\n\
-         {KERNEL_FILE}-bytes: {}\n\
-         {VMLINUX_FILE}: {}\n\
-         {INITRD_FILE}-bytes: {}\n\
-         ivlink-bytes: {}\n\
-         ivlink-binary: {}\n",
-        loaded.join(" "),
-        if builtin.is_empty() {
-            "(none)".to_owned()
-        } else {
-            builtin.join(" ")
-        },
-        applets.len(),
-        archive.len(),
-        fs::metadata(&image.kernel)?.len(),
-        match &image.vmlinux {
-            Some(path) => format!("{} bytes", fs::metadata(path)?.len()),
-            None => "none".to_owned(),
-        },
-        fs::metadata(&image.initrd)?.len(),
-        ivlink.len(),
-        ivlink_bin.display(),
-    );
-    fs::write(&manifest_path, manifest)
-        .with_context(|| format!("writing {}", manifest_path.display()))?;
-    for name in &builtin {
-        println!("module {name}: built into the kernel, skipped");
-    }
-    println!(
-        "image rebuilt in {:.1} s: {} ({}), {}{} ({}, {} entries, {} uncompressed), {}",
-        started.elapsed().as_secs_f64(),
-        image.kernel.display(),
-        size_of(&image.kernel),
-        match &image.vmlinux {
-            Some(path) => format!("{} ({}), ", path.display(), size_of(path)),
-            None => String::new(),
-        },
-        image.initrd.display(),
-        size_of(&image.initrd),
-        archive.len(),
-        human(cpio_len as u64),
-        manifest_path.display()
-    );
-    Ok(image)
 }
 
 /// Debian package look-ups and downloads.

@@ -78,7 +78,57 @@ fn check(
 
     let early = early_exit_check(qemu, image_dir, dir)?;
 
-    let mut config = GuestConfig::from_image("smoke", image_dir, &socket, dir);
+    let (mut guest, ready) = boot_guest(qemu, image_dir, dir, &socket, args)?;
+    let mut report = vec![
+        format!(
+            "boot-to-ready: {:.2} s (kernel {})",
+            ready.as_secs_f64(),
+            guest.config().kernel.display()
+        ),
+        early,
+    ];
+    let mut failures = Vec::new();
+    shell_checks(&mut guest, &mut report, &mut failures);
+    if failures.is_empty() {
+        match console_checks(&mut guest) {
+            Ok(lines) => report.extend(lines),
+            Err(e) => failures.push(format!("console checks: {e:#}")),
+        }
+    }
+    let poweroff = Instant::now();
+    match guest.poweroff(Duration::from_secs(30)) {
+        Ok(()) => report.push(format!(
+            "ok     poweroff -f ({:.2} s)",
+            poweroff.elapsed().as_secs_f64()
+        )),
+        Err(e) => failures.push(format!("poweroff: {e}")),
+    }
+    if let Err(e) = server.ensure_running() {
+        failures.push(format!("{e:#}"));
+    }
+    drop(server);
+    let report = report.join("\n");
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        println!("{report}");
+        bail!(
+            "{} check(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        )
+    }
+}
+
+/// Boots the smoke guest on `socket`; returns it and how long it took to be ready.
+fn boot_guest(
+    qemu: &Path,
+    image_dir: &Path,
+    dir: &Path,
+    socket: &Path,
+    args: &SmokeArgs,
+) -> Result<(Guest, Duration)> {
+    let mut config = GuestConfig::from_image("smoke", image_dir, socket, dir);
     config.vectors = VECTORS;
     config.accel = args.guest.accel.clone();
     config.extra_append = args.append.clone();
@@ -97,15 +147,12 @@ fn check(
         ready.as_secs_f64()
     );
 
-    let mut report = vec![
-        format!(
-            "boot-to-ready: {:.2} s (kernel {})",
-            ready.as_secs_f64(),
-            guest.config().kernel.display()
-        ),
-        early,
-    ];
-    let mut failures = Vec::new();
+    Ok((guest, ready))
+}
+
+/// Runs the shell commands of the check, each with its verdict, until one fails
+/// to run at all.
+fn shell_checks(guest: &mut Guest, report: &mut Vec<String>, failures: &mut Vec<String>) {
     let version = env!("CARGO_PKG_VERSION");
     let checks: &[(&str, &Verdict)] = &[
         ("ivlink --version", &|out, st| {
@@ -154,35 +201,6 @@ fn check(
                 break;
             }
         }
-    }
-    if failures.is_empty() {
-        match console_checks(&mut guest) {
-            Ok(lines) => report.extend(lines),
-            Err(e) => failures.push(format!("console checks: {e:#}")),
-        }
-    }
-    let poweroff = Instant::now();
-    match guest.poweroff(Duration::from_secs(30)) {
-        Ok(()) => report.push(format!(
-            "ok     poweroff -f ({:.2} s)",
-            poweroff.elapsed().as_secs_f64()
-        )),
-        Err(e) => failures.push(format!("poweroff: {e}")),
-    }
-    if let Err(e) = server.ensure_running() {
-        failures.push(format!("{e:#}"));
-    }
-    drop(server);
-    let report = report.join("\n");
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        println!("{report}");
-        bail!(
-            "{} check(s) failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        )
     }
 }
 

@@ -2,6 +2,8 @@
 //! `ivshmem-server` and `ivshmem-client` binaries. Behaviour lives in the `ivlink`
 //! library; this crate only turns arguments into calls and results into lines.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod commands;
 pub mod dropin_server;

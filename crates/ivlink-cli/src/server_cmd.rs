@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use ivlink::server::{IdPolicy, ServerError};
 use ivlink::shm::{ShmBacking, ShmError};
@@ -215,7 +215,7 @@ pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
         }
     };
     if let Some((mut pidfile, _)) = pidfile {
-        daemonize().context("cannot daemonize")?;
+        ivlink::server::process::daemonize().context("cannot daemonize")?;
         use std::io::Write;
         pidfile.set_len(0).with_context(pid_err)?;
         writeln!(pidfile, "{}", std::process::id()).with_context(pid_err)?;
@@ -233,17 +233,6 @@ pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
     server.run()?;
     if !options.foreground {
         let _ = std::fs::remove_file(&options.pidfile);
-    }
-    Ok(())
-}
-
-/// Detaches like QEMU's `qemu_daemon(1, 1)`: keeps the working directory and the
-/// standard streams.
-fn daemonize() -> std::io::Result<()> {
-    // SAFETY: daemon(3) forks; the server has started no threads yet (it is bound
-    // but not running), so the child is a complete copy of this process.
-    if unsafe { libc::daemon(1, 1) } != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -266,34 +255,7 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 
 /// Resolves a group name or number.
 pub fn resolve_group(name: &str) -> anyhow::Result<rustix::fs::Gid> {
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(rustix::fs::Gid::from_raw(gid));
-    }
-    let c_name = std::ffi::CString::new(name).context("group names cannot contain NUL")?;
-    let mut group: libc::group = unsafe_zeroed_group();
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: every pointer refers to a live local of the right type; `buf` is
-    // large enough for typical entries and its length is passed.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c_name.as_ptr(),
-            &mut group,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        bail!("unknown group '{name}'");
-    }
-    Ok(rustix::fs::Gid::from_raw(group.gr_gid))
-}
-
-fn unsafe_zeroed_group() -> libc::group {
-    // SAFETY: libc::group is a plain C struct of integers and pointers, for which
-    // all-zero bytes are a valid (empty) value.
-    unsafe { std::mem::zeroed() }
+    Ok(ivlink::server::process::resolve_group(name)?)
 }
 
 #[cfg(test)]

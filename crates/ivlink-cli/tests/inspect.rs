@@ -81,9 +81,9 @@ fn inspect_decodes_a_live_mailbox_with_a_busy_box_and_a_waiting_sender() {
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();
     let _server = common::server(&socket, &["--memfd"]);
-    let mut listener = Running::start(&["ipm", "listen", "-S", sock, "--count", "2"]);
+    let mut listener = Running::start(&["mailbox", "listen", "-S", sock, "--count", "2"]);
     listener.expect_line("peer 0 listening on mailbox 'ipm'");
-    let sent = run(&["ipm", "send", "-S", sock, "0", "hello", "--id", "3"]);
+    let sent = run(&["mailbox", "send", "-S", sock, "0", "hello", "--id", "3"]);
     assert!(sent.status.success(), "{}", text(&sent));
     listener.expect_line("id 3, 5 bytes: hello");
 
@@ -136,7 +136,7 @@ fn inspect_decodes_a_live_mailbox_with_a_busy_box_and_a_waiting_sender() {
     // sender sleeps until it is taken.
     listener.signal(Signal::STOP);
     let mut waiter = Running::start(&[
-        "ipm",
+        "mailbox",
         "send",
         "-S",
         sock,
@@ -354,6 +354,7 @@ fn region_with_a_channel(dir: &tempfile::TempDir) -> std::path::PathBuf {
     std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
     let path = file.to_str().unwrap();
     let receiver = Running::start(&[
+        "channel",
         "recv",
         "--file",
         path,
@@ -367,7 +368,7 @@ fn region_with_a_channel(dir: &tempfile::TempDir) -> std::path::PathBuf {
     ]);
     receiver.expect_line("receiving on channel 'chan'");
     let sent = run(&[
-        "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
+        "channel", "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
     ]);
     assert!(sent.status.success(), "{}", text(&sent));
     receiver.expect_line("from peer 1: x");

@@ -1,4 +1,4 @@
-//! `ivlink ipm` end to end over a real server: messages with data, a send that
+//! `ivlink mailbox` (alias `ivlink ipm`) end to end over a real server: messages with data, a send that
 //! waits for completion, a bare doorbell (Zephyr's notify-only IPM) delivered as an
 //! empty notification, limits shown and enforced.
 
@@ -20,10 +20,10 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();
     let _server = server(&socket);
-    let mut listener = Running::start(&["ipm", "listen", "-S", sock, "--count", "4"]);
+    let mut listener = Running::start(&["mailbox", "listen", "-S", sock, "--count", "4"]);
     listener.expect_line("peer 0 listening on mailbox 'ipm' (vector 0");
 
-    let info = run(&["ipm", "info", "-S", sock]);
+    let info = run(&["mailbox", "info", "-S", sock]);
     let info_text = text(&info);
     assert!(info.status.success(), "{info_text}");
     assert!(
@@ -36,7 +36,7 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
         "{info_text}"
     );
 
-    let sent = run(&["ipm", "send", "-S", sock, "0", "hello", "--id", "3"]);
+    let sent = run(&["mailbox", "send", "-S", sock, "0", "hello", "--id", "3"]);
     assert!(sent.status.success(), "{}", text(&sent));
     assert!(
         text(&sent).contains("IPM notification sent to peer 0 (id 3, 5 bytes)"),
@@ -48,7 +48,7 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
     assert!(line.contains("from peer"), "{line}");
 
     let waited = run(&[
-        "ipm", "send", "-S", sock, "0", "done?", "--id", "7", "--wait",
+        "mailbox", "send", "-S", sock, "0", "done?", "--id", "7", "--wait",
     ]);
     assert!(waited.status.success(), "{}", text(&waited));
     assert!(
@@ -69,7 +69,7 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
 
     // Data over the limit is refused before anything is sent.
     let big = "x".repeat(1025);
-    let refused = run(&["ipm", "send", "-S", sock, "0", &big, "--timeout", "2"]);
+    let refused = run(&["mailbox", "send", "-S", sock, "0", &big, "--timeout", "2"]);
     assert!(!refused.status.success());
     assert!(
         text(&refused)
@@ -96,7 +96,7 @@ fn ipm_messages_completions_and_bare_doorbells_reach_the_listener() {
     );
 
     // An empty message with an id, no data.
-    let empty = run(&["ipm", "send", "-S", sock, "0", "--id", "1"]);
+    let empty = run(&["mailbox", "send", "-S", sock, "0", "--id", "1"]);
     assert!(empty.status.success(), "{}", text(&empty));
     assert!(listener.expect_line(RECEIVED).contains("id 1, 0 bytes: "));
     assert!(listener.wait_exit().success());
@@ -149,4 +149,22 @@ fn a_connected_peer_outside_the_mailbox_gets_zephyrs_bare_doorbell_and_no_data()
         text(&refused)
     );
     assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+}
+
+#[test]
+fn mailbox_and_its_ipm_alias_reach_the_same_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let listener = Running::start(&["mailbox", "listen", "-S", sock, "--count", "2"]);
+    listener.expect_line("peer 0 listening on mailbox 'ipm'");
+    for (verb, data) in [("ipm", "by alias"), ("mailbox", "by name")] {
+        let sent = run(&[verb, "send", "-S", sock, "0", data, "--id", "1"]);
+        assert!(sent.status.success(), "{verb}: {}", text(&sent));
+        let line = listener.expect_line(RECEIVED);
+        assert!(line.ends_with(data), "{verb}: {line}");
+    }
+    let info = run(&["ipm", "info", "-S", sock]);
+    assert!(text(&info).contains("mailbox 'ipm'"), "{}", text(&info));
 }

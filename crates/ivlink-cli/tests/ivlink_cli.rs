@@ -345,6 +345,7 @@ fn send_recv_and_inspect_over_a_named_channel() {
     let sock = socket.to_str().unwrap();
     let _server = server(&socket, &["--memfd"]);
     let receiver = Running::start(&[
+        "channel",
         "recv",
         "-S",
         sock,
@@ -355,9 +356,13 @@ fn send_recv_and_inspect_over_a_named_channel() {
         "20",
     ]);
     receiver.expect_line("peer 0 receiving on channel 'demo'");
-    let first = run(&["send", "-S", sock, "demo", "--to", "0", "hello", "from one"]);
+    let first = run(&[
+        "channel", "send", "-S", sock, "demo", "--to", "0", "hello", "from one",
+    ]);
     assert!(first.status.success(), "{}", text(&first));
-    let second = run(&["send", "-S", sock, "demo", "--to", "0", "from two"]);
+    let second = run(&[
+        "channel", "send", "-S", sock, "demo", "--to", "0", "from two",
+    ]);
     assert!(second.status.success(), "{}", text(&second));
     // Senders are served in turn, so only each sender's own order is fixed.
     let lines: Vec<String> = (0..3).map(|_| receiver.expect_line("from peer ")).collect();
@@ -391,6 +396,68 @@ fn send_recv_and_inspect_over_a_named_channel() {
 }
 
 #[test]
+fn channel_send_and_recv_answer_to_the_old_top_level_spelling_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket, &["--memfd"]);
+    let old = Running::start(&[
+        "recv",
+        "-S",
+        sock,
+        "demo",
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    old.expect_line("peer 0 receiving on channel 'demo'");
+    let new = Running::start(&[
+        "channel",
+        "recv",
+        "-S",
+        sock,
+        "demo",
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    new.expect_line("peer 1 receiving on channel 'demo'");
+    for (to, receiver) in [("0", &old), ("1", &new)] {
+        let by_old = run(&["send", "-S", sock, "demo", "--to", to, "old spelling"]);
+        assert!(by_old.status.success(), "{}", text(&by_old));
+        receiver.expect_line("old spelling");
+        let by_new = run(&["channel", "send", "-S", sock, "demo", "--to", to, "new one"]);
+        assert!(by_new.status.success(), "{}", text(&by_new));
+        receiver.expect_line("new one");
+    }
+}
+
+#[test]
+fn help_groups_the_verbs_per_protocol_and_hides_the_old_spelling() {
+    let help = text(&run(&["--help"]));
+    for verb in ["channel", "mailbox", "stream", "rpmsg"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(verb)),
+            "{verb} missing: {help}"
+        );
+    }
+    assert!(help.contains("[alias: ipm]"), "{help}");
+    for hidden in ["send", "recv"] {
+        assert!(
+            !help.lines().any(|l| l.trim_start().starts_with(hidden)),
+            "{hidden} shown: {help}"
+        );
+    }
+    let channel = text(&run(&["channel", "--help"]));
+    assert!(
+        channel.contains("send") && channel.contains("recv"),
+        "{channel}"
+    );
+}
+
+#[test]
 fn inspect_reports_a_raw_region_and_a_damaged_directory() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("region");
@@ -406,6 +473,7 @@ fn inspect_reports_a_raw_region_and_a_damaged_directory() {
     // A channel made over the file, then a hostile write into a ring's head.
     std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
     let receiver = Running::start(&[
+        "channel",
         "recv",
         "--file",
         path,
@@ -419,7 +487,7 @@ fn inspect_reports_a_raw_region_and_a_damaged_directory() {
     ]);
     receiver.expect_line("receiving on channel 'chan'");
     let sent = run(&[
-        "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
+        "channel", "send", "--file", path, "--id", "1", "chan", "--to", "0", "x",
     ]);
     assert!(sent.status.success(), "{}", text(&sent));
     let clean = run(&["inspect", "--file", path]);
@@ -473,6 +541,7 @@ fn assert_refused(output: &std::process::Output, needle: &str) {
 
 #[test]
 fn a_second_server_leaves_the_live_region_and_its_peers_alone() {
+    // Spelled as before `ivlink channel`: the top-level `send` and `recv` stay.
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();

@@ -62,9 +62,18 @@ fn notify_then_recv_in_the_readme_order_both_keep_working() {
     assert!(sent.status.success(), "{}", text(&sent));
     listener.expect_line("full message: hello zephyr");
 
-    let recv = Running::start(&["recv", "demo", "-S", sock, "--count", "1"]);
+    let recv = Running::start(&["channel", "recv", "demo", "-S", sock, "--count", "1"]);
     let id = receiver_id(&recv);
-    let sent = run(&["send", "demo", "-S", sock, "--to", &id, "after notify"]);
+    let sent = run(&[
+        "channel",
+        "send",
+        "demo",
+        "-S",
+        sock,
+        "--to",
+        &id,
+        "after notify",
+    ]);
     assert!(sent.status.success(), "{}", text(&sent));
     recv.expect_line(": after notify");
 
@@ -83,7 +92,7 @@ fn notify_refuses_to_write_over_the_directory_unless_told() {
     let socket = dir.path().join("sock");
     let sock = socket.to_str().unwrap();
     let _server = server(&socket, &["--memfd"]);
-    let recv = Running::start(&["recv", "demo", "-S", sock, "--count", "1"]);
+    let recv = Running::start(&["channel", "recv", "demo", "-S", sock, "--count", "1"]);
     recv.expect_line("peer 0 receiving on channel 'demo'");
 
     let cases = [
@@ -106,7 +115,16 @@ fn notify_refuses_to_write_over_the_directory_unless_told() {
     assert!(text(&refused).contains("--force"), "{}", text(&refused));
 
     // The receiver never noticed.
-    let sent = run(&["send", "demo", "-S", sock, "--to", "0", "still fine"]);
+    let sent = run(&[
+        "channel",
+        "send",
+        "demo",
+        "-S",
+        sock,
+        "--to",
+        "0",
+        "still fine",
+    ]);
     assert!(sent.status.success(), "{}", text(&sent));
     recv.expect_line(": still fine");
 }
@@ -146,10 +164,12 @@ fn a_region_of_the_first_layout_still_works_and_format_moves_it() {
     write_at(&path, 0, &first_layout_header(len));
     let file = path.to_str().unwrap();
 
-    let recv = Running::start(&["recv", "demo", "--file", file, "--id", "1", "--count", "1"]);
+    let recv = Running::start(&[
+        "channel", "recv", "demo", "--file", file, "--id", "1", "--count", "1",
+    ]);
     recv.expect_line("peer 1 receiving on channel 'demo'");
     let sent = run(&[
-        "send", "demo", "--file", file, "--id", "2", "--to", "1", "old",
+        "channel", "send", "demo", "--file", file, "--id", "2", "--to", "1", "old",
     ]);
     assert!(sent.status.success(), "{}", text(&sent));
     recv.expect_line("from peer 2: old");
@@ -194,7 +214,7 @@ fn format_takes_over_a_foreign_region_but_not_from_under_live_peers() {
     let _server = server(&socket, &["--shm-file", shm.to_str().unwrap()]);
     write_at(&shm, 4096, b"someone else's bytes");
 
-    let refused = run(&["recv", "demo", "-S", sock, "--count", "1"]);
+    let refused = run(&["channel", "recv", "demo", "-S", sock, "--count", "1"]);
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains("`ivlink format`"),
@@ -224,9 +244,11 @@ fn format_takes_over_a_foreign_region_but_not_from_under_live_peers() {
     let formatted = format_when_alone(sock);
     assert!(formatted.status.success(), "{}", text(&formatted));
 
-    let recv = Running::start(&["recv", "demo", "-S", sock, "--count", "1"]);
+    let recv = Running::start(&["channel", "recv", "demo", "-S", sock, "--count", "1"]);
     let id = receiver_id(&recv);
-    let sent = run(&["send", "demo", "-S", sock, "--to", &id, "ours now"]);
+    let sent = run(&[
+        "channel", "send", "demo", "-S", sock, "--to", &id, "ours now",
+    ]);
     assert!(sent.status.success(), "{}", text(&sent));
     recv.expect_line("ours now");
 }

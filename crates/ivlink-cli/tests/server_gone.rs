@@ -55,7 +55,7 @@ fn with_socket<'a>(args: &[&'a str], socket: &'a Path) -> Vec<&'a str> {
 
 #[test]
 fn recv_exits_when_the_server_is_killed() {
-    kill_the_server_under(&[(&["recv", "demo"], "receiving on channel 'demo'")]);
+    kill_the_server_under(&[(&["channel", "recv", "demo"], "receiving on channel 'demo'")]);
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn rpmsg_echo_exits_when_the_server_is_killed() {
 
 #[test]
 fn ipm_listen_exits_when_the_server_is_killed() {
-    kill_the_server_under(&[(&["ipm", "listen"], "listening on mailbox 'ipm'")]);
+    kill_the_server_under(&[(&["mailbox", "listen"], "listening on mailbox 'ipm'")]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ivlink_core::channel::{ChannelError, ChannelLayout, ChannelShape};
+use ivlink_core::channel::{ChannelError, ChannelLayout};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
@@ -14,6 +14,11 @@ use thiserror::Error;
 
 use crate::device::{Device, DeviceError};
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
+
+mod membership;
+
+/// The shape a channel is created with.
+pub use ivlink_core::channel::ChannelShape;
 
 /// Why a channel operation failed.
 #[derive(Debug, Error)]

@@ -18,6 +18,7 @@ pub mod doorbell;
 pub mod inspect;
 pub mod mailbox;
 pub mod mapping;
+pub mod raw_message;
 pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 #[cfg(feature = "tokio")]
@@ -34,6 +35,8 @@ pub mod wire;
 pub use device::{
     Device, DeviceError, Event, PeerInfo, TransportError, TransportErrorKind, VectorSet, WaitFor,
 };
+/// The region directory (for `format` and tools that read it), from the core.
+pub use ivlink_core::directory;
 pub use ivlink_core::{Notify, NotifyError, PeerId, RawRegion, Region, RegionError, Vector};
 pub use mapping::MappedRegion;
 

@@ -16,12 +16,20 @@ use std::time::{Duration, Instant};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
-use ivlink_core::mailbox::{MailboxError, MailboxLayout, MailboxShape};
+use ivlink_core::mailbox::{MailboxError, MailboxLayout};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
 
 use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
+
+mod ipm_send;
+mod membership;
+
+pub use ipm_send::{Delivery, IpmSend, IpmSendError, ZEPHYR_IPM_VECTOR, send_ipm};
+
+/// The shape a mailbox is created with.
+pub use ivlink_core::mailbox::MailboxShape;
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Error)]

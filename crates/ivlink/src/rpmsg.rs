@@ -6,15 +6,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
-use ivlink_core::rpmsg::{
-    ADDR_ANY, Link, LinkConfig, LinkEvent, LinkLayout, NativeShape, Profile, Role, RpmsgError,
-};
+use ivlink_core::rpmsg::{ADDR_ANY, Link, LinkConfig, LinkLayout, RpmsgError};
 use ivlink_core::{PeerId, Region, Vector};
 
 use crate::device::{Device, DeviceError, WaitFor};
 use crate::section::OpenFailure;
 
+pub use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
 pub use ivlink_core::rpmsg::{LinkStats, ResetCause};
+
+mod session;
+pub use session::{EchoStep, HostSession, Outcome, SessionError, WaitBudget, serve_echo};
 
 /// How often a side that has nothing to wait on (a handshake without doorbells,
 /// a transport without a doorbell) looks at the region again.

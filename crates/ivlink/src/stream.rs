@@ -30,6 +30,9 @@ use crate::device::{Device, Event, WaitFor};
 use crate::section::OpenFailure;
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
+mod relay;
+pub use relay::{RelayError, relay};
+
 /// Why a stream could not be opened.
 #[derive(Debug, Error)]
 pub enum OpenError {

@@ -1,11 +1,13 @@
 //! `ivlink`: ivshmem server, peer tools and test bed in one command.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ivlink_cli::commands::{
-    bench, channel, dump::DumpArgs, format::FormatArgs, inspect::InspectArgs, ipm,
-    listen::ListenArgs, notify::NotifyArgs, stress, testbed,
+    bench, channel, dump::DumpArgs, format::FormatArgs, inspect::InspectArgs, listen::ListenArgs,
+    mailbox, notify::NotifyArgs, stress, testbed,
 };
 use ivlink_cli::logging::{self, LogFormat, LogTarget};
 use ivlink_cli::server_cmd::ServerArgs;
@@ -35,13 +37,18 @@ enum Command {
     /// One peer of the test bed (started by `ivlink testbed`)
     #[command(hide = true)]
     TestbedPeer(testbed::TestbedPeerArgs),
-    /// Send messages to a peer over a named channel
+    /// Named channel: send messages to a peer, receive from every peer
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
+    /// `ivlink channel send`, as spelled before channels had their own command
+    #[command(hide = true)]
     Send(channel::SendArgs),
-    /// Receive messages from every peer on a named channel
+    /// `ivlink channel recv`, as spelled before channels had their own command
+    #[command(hide = true)]
     Recv(channel::RecvArgs),
     /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, show limits
-    #[command(subcommand)]
-    Ipm(ipm::IpmCommand),
+    #[command(subcommand, visible_alias = "ipm")]
+    Mailbox(mailbox::MailboxCommand),
     /// Give the region an empty ivlink directory (forgets every section; takes over foreign contents)
     Format(FormatArgs),
     /// Decode a live region: directory, sections, channels, ring indices, mailboxes, streams, inconsistencies
@@ -92,9 +99,10 @@ fn main() -> ExitCode {
         Command::Listen(args) => args.run(),
         Command::Testbed(args) => args.run(),
         Command::TestbedPeer(args) => args.run(),
+        Command::Channel(command) => command.run(),
         Command::Send(args) => args.run(),
         Command::Recv(args) => args.run(),
-        Command::Ipm(command) => command.run(),
+        Command::Mailbox(command) => command.run(),
         Command::Format(args) => args.run(),
         Command::Inspect(args) => args.run(),
         Command::Stress(args) => args.run(),

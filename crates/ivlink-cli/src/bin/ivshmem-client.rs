@@ -2,6 +2,8 @@
 //! `-S <unix_sock_path>`, then the interactive client of
 //! [`ivlink_cli::client`].
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -1,16 +1,34 @@
-//! `ivlink send` and `ivlink recv`: messages over a named channel, where any number
-//! of peers can write without corrupting each other.
+//! `ivlink channel send` and `ivlink channel recv` (also spelled `ivlink send` and
+//! `ivlink recv`, as before): messages over a named channel, where any number of
+//! peers can write without corrupting each other.
 
 use std::time::Duration;
 
-use clap::Args;
-use ivlink::channel::{Endpoint, open_named};
+use clap::{Args, Subcommand};
+use ivlink::channel::{ChannelShape, Endpoint, open_named};
 use ivlink::wait::SpinThenSleep;
-use ivlink::{Event, WaitFor};
-use ivlink_core::channel::ChannelShape;
 
 use super::printable;
 use crate::transport_args::TransportArgs;
+
+/// `ivlink channel` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ChannelCommand {
+    /// Send messages to a peer over a named channel
+    Send(SendArgs),
+    /// Receive messages from every peer on a named channel
+    Recv(RecvArgs),
+}
+
+impl ChannelCommand {
+    /// Runs the subcommand.
+    pub fn run(&self) -> anyhow::Result<()> {
+        match self {
+            ChannelCommand::Send(args) => args.run(),
+            ChannelCommand::Recv(args) => args.run(),
+        }
+    }
+}
 
 /// How a channel is opened (and shaped, if this peer creates it).
 #[derive(Debug, Clone, Args)]
@@ -55,7 +73,7 @@ impl ChannelArgs {
     }
 }
 
-/// Options of `ivlink send`.
+/// Options of `ivlink channel send`.
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
     /// Channel and transport
@@ -87,16 +105,12 @@ impl SendArgs {
             timeout,
         )?;
         let mut endpoint = Endpoint::join(&*device, layout, self.channel.policy())?;
-        let deadline = std::time::Instant::now() + timeout;
-        while !endpoint.members()?.contains(&self.to) {
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "peer {} did not join channel '{}' in time",
-                    self.to,
-                    self.channel.channel
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if !endpoint.wait_for_member(self.to, timeout)? {
+            anyhow::bail!(
+                "peer {} did not join channel '{}' in time",
+                self.to,
+                self.channel.channel
+            );
         }
         for message in &self.messages {
             endpoint.send(self.to, message.as_bytes(), Some(timeout))?;
@@ -112,7 +126,7 @@ impl SendArgs {
     }
 }
 
-/// Options of `ivlink recv`.
+/// Options of `ivlink channel recv`.
 #[derive(Debug, Clone, Args)]
 pub struct RecvArgs {
     /// Channel and transport
@@ -162,13 +176,7 @@ impl RecvArgs {
                 None => {
                     // Everything is drained: free the slots of peers that left, so
                     // the channel does not fill up with departed members.
-                    while let Ok(Some(event)) =
-                        device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))
-                    {
-                        if let Event::PeerLeft { peer } = event {
-                            endpoint.evict(peer)?;
-                        }
-                    }
+                    endpoint.evict_departed()?;
                     if let Some(limit) = timeout
                         && last.elapsed() >= limit
                     {

@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Args;
+use ivlink::directory;
 use ivlink::{Device, Region};
-use ivlink_core::directory;
 
 use crate::transport_args::TransportArgs;
 

@@ -5,14 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ivlink::{Device, Event, WaitFor};
-use ivlink_core::raw_message;
+use ivlink::raw_message::{Heard, Listener};
 
 use super::printable;
 use crate::transport_args::TransportArgs;
-
-/// Longest message shown.
-const MAX_SHOWN: usize = 4096;
 
 /// Options of `ivlink listen`.
 #[derive(Debug, Clone, Args)]
@@ -46,58 +42,39 @@ impl ListenArgs {
         let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         let mut received = 0u64;
         let mut last_event = Instant::now();
-        // Taken before announcing that we listen, so a change made right after the
+        // Made before announcing that we listen, so a change made right after the
         // announcement is seen.
-        let mut last_message = self.message(&*device);
+        let mut listener = Listener::new(&*device, Duration::from_millis(self.poll_interval));
         println!(
             "Listening as peer {} ({} vector(s), {} bytes); Ctrl-C to stop",
             device.id(),
             device.vectors(),
             ivlink::Region::len(device.region())
         );
-        let tick = Duration::from_millis(if device.has_doorbell() {
-            100
-        } else {
-            self.poll_interval.max(1)
-        });
         while !stop.load(Ordering::Relaxed) && self.count.is_none_or(|c| received < c) {
             if let Some(limit) = timeout
                 && last_event.elapsed() >= limit
             {
                 anyhow::bail!("no notification within {limit:?}");
             }
-            match device.wait(WaitFor::ANYTHING, Some(tick))? {
-                Some(Event::Notified { vector, count }) => {
-                    received += 1;
-                    last_event = Instant::now();
-                    self.report(&*device, Some((vector, count)));
+            let notification = match listener.listen()? {
+                Some(Heard::Notified { vector, count }) => Some((vector, count)),
+                Some(Heard::Changed) => None,
+                Some(Heard::ServerGone) => anyhow::bail!("the server went away"),
+                Some(Heard::Peer(event)) => {
+                    println!("{event}");
+                    continue;
                 }
-                Some(Event::ServerGone) => anyhow::bail!("the server went away"),
-                Some(other) => println!("{other}"),
-                None if !device.has_doorbell() => {
-                    // Polling: a changed message stands for a notification.
-                    let message = self.message(&*device);
-                    if message != last_message {
-                        received += 1;
-                        last_event = Instant::now();
-                        self.report(&*device, None);
-                        last_message = message;
-                    }
-                }
-                None => {}
-            }
+                None => continue,
+            };
+            received += 1;
+            last_event = Instant::now();
+            self.report(&listener, notification);
         }
         Ok(())
     }
 
-    fn message(&self, device: &dyn Device) -> Vec<u8> {
-        let mut buf = vec![0u8; MAX_SHOWN];
-        let len = raw_message::read(device.region(), raw_message::OFFSET, &mut buf).unwrap_or(0);
-        buf.truncate(len);
-        buf
-    }
-
-    fn report(&self, device: &dyn Device, notification: Option<(u16, u64)>) {
+    fn report(&self, listener: &Listener<'_>, notification: Option<(u16, u64)>) {
         let prefix = match notification {
             Some((vector, 1)) => format!("vector {vector}: "),
             Some((vector, count)) => format!("vector {vector} ({count} coalesced): "),
@@ -106,7 +83,7 @@ impl ListenArgs {
         if self.no_message {
             println!("{prefix}received IRQ");
         } else {
-            let text = printable(&self.message(device));
+            let text = printable(&listener.message());
             println!("{prefix}received IRQ and full message: {text}");
         }
     }

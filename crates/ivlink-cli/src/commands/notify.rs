@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::{Device, NotifyError, PeerId, Vector};
-use ivlink_core::raw_message;
+use ivlink::raw_message::{self, RawSend, RawSendError, Sent};
+use ivlink::{PeerId, Vector};
 
 use crate::transport_args::TransportArgs;
 
@@ -68,21 +68,23 @@ impl NotifyArgs {
         // Where the transport knows the peers, a wrong peer or vector is an error
         // before anything is written.
         if device.knows_peers() {
-            check_reachable(&*device, self.peer, self.vector).with_context(|| {
+            raw_message::check_reachable(&*device, self.peer, self.vector).with_context(|| {
                 format!("cannot notify peer {} on vector {}", self.peer, self.vector)
             })?;
         }
         let stop = super::stop_flag()?;
         let started = Instant::now();
         let mut sent = 0u64;
+        let send = RawSend {
+            peer: self.peer,
+            vector: self.vector,
+            message: self.message.as_deref().map(str::as_bytes),
+            offset: self.offset,
+            force: self.force,
+        };
         loop {
-            if let Some(message) = &self.message {
-                self.check_placement(&*device, message)?;
-                raw_message::write(device.region(), self.offset, message.as_bytes())
-                    .context("cannot write the message")?;
-            }
-            match device.notify(self.peer, self.vector) {
-                Ok(()) => match &self.message {
+            match raw_message::write_and_notify(&*device, &send) {
+                Ok(Sent::Notified) => match &self.message {
                     Some(m) => println!(
                         "Message {m} sent to peer {} on vector {}",
                         self.peer, self.vector
@@ -92,16 +94,15 @@ impl NotifyArgs {
                         self.peer, self.vector
                     ),
                 },
-                Err(NotifyError::Unsupported) if self.message.is_some() => println!(
+                Ok(Sent::WrittenOnly) => println!(
                     "Message {} written; {} has no doorbell, so peers see it by polling",
                     self.message.as_deref().unwrap_or_default(),
                     device.describe()
                 ),
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot notify peer {} on vector {}", self.peer, self.vector)
-                    });
-                }
+                Err(e @ RawSendError::Clash { .. }) => anyhow::bail!(
+                    "{e}; pass --offset N to write it elsewhere, or --force to overwrite"
+                ),
+                Err(e) => return Err(e.into()),
             }
             sent += 1;
             let done = !self.continuous
@@ -123,45 +124,6 @@ impl NotifyArgs {
         }
         Ok(())
     }
-}
-
-impl NotifyArgs {
-    /// Refuses (without `--force`) a message that would overwrite the region's
-    /// ivlink directory or its sections.
-    fn check_placement(&self, device: &dyn Device, message: &str) -> anyhow::Result<()> {
-        if self.force {
-            return Ok(());
-        }
-        match raw_message::clash(device.region(), self.offset, message.len()) {
-            None => Ok(()),
-            Some(clash) => anyhow::bail!(
-                "not writing the message at offset {}: {clash}; pass --offset N to write it elsewhere, or --force to overwrite",
-                self.offset
-            ),
-        }
-    }
-}
-
-/// Checks that `peer` is connected and has `vector` (our own id always is).
-fn check_reachable(device: &dyn Device, peer: PeerId, vector: Vector) -> Result<(), NotifyError> {
-    let available = if peer == device.id() {
-        device.vectors()
-    } else {
-        device
-            .peers()
-            .iter()
-            .find(|p| p.id == peer)
-            .ok_or(NotifyError::UnknownPeer(peer))?
-            .vectors
-    };
-    if usize::from(vector) >= available {
-        return Err(NotifyError::NoSuchVector {
-            peer,
-            vector,
-            available,
-        });
-    }
-    Ok(())
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &std::sync::atomic::AtomicBool) {

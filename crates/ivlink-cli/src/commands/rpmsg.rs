@@ -3,17 +3,19 @@
 //! the host side.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-use ivlink::rpmsg::{ResetCause, RpmsgLink, RpmsgOptions, default_endpoint_name};
+use ivlink::rpmsg::{
+    EchoStep, HostSession, LinkEvent, NativeShape, Outcome, Profile, ResetCause, Role, RpmsgLink,
+    RpmsgOptions, SessionError, WaitBudget, default_endpoint_name, serve_echo,
+};
 use ivlink::transport::openamp::{OpenampOptions, OpenampShm};
-use ivlink::{Device, Event, Transport, WaitFor};
-use ivlink_core::rpmsg::{LinkEvent, NativeShape, Profile, Role};
-use ivlink_lab::bench::histogram::Histogram;
+use ivlink::{Device, Transport};
+use ivlink_lab::bench::rpmsg_rtt::{self, RttPlan};
 
 use super::printable;
 use crate::transport_args::TransportArgs;
@@ -213,49 +215,30 @@ impl EchoArgs {
             self.link.profile
         );
         let stop = super::stop_flag()?;
-        let mut echoed = 0u64;
-        while self.count.is_none_or(|c| echoed < c) && !stop.load(Ordering::Relaxed) {
-            let Some(event) = link.next_event(Some(Duration::from_millis(200)))? else {
-                if self.link.profile == ProfileArg::OpenampLinux && host_left(&*device)? {
-                    // OpenAMP's socket takes one connection, like its rpmsg-echo.
-                    eprintln!("the host side left; exiting");
-                    break;
-                }
-                continue;
-            };
-            match event {
-                LinkEvent::Message { local, src, .. } if local == ep => {
-                    if !self.quiet {
-                        println!(
-                            "Host side sent a string:\n[ {} ]\nNow echoing it back!\n",
-                            printable(trim_nul(link.payload()))
-                        );
-                    }
-                    let data = link.payload().to_vec();
-                    link.send(ep, Some(src), &data, Some(Duration::from_secs(5)))
-                        .context("cannot echo the message back")?;
-                    echoed += 1;
-                }
-                other => report(&other),
-            }
-        }
+        let quiet = self.quiet;
+        let echoed = serve_echo(
+            &mut link,
+            ep,
+            self.count,
+            self.link.profile == ProfileArg::OpenampLinux,
+            &stop,
+            &mut |step| match step {
+                EchoStep::Message(payload) if !quiet => println!(
+                    "Host side sent a string:\n[ {} ]\nNow echoing it back!\n",
+                    printable(trim_nul(payload))
+                ),
+                EchoStep::Message(_) => {}
+                EchoStep::Event(event) => report(event),
+                EchoStep::HostLeft => eprintln!("the host side left; exiting"),
+            },
+        )?;
         eprintln!("echoed {echoed} messages");
         Ok(())
     }
 }
 
-/// Whether the server (or OpenAMP's socket) reported a peer gone.
-fn host_left(device: &dyn Device) -> anyhow::Result<bool> {
-    while let Some(event) = device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))? {
-        if matches!(event, Event::PeerLeft { .. } | Event::ServerGone) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// [`report`] on the host side, which is ready only once its endpoint is bound
-/// (see [`Connected::wait_bound`]), not when the link comes up.
+/// (see [`wait_bound`]), not when the link comes up.
 fn report_host(event: &LinkEvent) {
     if !matches!(event, LinkEvent::Up) {
         report(event);
@@ -297,32 +280,21 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
 /// How long a host waits for the remote side to come up and bind its endpoint:
 /// one deadline for connecting and binding, announced once.
 struct RemoteWait {
-    total: Duration,
-    until: Option<Instant>,
+    budget: WaitBudget,
     announced: bool,
 }
 
 impl RemoteWait {
     /// `total` of a billion seconds or more (`--wait inf`) is forever.
     fn new(total: Duration) -> Self {
-        let until = (total < Duration::from_secs(1_000_000_000))
-            .then(|| Instant::now().checked_add(total))
-            .flatten();
         RemoteWait {
-            total,
-            until,
+            budget: WaitBudget::new(total),
             announced: false,
         }
     }
 
     fn left(&self) -> Duration {
-        self.until.map_or(Duration::MAX, |until| {
-            until.saturating_duration_since(Instant::now())
-        })
-    }
-
-    fn expired(&self) -> bool {
-        self.left().is_zero()
+        self.budget.left()
     }
 
     /// Says once that this side waits, and for how long still.
@@ -330,116 +302,59 @@ impl RemoteWait {
         if std::mem::replace(&mut self.announced, true) {
             return;
         }
-        match self.until {
-            Some(_) => eprintln!(
+        if self.budget.is_forever() {
+            eprintln!("waiting for the remote side (endpoint '{endpoint}')…");
+        } else {
+            eprintln!(
                 "waiting for the remote side (endpoint '{endpoint}')… {:.1} s left",
                 self.left().as_secs_f64()
-            ),
-            None => eprintln!("waiting for the remote side (endpoint '{endpoint}')…"),
-        }
-    }
-}
-
-/// The host side's endpoint once the remote's is bound.
-struct Connected<'d> {
-    link: RpmsgLink<'d>,
-    ep: u32,
-    args: &'d LinkArgs,
-}
-
-impl<'d> Connected<'d> {
-    /// Opens the link, creates the endpoint and waits until the remote binds.
-    fn open(
-        device: &'d dyn Device,
-        args: &'d LinkArgs,
-        wait: &mut RemoteWait,
-        stop: &AtomicBool,
-    ) -> anyhow::Result<Self> {
-        let mut link = RpmsgLink::open(device, &args.options(Role::Host))?;
-        let name = args.endpoint_name();
-        let ep = link
-            .create_endpoint(name, None, None)
-            .with_context(|| format!("cannot create endpoint '{name}'"))?;
-        let mut connected = Connected { link, ep, args };
-        wait.announce(name);
-        connected.wait_bound(wait, stop)?;
-        Ok(connected)
-    }
-
-    /// Waits until the remote side has bound our endpoint: only then is the link
-    /// ready to use.
-    fn wait_bound(&mut self, wait: &RemoteWait, stop: &AtomicBool) -> anyhow::Result<()> {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                bail!("interrupted while waiting for the remote side");
-            }
-            if wait.expired() {
-                return Err(self.not_bound(wait.total));
-            }
-            match self
-                .link
-                .next_event(Some(wait.left().min(Duration::from_millis(100))))?
-            {
-                Some(LinkEvent::Bound { local, remote }) if local == self.ep => {
-                    eprintln!("connected to remote endpoint {remote:#x}");
-                    eprintln!("the communication over RPMsg is ready to use!");
-                    return Ok(());
-                }
-                Some(other) => report_host(&other),
-                None => {}
-            }
-        }
-    }
-
-    /// Why the remote side never bound, as far as this side can tell.
-    fn not_bound(&self, waited: Duration) -> anyhow::Error {
-        let name = self.args.endpoint_name();
-        let waited = format!("{:.1} s", waited.as_secs_f64());
-        if !self.link.link().is_up() {
-            return anyhow!("the remote side did not come up within {waited}");
-        }
-        if self.args.profile == ProfileArg::ZephyrIvshmem {
-            // Its only sign of addresses it cannot map is silence.
-            return anyhow!(
-                "the remote side did not announce endpoint '{name}' within {waited}: it likely \
-                 rejects our buffers' addresses; pass --address-base the address the Zephyr \
-                 side prints as `shmem mapped at 0x…` (now {:#x})",
-                self.args.address_base
             );
         }
-        anyhow!("the remote side did not announce endpoint '{name}' within {waited}")
-    }
-
-    /// Sends `data` and waits up to `timeout` for its echo.
-    fn round_trip(&mut self, data: &[u8], timeout: Duration) -> anyhow::Result<Outcome> {
-        self.link.send(self.ep, None, data, Some(timeout))?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.link.next_event(Some(left))? {
-                None => return Ok(Outcome::TimedOut),
-                Some(LinkEvent::Message { local, .. }) if local == self.ep => {
-                    return Ok(if self.link.payload() == data {
-                        Outcome::Echoed
-                    } else {
-                        Outcome::Mismatch
-                    });
-                }
-                Some(reset @ LinkEvent::Reset { .. }) => {
-                    report(&reset);
-                    return Ok(Outcome::Lost);
-                }
-                Some(other) => report_host(&other),
-            }
-        }
     }
 }
 
-enum Outcome {
-    Echoed,
-    Mismatch,
-    Lost,
-    TimedOut,
+/// Opens the host side's session and waits until the remote binds its endpoint.
+fn connect<'d>(
+    device: &'d dyn Device,
+    args: &LinkArgs,
+    wait: &mut RemoteWait,
+    stop: &AtomicBool,
+) -> anyhow::Result<HostSession<'d>> {
+    let name = args.endpoint_name();
+    let mut session = HostSession::open(device, &args.options(Role::Host), name)?;
+    wait.announce(name);
+    wait_bound(&mut session, args, &wait.budget, stop)?;
+    Ok(session)
+}
+
+/// Waits until the remote side has bound our endpoint: only then is the link
+/// ready to use.
+fn wait_bound(
+    session: &mut HostSession<'_>,
+    args: &LinkArgs,
+    budget: &WaitBudget,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    match session.wait_bound(budget, stop, &mut report_host) {
+        Ok(remote) => {
+            eprintln!("connected to remote endpoint {remote:#x}");
+            eprintln!("the communication over RPMsg is ready to use!");
+            Ok(())
+        }
+        Err(SessionError::NotAnnounced { name, waited })
+            if args.profile == ProfileArg::ZephyrIvshmem =>
+        {
+            // Its only sign of addresses it cannot map is silence.
+            Err(anyhow!(
+                "the remote side did not announce endpoint '{name}' within {:.1} s: it likely \
+                 rejects our buffers' addresses; pass --address-base the address the Zephyr \
+                 side prints as `shmem mapped at 0x…` (now {:#x})",
+                waited.as_secs_f64(),
+                args.address_base
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Options of `ivlink rpmsg send`.
@@ -477,12 +392,12 @@ impl SendArgs {
         let mut wait = RemoteWait::new(seconds(self.wait));
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut conn = Connected::open(&*device, &self.link, &mut wait, &stop)?;
-        if data.len() > conn.link.max_payload() {
+        let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
+        if data.len() > session.max_payload() {
             bail!(
                 "the string is {} bytes with its NUL; one RPMsg message carries at most {}",
                 data.len(),
-                conn.link.max_payload()
+                session.max_payload()
             );
         }
         let timeout = seconds(self.timeout);
@@ -491,7 +406,7 @@ impl SendArgs {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            match conn.round_trip(&data, timeout)? {
+            match session.round_trip(&data, timeout, &mut report_host)? {
                 Outcome::Echoed => {
                     echoed += 1;
                     if !self.quiet {
@@ -507,7 +422,12 @@ impl SendArgs {
                 Outcome::Lost => {
                     lost += 1;
                     eprintln!("message number {number} was lost in the reset");
-                    conn.wait_bound(&RemoteWait::new(seconds(self.wait)), &stop)?;
+                    wait_bound(
+                        &mut session,
+                        &self.link,
+                        &WaitBudget::new(seconds(self.wait)),
+                        &stop,
+                    )?;
                 }
                 Outcome::TimedOut => {
                     println!("Remote side response timed out!");
@@ -560,42 +480,16 @@ impl BenchArgs {
         let mut wait = RemoteWait::new(seconds(self.wait));
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut conn = Connected::open(&*device, &self.link, &mut wait, &stop)?;
-        if self.size > conn.link.max_payload() {
-            bail!(
-                "--size {} exceeds the {}-byte payload of one message",
-                self.size,
-                conn.link.max_payload()
-            );
-        }
-        if self.count == 0 {
-            bail!("--count must be at least 1");
-        }
-        let data: Vec<u8> = (0..self.size).map(|i| i as u8).collect();
-        let timeout = seconds(self.timeout);
-        let mut samples = Vec::with_capacity(self.count as usize);
-        let started = Instant::now();
-        let mut measuring_since = started;
-        for i in 0..self.warmup + self.count {
-            if i == self.warmup {
-                measuring_since = Instant::now();
-            }
-            let t0 = Instant::now();
-            match conn.round_trip(&data, timeout)? {
-                Outcome::Echoed => {}
-                Outcome::Mismatch => bail!("an echo differs from what was sent"),
-                Outcome::Lost => bail!("the link was reset during the benchmark"),
-                Outcome::TimedOut => bail!("Remote side response timed out!"),
-            }
-            if i >= self.warmup {
-                samples.push(t0.elapsed().as_nanos() as u64);
-            }
-        }
-        let elapsed = measuring_since.elapsed().as_secs_f64();
-        let p = Histogram::new(samples)
-            .percentiles()
-            .context("no samples")?;
-        let rate = self.count as f64 / elapsed;
+        let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
+        let plan = RttPlan {
+            size: self.size,
+            warmup: self.warmup,
+            count: self.count,
+            timeout: seconds(self.timeout),
+        };
+        let result = rpmsg_rtt::measure(&mut session, &plan, &mut report_host)?;
+        let (elapsed, p) = (result.seconds, result.latency_ns);
+        let rate = result.round_trips_per_second;
         if self.json {
             let value = serde_json::json!({
                 "profile": format!("{:?}", self.link.profile),

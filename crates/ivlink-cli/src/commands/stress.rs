@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::channel::open_named;
-use ivlink_core::channel::ChannelShape;
 use ivlink_lab::stress::{self, PeerPlan, StressConfig, StressSummary};
 
 use crate::server_cmd::parse_size;
@@ -50,7 +48,7 @@ impl StressArgs {
     /// Runs the stress test and prints the report.
     pub fn run(&self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
-        let capacity = ring_capacity(self.size, self.peers);
+        let capacity = stress::ring_capacity(self.size, self.peers);
         if capacity < 2 * self.message_size.1 {
             anyhow::bail!(
                 "{} peers need {} rings: at {} bytes of shared memory each ring would hold {capacity} bytes, too small for {}-byte messages (raise --size)",
@@ -176,18 +174,6 @@ fn print_summary(
     Ok(())
 }
 
-/// Ring data size for `peers` members in `size` bytes: half the region shared
-/// among the rings, a power of two, at most 1 MiB.
-pub fn ring_capacity(size: u64, peers: usize) -> usize {
-    let rings = (peers * peers.saturating_sub(1)).max(1) as u64;
-    let share = (size / 2 / rings).min(1 << 20);
-    if share < 64 {
-        0
-    } else {
-        1usize << (63 - share.leading_zeros())
-    }
-}
-
 /// Options of the hidden `ivlink stress-peer`.
 #[derive(Debug, Clone, Args)]
 pub struct StressPeerArgs {
@@ -215,12 +201,6 @@ impl StressPeerArgs {
         // with a report, not kill them.
         let stop = super::stop_flag()?;
         let device = self.transport.transport().open()?;
-        let shape = ChannelShape {
-            max_members: self.peers.clamp(2, 64) as u32,
-            ring_capacity: self.ring_capacity,
-            vector: 0,
-        };
-        let layout = open_named(&*device, stress::CHANNEL, shape, Duration::from_secs(10))?;
         let plan = PeerPlan {
             peers: self.peers,
             duration: self.duration,
@@ -229,7 +209,7 @@ impl StressPeerArgs {
             timeout: Duration::from_secs(20),
         };
         let mut out = std::io::stdout().lock();
-        let report = stress::run_peer(&*device, layout, &plan, &mut out, &stop)?;
+        let report = stress::join_and_run(&*device, &plan, self.ring_capacity, &mut out, &stop)?;
         use std::io::Write;
         writeln!(out, "result {}", serde_json::to_string(&report)?)?;
         Ok(())
@@ -311,12 +291,5 @@ mod tests {
         assert_eq!(parse_range("64"), Ok((64, 64)));
         assert!(parse_range("100..50").is_err());
         assert!(parse_range("8..16").is_err());
-    }
-
-    #[test]
-    fn ring_capacity_shares_half_the_region() {
-        assert_eq!(ring_capacity(16 << 20, 3), 1 << 20);
-        assert_eq!(ring_capacity(4 << 20, 8), 32768);
-        assert_eq!(ring_capacity(1024, 64), 0);
     }
 }

@@ -24,6 +24,7 @@ mod job;
 mod memring;
 pub mod placement;
 pub mod report;
+pub mod rpmsg_rtt;
 mod run;
 pub mod spin;
 pub mod svg;

@@ -143,6 +143,36 @@ fn run_pinned(
         progress(&format!("[{step}/{total}] {what}"));
     };
 
+    let latency = measure_latency(config, &leader, &base, &mut say)?;
+    let streams = stream_jobs(config, &base);
+    let throughput = measure_throughput(config, &leader, &streams, &mut say)?;
+    drop(host);
+    server.stop()?;
+    Ok(Report {
+        settings: Settings {
+            quick: config.quick,
+            placement,
+            ring: config.ring,
+            latency_ring: ivlink::LATENCY_RING,
+            batch: config.batch,
+            payload: config.payload,
+            region: region as usize,
+            stream_spin: STREAM_SPIN,
+            rounds: config.rounds,
+        },
+        latency,
+        throughput,
+        seconds: 0.0,
+    })
+}
+
+/// Every latency of [`LATENCY`], in order.
+fn measure_latency(
+    config: &BenchConfig,
+    leader: &Leader<'_>,
+    base: &Job,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<LatencyResult>, BenchError> {
     let mut latency = Vec::new();
     for spec in &LATENCY {
         say(&format!("latency: {}", spec.name));
@@ -163,8 +193,8 @@ fn run_pinned(
             time: config.latency_time,
         };
         let run = match spec.mechanism {
-            Mechanism::Ivlink => ivlink::lead_ping_pong(&leader, &job, &plan)?,
-            _ => baselines::lead_ping_pong(&leader, &job, &plan)?,
+            Mechanism::Ivlink => ivlink::lead_ping_pong(leader, &job, &plan)?,
+            _ => baselines::lead_ping_pong(leader, &job, &plan)?,
         };
         latency.push(LatencyResult::new(
             spec.name,
@@ -176,9 +206,17 @@ fn run_pinned(
         ));
     }
 
+    Ok(latency)
+}
+
+/// One throughput measurement: its name, how it works, and the job.
+type StreamJob = (&'static str, &'static str, Job);
+
+/// The throughput measurements of the run, in report order.
+fn stream_jobs(config: &BenchConfig, base: &Job) -> Vec<StreamJob> {
     // Every stream, run `rounds` times in turn (interleaved, so that a burst of
     // load hits all mechanisms alike); the median round is reported.
-    let mut streams: Vec<(&'static str, &'static str, Job)> = Vec::new();
+    let mut streams: Vec<StreamJob> = Vec::new();
     for &size in &config.sizes {
         let job = Job {
             pattern: Pattern::Stream,
@@ -233,6 +271,16 @@ fn run_pinned(
             ..base.clone()
         },
     ));
+    streams
+}
+
+/// Runs every stream `rounds` times and keeps each one's median round.
+fn measure_throughput(
+    config: &BenchConfig,
+    leader: &Leader<'_>,
+    streams: &[StreamJob],
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<ThroughputResult>, BenchError> {
     let mut rounds: Vec<Vec<ThroughputResult>> = vec![Vec::new(); streams.len()];
     for round in 0..config.rounds {
         for ((name, how, job), runs) in streams.iter().zip(&mut rounds) {
@@ -247,8 +295,8 @@ fn run_pinned(
                 batch: job.batch,
             };
             let run = match job.mechanism {
-                Mechanism::Ivlink => ivlink::lead_stream(&leader, job, &plan)?,
-                _ => baselines::lead_stream(&leader, job, &plan)?,
+                Mechanism::Ivlink => ivlink::lead_stream(leader, job, &plan)?,
+                _ => baselines::lead_stream(leader, job, &plan)?,
             };
             runs.push(ThroughputResult {
                 mechanism: name,
@@ -263,23 +311,5 @@ fn run_pinned(
             });
         }
     }
-    let throughput = rounds.into_iter().map(ThroughputResult::median).collect();
-    drop(host);
-    server.stop()?;
-    Ok(Report {
-        settings: Settings {
-            quick: config.quick,
-            placement,
-            ring: config.ring,
-            latency_ring: ivlink::LATENCY_RING,
-            batch: config.batch,
-            payload: config.payload,
-            region: region as usize,
-            stream_spin: STREAM_SPIN,
-            rounds: config.rounds,
-        },
-        latency,
-        throughput,
-        seconds: 0.0,
-    })
+    Ok(rounds.into_iter().map(ThroughputResult::median).collect())
 }

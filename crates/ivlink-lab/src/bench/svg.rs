@@ -28,28 +28,7 @@ const MAX_NINES: f64 = 5.0;
 /// Renders the plot; `title` may have several lines. Points that are not finite and positive are skipped; with
 /// no usable point the plot has axes and legend only.
 pub fn latency_plot(title: &str, series: &[Series]) -> String {
-    let usable = |&(q, ns): &(f64, f64)| q.is_finite() && ns.is_finite() && ns > 0.0;
-    let values = series
-        .iter()
-        .flat_map(|s| s.points.iter().filter(|p| usable(p)).map(|p| p.1));
-    let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo_decade, hi_decade) = if lo.is_finite() {
-        let lo = lo.log10().floor();
-        (lo, hi.log10().ceil().max(lo + 1.0))
-    } else {
-        (2.0, 5.0)
-    };
-    let nines = series
-        .iter()
-        .flat_map(|s| s.points.iter().filter(|p| usable(p)))
-        .map(|&(q, _)| nines_of(q))
-        .fold(1f64, f64::max)
-        .ceil();
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |q: f64| LEFT + plot_w * nines_of(q).min(nines) / nines;
-    let y = |ns: f64| TOP + plot_h * (1.0 - (ns.log10() - lo_decade) / (hi_decade - lo_decade));
-
+    let axes = Axes::fit(series);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -59,7 +38,68 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
         svg,
         r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
     );
-    // The title, one line per line of `title`.
+    write_title(&mut svg, title);
+    write_grid(&mut svg, &axes);
+    write_frame(&mut svg, &axes);
+    write_series(&mut svg, &axes, series);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Whether a point can be drawn on log axes.
+fn usable(&(q, ns): &(f64, f64)) -> bool {
+    q.is_finite() && ns.is_finite() && ns > 0.0
+}
+
+/// The plot area and its scales: decades of latency up, nines of quantile across.
+struct Axes {
+    lo_decade: f64,
+    hi_decade: f64,
+    nines: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+impl Axes {
+    /// Scales that hold every usable point of `series`.
+    fn fit(series: &[Series]) -> Self {
+        let values = series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(|p| usable(p)).map(|p| p.1));
+        let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo_decade, hi_decade) = if lo.is_finite() {
+            let lo = lo.log10().floor();
+            (lo, hi.log10().ceil().max(lo + 1.0))
+        } else {
+            (2.0, 5.0)
+        };
+        let nines = series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(|p| usable(p)))
+            .map(|&(q, _)| nines_of(q))
+            .fold(1f64, f64::max)
+            .ceil();
+        Axes {
+            lo_decade,
+            hi_decade,
+            nines,
+            plot_w: WIDTH - LEFT - RIGHT,
+            plot_h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn x(&self, q: f64) -> f64 {
+        LEFT + self.plot_w * nines_of(q).min(self.nines) / self.nines
+    }
+
+    fn y(&self, ns: f64) -> f64 {
+        TOP + self.plot_h
+            * (1.0 - (ns.log10() - self.lo_decade) / (self.hi_decade - self.lo_decade))
+    }
+}
+
+/// The title, one line per line of `title`.
+fn write_title(svg: &mut String, title: &str) {
     for (i, line) in title.lines().enumerate() {
         let _ = writeln!(
             svg,
@@ -69,14 +109,18 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
             escape(line)
         );
     }
+}
+
+/// One grid line per decade of latency and per nine of quantile, labelled.
+fn write_grid(svg: &mut String, axes: &Axes) {
     // Horizontal grid: one line per decade of latency.
-    for decade in (lo_decade as i32)..=(hi_decade as i32) {
+    for decade in (axes.lo_decade as i32)..=(axes.hi_decade as i32) {
         let ns = 10f64.powi(decade);
-        let py = y(ns);
+        let py = axes.y(ns);
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/>"##,
-            LEFT + plot_w
+            LEFT + axes.plot_w
         );
         let _ = writeln!(
             svg,
@@ -87,21 +131,26 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
         );
     }
     // Vertical grid: 0 %, 90 %, 99 %...
-    for n in 0..=(nines as i32) {
+    for n in 0..=(axes.nines as i32) {
         let q = 1.0 - 10f64.powi(-n);
-        let px = x(q);
+        let px = axes.x(q);
         let _ = writeln!(
             svg,
             r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            TOP + plot_h
+            TOP + axes.plot_h
         );
         let _ = writeln!(
             svg,
             r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + plot_h + 20.0,
+            TOP + axes.plot_h + 20.0,
             percent_label(n)
         );
     }
+}
+
+/// The frame and the axis titles.
+fn write_frame(svg: &mut String, axes: &Axes) {
+    let (plot_w, plot_h) = (axes.plot_w, axes.plot_h);
     let _ = writeln!(
         svg,
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
@@ -118,13 +167,17 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
         TOP + plot_h / 2.0,
         TOP + plot_h / 2.0
     );
+}
+
+/// One polyline per series, with its legend entry.
+fn write_series(svg: &mut String, axes: &Axes, series: &[Series]) {
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = s
             .points
             .iter()
             .filter(|p| usable(p))
-            .map(|&(q, ns)| format!("{:.1},{:.1}", x(q), y(ns)))
+            .map(|&(q, ns)| format!("{:.1},{:.1}", axes.x(q), axes.y(ns)))
             .collect();
         let _ = writeln!(
             svg,
@@ -132,7 +185,7 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
             points.join(" ")
         );
         let ly = TOP + 10.0 + 22.0 * i as f64;
-        let lx = LEFT + plot_w + 15.0;
+        let lx = LEFT + axes.plot_w + 15.0;
         let _ = writeln!(
             svg,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
@@ -146,8 +199,6 @@ pub fn latency_plot(title: &str, series: &[Series]) -> String {
             escape(&s.label)
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 /// How many nines a quantile has: 0.9 → 1, 0.99 → 2 (capped).

@@ -8,6 +8,16 @@ use super::report::{LATENCY_RATIOS, Report, format_ns, format_size};
 impl Report {
     /// The human-readable report.
     pub fn write_table(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.write_settings(out)?;
+        self.write_latency(out)?;
+        self.write_throughput(out)?;
+        self.write_message_rate(out)?;
+        self.write_strategies(out)?;
+        self.write_targets(out)
+    }
+
+    /// The run's settings.
+    fn write_settings(&self, out: &mut dyn Write) -> io::Result<()> {
         let s = &self.settings;
         writeln!(
             out,
@@ -32,7 +42,11 @@ impl Report {
             s.batch,
             format_size(s.payload)
         )?;
+        Ok(())
+    }
 
+    /// One-way latency per mechanism, with its ratio to the baseline.
+    fn write_latency(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
             "\nOne-way latency = RTT/2 of a ping-pong (percentiles of per-iteration round trips)"
@@ -74,7 +88,12 @@ impl Report {
                 "(a UNIX socket round trip takes {v:.1}x ivlink's busy-poll one)"
             )?;
         }
+        Ok(())
+    }
 
+    /// Streaming throughput per message size, with ratios and their geometric means.
+    fn write_throughput(&self, out: &mut dyn Write) -> io::Result<()> {
+        let s = &self.settings;
         writeln!(
             out,
             "\nStreaming throughput, GB/s (M messages/s), median of {} interleaved round(s); producer copies in, consumer copies out; GB = 10^9 bytes",
@@ -129,7 +148,12 @@ impl Report {
             mean("unix"),
             mean("pipe")
         )?;
+        Ok(())
+    }
 
+    /// The 64-byte message rate per strategy.
+    fn write_message_rate(&self, out: &mut dyn Write) -> io::Result<()> {
+        let s = &self.settings;
         writeln!(out, "\n64-byte message rate")?;
         let rate_rows = [
             (
@@ -154,7 +178,11 @@ impl Report {
                 )?;
             }
         }
+        Ok(())
+    }
 
+    /// How each mechanism was driven.
+    fn write_strategies(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "\nStrategies")?;
         let mut seen = Vec::new();
         for (mechanism, how) in self.throughput.iter().map(|r| (r.mechanism, r.how)) {
@@ -163,7 +191,11 @@ impl Report {
                 writeln!(out, "  {mechanism:<14} {how}")?;
             }
         }
+        Ok(())
+    }
 
+    /// The targets and whether they were met, and the total time.
+    fn write_targets(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "\nTargets (reported, not asserted)")?;
         for t in self.targets() {
             writeln!(

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use peer::{PeerPlan, PeerReport, Progress, run_peer};
 
-use crate::testbed::TestbedError;
+use crate::testbed::{Children, TestbedError};
 
 /// Name of the channel stress runs use.
 pub const CHANNEL: &str = "stress";
@@ -136,6 +136,36 @@ impl StressSummary {
     }
 }
 
+/// Ring data size for `peers` members in `size` bytes: half the region shared
+/// among the rings, a power of two, at most 1 MiB (0: the region is too small).
+pub fn ring_capacity(size: u64, peers: usize) -> usize {
+    let rings = (peers * peers.saturating_sub(1)).max(1) as u64;
+    let share = (size / 2 / rings).min(1 << 20);
+    if share < 64 {
+        0
+    } else {
+        1usize << (63 - share.leading_zeros())
+    }
+}
+
+/// One peer of a run started by [`run`]: opens (or creates) the [`CHANNEL`] with
+/// rings of `ring_capacity` bytes, then [`run_peer`]s it.
+pub fn join_and_run(
+    device: &dyn ivlink::Device,
+    plan: &PeerPlan,
+    ring_capacity: usize,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<PeerReport, ivlink::channel::EndpointError> {
+    let shape = ivlink::channel::ChannelShape {
+        max_members: plan.peers.clamp(2, 64) as u32,
+        ring_capacity,
+        vector: 0,
+    };
+    let layout = ivlink::channel::open_named(device, CHANNEL, shape, Duration::from_secs(10))?;
+    run_peer(device, layout, plan, out, stop)
+}
+
 /// How long the peers get to finish once asked to stop early (they exchange end
 /// markers and wait up to their own 20 s timeout for the others').
 const STOP_GRACE: Duration = Duration::from_secs(25);
@@ -169,149 +199,221 @@ pub fn run(
     let (mut children, lines_rx) =
         crate::testbed::spawn_peers(config.peers, &socket, peer_command)?;
 
-    let started = Instant::now();
-    let mut limit = started + config.duration + Duration::from_secs(60);
-    let mut progress: BTreeMap<usize, Progress> = BTreeMap::new();
-    let mut reports: BTreeMap<usize, PeerReport> = BTreeMap::new();
-    // Peer ids by process: every name the user sees is a peer id.
-    let mut ids: BTreeMap<usize, u16> = BTreeMap::new();
-    let mut killed: Option<(usize, u16)> = None;
-    let mut interrupted = false;
-    let mut next_line = started + config.progress;
-    let mut other_lines = Vec::new();
-    let name = |ids: &BTreeMap<usize, u16>, number: usize| match ids.get(&number) {
-        Some(id) => format!("peer {id}"),
-        None => format!("peer process {number}"),
-    };
-    loop {
-        match lines_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((number, line)) => {
-                if let Some(json) = line.strip_prefix("progress ") {
-                    if let Ok(p) = serde_json::from_str::<Progress>(json) {
-                        ids.insert(number, p.id);
-                        progress.insert(number, p);
-                    }
-                } else if let Some(json) = line.strip_prefix("result ") {
-                    match serde_json::from_str::<PeerReport>(json) {
-                        Ok(report) => {
-                            ids.insert(number, report.id);
-                            reports.insert(number, report);
-                        }
-                        Err(e) => other_lines
-                            .push(format!("[{}] unreadable result: {e}", name(&ids, number))),
-                    }
-                } else {
-                    other_lines.push(format!("[{}] {line}", name(&ids, number)));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        let victim = config.peers - 1;
-        if let Some(after) = config.kill_one_after
-            && killed.is_none()
-            && !interrupted
-            && started.elapsed() >= after
-            // Its id comes with its first progress line, right after joining.
-            && let Some(&id) = ids.get(&victim)
-        {
-            let _ = children.0[victim].kill();
-            killed = Some((victim, id));
-            let _ = writeln!(out, "stress: killed peer {id} (SIGKILL) after {after:?}");
-        }
-        if Instant::now() >= next_line && !progress.is_empty() {
-            let gone: Vec<u16> = killed.iter().map(|&(_, id)| id).collect();
-            let _ = writeln!(out, "{}", progress_line(&progress, &gone, started));
-            next_line += config.progress;
-        }
-        if stop.load(Ordering::Relaxed) && !interrupted {
-            interrupted = true;
-            let _ = writeln!(
-                out,
-                "stress: interrupted; stopping the peers and collecting their totals"
-            );
-            for (number, child) in children.0.iter_mut().enumerate() {
-                if killed.is_none_or(|(k, _)| k != number)
-                    && let Ok(None) = child.try_wait()
-                    && let Ok(pid) = i32::try_from(child.id())
-                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
-                {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-                }
-            }
-            limit = limit.min(Instant::now() + STOP_GRACE);
-        }
-        if Instant::now() > limit {
-            let _ = writeln!(
-                out,
-                "stress: the peers did not finish in time; killing them"
-            );
-            for child in children.0.iter_mut() {
-                let _ = child.kill();
-            }
-            break;
-        }
-    }
-    for line in &other_lines {
+    let mut watch = Watch::new();
+    watch.supervise(config, &mut children, &lines_rx, out, stop);
+    for line in &watch.other_lines {
         let _ = writeln!(out, "{line}");
     }
-    let mut failed = 0;
-    for (number, child) in children.0.iter_mut().enumerate() {
-        let status = child.wait()?;
-        if killed.is_none_or(|(k, _)| k != number)
-            && (!status.success() || !reports.contains_key(&number))
-        {
-            failed += 1;
-            let _ = writeln!(out, "stress: {} failed ({status})", name(&ids, number));
-        }
-    }
+    let failed = watch.reap(&mut children, out)?;
     server.stop()?;
-    let mut summary = StressSummary {
-        peers: config.peers,
-        failed_peers: failed,
-        interrupted,
-        ..StressSummary::default()
-    };
-    summary.gone.extend(killed.map(|(_, id)| id));
-    for report in reports.values() {
-        for gone in &report.gone {
-            if !summary.gone.contains(gone) {
-                summary.gone.push(*gone);
+    Ok(watch.summarize(config, failed))
+}
+
+/// What the leader of a stress run has heard from its peers so far.
+struct Watch {
+    started: Instant,
+    progress: BTreeMap<usize, Progress>,
+    reports: BTreeMap<usize, PeerReport>,
+    /// Peer ids by process: every name the user sees is a peer id.
+    ids: BTreeMap<usize, u16>,
+    killed: Option<(usize, u16)>,
+    interrupted: bool,
+    other_lines: Vec<String>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Watch {
+            started: Instant::now(),
+            progress: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            killed: None,
+            interrupted: false,
+            other_lines: Vec::new(),
+        }
+    }
+
+    /// A peer process by its id once known.
+    fn name(&self, number: usize) -> String {
+        match self.ids.get(&number) {
+            Some(id) => format!("peer {id}"),
+            None => format!("peer process {number}"),
+        }
+    }
+
+    /// Relays progress, kills the victim, and stops the peers on `stop`, until
+    /// every peer has closed its output or the time limit passes.
+    fn supervise(
+        &mut self,
+        config: &StressConfig,
+        children: &mut Children,
+        lines_rx: &mpsc::Receiver<(usize, String)>,
+        out: &mut dyn Write,
+        stop: &AtomicBool,
+    ) {
+        let mut limit = self.started + config.duration + Duration::from_secs(60);
+        let mut next_line = self.started + config.progress;
+        loop {
+            match lines_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((number, line)) => self.take_line(number, &line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            self.kill_victim_when_due(config, children, out);
+            if Instant::now() >= next_line && !self.progress.is_empty() {
+                let gone: Vec<u16> = self.killed.iter().map(|&(_, id)| id).collect();
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    progress_line(&self.progress, &gone, self.started)
+                );
+                next_line += config.progress;
+            }
+            if stop.load(Ordering::Relaxed) && !self.interrupted {
+                self.interrupt(children, out);
+                limit = limit.min(Instant::now() + STOP_GRACE);
+            }
+            if Instant::now() > limit {
+                let _ = writeln!(
+                    out,
+                    "stress: the peers did not finish in time; killing them"
+                );
+                for child in children.0.iter_mut() {
+                    let _ = child.kill();
+                }
+                break;
             }
         }
     }
-    summary.gone.sort_unstable();
-    let mut latencies = Vec::new();
-    for report in reports.values_mut() {
-        summary.seconds = summary.seconds.max(report.seconds);
-        for (to, &count) in &report.sent_to {
-            if summary.gone.contains(to) {
-                summary.in_flight_to_gone += count;
-            } else {
-                summary.sent += count;
+
+    /// One line of a peer's output: progress, its result, or anything else.
+    fn take_line(&mut self, number: usize, line: &str) {
+        if let Some(json) = line.strip_prefix("progress ") {
+            if let Ok(p) = serde_json::from_str::<Progress>(json) {
+                self.ids.insert(number, p.id);
+                self.progress.insert(number, p);
+            }
+        } else if let Some(json) = line.strip_prefix("result ") {
+            match serde_json::from_str::<PeerReport>(json) {
+                Ok(report) => {
+                    self.ids.insert(number, report.id);
+                    self.reports.insert(number, report);
+                }
+                Err(e) => {
+                    let line = format!("[{}] unreadable result: {e}", self.name(number));
+                    self.other_lines.push(line);
+                }
+            }
+        } else {
+            let line = format!("[{}] {line}", self.name(number));
+            self.other_lines.push(line);
+        }
+    }
+
+    /// With `kill_one_after`: SIGKILLs the last peer once that time has passed.
+    fn kill_victim_when_due(
+        &mut self,
+        config: &StressConfig,
+        children: &mut Children,
+        out: &mut dyn Write,
+    ) {
+        let victim = config.peers - 1;
+        if let Some(after) = config.kill_one_after
+            && self.killed.is_none()
+            && !self.interrupted
+            && self.started.elapsed() >= after
+            // Its id comes with its first progress line, right after joining.
+            && let Some(&id) = self.ids.get(&victim)
+        {
+            let _ = children.0[victim].kill();
+            self.killed = Some((victim, id));
+            let _ = writeln!(out, "stress: killed peer {id} (SIGKILL) after {after:?}");
+        }
+    }
+
+    /// Asks every running peer to stop early (SIGINT), as at the end of the run.
+    fn interrupt(&mut self, children: &mut Children, out: &mut dyn Write) {
+        self.interrupted = true;
+        let _ = writeln!(
+            out,
+            "stress: interrupted; stopping the peers and collecting their totals"
+        );
+        for (number, child) in children.0.iter_mut().enumerate() {
+            if self.killed.is_none_or(|(k, _)| k != number)
+                && let Ok(None) = child.try_wait()
+                && let Ok(pid) = i32::try_from(child.id())
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
             }
         }
-        for (from, stats) in &report.from {
-            if summary.gone.contains(from) {
-                summary.received_from_gone += stats.received;
-            } else {
-                summary.received += stats.received;
+    }
+
+    /// Waits for every peer process; returns how many failed (the victim aside).
+    fn reap(&self, children: &mut Children, out: &mut dyn Write) -> std::io::Result<usize> {
+        let mut failed = 0;
+        for (number, child) in children.0.iter_mut().enumerate() {
+            let status = child.wait()?;
+            if self.killed.is_none_or(|(k, _)| k != number)
+                && (!status.success() || !self.reports.contains_key(&number))
+            {
+                failed += 1;
+                let _ = writeln!(out, "stress: {} failed ({status})", self.name(number));
             }
         }
-        summary.bytes += report.received_bytes;
-        summary.lost += report.lost;
-        summary.corrupted += report.corrupted;
-        summary.reordered += report.reordered;
-        summary.errors.extend(report.errors.iter().cloned());
-        latencies.append(&mut report.latency_ns);
+        Ok(failed)
     }
-    summary.latency = Percentiles::of(&mut latencies);
-    if summary.seconds > 0.0 {
-        let received = summary.received + summary.received_from_gone;
-        summary.messages_per_second = received as f64 / summary.seconds;
-        summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
+
+    /// Sums the peers' reports.
+    fn summarize(mut self, config: &StressConfig, failed: usize) -> StressSummary {
+        let mut summary = StressSummary {
+            peers: config.peers,
+            failed_peers: failed,
+            interrupted: self.interrupted,
+            ..StressSummary::default()
+        };
+        summary.gone.extend(self.killed.map(|(_, id)| id));
+        for report in self.reports.values() {
+            for gone in &report.gone {
+                if !summary.gone.contains(gone) {
+                    summary.gone.push(*gone);
+                }
+            }
+        }
+        summary.gone.sort_unstable();
+        let mut latencies = Vec::new();
+        for report in self.reports.values_mut() {
+            summary.seconds = summary.seconds.max(report.seconds);
+            for (to, &count) in &report.sent_to {
+                if summary.gone.contains(to) {
+                    summary.in_flight_to_gone += count;
+                } else {
+                    summary.sent += count;
+                }
+            }
+            for (from, stats) in &report.from {
+                if summary.gone.contains(from) {
+                    summary.received_from_gone += stats.received;
+                } else {
+                    summary.received += stats.received;
+                }
+            }
+            summary.bytes += report.received_bytes;
+            summary.lost += report.lost;
+            summary.corrupted += report.corrupted;
+            summary.reordered += report.reordered;
+            summary.errors.extend(report.errors.iter().cloned());
+            latencies.append(&mut report.latency_ns);
+        }
+        summary.latency = Percentiles::of(&mut latencies);
+        if summary.seconds > 0.0 {
+            let received = summary.received + summary.received_from_gone;
+            summary.messages_per_second = received as f64 / summary.seconds;
+            summary.bytes_per_second = summary.bytes as f64 / summary.seconds;
+        }
+        summary
     }
-    Ok(summary)
 }
 
 /// One progress line: the totals of the peers still running (`gone` left).
@@ -375,5 +477,17 @@ mod tests {
         assert_eq!(format_ns(12_345), "12.3 µs");
         assert_eq!(format_ns(1_234_567), "1.23 ms");
         assert_eq!(format_ns(2_500_000_000), "2.50 s");
+    }
+}
+
+#[cfg(test)]
+mod sizing_tests {
+    use super::ring_capacity;
+
+    #[test]
+    fn ring_capacity_shares_half_the_region() {
+        assert_eq!(ring_capacity(16 << 20, 3), 1 << 20);
+        assert_eq!(ring_capacity(4 << 20, 8), 32768);
+        assert_eq!(ring_capacity(1024, 64), 0);
     }
 }

@@ -196,130 +196,209 @@ pub fn run_peer(
     out: &mut dyn Write,
     stop: &AtomicBool,
 ) -> Result<PeerReport, EndpointError> {
-    let me = device.id();
     let mut endpoint = Endpoint::join(device, layout, SpinThenSleep::default())?;
     let deadline = Instant::now() + plan.timeout;
     while endpoint.members()?.len() + 1 < plan.peers {
         if Instant::now() > deadline {
-            return Err(EndpointError::NotMember(me));
+            return Err(EndpointError::NotMember(device.id()));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let mut others: Vec<PeerId> = endpoint.members()?;
-    let mut tally = Tally {
-        me,
-        report: PeerReport {
-            id: me,
-            ..PeerReport::default()
-        },
-        next_seq: BTreeMap::new(),
-        ended: BTreeSet::new(),
-        end_counts: BTreeMap::new(),
-        sample_every: 16,
-    };
-    let mut seq: BTreeMap<PeerId, u64> = others.iter().map(|&p| (p, 0)).collect();
-    let mut buf = vec![0u8; plan.message_len.1.max(message::HEADER_LEN)];
-    let mut scratch = Vec::with_capacity(buf.len());
-    let (min_len, max_len) = (
-        plan.message_len.0.max(message::HEADER_LEN),
-        plan.message_len.1.max(message::HEADER_LEN),
-    );
-    let started = Instant::now();
-    let mut next_progress = plan.progress.map(|p| started + p);
-    if plan.progress.is_some() {
-        print_progress(out, &tally.report);
+    let mut run = PeerRun::new(device, endpoint, plan)?;
+    run.flood(out, stop)?;
+    // Tell every sender how many messages to expect, then wait for theirs.
+    let finish_by = Instant::now() + plan.timeout;
+    run.send_end_markers(finish_by)?;
+    run.await_end_markers(finish_by)?;
+    run.tally.finish();
+    Ok(run.tally.report)
+}
+
+/// One stress peer once everyone has joined.
+struct PeerRun<'d, 'p> {
+    device: &'d dyn Device,
+    endpoint: Endpoint<'d>,
+    plan: &'p PeerPlan,
+    me: PeerId,
+    /// The members still there.
+    others: Vec<PeerId>,
+    tally: Tally,
+    /// The next sequence number to each member.
+    seq: BTreeMap<PeerId, u64>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    min_len: usize,
+    max_len: usize,
+}
+
+impl<'d, 'p> PeerRun<'d, 'p> {
+    fn new(
+        device: &'d dyn Device,
+        mut endpoint: Endpoint<'d>,
+        plan: &'p PeerPlan,
+    ) -> Result<Self, EndpointError> {
+        let me = device.id();
+        let others: Vec<PeerId> = endpoint.members()?;
+        let tally = Tally {
+            me,
+            report: PeerReport {
+                id: me,
+                ..PeerReport::default()
+            },
+            next_seq: BTreeMap::new(),
+            ended: BTreeSet::new(),
+            end_counts: BTreeMap::new(),
+            sample_every: 16,
+        };
+        let seq = others.iter().map(|&p| (p, 0)).collect();
+        let buf = vec![0u8; plan.message_len.1.max(message::HEADER_LEN)];
+        let scratch = Vec::with_capacity(buf.len());
+        Ok(PeerRun {
+            device,
+            endpoint,
+            plan,
+            me,
+            others,
+            tally,
+            seq,
+            buf,
+            scratch,
+            min_len: plan.message_len.0.max(message::HEADER_LEN),
+            max_len: plan.message_len.1.max(message::HEADER_LEN),
+        })
     }
-    let mut round = 0u64;
-    while started.elapsed() < plan.duration && !stop.load(Ordering::Relaxed) {
-        round += 1;
-        for &to in &others {
-            let n = seq[&to];
+
+    /// Sends to everyone and takes what arrives until the duration is over or
+    /// `stop` is set, printing progress as planned.
+    fn flood(&mut self, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), EndpointError> {
+        let plan = self.plan;
+        let started = Instant::now();
+        let mut next_progress = plan.progress.map(|p| started + p);
+        if plan.progress.is_some() {
+            print_progress(out, &self.tally.report);
+        }
+        let mut round = 0u64;
+        while started.elapsed() < plan.duration && !stop.load(Ordering::Relaxed) {
+            round += 1;
+            self.send_round();
+            if round % 8 == 0 {
+                flush(&mut self.endpoint, &mut self.tally.report);
+            }
+            drain(&mut self.endpoint, &mut self.buf, &mut self.tally);
+            if round % 256 == 0 {
+                self.watch_peers()?;
+                if let Some(at) = next_progress
+                    && Instant::now() >= at
+                {
+                    print_progress(out, &self.tally.report);
+                    next_progress = plan.progress.map(|p| at + p);
+                }
+            }
+        }
+        self.tally.report.seconds = started.elapsed().as_secs_f64();
+        flush(&mut self.endpoint, &mut self.tally.report);
+        Ok(())
+    }
+
+    /// One message to every member still there, of a length its sequence picks.
+    fn send_round(&mut self) {
+        let (me, min_len, max_len) = (self.me, self.min_len, self.max_len);
+        for &to in &self.others {
+            let n = self.seq[&to];
             let len = min_len + (n.wrapping_mul(2_654_435_761) as usize % (max_len - min_len + 1));
-            message::encode(&mut scratch, Kind::Data, me, to, n, now_ns(), len);
-            match endpoint.try_send(to, &scratch) {
+            message::encode(&mut self.scratch, Kind::Data, me, to, n, now_ns(), len);
+            let report = &mut self.tally.report;
+            match self.endpoint.try_send(to, &self.scratch) {
                 Ok(true) => {
-                    *seq.get_mut(&to).expect("listed") += 1;
-                    tally.report.sent += 1;
-                    *tally.report.sent_to.entry(to).or_default() += 1;
-                    tally.report.sent_bytes += len as u64;
+                    *self.seq.get_mut(&to).expect("listed") += 1;
+                    report.sent += 1;
+                    *report.sent_to.entry(to).or_default() += 1;
+                    report.sent_bytes += len as u64;
                 }
                 Ok(false) => {}
                 // Evicted by another member before the server told us: it left.
                 Err(EndpointError::NotMember(peer)) => {
-                    if !tally.report.gone.contains(&peer) {
-                        tally.report.gone.push(peer);
+                    if !report.gone.contains(&peer) {
+                        report.gone.push(peer);
                     }
                 }
-                Err(e) => record(&mut tally.report, &e),
+                Err(e) => record(report, &e),
             }
         }
-        others.retain(|p| !tally.report.gone.contains(p));
-        if round % 8 == 0 {
-            flush(&mut endpoint, &mut tally.report);
-        }
-        drain(&mut endpoint, &mut buf, &mut tally);
-        if round % 256 == 0 {
-            watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?;
-            if let Some(at) = next_progress
-                && Instant::now() >= at
-            {
-                print_progress(out, &tally.report);
-                next_progress = plan.progress.map(|p| at + p);
-            }
-        }
+        let gone = &self.tally.report.gone;
+        self.others.retain(|p| !gone.contains(p));
     }
-    tally.report.seconds = started.elapsed().as_secs_f64();
-    flush(&mut endpoint, &mut tally.report);
 
-    // Tell every sender how many messages to expect, then wait for theirs.
-    let finish_by = Instant::now() + plan.timeout;
-    for to in others.clone() {
-        message::encode(
-            &mut scratch,
-            Kind::End,
-            me,
-            to,
-            seq[&to],
-            now_ns(),
-            message::HEADER_LEN,
-        );
-        loop {
-            match endpoint.try_send(to, &scratch) {
-                Ok(true) => break,
-                Ok(false) if Instant::now() < finish_by => {
-                    flush(&mut endpoint, &mut tally.report);
-                    drain(&mut endpoint, &mut buf, &mut tally);
-                    watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?;
-                    if !others.contains(&to) {
+    fn watch_peers(&mut self) -> Result<(), EndpointError> {
+        watch_peers(
+            self.device,
+            &mut self.endpoint,
+            &mut self.others,
+            &mut self.tally.report,
+        )
+    }
+
+    /// Sends every member the count of messages it should have had, waiting
+    /// (and draining) until `finish_by` for room.
+    fn send_end_markers(&mut self, finish_by: Instant) -> Result<(), EndpointError> {
+        for to in self.others.clone() {
+            message::encode(
+                &mut self.scratch,
+                Kind::End,
+                self.me,
+                to,
+                self.seq[&to],
+                now_ns(),
+                message::HEADER_LEN,
+            );
+            loop {
+                match self.endpoint.try_send(to, &self.scratch) {
+                    Ok(true) => break,
+                    Ok(false) if Instant::now() < finish_by => {
+                        flush(&mut self.endpoint, &mut self.tally.report);
+                        drain(&mut self.endpoint, &mut self.buf, &mut self.tally);
+                        self.watch_peers()?;
+                        if !self.others.contains(&to) {
+                            break;
+                        }
+                    }
+                    Ok(false) => {
+                        self.tally
+                            .report
+                            .errors
+                            .push(format!("peer {to} never made room for the end marker"));
+                        break;
+                    }
+                    Err(EndpointError::NotMember(_)) => break,
+                    Err(e) => {
+                        record(&mut self.tally.report, &e);
                         break;
                     }
                 }
-                Ok(false) => {
-                    tally
-                        .report
-                        .errors
-                        .push(format!("peer {to} never made room for the end marker"));
-                    break;
-                }
-                Err(EndpointError::NotMember(_)) => break,
-                Err(e) => {
-                    record(&mut tally.report, &e);
-                    break;
-                }
             }
         }
+        flush(&mut self.endpoint, &mut self.tally.report);
+        Ok(())
     }
-    flush(&mut endpoint, &mut tally.report);
-    while others.iter().any(|p| !tally.ended.contains(p)) && Instant::now() < finish_by {
-        match endpoint.recv(&mut buf, Some(Duration::from_millis(20))) {
-            Ok(Some((from, len))) => tally.take(from, &buf[..len]),
-            Ok(None) => watch_peers(device, &mut endpoint, &mut others, &mut tally.report)?,
-            Err(e @ EndpointError::Device(DeviceError::ServerGone)) => return Err(e),
-            Err(e) => record(&mut tally.report, &e),
+
+    /// Takes messages until every member still there has sent its end marker,
+    /// or `finish_by`.
+    fn await_end_markers(&mut self, finish_by: Instant) -> Result<(), EndpointError> {
+        while self.others.iter().any(|p| !self.tally.ended.contains(p))
+            && Instant::now() < finish_by
+        {
+            match self
+                .endpoint
+                .recv(&mut self.buf, Some(Duration::from_millis(20)))
+            {
+                Ok(Some((from, len))) => self.tally.take(from, &self.buf[..len]),
+                Ok(None) => self.watch_peers()?,
+                Err(e @ EndpointError::Device(DeviceError::ServerGone)) => return Err(e),
+                Err(e) => record(&mut self.tally.report, &e),
+            }
         }
+        Ok(())
     }
-    tally.finish();
-    Ok(tally.report)
 }
 
 fn flush(endpoint: &mut Endpoint<'_>, report: &mut PeerReport) {

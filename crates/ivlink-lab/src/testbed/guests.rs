@@ -3,7 +3,7 @@
 //! sockets and log files, and the same token ring run inside the guests.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -73,108 +73,14 @@ pub fn run_guests(
     );
 
     // The server listens before any QEMU starts; guests then boot in parallel.
-    let mut guests = Vec::with_capacity(config.guests);
-    for number in 0..config.guests {
-        let name = format!("guest{number}");
-        let guest = Guest::boot(GuestConfig {
-            console_socket: config.work_dir.join(format!("{name}.console")),
-            log_path: config.work_dir.join(format!("{name}.log")),
-            accel: config.accel.clone(),
-            ..GuestConfig::new(
-                &name,
-                &config.kernel,
-                &config.initrd,
-                &socket,
-                config.vectors,
-            )
-        })?;
-        guests.push(guest);
-    }
-    let started = Instant::now();
-    for guest in &mut guests {
-        guest.wait_ready(config.boot_timeout)?;
-    }
-    let _ = writeln!(
-        out,
-        "testbed: {} guests up in {:.1?}",
-        guests.len(),
-        started.elapsed()
-    );
-
-    let mut ids = Vec::with_capacity(guests.len());
-    for (number, guest) in guests.iter_mut().enumerate() {
-        let id = guest_peer_id(guest)?;
-        let _ = writeln!(
-            out,
-            "guest{number}: peer id {id}; console {} (attach: socat -,rawer UNIX-CONNECT:{}), log {}",
-            guest.console_socket().display(),
-            guest.console_socket().display(),
-            guest.log_path().display()
-        );
-        ids.push(id);
-    }
+    let mut guests = boot_guests(config, &socket, out)?;
+    let ids = peer_ids(&mut guests, out)?;
     if stop.load(Ordering::Relaxed) {
         return Err(TestbedError::Setup("interrupted".into()));
     }
-
-    let ring: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let nonce = super::run_nonce();
-    let command = format!(
-        "ivlink testbed-peer --device --ring {} --rounds {} --timeout {} --nonce {nonce}; echo testbed-peer-exit=$?",
-        ring.join(","),
-        config.rounds,
-        config.timeout.as_secs_f64()
-    );
-    let mut positions = Vec::with_capacity(guests.len());
-    for guest in &mut guests {
-        positions.push(guest.position());
-        guest.start(&command)?;
-    }
-    let mut failed = 0;
-    for (number, guest) in guests.iter_mut().enumerate() {
-        let wait =
-            config.timeout * (2 + config.guests as u32 * config.rounds * u32::from(config.vectors));
-        let line = guest.wait_for("testbed-peer-exit=", wait)?;
-        let transcript = guest.output_since(positions[number]);
-        for shown in transcript
-            .lines()
-            .filter(|l| {
-                [
-                    "Message ",
-                    "received IRQ",
-                    "done:",
-                    "all ",
-                    "Error",
-                    "ivlink:",
-                ]
-                .iter()
-                .any(|k| l.contains(k))
-            })
-            .filter(|l| !l.contains("testbed-peer --device"))
-        {
-            let _ = writeln!(out, "[guest{number}] {}", shown.trim_end());
-        }
-        if !line.trim_end().ends_with("testbed-peer-exit=0") {
-            failed += 1;
-            let _ = writeln!(
-                out,
-                "testbed: guest{number} failed:\n{}",
-                guest.log_tail(20)
-            );
-        }
-    }
-
+    let failed = run_exchange(config, &mut guests, &ids, out)?;
     if config.keep_running && failed == 0 {
-        for guest in &mut guests {
-            guest.detach_console();
-        }
-        let _ = writeln!(
-            out,
-            "testbed: guests keep running; attach to a console above; Ctrl-C stops everything"
-        );
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        keep_running(&mut guests, out, stop);
     }
     let _ = writeln!(out, "testbed: powering off the guests");
     for guest in &mut guests {
@@ -192,6 +98,134 @@ pub fn run_guests(
         peers: config.guests,
         messages: config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors),
     })
+}
+
+/// Starts every guest, then waits for each to reach its shell.
+fn boot_guests(
+    config: &GuestTestbedConfig,
+    socket: &Path,
+    out: &mut dyn Write,
+) -> Result<Vec<Guest>, TestbedError> {
+    let mut guests = Vec::with_capacity(config.guests);
+    for number in 0..config.guests {
+        let name = format!("guest{number}");
+        let guest = Guest::boot(GuestConfig {
+            console_socket: config.work_dir.join(format!("{name}.console")),
+            log_path: config.work_dir.join(format!("{name}.log")),
+            accel: config.accel.clone(),
+            ..GuestConfig::new(
+                &name,
+                &config.kernel,
+                &config.initrd,
+                socket,
+                config.vectors,
+            )
+        })?;
+        guests.push(guest);
+    }
+    let started = Instant::now();
+    for guest in &mut guests {
+        guest.wait_ready(config.boot_timeout)?;
+    }
+    let _ = writeln!(
+        out,
+        "testbed: {} guests up in {:.1?}",
+        guests.len(),
+        started.elapsed()
+    );
+    Ok(guests)
+}
+
+/// Every guest's peer id, each shown with where its console and log are.
+fn peer_ids(guests: &mut [Guest], out: &mut dyn Write) -> Result<Vec<PeerId>, TestbedError> {
+    let mut ids = Vec::with_capacity(guests.len());
+    for (number, guest) in guests.iter_mut().enumerate() {
+        let id = guest_peer_id(guest)?;
+        let _ = writeln!(
+            out,
+            "guest{number}: peer id {id}; console {} (attach: socat -,rawer UNIX-CONNECT:{}), log {}",
+            guest.console_socket().display(),
+            guest.console_socket().display(),
+            guest.log_path().display()
+        );
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Runs the token ring in every guest and waits for each to finish; returns how
+/// many failed.
+fn run_exchange(
+    config: &GuestTestbedConfig,
+    guests: &mut [Guest],
+    ids: &[PeerId],
+    out: &mut dyn Write,
+) -> Result<usize, TestbedError> {
+    let ring: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let nonce = super::run_nonce();
+    let command = format!(
+        "ivlink testbed-peer --device --ring {} --rounds {} --timeout {} --nonce {nonce}; echo testbed-peer-exit=$?",
+        ring.join(","),
+        config.rounds,
+        config.timeout.as_secs_f64()
+    );
+    let mut positions = Vec::with_capacity(guests.len());
+    for guest in guests.iter_mut() {
+        positions.push(guest.position());
+        guest.start(&command)?;
+    }
+    let mut failed = 0;
+    for (number, guest) in guests.iter_mut().enumerate() {
+        let wait =
+            config.timeout * (2 + config.guests as u32 * config.rounds * u32::from(config.vectors));
+        let line = guest.wait_for("testbed-peer-exit=", wait)?;
+        show_transcript(number, &guest.output_since(positions[number]), out);
+        if !line.trim_end().ends_with("testbed-peer-exit=0") {
+            failed += 1;
+            let _ = writeln!(
+                out,
+                "testbed: guest{number} failed:\n{}",
+                guest.log_tail(20)
+            );
+        }
+    }
+    Ok(failed)
+}
+
+/// The lines of a guest's run worth showing: messages, IRQs, results, errors.
+fn show_transcript(number: usize, transcript: &str, out: &mut dyn Write) {
+    for shown in transcript
+        .lines()
+        .filter(|l| {
+            [
+                "Message ",
+                "received IRQ",
+                "done:",
+                "all ",
+                "Error",
+                "ivlink:",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .filter(|l| !l.contains("testbed-peer --device"))
+    {
+        let _ = writeln!(out, "[guest{number}] {}", shown.trim_end());
+    }
+}
+
+/// Leaves the guests up, their consoles free for the user, until `stop` is set.
+fn keep_running(guests: &mut [Guest], out: &mut dyn Write, stop: &AtomicBool) {
+    for guest in guests.iter_mut() {
+        guest.detach_console();
+    }
+    let _ = writeln!(
+        out,
+        "testbed: guests keep running; attach to a console above; Ctrl-C stops everything"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Asks a guest for its peer id (`ivlink dump --device`).

@@ -9,6 +9,7 @@ mod engine;
 mod ids;
 mod listener;
 mod peer;
+pub mod process;
 
 use std::io;
 use std::os::unix::net::UnixStream;

@@ -1,16 +1,16 @@
-//! `ivlink ipm`: a Zephyr-IPM-like mailbox (the seed's `ivshmem_ipm_send` and
+//! `ivlink mailbox` (alias `ivlink ipm`): a Zephyr-IPM-like mailbox (the seed's `ivshmem_ipm_send` and
 //! "Received IPM notification over IVSHMEM"), with an id and a few bytes of data per
 //! message and an optional completion.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use ivlink::mailbox::{Mailbox, Message, open_named};
+use ivlink::PeerId;
+use ivlink::mailbox::{
+    Delivery, IpmSend, Mailbox, MailboxShape, Message, ZEPHYR_IPM_VECTOR, open_named, send_ipm,
+};
 use ivlink::wait::SpinThenSleep;
-use ivlink::{Event, PeerId, WaitFor};
-use ivlink_core::mailbox::MailboxShape;
 
 use super::printable;
 use crate::transport_args::TransportArgs;
@@ -18,27 +18,24 @@ use crate::transport_args::TransportArgs;
 /// The line Zephyr's IPM sample prints for each notification.
 pub const RECEIVED: &str = "Received IPM notification over IVSHMEM";
 
-/// The vector Zephyr's `ivshmem_ipm_send` rings: its IPM is a bare doorbell.
-const ZEPHYR_IPM_VECTOR: u16 = 0;
-
-/// `ivlink ipm` subcommands.
+/// `ivlink mailbox` subcommands.
 #[derive(Debug, Clone, Subcommand)]
-pub enum IpmCommand {
+pub enum MailboxCommand {
     /// Send an IPM message (an id and optional data) to a peer and ring it
-    Send(IpmSendArgs),
+    Send(MailboxSendArgs),
     /// Print each IPM message, and each bare doorbell on the mailbox vector
-    Listen(IpmListenArgs),
+    Listen(MailboxListenArgs),
     /// Show the mailbox's limits: max data size, ids, vectors, members
-    Info(IpmInfoArgs),
+    Info(MailboxInfoArgs),
 }
 
-impl IpmCommand {
+impl MailboxCommand {
     /// Runs the subcommand.
     pub fn run(&self) -> anyhow::Result<()> {
         match self {
-            IpmCommand::Send(args) => args.run(),
-            IpmCommand::Listen(args) => args.run(),
-            IpmCommand::Info(args) => args.run(),
+            MailboxCommand::Send(args) => args.run(),
+            MailboxCommand::Listen(args) => args.run(),
+            MailboxCommand::Info(args) => args.run(),
         }
     }
 }
@@ -101,12 +98,12 @@ fn seconds(s: f64) -> Duration {
     Duration::from_secs_f64(s.clamp(0.0, 1e9))
 }
 
-/// Options of `ivlink ipm send`.
+/// Options of `ivlink mailbox send`.
 // `--id` is the message id here (as in IPM); the transport's own `--id` (this
 // peer's id with `--file`) becomes `--self-id`.
 #[derive(Debug, Clone, Args)]
 #[command(mut_arg("id", |a| a.long("self-id")))]
-pub struct IpmSendArgs {
+pub struct MailboxSendArgs {
     /// Peer to send to: a member of the mailbox gets a message; any other peer (a
     /// Zephyr IPM guest) only a bare doorbell on vector 0, so give it no data
     pub peer: PeerId,
@@ -132,121 +129,50 @@ pub struct IpmSendArgs {
     pub mailbox: MailboxArgs,
 }
 
-impl IpmSendArgs {
+impl MailboxSendArgs {
     /// Sends one message.
     pub fn run(&self) -> anyhow::Result<()> {
         let data = self.data.as_deref().unwrap_or_default().as_bytes();
-        let timeout = seconds(self.timeout);
         let device = self.mailbox.transport.transport().open()?;
-        // Like `notify`: a peer the server does not know of is not worth waiting for.
-        let knows_peers = device.knows_peers();
-        if knows_peers
-            && self.peer != device.id()
-            && !device.peers().iter().any(|p| p.id == self.peer)
-        {
-            anyhow::bail!(
-                "cannot send the IPM message to peer {0}: peer {0} is not connected",
-                self.peer
-            );
-        }
-        let layout = open_named(
+        let message = IpmSend {
+            peer: self.peer,
+            id: self.message_id,
+            data,
+            wait: self.wait,
+            timeout: seconds(self.timeout),
+        };
+        let delivery = send_ipm(
             &*device,
             &self.mailbox.mailbox,
             self.mailbox.shape(),
-            timeout,
+            self.mailbox.policy(),
+            &message,
         )?;
-        // Refuse what can never be sent before waiting for anyone.
-        if data.len() > layout.max_data_size() {
-            anyhow::bail!(
-                "data of {} bytes is larger than mailbox '{}' allows ({} bytes max)",
-                data.len(),
-                self.mailbox.mailbox,
-                layout.max_data_size()
-            );
-        }
-        if self.message_id > layout.max_id() {
-            anyhow::bail!(
-                "id {} is out of range for mailbox '{}' (ids 0..={})",
-                self.message_id,
-                self.mailbox.mailbox,
-                layout.max_id()
-            );
-        }
-        let is_member = layout
-            .members(device.region())
-            .any(|(_, peer)| peer == self.peer);
-        if !is_member && data.is_empty() && !self.wait {
-            return self.ring_bare_doorbell(&*device);
-        }
-        if !is_member && knows_peers {
-            // Connected, yet no member: Zephyr's IPM driver never joins a mailbox.
-            anyhow::bail!(
-                "peer {} is a notify-only IPM peer (no member of ivlink mailbox '{}'): it can \
-                 take only a bare doorbell; send it no data{}",
-                self.peer,
-                self.mailbox.mailbox,
-                if self.wait { " and without --wait" } else { "" }
-            );
-        }
-        let mut mailbox =
-            Mailbox::join(&*device, layout, self.mailbox.policy())?.with_busy_timeout(timeout);
-        let deadline = Instant::now() + timeout;
-        while !mailbox.members().contains(&self.peer) {
-            if Instant::now() > deadline {
-                anyhow::bail!(
-                    "peer {} did not join mailbox '{}' in time",
+        match delivery {
+            Delivery::BareDoorbell => println!(
+                "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
+                 it is no member of mailbox '{}'",
+                self.peer, self.mailbox.mailbox
+            ),
+            Delivery::Message => {
+                println!(
+                    "IPM notification sent to peer {} (id {}, {} bytes)",
                     self.peer,
-                    self.mailbox.mailbox
+                    self.message_id,
+                    data.len()
                 );
+                if self.wait {
+                    println!("peer {} took the message", self.peer);
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let result = mailbox
-            .send(
-                self.peer,
-                self.message_id,
-                data,
-                self.wait.then_some(timeout),
-            )
-            .with_context(|| format!("cannot send the IPM message to peer {}", self.peer));
-        // Without --wait the message stays for the receiver after we leave; with it
-        // (and done) nothing of ours is left: free the slot.
-        if self.wait && result.is_ok() {
-            let _ = mailbox.evict(device.id());
-        }
-        result?;
-        println!(
-            "IPM notification sent to peer {} (id {}, {} bytes)",
-            self.peer,
-            self.message_id,
-            data.len()
-        );
-        if self.wait {
-            println!("peer {} took the message", self.peer);
         }
         Ok(())
     }
 }
 
-impl IpmSendArgs {
-    /// Rings `peer` on vector 0 as Zephyr's `ivshmem_ipm_send` does (the id, data
-    /// and wait of its IPM call go nowhere).
-    fn ring_bare_doorbell(&self, device: &dyn ivlink::Device) -> anyhow::Result<()> {
-        device
-            .notify(self.peer, ZEPHYR_IPM_VECTOR)
-            .with_context(|| format!("cannot ring peer {}", self.peer))?;
-        println!(
-            "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
-             it is no member of mailbox '{}'",
-            self.peer, self.mailbox.mailbox
-        );
-        Ok(())
-    }
-}
-
-/// Options of `ivlink ipm listen`.
+/// Options of `ivlink mailbox listen`.
 #[derive(Debug, Clone, Args)]
-pub struct IpmListenArgs {
+pub struct MailboxListenArgs {
     /// Exit after this many notifications
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -260,7 +186,7 @@ pub struct IpmListenArgs {
     pub mailbox: MailboxArgs,
 }
 
-impl IpmListenArgs {
+impl MailboxListenArgs {
     /// Prints each message as Zephyr's sample does, plus its sender, id and data.
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.mailbox.transport.transport().open()?;
@@ -290,22 +216,13 @@ impl IpmListenArgs {
                     print_message(&message);
                 }
                 None => {
-                    // Idle: free the slots of peers that left, so the mailbox does
-                    // not fill up with departed senders, but first take what they
-                    // left (a newcomer in the slot would empty its boxes).
-                    while let Ok(Some(event)) =
-                        device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))
-                    {
-                        if let Event::PeerLeft { peer } = event {
-                            while self.count.is_none_or(|c| received < c)
-                                && let Some(message) = mailbox.try_recv()?
-                            {
-                                received += 1;
-                                last = Instant::now();
-                                print_message(&message);
-                            }
-                            mailbox.evict(peer)?;
-                        }
+                    // Idle: free the slots of peers that left, taking first what
+                    // they left for us.
+                    let left = self.count.map(|c| c - received);
+                    for message in mailbox.evict_departed(left)? {
+                        received += 1;
+                        last = Instant::now();
+                        print_message(&message);
                     }
                     if let Some(limit) = timeout
                         && last.elapsed() >= limit
@@ -336,15 +253,15 @@ fn print_message(message: &Message) {
     );
 }
 
-/// Options of `ivlink ipm info`.
+/// Options of `ivlink mailbox info`.
 #[derive(Debug, Clone, Args)]
-pub struct IpmInfoArgs {
+pub struct MailboxInfoArgs {
     /// Mailbox and transport
     #[command(flatten)]
     pub mailbox: MailboxArgs,
 }
 
-impl IpmInfoArgs {
+impl MailboxInfoArgs {
     /// Prints the mailbox's limits (opening or creating it).
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.mailbox.transport.transport().open()?;
