@@ -100,7 +100,10 @@ impl<R: Region + ?Sized> Directory<'_, R> {
             let next = count.checked_add(1).ok_or(DirectoryError::Full {
                 max_sections: self.max_sections,
             })?;
-            match cas32(self.region, self.base + hdr::SECTION_COUNT, count, next)? {
+            match hdr::SECTION_COUNT
+                .of(self.base)
+                .compare_exchange(self.region, count, next)?
+            {
                 Ok(_) => return Ok(count),
                 Err(now) => count = now,
             }
@@ -132,9 +135,8 @@ impl<R: Region + ?Sized> Directory<'_, R> {
         let mut next_free = self.next_free()?;
         for _ in 0..CAS_ATTEMPTS {
             let (offset, end) = self.placement(next_free, size, align)?;
-            match cas64(
+            match hdr::NEXT_FREE.of(self.base).compare_exchange(
                 self.region,
-                self.base + hdr::NEXT_FREE,
                 to_u64(next_free),
                 to_u64(end),
             )? {
@@ -160,14 +162,16 @@ impl<R: Region + ?Sized> Directory<'_, R> {
         let r = self.region;
         let rlx = Ordering::Relaxed;
         // Steps 2-4 of the add protocol (see the module documentation).
-        st32(r, self.field(index, ent::KIND)?, spec.kind.as_u32(), rlx)?;
+        self.word(index, ent::KIND)?
+            .store(r, spec.kind.as_u32(), rlx)?;
         let [o0, o1] = spec.owner.to_le_bytes();
         let [v0, v1] = spec.vector.to_le_bytes();
         let owner_vector = u32::from_le_bytes([o0, o1, v0, v1]);
-        st32(r, self.field(index, ent::OWNER_VECTOR)?, owner_vector, rlx)?;
-        st32(r, self.field(index, ent::FLAGS)?, spec.flags, rlx)?;
-        st64(r, self.field(index, ent::OFFSET)?, 0, rlx)?;
-        st64(r, self.field(index, ent::SIZE)?, 0, rlx)?;
+        self.word(index, ent::OWNER_VECTOR)?
+            .store(r, owner_vector, rlx)?;
+        self.word(index, ent::FLAGS)?.store(r, spec.flags, rlx)?;
+        self.word(index, ent::OFFSET)?.store(r, 0, rlx)?;
+        self.word(index, ent::SIZE)?.store(r, 0, rlx)?;
         self.write_name(index, name)?;
         if self.entry_cas(index, ent::FREE, ent::CLAIMED)?.is_err() {
             return Ok(None);
@@ -180,8 +184,10 @@ impl<R: Region + ?Sized> Directory<'_, R> {
                 return Err(e);
             }
         };
-        st64(r, self.field(index, ent::OFFSET)?, to_u64(offset), rlx)?;
-        st64(r, self.field(index, ent::SIZE)?, to_u64(spec.size), rlx)?;
+        self.word(index, ent::OFFSET)?
+            .store(r, to_u64(offset), rlx)?;
+        self.word(index, ent::SIZE)?
+            .store(r, to_u64(spec.size), rlx)?;
         if self.entry_cas(index, ent::CLAIMED, ent::READY)?.is_err() {
             return Ok(None);
         }

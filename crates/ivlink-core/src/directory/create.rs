@@ -4,15 +4,17 @@ use core::sync::atomic::Ordering;
 
 use super::layout::*;
 use super::{Directory, DirectoryError};
-use crate::region::Region;
+use crate::region::{Le64, Region};
 
 /// The first 8 bytes of the header at `base`, in memory order.
 pub(super) fn first_bytes<R: Region + ?Sized>(
     r: &R,
     base: usize,
 ) -> Result<[u8; 8], DirectoryError> {
-    Ok(r.load_u64(base + hdr::MAGIC, Ordering::Acquire)?
-        .to_ne_bytes())
+    Ok(hdr::MAGIC
+        .of(base)
+        .load(r, Ordering::Acquire)?
+        .to_le_bytes())
 }
 
 /// Whether every header field except `state` is zero (acquire loads, so that seeing
@@ -22,14 +24,14 @@ pub(super) fn header_is_zero<R: Region + ?Sized>(
     base: usize,
 ) -> Result<bool, DirectoryError> {
     let acq = Ordering::Acquire;
-    let mut any = ld64(r, base + hdr::MAGIC, acq)? | ld64(r, base + hdr::REGION_SIZE, acq)?;
-    any |= ld64(r, base + hdr::NEXT_FREE, acq)?;
+    let mut any = hdr::MAGIC.of(base).load(r, acq)? | hdr::REGION_SIZE.of(base).load(r, acq)?;
+    any |= hdr::NEXT_FREE.of(base).load(r, acq)?;
     for off in hdr::RESERVED {
-        any |= ld64(r, base + off, acq)?;
+        any |= off.of(base).load(r, acq)?;
     }
-    any |= u64::from(ld32(r, base + hdr::VERSION, acq)?);
-    any |= u64::from(ld32(r, base + hdr::MAX_SECTIONS, acq)?);
-    any |= u64::from(ld32(r, base + hdr::SECTION_COUNT, acq)?);
+    any |= u64::from(hdr::VERSION.of(base).load(r, acq)?);
+    any |= u64::from(hdr::MAX_SECTIONS.of(base).load(r, acq)?);
+    any |= u64::from(hdr::SECTION_COUNT.of(base).load(r, acq)?);
     Ok(any == 0)
 }
 
@@ -50,13 +52,13 @@ pub(super) fn probe<R: Region + ?Sized>(r: &R, base: usize) -> Result<Probe, Dir
             needed,
         });
     }
-    let mut state = ld32(r, base + hdr::STATE, Ordering::Acquire)?;
+    let mut state = hdr::STATE.of(base).load(r, Ordering::Acquire)?;
     if state == hdr::EMPTY {
         if header_is_zero(r, base)? {
             return Ok(Probe::Empty);
         }
         // Either foreign bytes, or a creator that claimed the header since we looked.
-        state = ld32(r, base + hdr::STATE, Ordering::Acquire)?;
+        state = hdr::STATE.of(base).load(r, Ordering::Acquire)?;
     }
     let first = first_bytes(r, base)?;
     let ours = u64::from_le_bytes(first) == MAGIC;
@@ -100,16 +102,22 @@ pub(super) fn initialize<R: Region + ?Sized>(
     for index in 0..max_sections {
         zero_entry(region, base, index)?;
     }
-    st64(region, base + hdr::MAGIC, MAGIC, rel)?;
-    st32(region, base + hdr::VERSION, VERSION, rel)?;
-    st64(region, base + hdr::REGION_SIZE, to_u64(region.len()), rel)?;
-    st32(region, base + hdr::MAX_SECTIONS, max_sections, rel)?;
-    st32(region, base + hdr::SECTION_COUNT, 0, rel)?;
-    st64(region, base + hdr::NEXT_FREE, to_u64(space_start), rel)?;
+    hdr::MAGIC.of(base).store(region, MAGIC, rel)?;
+    hdr::VERSION.of(base).store(region, VERSION, rel)?;
+    hdr::REGION_SIZE
+        .of(base)
+        .store(region, to_u64(region.len()), rel)?;
+    hdr::MAX_SECTIONS
+        .of(base)
+        .store(region, max_sections, rel)?;
+    hdr::SECTION_COUNT.of(base).store(region, 0, rel)?;
+    hdr::NEXT_FREE
+        .of(base)
+        .store(region, to_u64(space_start), rel)?;
     for off in hdr::RESERVED {
-        st64(region, base + off, 0, rel)?;
+        off.of(base).store(region, 0, rel)?;
     }
-    st32(region, base + hdr::STATE, hdr::READY, rel)
+    Ok(hdr::STATE.of(base).store(region, hdr::READY, rel)?)
 }
 
 pub(super) fn zero_entry<R: Region + ?Sized>(
@@ -117,21 +125,24 @@ pub(super) fn zero_entry<R: Region + ?Sized>(
     base: usize,
     index: u32,
 ) -> Result<(), DirectoryError> {
-    let field = |f| {
-        entry_field(base, index, f).ok_or(DirectoryError::NoSuchEntry {
-            index,
-            max_sections: index,
-        })
+    let no_entry = DirectoryError::NoSuchEntry {
+        index,
+        max_sections: index,
     };
     let rlx = Ordering::Relaxed;
     for f in [ent::STATE, ent::KIND, ent::OWNER_VECTOR, ent::FLAGS] {
-        st32(region, field(f)?, 0, rlx)?;
+        entry_word(base, index, f)
+            .ok_or(no_entry)?
+            .store(region, 0, rlx)?;
     }
     for f in [ent::OFFSET, ent::SIZE] {
-        st64(region, field(f)?, 0, rlx)?;
+        entry_word(base, index, f)
+            .ok_or(no_entry)?
+            .store(region, 0, rlx)?;
     }
     for word in 0..NAME_LEN / 8 {
-        region.store_u64(field(ent::NAME + 8 * word)?, 0, rlx)?;
+        let at = entry_field(base, index, ent::NAME + 8 * word).ok_or(no_entry)?;
+        Le64::at(at).store(region, 0, rlx)?;
     }
     Ok(())
 }
@@ -171,18 +182,15 @@ pub fn format<R: Region + ?Sized>(
     if legacy {
         // Openers look at offset 0 first: keep them waiting there until the new
         // directory is ready.
-        st32(region, hdr::STATE, hdr::INITIALIZING, Ordering::SeqCst)?;
+        hdr::STATE.store(region, hdr::INITIALIZING, Ordering::SeqCst)?;
     }
-    st32(
-        region,
-        base + hdr::STATE,
-        hdr::INITIALIZING,
-        Ordering::SeqCst,
-    )?;
+    hdr::STATE
+        .of(base)
+        .store(region, hdr::INITIALIZING, Ordering::SeqCst)?;
     initialize(region, base, max_sections, space_start)?;
     if legacy {
         // The magic first: from then on openers find the new directory.
-        st64(region, hdr::MAGIC, 0, Ordering::SeqCst)?;
+        hdr::MAGIC.store(region, 0, Ordering::SeqCst)?;
         // Each field at its own width, as every other access to it.
         for at in [
             hdr::VERSION,
@@ -190,13 +198,13 @@ pub fn format<R: Region + ?Sized>(
             hdr::MAX_SECTIONS,
             hdr::SECTION_COUNT,
         ] {
-            st32(region, at, 0, Ordering::Release)?;
+            at.store(region, 0, Ordering::Release)?;
         }
         for at in [hdr::REGION_SIZE, hdr::NEXT_FREE]
             .into_iter()
             .chain(hdr::RESERVED)
         {
-            st64(region, at, 0, Ordering::Release)?;
+            at.store(region, 0, Ordering::Release)?;
         }
     }
     Ok(Directory {

@@ -1,9 +1,6 @@
 //! Offsets and sizes of the directory's header and entries, and the arithmetic on them.
 
-use core::sync::atomic::Ordering;
-
-use super::DirectoryError;
-use crate::region::Region;
+use crate::region::field::{LeField, Word};
 
 /// The directory's magic number: the bytes `IVLINKD\x01` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IVLINKD\x01");
@@ -34,14 +31,16 @@ pub const MAX_SECTIONS_LIMIT: u32 = 65_536;
 
 /// Header field offsets.
 pub(super) mod hdr {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 8;
-    pub const STATE: usize = 12;
-    pub const REGION_SIZE: usize = 16;
-    pub const MAX_SECTIONS: usize = 24;
-    pub const SECTION_COUNT: usize = 28;
-    pub const NEXT_FREE: usize = 32;
-    pub const RESERVED: [usize; 3] = [40, 48, 56];
+    use crate::region::{Le32, Le64};
+
+    pub const MAGIC: Le64 = Le64::at(0);
+    pub const VERSION: Le32 = Le32::at(8);
+    pub const STATE: Le32 = Le32::at(12);
+    pub const REGION_SIZE: Le64 = Le64::at(16);
+    pub const MAX_SECTIONS: Le32 = Le32::at(24);
+    pub const SECTION_COUNT: Le32 = Le32::at(28);
+    pub const NEXT_FREE: Le64 = Le64::at(32);
+    pub const RESERVED: [Le64; 3] = [Le64::at(40), Le64::at(48), Le64::at(56)];
 
     pub const EMPTY: u32 = 0;
     pub const INITIALIZING: u32 = 1;
@@ -50,13 +49,16 @@ pub(super) mod hdr {
 
 /// Entry field offsets, relative to the entry.
 pub(super) mod ent {
-    pub const STATE: usize = 0;
-    pub const KIND: usize = 4;
+    use crate::region::{Le32, Le64};
+
+    pub const STATE: Le32 = Le32::at(0);
+    pub const KIND: Le32 = Le32::at(4);
     /// `owner: u16` and `vector: u16`, accessed together as one `u32`.
-    pub const OWNER_VECTOR: usize = 8;
-    pub const FLAGS: usize = 12;
-    pub const OFFSET: usize = 16;
-    pub const SIZE: usize = 24;
+    pub const OWNER_VECTOR: Le32 = Le32::at(8);
+    pub const FLAGS: Le32 = Le32::at(12);
+    pub const OFFSET: Le64 = Le64::at(16);
+    pub const SIZE: Le64 = Le64::at(24);
+    /// Raw bytes, copied as 8-byte words in memory order.
     pub const NAME: usize = 32;
 
     pub const FREE: u32 = 0;
@@ -107,62 +109,15 @@ pub(super) fn entry_field(base: usize, index: u32, field: usize) -> Option<usize
         .checked_add(field)
 }
 
+/// Entry `index`'s word `field`; `None` on overflow.
+pub(super) fn entry_word<T: Word>(
+    base: usize,
+    index: u32,
+    field: LeField<T>,
+) -> Option<LeField<T>> {
+    entry_field(base, index, field.offset()).map(LeField::at)
+}
+
 pub(super) fn to_u64(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
-}
-
-pub(super) fn ld32<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    order: Ordering,
-) -> Result<u32, DirectoryError> {
-    Ok(u32::from_le(r.load_u32(off, order)?))
-}
-
-pub(super) fn st32<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    value: u32,
-    order: Ordering,
-) -> Result<(), DirectoryError> {
-    Ok(r.store_u32(off, value.to_le(), order)?)
-}
-
-pub(super) fn ld64<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    order: Ordering,
-) -> Result<u64, DirectoryError> {
-    Ok(u64::from_le(r.load_u64(off, order)?))
-}
-
-pub(super) fn st64<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    value: u64,
-    order: Ordering,
-) -> Result<(), DirectoryError> {
-    Ok(r.store_u64(off, value.to_le(), order)?)
-}
-
-pub(super) fn cas32<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    current: u32,
-    new: u32,
-) -> Result<Result<u32, u32>, DirectoryError> {
-    Ok(r.compare_exchange_u32(off, current.to_le(), new.to_le())?
-        .map(u32::from_le)
-        .map_err(u32::from_le))
-}
-
-pub(super) fn cas64<R: Region + ?Sized>(
-    r: &R,
-    off: usize,
-    current: u64,
-    new: u64,
-) -> Result<Result<u64, u64>, DirectoryError> {
-    Ok(r.compare_exchange_u64(off, current.to_le(), new.to_le())?
-        .map(u64::from_le)
-        .map_err(u64::from_le))
 }

@@ -116,7 +116,9 @@ mod tests;
 use core::fmt;
 use core::sync::atomic::Ordering;
 
+use crate::region::Le64;
 use crate::region::Region;
+use crate::region::field::{LeField, Word};
 pub use check::Inconsistency;
 use create::{Probe, check_new, has_legacy_header, initialize, probe};
 pub use create::{format, locate};
@@ -182,9 +184,10 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         }
         let base = DIRECTORY_OFFSET;
         let claimed = match probe(region, base)? {
-            Probe::Empty => {
-                cas32(region, base + hdr::STATE, hdr::EMPTY, hdr::INITIALIZING)?.is_ok()
-            }
+            Probe::Empty => hdr::STATE
+                .of(base)
+                .compare_exchange(region, hdr::EMPTY, hdr::INITIALIZING)?
+                .is_ok(),
             _ => false,
         };
         if !claimed {
@@ -218,18 +221,18 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             Probe::BadState(state) => return Err(DirectoryError::BadHeaderState(state)),
         }
         let acq = Ordering::Acquire;
-        let version = ld32(region, base + hdr::VERSION, acq)?;
+        let version = hdr::VERSION.of(base).load(region, acq)?;
         if version != VERSION {
             return Err(DirectoryError::UnsupportedVersion(version));
         }
-        let recorded = ld64(region, base + hdr::REGION_SIZE, acq)?;
+        let recorded = hdr::REGION_SIZE.of(base).load(region, acq)?;
         if recorded != to_u64(region.len()) {
             return Err(DirectoryError::RegionSizeMismatch {
                 recorded,
                 actual: region.len(),
             });
         }
-        let max_sections = ld32(region, base + hdr::MAX_SECTIONS, acq)?;
+        let max_sections = hdr::MAX_SECTIONS.of(base).load(region, acq)?;
         let space_start = match space_start(base, max_sections) {
             Some(start)
                 if max_sections != 0
@@ -295,11 +298,9 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
 
     /// Entries claimed so far (validated against `max_sections`).
     pub fn section_count(&self) -> Result<u32, DirectoryError> {
-        let count = ld32(
-            self.region,
-            self.base + hdr::SECTION_COUNT,
-            Ordering::Acquire,
-        )?;
+        let count = hdr::SECTION_COUNT
+            .of(self.base)
+            .load(self.region, Ordering::Acquire)?;
         if count > self.max_sections {
             return Err(DirectoryError::BadSectionCount {
                 count,
@@ -311,7 +312,9 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
 
     /// The allocation cursor (validated to lie in section space).
     pub fn next_free(&self) -> Result<usize, DirectoryError> {
-        let next_free = ld64(self.region, self.base + hdr::NEXT_FREE, Ordering::Acquire)?;
+        let next_free = hdr::NEXT_FREE
+            .of(self.base)
+            .load(self.region, Ordering::Acquire)?;
         match usize::try_from(next_free) {
             Ok(n) if n >= self.space_start && n <= self.region_size => Ok(n),
             _ => Err(DirectoryError::BadNextFree { next_free }),
@@ -331,12 +334,15 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         })
     }
 
+    /// Entry `index`'s word `field`, checked against `max_sections`.
+    fn word<T: Word>(&self, index: u32, field: LeField<T>) -> Result<LeField<T>, DirectoryError> {
+        Ok(LeField::at(self.field(index, field.offset())?))
+    }
+
     fn entry_state(&self, index: u32) -> Result<u32, DirectoryError> {
-        ld32(
-            self.region,
-            self.field(index, ent::STATE)?,
-            Ordering::Acquire,
-        )
+        Ok(self
+            .word(index, ent::STATE)?
+            .load(self.region, Ordering::Acquire)?)
     }
 
     fn entry_cas(
@@ -345,15 +351,18 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         current: u32,
         new: u32,
     ) -> Result<Result<u32, u32>, DirectoryError> {
-        cas32(self.region, self.field(index, ent::STATE)?, current, new)
+        Ok(self
+            .word(index, ent::STATE)?
+            .compare_exchange(self.region, current, new)?)
     }
 
     fn raw_name(&self, index: u32) -> Result<[u8; NAME_LEN], DirectoryError> {
         let mut raw = [0u8; NAME_LEN];
         for (word, chunk) in raw.chunks_exact_mut(8).enumerate() {
             let off = self.field(index, ent::NAME + 8 * word)?;
-            let bytes = self.region.load_u64(off, Ordering::Relaxed)?.to_ne_bytes();
-            chunk.copy_from_slice(&bytes);
+            // Bytes in memory order, each 8 read as one atomic word.
+            let word = Le64::at(off).load(self.region, Ordering::Relaxed)?;
+            chunk.copy_from_slice(&word.to_le_bytes());
         }
         Ok(raw)
     }
@@ -364,8 +373,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(chunk);
             let off = self.field(index, ent::NAME + 8 * word)?;
-            self.region
-                .store_u64(off, u64::from_ne_bytes(bytes), Ordering::Relaxed)?;
+            Le64::at(off).store(self.region, u64::from_le_bytes(bytes), Ordering::Relaxed)?;
         }
         Ok(())
     }
@@ -398,11 +406,11 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
         let bad = |problem| DirectoryError::BadEntry { index, problem };
         let name =
             SectionName::from_raw(self.raw_name(index)?).map_err(|e| bad(EntryProblem::Name(e)))?;
-        let kind = SectionKind::from_u32(ld32(r, self.field(index, ent::KIND)?, rlx)?);
-        let owner_vector = ld32(r, self.field(index, ent::OWNER_VECTOR)?, rlx)?;
-        let flags = ld32(r, self.field(index, ent::FLAGS)?, rlx)?;
-        let raw_offset = ld64(r, self.field(index, ent::OFFSET)?, rlx)?;
-        let raw_size = ld64(r, self.field(index, ent::SIZE)?, rlx)?;
+        let kind = SectionKind::from_u32(self.word(index, ent::KIND)?.load(r, rlx)?);
+        let owner_vector = self.word(index, ent::OWNER_VECTOR)?.load(r, rlx)?;
+        let flags = self.word(index, ent::FLAGS)?.load(r, rlx)?;
+        let raw_offset = self.word(index, ent::OFFSET)?.load(r, rlx)?;
+        let raw_size = self.word(index, ent::SIZE)?.load(r, rlx)?;
         if raw_size == 0 {
             return Err(bad(EntryProblem::ZeroSize));
         }

@@ -21,15 +21,18 @@ fn poke_entry(r: &RawRegion, index: u32, state: u32, name: &[u8], offset: u64, s
     let mut raw = [0u8; NAME_LEN];
     raw[..name.len()].copy_from_slice(name);
     r.write(at(ent::NAME), &raw).unwrap();
-    r.store_u64(at(ent::OFFSET), offset.to_le(), Relaxed)
+    r.store_u64(at(ent::OFFSET.offset()), offset.to_le(), Relaxed)
         .unwrap();
-    r.store_u64(at(ent::SIZE), size.to_le(), Relaxed).unwrap();
-    r.store_u32(at(ent::KIND), 1u32.to_le(), Relaxed).unwrap();
-    r.store_u32(at(ent::STATE), state.to_le(), Relaxed).unwrap();
+    r.store_u64(at(ent::SIZE.offset()), size.to_le(), Relaxed)
+        .unwrap();
+    r.store_u32(at(ent::KIND.offset()), 1u32.to_le(), Relaxed)
+        .unwrap();
+    r.store_u32(at(ent::STATE.offset()), state.to_le(), Relaxed)
+        .unwrap();
 }
 
 fn set_count(r: &RawRegion, count: u32) {
-    r.store_u32(B + hdr::SECTION_COUNT, count.to_le(), Relaxed)
+    r.store_u32(B + hdr::SECTION_COUNT.offset(), count.to_le(), Relaxed)
         .unwrap();
 }
 
@@ -455,7 +458,7 @@ fn a_raw_message_and_the_directory_never_share_bytes_in_either_order() {
 fn legacy_directory(region: &RawRegion, max_sections: u32) {
     let start = space_start(LEGACY_DIRECTORY_OFFSET, max_sections).unwrap();
     region
-        .store_u32(hdr::STATE, hdr::INITIALIZING.to_le(), Relaxed)
+        .store_u32(hdr::STATE.offset(), hdr::INITIALIZING.to_le(), Relaxed)
         .unwrap();
     initialize(region, LEGACY_DIRECTORY_OFFSET, max_sections, start).unwrap();
 }
@@ -528,10 +531,10 @@ fn open_validates_the_header() {
     let set64 = |off, v: u64| region.store_u64(off, v.to_le(), Relaxed).unwrap();
     let open = || Directory::open(&*region).map(|_| ());
 
-    set32(B + hdr::VERSION, 2);
+    set32(B + hdr::VERSION.offset(), 2);
     assert_eq!(open(), Err(DirectoryError::UnsupportedVersion(2)));
-    set32(B + hdr::VERSION, 1);
-    set64(B + hdr::REGION_SIZE, 8 * KIB as u64);
+    set32(B + hdr::VERSION.offset(), 1);
+    set64(B + hdr::REGION_SIZE.offset(), 8 * KIB as u64);
     assert_eq!(
         open(),
         Err(DirectoryError::RegionSizeMismatch {
@@ -539,9 +542,9 @@ fn open_validates_the_header() {
             actual: 16384
         })
     );
-    set64(B + hdr::REGION_SIZE, 16 * KIB as u64);
+    set64(B + hdr::REGION_SIZE.offset(), 16 * KIB as u64);
     for bad in [0, 256, MAX_SECTIONS_LIMIT + 1, u32::MAX] {
-        set32(B + hdr::MAX_SECTIONS, bad);
+        set32(B + hdr::MAX_SECTIONS.offset(), bad);
         assert_eq!(
             open(),
             Err(DirectoryError::BadMaxSections {
@@ -550,20 +553,20 @@ fn open_validates_the_header() {
             })
         );
     }
-    set32(B + hdr::MAX_SECTIONS, 190);
+    set32(B + hdr::MAX_SECTIONS.offset(), 190);
     assert_eq!(open(), Ok(()));
-    set32(B + hdr::STATE, 1);
+    set32(B + hdr::STATE.offset(), 1);
     assert_eq!(open(), Err(DirectoryError::Initializing));
-    set32(B + hdr::STATE, 7);
+    set32(B + hdr::STATE.offset(), 7);
     assert_eq!(open(), Err(DirectoryError::BadHeaderState(7)));
-    set32(B + hdr::STATE, 0);
+    set32(B + hdr::STATE.offset(), 0);
     assert_eq!(open(), Err(DirectoryError::BadHeaderState(0)));
-    set32(B + hdr::STATE, 2);
-    set64(B + hdr::MAGIC, 0x1234);
+    set32(B + hdr::STATE.offset(), 2);
+    set64(B + hdr::MAGIC.offset(), 0x1234);
     assert!(matches!(open(), Err(DirectoryError::Foreign { .. })));
-    set64(B + hdr::MAGIC, MAGIC);
+    set64(B + hdr::MAGIC.offset(), MAGIC);
     let dir = Directory::open(&*region).unwrap();
-    set32(B + hdr::SECTION_COUNT, 191);
+    set32(B + hdr::SECTION_COUNT.offset(), 191);
     assert_eq!(
         dir.find("a"),
         Err(DirectoryError::BadSectionCount {
@@ -571,8 +574,8 @@ fn open_validates_the_header() {
             max_sections: 190
         })
     );
-    set32(B + hdr::SECTION_COUNT, 0);
-    set64(B + hdr::NEXT_FREE, 100);
+    set32(B + hdr::SECTION_COUNT.offset(), 0);
+    set64(B + hdr::NEXT_FREE.offset(), 100);
     assert_eq!(
         dir.add(&ring("a", 1)),
         Err(DirectoryError::BadNextFree { next_free: 100 })
@@ -660,7 +663,7 @@ fn find_settles_a_race_before_answering() {
     poke_entry(&region, 0, ent::CLAIMED, b"x", 0, 0);
     poke_entry(&region, 1, ent::READY, b"x", 8192, 64);
     region
-        .store_u64(B + hdr::NEXT_FREE, (8192u64 + 64).to_le(), Relaxed)
+        .store_u64(B + hdr::NEXT_FREE.offset(), (8192u64 + 64).to_le(), Relaxed)
         .unwrap();
     let found = dir.find("x").unwrap().unwrap();
     assert_eq!(found.index, 1);
@@ -932,10 +935,10 @@ proptest! {
             region.store_u32(i * 4, w.to_le(), Relaxed).unwrap();
         }
         // Our magic at offset 0: a directory of the first layout.
-        region.store_u64(hdr::MAGIC, MAGIC.to_le(), Relaxed).unwrap();
-        region.store_u32(hdr::VERSION, 1u32.to_le(), Relaxed).unwrap();
-        region.store_u32(hdr::STATE, state.to_le(), Relaxed).unwrap();
-        region.store_u64(hdr::REGION_SIZE, (len as u64).to_le(), Relaxed).unwrap();
+        region.store_u64(hdr::MAGIC.offset(), MAGIC.to_le(), Relaxed).unwrap();
+        region.store_u32(hdr::VERSION.offset(), 1u32.to_le(), Relaxed).unwrap();
+        region.store_u32(hdr::STATE.offset(), state.to_le(), Relaxed).unwrap();
+        region.store_u64(hdr::REGION_SIZE.offset(), (len as u64).to_le(), Relaxed).unwrap();
         exercise(&region);
     }
 
