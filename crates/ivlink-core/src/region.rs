@@ -6,7 +6,9 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+#[cfg(target_has_atomic = "64")]
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 
 mod copy;
 pub mod field;
@@ -32,6 +34,14 @@ pub enum RegionError {
         /// Required alignment in bytes.
         align: usize,
     },
+    /// An atomic access of a width the target has no atomics for (64 bits on a
+    /// 32-bit microcontroller such as Cortex-M).
+    Unsupported {
+        /// Offset of the access.
+        offset: usize,
+        /// Width of the access in bytes.
+        width: usize,
+    },
 }
 
 impl fmt::Display for RegionError {
@@ -48,6 +58,10 @@ impl fmt::Display for RegionError {
             RegionError::Misaligned { offset, align } => {
                 write!(f, "offset {offset:#x} is not {align}-byte aligned")
             }
+            RegionError::Unsupported { offset, width } => write!(
+                f,
+                "this target has no {width}-byte atomics (access at offset {offset:#x})"
+            ),
         }
     }
 }
@@ -255,10 +269,19 @@ impl RawRegion {
         Ok(unsafe { AtomicU32::from_ptr(ptr.cast()) })
     }
 
+    #[cfg(target_has_atomic = "64")]
     fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 8)?;
         // SAFETY: in bounds and 8-byte aligned (checked above); see `atomic_u32`.
         Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
+    }
+
+    /// Without 64-bit atomics the word is checked like any other, then refused: two
+    /// 32-bit halves would let a peer see a torn index.
+    #[cfg(not(target_has_atomic = "64"))]
+    fn atomic_u64(&self, offset: usize) -> Result<Unsupported64, RegionError> {
+        self.aligned_ptr_at(offset, 8)?;
+        Err(RegionError::Unsupported { offset, width: 8 })
     }
 }
 
@@ -410,6 +433,35 @@ impl Region for RawRegion {
     }
 }
 
+/// Stands in for `&AtomicU64` on targets without 64-bit atomics: it has no values,
+/// so its methods (the ones `RawRegion` calls) can never run.
+#[cfg(not(target_has_atomic = "64"))]
+enum Unsupported64 {}
+
+#[cfg(not(target_has_atomic = "64"))]
+impl Unsupported64 {
+    fn load(&self, _: Ordering) -> u64 {
+        match *self {}
+    }
+    fn store(&self, _: u64, _: Ordering) {
+        match *self {}
+    }
+    fn compare_exchange(&self, _: u64, _: u64, _: Ordering, _: Ordering) -> Result<u64, u64> {
+        match *self {}
+    }
+    fn fetch_or(&self, _: u64, _: Ordering) -> u64 {
+        match *self {}
+    }
+    fn fetch_and(&self, _: u64, _: Ordering) -> u64 {
+        match *self {}
+    }
+}
+
+/// Eight bytes of a [`HeapRegion`], aligned for the 64-bit words in it.
+#[cfg(any(test, feature = "alloc"))]
+#[repr(C, align(8))]
+struct HeapWord(core::cell::UnsafeCell<[u8; 8]>);
+
 /// A zeroed region on the heap: what tests, Miri and single-process users run on.
 #[cfg(any(test, feature = "alloc"))]
 pub struct HeapRegion {
@@ -424,13 +476,14 @@ pub struct HeapRegion {
 impl HeapRegion {
     /// Allocates a zeroed region of `len` bytes (8-byte aligned).
     pub fn new(len: usize) -> Self {
-        let words: alloc::boxed::Box<[AtomicU64]> =
-            (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        let words: alloc::boxed::Box<[HeapWord]> = (0..len.div_ceil(8))
+            .map(|_| HeapWord(core::cell::UnsafeCell::new([0; 8])))
+            .collect();
         let count = words.len();
         let base = NonNull::from(alloc::boxed::Box::leak(words)).cast::<u8>();
         // SAFETY: the words stay allocated until `drop` (they are leaked from their
         // box until then, so nothing else owns or moves them); they are only reached
-        // through `raw`, and AtomicU64 permits mutation through a shared pointer.
+        // through `raw`, and `UnsafeCell` permits mutation through a shared pointer.
         let raw = unsafe { RawRegion::new(base, len) };
         HeapRegion { raw, words: count }
     }
@@ -440,7 +493,7 @@ impl HeapRegion {
 impl Drop for HeapRegion {
     fn drop(&mut self) {
         let words = core::ptr::slice_from_raw_parts_mut(
-            self.raw.base.as_ptr().cast::<AtomicU64>(),
+            self.raw.base.as_ptr().cast::<HeapWord>(),
             self.words,
         );
         // SAFETY: `words` is exactly the slice (same pointer and length) that `new`

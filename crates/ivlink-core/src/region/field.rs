@@ -32,12 +32,10 @@ mod sealed {
     impl Sealed for u8 {}
     impl Sealed for u16 {}
     impl Sealed for u32 {}
-    #[cfg(target_has_atomic = "64")]
     impl Sealed for u64 {}
 }
 
-/// An unsigned word a [`LeField`] can hold: `u8`, `u16`, `u32` and (where the target
-/// has 64-bit atomics) `u64`.
+/// An unsigned word a [`LeField`] can hold: `u8`, `u16`, `u32` or `u64`.
 pub trait Word: sealed::Sealed + Copy + Eq + core::fmt::Debug {
     /// Size in bytes (also the alignment its atomics need).
     const SIZE: usize;
@@ -99,7 +97,6 @@ macro_rules! word {
 word!(u8, load_u8, store_u8, compare_exchange_u8);
 word!(u16, load_u16, store_u16, compare_exchange_u16);
 word!(u32, load_u32, store_u32, compare_exchange_u32);
-#[cfg(target_has_atomic = "64")]
 word!(u64, load_u64, store_u64, compare_exchange_u64);
 
 /// A little-endian word of type `T` at a fixed offset in the region.
@@ -119,7 +116,6 @@ pub type Le16 = LeField<u16>;
 /// A little-endian `u32`.
 pub type Le32 = LeField<u32>;
 /// A little-endian `u64`.
-#[cfg(target_has_atomic = "64")]
 pub type Le64 = LeField<u64>;
 
 impl<T: Word> Clone for LeField<T> {
@@ -245,7 +241,6 @@ macro_rules! bit_ops {
 }
 
 bit_ops!(u32, fetch_or_u32, fetch_and_u32);
-#[cfg(target_has_atomic = "64")]
 bit_ops!(u64, fetch_or_u64, fetch_and_u64);
 
 #[cfg(test)]
