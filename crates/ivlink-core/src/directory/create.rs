@@ -207,11 +207,5 @@ pub fn format<R: Region + ?Sized>(
             at.store(region, 0, Ordering::Release)?;
         }
     }
-    Ok(Directory {
-        region,
-        base,
-        max_sections,
-        region_size: region.len(),
-        space_start,
-    })
+    Ok(Directory::at(region, base, max_sections, space_start))
 }

@@ -164,6 +164,17 @@ impl<R: Region + ?Sized> fmt::Debug for Directory<'_, R> {
 }
 
 impl<'r, R: Region + ?Sized> Directory<'r, R> {
+    /// The directory at `base` whose header the caller has validated or written.
+    fn at(region: &'r R, base: usize, max_sections: u32, space_start: usize) -> Self {
+        Directory {
+            region,
+            base,
+            max_sections,
+            region_size: region.len(),
+            space_start,
+        }
+    }
+
     /// Creates a directory with room for `max_sections` entries at
     /// [`DIRECTORY_OFFSET`], in a region whose header there is all zero (the
     /// message area before it may hold anything).
@@ -199,13 +210,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
             });
         }
         initialize(region, base, max_sections, space_start)?;
-        Ok(Directory {
-            region,
-            base,
-            max_sections,
-            region_size: region.len(),
-            space_start,
-        })
+        Ok(Directory::at(region, base, max_sections, space_start))
     }
 
     /// Opens the directory in `region` (at offset 0 if a directory of the first
@@ -248,13 +253,7 @@ impl<'r, R: Region + ?Sized> Directory<'r, R> {
                 });
             }
         };
-        Ok(Directory {
-            region,
-            base,
-            max_sections,
-            region_size: region.len(),
-            space_start,
-        })
+        Ok(Directory::at(region, base, max_sections, space_start))
     }
 
     /// Opens the directory, creating it first if the header is all zero. What every
