@@ -320,7 +320,7 @@ fn ring_messages_arrive_intact_and_in_order() {
 }
 
 /// As above, but the consumer sleeps on the doorbell (a loom `Notify`, like an
-/// eventfd: a wake that comes first is kept) whenever the ring looks empty: the
+/// eventfd: a wake that comes first is kept; it may also wake spuriously) whenever the ring looks empty: the
 /// fences of the sleep handshake, which go through the region, never let the
 /// producer skip a ring the consumer waits for.
 #[test]
@@ -390,6 +390,54 @@ fn mailbox_messages_arrive_intact_and_complete() {
         while got.len() < 2 {
             match layout.take(&*region, 1, 0, &mut buf).unwrap() {
                 Some(taken) => got.push((taken.id, buf[..taken.len].to_vec())),
+                None => thread::yield_now(),
+            }
+        }
+        assert_eq!(got, [(1, b"ping".to_vec()), (2, b"pong!".to_vec())]);
+        sender.join().unwrap();
+    });
+}
+
+/// As above, but the sender sleeps on the completion doorbell whenever it asked
+/// for a completion: the receiver that takes the message always sees the request,
+/// so no completion is lost.
+#[test]
+fn mailbox_completion_handshake_loses_no_completion() {
+    model(|| {
+        let shape = MailboxShape {
+            max_members: 2,
+            max_data: 8,
+            id_count: 4,
+            vector: 0,
+            completion_vector: 1,
+        };
+        let size = shape.section_size().unwrap();
+        let region = Arc::new(LoomRegion::new(size));
+        let layout = MailboxLayout::create(&*region, 0, size, shape).unwrap();
+        let completion = Arc::new(Notify::new());
+        let sender = {
+            let (region, completion) = (region.clone(), completion.clone());
+            thread::spawn(move || {
+                for (id, data) in [(1, &b"ping"[..]), (2, &b"pong!"[..])] {
+                    layout.send(&*region, 0, 1, id, data, false).unwrap();
+                    // loom's `Notify` may wake spuriously, as a timed wait would.
+                    while layout.arm_completion(&*region, 0, 1).unwrap() {
+                        completion.wait();
+                    }
+                    assert!(layout.poll_complete(&*region, 0, 1).unwrap());
+                }
+            })
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        while got.len() < 2 {
+            match layout.take(&*region, 1, 0, &mut buf).unwrap() {
+                Some(taken) => {
+                    got.push((taken.id, buf[..taken.len].to_vec()));
+                    if taken.wants_completion {
+                        completion.notify();
+                    }
+                }
                 None => thread::yield_now(),
             }
         }
