@@ -705,6 +705,38 @@ mod tests {
         (region, layout)
     }
 
+    /// The shared words, byte for byte: little-endian at fixed offsets, whatever
+    /// the host (a big-endian peer reads the same bytes).
+    #[test]
+    fn shared_words_are_little_endian_at_their_offsets() {
+        let (region, layout) = ring(256);
+        let mut producer = Producer::attach(&*region, layout).unwrap();
+        let mut consumer = Consumer::attach(&*region, layout).unwrap();
+        assert!(producer.try_send(&[7; 9]).unwrap());
+        producer.publish().unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(consumer.try_recv(&mut buf).unwrap(), Some(9));
+        consumer.release().unwrap();
+        assert!(consumer.prepare_sleep().unwrap());
+        let mut header = [0u8; HEADER];
+        region.read(1024, &mut header).unwrap();
+        let record = 24u64.to_le_bytes();
+        assert_eq!(header[0..8], record, "head");
+        assert_eq!(header[8..12], ATTACHED.to_le_bytes(), "producer state");
+        assert_eq!(header[12..16], [0; 4], "want space");
+        assert_eq!(header[128..136], record, "tail");
+        assert_eq!(header[136..140], 1u32.to_le_bytes(), "want data");
+        assert_eq!(header[140..144], ATTACHED.to_le_bytes(), "consumer state");
+        let mut data = [0u8; 16];
+        region.read(1024 + HEADER, &mut data).unwrap();
+        assert_eq!(
+            data[..8],
+            [9, 0, 0, 0, 0, 0, 0, 0],
+            "record length, then reserved"
+        );
+        assert_eq!(data[8..], [7; 8]);
+    }
+
     #[test]
     fn layout_takes_the_largest_power_of_two_that_fits() {
         let layout = RingLayout::new(1 << 20, 4096, HEADER + 1000).unwrap();
