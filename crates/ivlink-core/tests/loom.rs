@@ -283,165 +283,119 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// The producer sends two messages while the consumer polls: every message
-/// arrives intact and in order, whatever the interleaving and whichever stale
-/// values the weak memory model lets a load return.
-#[test]
-fn ring_messages_arrive_intact_and_in_order() {
-    model(|| {
-        let region = Arc::new(LoomRegion::new(ring::HEADER + ring::MIN_CAPACITY));
-        let layout = RingLayout::new(region.len(), 0, region.len()).unwrap();
-        layout.init(&*region).unwrap();
-        let producer = {
-            let region = region.clone();
-            thread::spawn(move || {
-                let mut producer = Producer::attach(&*region, layout).unwrap();
-                for message in [&b"first"[..], &b"second!!"[..]] {
-                    assert!(producer.try_send(message).unwrap());
-                    producer.publish().unwrap();
+const MESSAGES: [&[u8]; 2] = [b"first", b"second!!"];
+
+/// The producer sends [`MESSAGES`] while the consumer drains them; with `sleep`,
+/// the consumer sleeps on the doorbell (a loom `Notify`, like an eventfd: a wake
+/// that comes first is kept, and it may wake spuriously) whenever the ring looks
+/// empty, and the producer rings it when `publish` says the consumer asked.
+fn ring_model(sleep: bool) {
+    let region = Arc::new(LoomRegion::new(ring::HEADER + ring::MIN_CAPACITY));
+    let layout = RingLayout::new(region.len(), 0, region.len()).unwrap();
+    layout.init(&*region).unwrap();
+    let doorbell = Arc::new(Notify::new());
+    let producer = {
+        let (region, doorbell) = (region.clone(), doorbell.clone());
+        thread::spawn(move || {
+            let mut producer = Producer::attach(&*region, layout).unwrap();
+            for message in MESSAGES {
+                assert!(producer.try_send(message).unwrap());
+                if producer.publish().unwrap() {
+                    doorbell.notify();
                 }
-            })
-        };
-        let mut consumer = Consumer::attach(&*region, layout).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 16];
-        while got.len() < 2 {
-            match consumer.try_recv(&mut buf).unwrap() {
-                Some(len) => {
-                    got.push(buf[..len].to_vec());
-                    consumer.release().unwrap();
-                }
-                None => thread::yield_now(),
             }
+        })
+    };
+    let mut consumer = Consumer::attach(&*region, layout).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    while got.len() < MESSAGES.len() {
+        if let Some(len) = consumer.try_recv(&mut buf).unwrap() {
+            got.push(buf[..len].to_vec());
+            consumer.release().unwrap();
+        } else if !sleep {
+            thread::yield_now();
+        } else if consumer.prepare_sleep().unwrap() {
+            doorbell.wait();
+            consumer.finish_sleep().unwrap();
         }
-        assert_eq!(got, [&b"first"[..], &b"second!!"[..]]);
-        producer.join().unwrap();
-    });
+    }
+    assert_eq!(got, MESSAGES);
+    producer.join().unwrap();
 }
 
-/// As above, but the consumer sleeps on the doorbell (a loom `Notify`, like an
-/// eventfd: a wake that comes first is kept; it may also wake spuriously) whenever the ring looks empty: the
-/// fences of the sleep handshake, which go through the region, never let the
+/// Every message arrives intact and in order, whatever the interleaving and
+/// whichever stale values the weak memory model lets a load return.
+#[test]
+fn ring_messages_arrive_intact_and_in_order() {
+    model(|| ring_model(false));
+}
+
+/// The fences of the sleep handshake, which go through the region, never let the
 /// producer skip a ring the consumer waits for.
 #[test]
 fn ring_sleep_handshake_loses_no_wakeup() {
-    model(|| {
-        let region = Arc::new(LoomRegion::new(ring::HEADER + ring::MIN_CAPACITY));
-        let layout = RingLayout::new(region.len(), 0, region.len()).unwrap();
-        layout.init(&*region).unwrap();
-        let doorbell = Arc::new(Notify::new());
-        let producer = {
-            let (region, doorbell) = (region.clone(), doorbell.clone());
-            thread::spawn(move || {
-                let mut producer = Producer::attach(&*region, layout).unwrap();
-                for message in [&b"first"[..], &b"second!!"[..]] {
-                    assert!(producer.try_send(message).unwrap());
-                    if producer.publish().unwrap() {
-                        doorbell.notify();
-                    }
-                }
-            })
-        };
-        let mut consumer = Consumer::attach(&*region, layout).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 16];
-        while got.len() < 2 {
-            if let Some(len) = consumer.try_recv(&mut buf).unwrap() {
-                got.push(buf[..len].to_vec());
-                consumer.release().unwrap();
-            } else if consumer.prepare_sleep().unwrap() {
-                doorbell.wait();
-                consumer.finish_sleep().unwrap();
-            }
-        }
-        assert_eq!(got, [&b"first"[..], &b"second!!"[..]]);
-        producer.join().unwrap();
-    });
+    model(|| ring_model(true));
 }
 
-/// A sender sends two messages through one box, waiting for each to be taken;
-/// the receiver takes both intact, with their ids.
+/// A sender sends two messages through one box, each after the previous one was
+/// taken; with `sleep`, it asks for a completion and sleeps on the completion
+/// doorbell, which the receiver rings when the message it took asks for it.
+fn mailbox_model(sleep: bool) {
+    let shape = MailboxShape {
+        max_members: 2,
+        max_data: 8,
+        id_count: 4,
+        vector: 0,
+        completion_vector: 1,
+    };
+    let size = shape.section_size().unwrap();
+    let region = Arc::new(LoomRegion::new(size));
+    let layout = MailboxLayout::create(&*region, 0, size, shape).unwrap();
+    let completion = Arc::new(Notify::new());
+    let sent: [(u32, &[u8]); 2] = [(1, b"ping"), (2, b"pong!")];
+    let sender = {
+        let (region, completion) = (region.clone(), completion.clone());
+        thread::spawn(move || {
+            for (id, data) in sent {
+                layout.send(&*region, 0, 1, id, data, false).unwrap();
+                while !layout.poll_complete(&*region, 0, 1).unwrap() {
+                    // Re-armed after a spurious wake, as after a timed wait.
+                    if !sleep {
+                        thread::yield_now();
+                    } else if layout.arm_completion(&*region, 0, 1).unwrap() {
+                        completion.wait();
+                    }
+                }
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8];
+    while got.len() < sent.len() {
+        match layout.take(&*region, 1, 0, &mut buf).unwrap() {
+            Some(taken) => {
+                got.push((taken.id, buf[..taken.len].to_vec()));
+                if taken.wants_completion {
+                    completion.notify();
+                }
+            }
+            None => thread::yield_now(),
+        }
+    }
+    assert_eq!(got, sent.map(|(id, data)| (id, data.to_vec())));
+    sender.join().unwrap();
+}
+
+/// The receiver takes both messages intact, with their ids.
 #[test]
 fn mailbox_messages_arrive_intact_and_complete() {
-    model(|| {
-        let shape = MailboxShape {
-            max_members: 2,
-            max_data: 8,
-            id_count: 4,
-            vector: 0,
-            completion_vector: 1,
-        };
-        let size = shape.section_size().unwrap();
-        let region = Arc::new(LoomRegion::new(size));
-        let layout = MailboxLayout::create(&*region, 0, size, shape).unwrap();
-        let sender = {
-            let region = region.clone();
-            thread::spawn(move || {
-                for (id, data) in [(1, &b"ping"[..]), (2, &b"pong!"[..])] {
-                    layout.send(&*region, 0, 1, id, data, false).unwrap();
-                    while !layout.poll_complete(&*region, 0, 1).unwrap() {
-                        thread::yield_now();
-                    }
-                }
-            })
-        };
-        let mut got = Vec::new();
-        let mut buf = [0u8; 8];
-        while got.len() < 2 {
-            match layout.take(&*region, 1, 0, &mut buf).unwrap() {
-                Some(taken) => got.push((taken.id, buf[..taken.len].to_vec())),
-                None => thread::yield_now(),
-            }
-        }
-        assert_eq!(got, [(1, b"ping".to_vec()), (2, b"pong!".to_vec())]);
-        sender.join().unwrap();
-    });
+    model(|| mailbox_model(false));
 }
 
-/// As above, but the sender sleeps on the completion doorbell whenever it asked
-/// for a completion: the receiver that takes the message always sees the request,
+/// The receiver that takes a message always sees its sender's completion request,
 /// so no completion is lost.
 #[test]
 fn mailbox_completion_handshake_loses_no_completion() {
-    model(|| {
-        let shape = MailboxShape {
-            max_members: 2,
-            max_data: 8,
-            id_count: 4,
-            vector: 0,
-            completion_vector: 1,
-        };
-        let size = shape.section_size().unwrap();
-        let region = Arc::new(LoomRegion::new(size));
-        let layout = MailboxLayout::create(&*region, 0, size, shape).unwrap();
-        let completion = Arc::new(Notify::new());
-        let sender = {
-            let (region, completion) = (region.clone(), completion.clone());
-            thread::spawn(move || {
-                for (id, data) in [(1, &b"ping"[..]), (2, &b"pong!"[..])] {
-                    layout.send(&*region, 0, 1, id, data, false).unwrap();
-                    // loom's `Notify` may wake spuriously, as a timed wait would.
-                    while layout.arm_completion(&*region, 0, 1).unwrap() {
-                        completion.wait();
-                    }
-                    assert!(layout.poll_complete(&*region, 0, 1).unwrap());
-                }
-            })
-        };
-        let mut got = Vec::new();
-        let mut buf = [0u8; 8];
-        while got.len() < 2 {
-            match layout.take(&*region, 1, 0, &mut buf).unwrap() {
-                Some(taken) => {
-                    got.push((taken.id, buf[..taken.len].to_vec()));
-                    if taken.wants_completion {
-                        completion.notify();
-                    }
-                }
-                None => thread::yield_now(),
-            }
-        }
-        assert_eq!(got, [(1, b"ping".to_vec()), (2, b"pong!".to_vec())]);
-        sender.join().unwrap();
-    });
+    model(|| mailbox_model(true));
 }
