@@ -22,16 +22,17 @@ use core::sync::atomic::Ordering;
 
 use crate::members::{MemberSlots, SlotError};
 use crate::notify::{PeerId, Vector};
-use crate::region::{Region, RegionError};
+use crate::region::{Le16, Le32, Le64, Region, RegionError};
 use crate::ring::{self, RingError, RingLayout};
 use crate::setup::{SetupError, SetupState, SetupWord};
 
 /// Most members a channel can have.
 pub const MAX_MEMBERS: u32 = 64;
 const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
-const MAX_MEMBERS_AT: usize = 4;
-const RING_SIZE_AT: usize = 8;
-const VECTOR_AT: usize = 16;
+const MAGIC_AT: Le32 = Le32::at(0);
+const MAX_MEMBERS_AT: Le32 = Le32::at(4);
+const RING_SIZE_AT: Le64 = Le64::at(8);
+const VECTOR_AT: Le16 = Le16::at(16);
 const STATE_AT: usize = 20;
 const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
@@ -188,17 +189,17 @@ impl ChannelLayout {
             SLOTS_AT + 4 * shape.max_members as usize - after_state,
             0,
         )?;
-        region.store_u32(
-            offset + MAX_MEMBERS_AT,
-            shape.max_members,
-            Ordering::Relaxed,
-        )?;
-        region.store_u64(
-            offset + RING_SIZE_AT,
+        MAX_MEMBERS_AT
+            .of(offset)
+            .store(region, shape.max_members, Ordering::Relaxed)?;
+        RING_SIZE_AT.of(offset).store(
+            region,
             RingLayout::section_size(shape.ring_capacity) as u64,
             Ordering::Relaxed,
         )?;
-        region.write(offset + VECTOR_AT, &shape.vector.to_le_bytes())?;
+        VECTOR_AT
+            .of(offset)
+            .store(region, shape.vector, Ordering::Relaxed)?;
         let layout = ChannelLayout {
             base: offset,
             max_members: shape.max_members,
@@ -209,7 +210,9 @@ impl ChannelLayout {
         for index in 0..layout.ring_count() {
             layout.ring_at(index)?.init(region)?;
         }
-        region.store_u32(offset, MAGIC, Ordering::Relaxed)?;
+        MAGIC_AT
+            .of(offset)
+            .store(region, MAGIC, Ordering::Relaxed)?;
         SETUP.publish(region, offset)?;
         Ok(layout)
     }
@@ -229,14 +232,14 @@ impl ChannelLayout {
             }
             SetupState::Pending(_) => return Err(ChannelError::Invalid("unknown state")),
         }
-        if region.load_u32(offset, Ordering::Relaxed)? != MAGIC {
+        if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
             return Err(ChannelError::Invalid("bad magic"));
         }
-        let max_members = region.load_u32(offset + MAX_MEMBERS_AT, Ordering::Relaxed)?;
+        let max_members = MAX_MEMBERS_AT.of(offset).load(region, Ordering::Relaxed)?;
         if !(2..=MAX_MEMBERS).contains(&max_members) {
             return Err(ChannelError::Invalid("member count out of range"));
         }
-        let ring_size = usize::try_from(region.load_u64(offset + RING_SIZE_AT, Ordering::Relaxed)?)
+        let ring_size = usize::try_from(RING_SIZE_AT.of(offset).load(region, Ordering::Relaxed)?)
             .map_err(|_| ChannelError::Invalid("ring size out of range"))?;
         let capacity = ring_size
             .checked_sub(ring::HEADER)
@@ -250,13 +253,12 @@ impl ChannelLayout {
         if shape.section_size().is_none_or(|needed| needed > size) {
             return Err(ChannelError::Invalid("rings do not fit the section"));
         }
-        let mut vector = [0u8; 2];
-        region.read(offset + VECTOR_AT, &mut vector)?;
+        let vector = VECTOR_AT.of(offset).load(region, Ordering::Relaxed)?;
         Ok(ChannelLayout {
             base: offset,
             max_members,
             ring_size,
-            vector: Vector::from_le_bytes(vector),
+            vector,
             region_len: region.len(),
         })
     }

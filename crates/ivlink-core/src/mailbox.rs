@@ -66,7 +66,7 @@ use core::sync::atomic::Ordering;
 
 use crate::members::{MemberSlots, SlotError};
 use crate::notify::{PeerId, Vector};
-use crate::region::{Region, RegionError};
+use crate::region::{Le32, Region, RegionError};
 use crate::setup::{SetupError, SetupState, SetupWord};
 
 /// Most members a mailbox can have.
@@ -77,10 +77,11 @@ pub const MAX_DATA_LIMIT: u32 = 64 * 1024;
 pub const BOX_HEADER: usize = 64;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"MBX1");
-const MAX_MEMBERS_AT: usize = 4;
-const MAX_DATA_AT: usize = 8;
-const ID_COUNT_AT: usize = 12;
-const VECTORS_AT: usize = 16;
+const MAGIC_AT: Le32 = Le32::at(0);
+const MAX_MEMBERS_AT: Le32 = Le32::at(4);
+const MAX_DATA_AT: Le32 = Le32::at(8);
+const ID_COUNT_AT: Le32 = Le32::at(12);
+const VECTORS_AT: Le32 = Le32::at(16);
 const STATE_AT: usize = 20;
 const SLOTS_AT: usize = 64;
 const EMPTY: u32 = 0;
@@ -91,9 +92,9 @@ const ABANDONED: u32 = SETUP.abandoned;
 /// A mailbox's setup word (see [`crate::setup`]).
 pub const SETUP: SetupWord = SetupWord::numbered(STATE_AT);
 
-const BOX_STATE: usize = 0;
-const BOX_ID: usize = 4;
-const BOX_LEN: usize = 8;
+const BOX_STATE: Le32 = Le32::at(0);
+const BOX_ID: Le32 = Le32::at(4);
+const BOX_LEN: Le32 = Le32::at(8);
 
 /// The box holds a message not yet taken.
 const FULL: u32 = 1;
@@ -105,31 +106,6 @@ const KNOWN_BITS: u32 = FULL | WANT_COMPLETION | RUNG;
 /// Compare-and-exchange retries on a box word; an honest sender changes it at
 /// most once while it is full.
 const CAS_ATTEMPTS: usize = 8;
-
-fn load<R: Region + ?Sized>(region: &R, at: usize, order: Ordering) -> Result<u32, RegionError> {
-    Ok(u32::from_le(region.load_u32(at, order)?))
-}
-
-fn store<R: Region + ?Sized>(
-    region: &R,
-    at: usize,
-    value: u32,
-    order: Ordering,
-) -> Result<(), RegionError> {
-    region.store_u32(at, value.to_le(), order)
-}
-
-fn cas<R: Region + ?Sized>(
-    region: &R,
-    at: usize,
-    current: u32,
-    new: u32,
-) -> Result<Result<u32, u32>, RegionError> {
-    Ok(region
-        .compare_exchange_u32(at, current.to_le(), new.to_le())?
-        .map(u32::from_le)
-        .map_err(u32::from_le))
-}
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,16 +317,16 @@ impl MailboxHeader {
         if size < Self::SIZE {
             return Err(MailboxError::Invalid("section too small"));
         }
-        let state = load(region, offset + STATE_AT, Ordering::Acquire)?;
+        let state = SETUP.word(offset).load(region, Ordering::Acquire)?;
         let mut magic = [0u8; 4];
         region.read(offset, &mut magic)?;
-        let vectors = load(region, offset + VECTORS_AT, Ordering::Relaxed)?;
+        let vectors = VECTORS_AT.of(offset).load(region, Ordering::Relaxed)?;
         Ok(MailboxHeader {
             magic,
             state,
-            max_members: load(region, offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
-            max_data: load(region, offset + MAX_DATA_AT, Ordering::Relaxed)?,
-            id_count: load(region, offset + ID_COUNT_AT, Ordering::Relaxed)?,
+            max_members: MAX_MEMBERS_AT.of(offset).load(region, Ordering::Relaxed)?,
+            max_data: MAX_DATA_AT.of(offset).load(region, Ordering::Relaxed)?,
+            id_count: ID_COUNT_AT.of(offset).load(region, Ordering::Relaxed)?,
             vector: vectors as Vector,
             completion_vector: (vectors >> 16) as Vector,
         })
@@ -453,27 +429,22 @@ impl MailboxLayout {
         // is ours to move by compare-and-exchange only.
         region.fill(offset, STATE_AT, 0)?;
         region.fill(offset + STATE_AT + 4, needed - STATE_AT - 4, 0)?;
-        store(
-            region,
-            offset + MAX_MEMBERS_AT,
-            shape.max_members,
-            Ordering::Relaxed,
-        )?;
-        store(
-            region,
-            offset + MAX_DATA_AT,
-            shape.max_data,
-            Ordering::Relaxed,
-        )?;
-        store(
-            region,
-            offset + ID_COUNT_AT,
-            shape.id_count,
-            Ordering::Relaxed,
-        )?;
+        MAX_MEMBERS_AT
+            .of(offset)
+            .store(region, shape.max_members, Ordering::Relaxed)?;
+        MAX_DATA_AT
+            .of(offset)
+            .store(region, shape.max_data, Ordering::Relaxed)?;
+        ID_COUNT_AT
+            .of(offset)
+            .store(region, shape.id_count, Ordering::Relaxed)?;
         let vectors = u32::from(shape.vector) | (u32::from(shape.completion_vector) << 16);
-        store(region, offset + VECTORS_AT, vectors, Ordering::Relaxed)?;
-        store(region, offset, MAGIC, Ordering::Relaxed)?;
+        VECTORS_AT
+            .of(offset)
+            .store(region, vectors, Ordering::Relaxed)?;
+        MAGIC_AT
+            .of(offset)
+            .store(region, MAGIC, Ordering::Relaxed)?;
         SETUP.publish(region, offset)?;
         Ok(MailboxLayout {
             base: offset,
@@ -499,14 +470,14 @@ impl MailboxLayout {
             }
             SetupState::Pending(_) => return Err(MailboxError::Invalid("unknown state")),
         }
-        if load(region, offset, Ordering::Relaxed)? != MAGIC {
+        if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
             return Err(MailboxError::Invalid("bad magic"));
         }
-        let vectors = load(region, offset + VECTORS_AT, Ordering::Relaxed)?;
+        let vectors = VECTORS_AT.of(offset).load(region, Ordering::Relaxed)?;
         let shape = MailboxShape {
-            max_members: load(region, offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
-            max_data: load(region, offset + MAX_DATA_AT, Ordering::Relaxed)?,
-            id_count: load(region, offset + ID_COUNT_AT, Ordering::Relaxed)?,
+            max_members: MAX_MEMBERS_AT.of(offset).load(region, Ordering::Relaxed)?,
+            max_data: MAX_DATA_AT.of(offset).load(region, Ordering::Relaxed)?,
+            id_count: ID_COUNT_AT.of(offset).load(region, Ordering::Relaxed)?,
             vector: vectors as Vector,
             completion_vector: (vectors >> 16) as Vector,
         };
@@ -578,7 +549,7 @@ impl MailboxLayout {
         to: u32,
     ) -> Result<(), MailboxError> {
         let at = self.box_at(from, to)?;
-        store(region, at + BOX_STATE, 0, Ordering::Release)?;
+        BOX_STATE.of(at).store(region, 0, Ordering::Release)?;
         Ok(())
     }
 
@@ -616,9 +587,9 @@ impl MailboxLayout {
     ) -> Result<BoxSnapshot, MailboxError> {
         let at = self.box_at(from, to)?;
         Ok(BoxSnapshot {
-            state: load(region, at + BOX_STATE, Ordering::Acquire)?,
-            id: load(region, at + BOX_ID, Ordering::Relaxed)?,
-            len: load(region, at + BOX_LEN, Ordering::Relaxed)?,
+            state: BOX_STATE.of(at).load(region, Ordering::Acquire)?,
+            id: BOX_ID.of(at).load(region, Ordering::Relaxed)?,
+            len: BOX_LEN.of(at).load(region, Ordering::Relaxed)?,
         })
     }
 
@@ -681,14 +652,16 @@ impl MailboxLayout {
                 id_count: self.shape.id_count,
             });
         }
-        if load(region, at + BOX_STATE, Ordering::Acquire)? & FULL != 0 {
+        if BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL != 0 {
             return Err(MailboxError::Busy);
         }
-        store(region, at + BOX_ID, id, Ordering::Relaxed)?;
-        store(region, at + BOX_LEN, data.len() as u32, Ordering::Relaxed)?;
+        BOX_ID.of(at).store(region, id, Ordering::Relaxed)?;
+        BOX_LEN
+            .of(at)
+            .store(region, data.len() as u32, Ordering::Relaxed)?;
         region.write(at + BOX_HEADER, data)?;
         let state = if rung { FULL | RUNG } else { FULL };
-        store(region, at + BOX_STATE, state, Ordering::Release)?;
+        BOX_STATE.of(at).store(region, state, Ordering::Release)?;
         Ok(())
     }
 
@@ -701,7 +674,7 @@ impl MailboxLayout {
         to: u32,
     ) -> Result<bool, MailboxError> {
         let at = self.box_at(from, to)?;
-        Ok(load(region, at + BOX_STATE, Ordering::Acquire)? & FULL == 0)
+        Ok(BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL == 0)
     }
 
     /// Asks the receiver to ring the completion vector when it takes the message
@@ -714,7 +687,7 @@ impl MailboxLayout {
         to: u32,
     ) -> Result<bool, MailboxError> {
         let at = self.box_at(from, to)?;
-        let mut current = load(region, at + BOX_STATE, Ordering::Acquire)?;
+        let mut current = BOX_STATE.of(at).load(region, Ordering::Acquire)?;
         for _ in 0..CAS_ATTEMPTS {
             if current & FULL == 0 {
                 return Ok(false);
@@ -722,7 +695,10 @@ impl MailboxLayout {
             if current & WANT_COMPLETION != 0 {
                 return Ok(true);
             }
-            match cas(region, at + BOX_STATE, current, current | WANT_COMPLETION)? {
+            match BOX_STATE
+                .of(at)
+                .compare_exchange(region, current, current | WANT_COMPLETION)?
+            {
                 Ok(_) => return Ok(true),
                 Err(now) => current = now,
             }
@@ -740,7 +716,7 @@ impl MailboxLayout {
     ) -> Result<bool, MailboxError> {
         for from in (0..self.shape.max_members).filter(|&f| f != to) {
             let at = self.box_at(from, to)?;
-            if load(region, at + BOX_STATE, Ordering::Acquire)? & FULL != 0 {
+            if BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL != 0 {
                 return Ok(true);
             }
         }
@@ -783,12 +759,12 @@ impl MailboxLayout {
         buf: &mut [u8],
     ) -> Result<Option<Taken>, MailboxError> {
         let at = self.box_at(from, to)?;
-        let state = load(region, at + BOX_STATE, Ordering::Acquire)?;
+        let state = BOX_STATE.of(at).load(region, Ordering::Acquire)?;
         if state & FULL == 0 {
             return Ok(None);
         }
-        let id = load(region, at + BOX_ID, Ordering::Relaxed)?;
-        let len = load(region, at + BOX_LEN, Ordering::Relaxed)?;
+        let id = BOX_ID.of(at).load(region, Ordering::Relaxed)?;
+        let len = BOX_LEN.of(at).load(region, Ordering::Relaxed)?;
         let sound = state & !KNOWN_BITS == 0
             && id < self.shape.id_count
             && len as usize <= self.max_data_size();
@@ -825,13 +801,13 @@ impl MailboxLayout {
         mut current: u32,
     ) -> Result<u32, MailboxError> {
         for _ in 0..CAS_ATTEMPTS {
-            match cas(region, at + BOX_STATE, current, 0)? {
+            match BOX_STATE.of(at).compare_exchange(region, current, 0)? {
                 Ok(_) => return Ok(current),
                 Err(now) => current = now,
             }
         }
         // A hostile peer keeps flipping the word: clear it anyway and ring.
-        store(region, at + BOX_STATE, 0, Ordering::Release)?;
+        BOX_STATE.of(at).store(region, 0, Ordering::Release)?;
         Ok(current | WANT_COMPLETION)
     }
 }
@@ -980,12 +956,18 @@ mod tests {
 
         // Hostile words are shown as they are.
         let at = layout.box_at(0, 1).unwrap();
-        store(&*region, at + BOX_STATE, 0x19, Ordering::Relaxed).unwrap();
+        BOX_STATE
+            .of(at)
+            .store(&*region, 0x19, Ordering::Relaxed)
+            .unwrap();
         assert_eq!(
             layout.box_snapshot(&*region, 0, 1).unwrap().unknown_bits(),
             0x18
         );
-        store(&*region, AT + STATE_AT, 9, Ordering::Relaxed).unwrap();
+        SETUP
+            .word(AT)
+            .store(&*region, 9, Ordering::Relaxed)
+            .unwrap();
         region.write(AT, b"XBM1").unwrap();
         let damaged = MailboxHeader::read(&*region, AT, size).unwrap();
         assert_eq!((damaged.state_name(), damaged.has_magic()), (None, false));
@@ -1069,7 +1051,10 @@ mod tests {
         assert!(layout.has_message(&*region, 0).unwrap(), "it stays");
         // A hostile length is discarded once, then the box is free.
         let at = layout.box_at(1, 0).unwrap();
-        store(&*region, at + BOX_LEN, 5000, Ordering::Relaxed).unwrap();
+        BOX_LEN
+            .of(at)
+            .store(&*region, 5000, Ordering::Relaxed)
+            .unwrap();
         let mut buf = [0u8; 100];
         assert!(matches!(
             layout.take(&*region, 0, 0, &mut buf),
@@ -1294,9 +1279,9 @@ mod tests {
         ) {
             let (region, _) = mailbox();
             let size = SHAPE.section_size().unwrap();
-            store(&*region, AT + MAX_MEMBERS_AT, members, Ordering::Relaxed).unwrap();
-            store(&*region, AT + MAX_DATA_AT, max_data, Ordering::Relaxed).unwrap();
-            store(&*region, AT + ID_COUNT_AT, ids, Ordering::Relaxed).unwrap();
+            MAX_MEMBERS_AT.of(AT).store(&*region, members, Ordering::Relaxed).unwrap();
+            MAX_DATA_AT.of(AT).store(&*region, max_data, Ordering::Relaxed).unwrap();
+            ID_COUNT_AT.of(AT).store(&*region, ids, Ordering::Relaxed).unwrap();
             if let Ok(layout) = MailboxLayout::open(&*region, AT, size) {
                 let m = layout.max_members();
                 let last = layout.box_at(m - 1, m - 2).unwrap();

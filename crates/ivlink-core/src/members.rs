@@ -18,7 +18,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::notify::PeerId;
-use crate::region::{Region, RegionError};
+use crate::region::{Le32, Region, RegionError};
 
 /// Marks a slot whose new member is still resetting its state.
 const JOINING: u32 = 1 << 31;
@@ -115,15 +115,15 @@ impl MemberSlots {
         region.fill(self.at, Self::size(self.count), 0)
     }
 
-    fn word_at(&self, slot: u32) -> usize {
-        self.at + 4 * slot as usize
+    fn word_at(&self, slot: u32) -> Le32 {
+        Le32::at(self.at).index(slot as usize, 4)
     }
 
     fn word<R: Region + ?Sized>(&self, region: &R, slot: u32) -> Result<u32, SlotError> {
         if slot >= self.count {
             return Err(SlotError::NoSuchSlot);
         }
-        Ok(region.load_u32(self.word_at(slot), Ordering::Acquire)?)
+        Ok(self.word_at(slot).load(region, Ordering::Acquire)?)
     }
 
     /// The word of `slot` as read, not validated (for inspection: decode it with
@@ -169,15 +169,16 @@ impl MemberSlots {
         }
         let word = u32::from(peer) + 1;
         for slot in 0..self.count {
-            if region
-                .compare_exchange_u32(self.word_at(slot), 0, word | JOINING)?
+            if self
+                .word_at(slot)
+                .compare_exchange(region, 0, word | JOINING)?
                 .is_ok()
             {
                 if let Err(e) = reset(slot) {
-                    region.store_u32(self.word_at(slot), 0, Ordering::Release)?;
+                    self.word_at(slot).store(region, 0, Ordering::Release)?;
                     return Err(e);
                 }
-                region.store_u32(self.word_at(slot), word, Ordering::Release)?;
+                self.word_at(slot).store(region, word, Ordering::Release)?;
                 return Ok(Some(slot));
             }
         }
@@ -189,8 +190,9 @@ impl MemberSlots {
         let Some(slot) = self.slot_of(region, peer) else {
             return Ok(false);
         };
-        Ok(region
-            .compare_exchange_u32(self.word_at(slot), u32::from(peer) + 1, 0)?
+        Ok(self
+            .word_at(slot)
+            .compare_exchange(region, u32::from(peer) + 1, 0)?
             .is_ok())
     }
 

@@ -6,7 +6,14 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+#[cfg(target_has_atomic = "64")]
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
+
+mod copy;
+pub mod field;
+
+pub use field::{Le8, Le16, Le32, Le64, LeField};
 
 /// An access that does not fit the region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +34,14 @@ pub enum RegionError {
         /// Required alignment in bytes.
         align: usize,
     },
+    /// An atomic access of a width the target has no atomics for (64 bits on a
+    /// 32-bit microcontroller such as Cortex-M).
+    Unsupported {
+        /// Offset of the access.
+        offset: usize,
+        /// Width of the access in bytes.
+        width: usize,
+    },
 }
 
 impl fmt::Display for RegionError {
@@ -43,6 +58,10 @@ impl fmt::Display for RegionError {
             RegionError::Misaligned { offset, align } => {
                 write!(f, "offset {offset:#x} is not {align}-byte aligned")
             }
+            RegionError::Unsupported { offset, width } => write!(
+                f,
+                "this target has no {width}-byte atomics (access at offset {offset:#x})"
+            ),
         }
     }
 }
@@ -126,6 +145,50 @@ pub trait Region {
         new: u64,
     ) -> Result<Result<u64, u64>, RegionError>;
 
+    /// Atomic compare-and-exchange of the byte at `offset` (see
+    /// [`compare_exchange_u32`](Self::compare_exchange_u32)).
+    fn compare_exchange_u8(
+        &self,
+        offset: usize,
+        current: u8,
+        new: u8,
+    ) -> Result<Result<u8, u8>, RegionError>;
+
+    /// Atomic compare-and-exchange of the 16-bit word at `offset` (2-byte aligned).
+    fn compare_exchange_u16(
+        &self,
+        offset: usize,
+        current: u16,
+        new: u16,
+    ) -> Result<Result<u16, u16>, RegionError>;
+
+    /// Atomically ORs `value` into the 32-bit word at `offset`; returns the previous
+    /// word (a doorbell register sets its bits this way).
+    fn fetch_or_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<u32, RegionError>;
+
+    /// Atomically ANDs `value` into the 32-bit word at `offset`; returns the previous
+    /// word.
+    fn fetch_and_u32(&self, offset: usize, value: u32, order: Ordering)
+    -> Result<u32, RegionError>;
+
+    /// Atomically ORs `value` into the 64-bit word at `offset`; returns the previous
+    /// word.
+    fn fetch_or_u64(&self, offset: usize, value: u64, order: Ordering) -> Result<u64, RegionError>;
+
+    /// Atomically ANDs `value` into the 64-bit word at `offset`; returns the previous
+    /// word.
+    fn fetch_and_u64(&self, offset: usize, value: u64, order: Ordering)
+    -> Result<u64, RegionError>;
+
+    /// A memory fence of the given ordering, as seen by every peer of the region.
+    ///
+    /// Protocols fence through the region rather than calling
+    /// [`core::sync::atomic::fence`] themselves, so that a region with its own
+    /// memory model (a model checker's, or a device's) sees every fence.
+    fn fence(&self, order: Ordering) {
+        core::sync::atomic::fence(order);
+    }
+
     /// Reads a NUL-terminated string of at most `max` bytes at `offset` into `buf`,
     /// returning the number of bytes before the NUL (or before the end of the region
     /// or `buf`). Useful for the raw layouts of foreign samples that put a C string at
@@ -206,10 +269,19 @@ impl RawRegion {
         Ok(unsafe { AtomicU32::from_ptr(ptr.cast()) })
     }
 
+    #[cfg(target_has_atomic = "64")]
     fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 8)?;
         // SAFETY: in bounds and 8-byte aligned (checked above); see `atomic_u32`.
         Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
+    }
+
+    /// Without 64-bit atomics the word is checked like any other, then refused: two
+    /// 32-bit halves would let a peer see a torn index.
+    #[cfg(not(target_has_atomic = "64"))]
+    fn atomic_u64(&self, offset: usize) -> Result<Unsupported64, RegionError> {
+        self.aligned_ptr_at(offset, 8)?;
+        Err(RegionError::Unsupported { offset, width: 8 })
     }
 }
 
@@ -220,11 +292,10 @@ impl Region for RawRegion {
 
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
         let src = self.ptr_at(offset, buf.len())?;
-        // SAFETY: `src..src + buf.len()` is inside the region (checked) and cannot
-        // overlap `buf`, which is private memory. A peer may write the bytes while we
-        // copy; the copy then holds some mix of old and new bytes, which callers
-        // validate like any other hostile input.
-        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: `src..src + buf.len()` is inside the region (checked), which stays
+        // valid for `self`'s lifetime (contract of `new`), and cannot overlap `buf`,
+        // which is private memory. See `copy` for why the copy is word-wise.
+        unsafe { copy::from_region(src, buf) };
         Ok(())
     }
 
@@ -232,14 +303,14 @@ impl Region for RawRegion {
         let dst = self.ptr_at(offset, data.len())?;
         // SAFETY: `dst..dst + data.len()` is inside the region (checked) and does not
         // overlap `data`, which is private memory.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        unsafe { copy::to_region(data, dst) };
         Ok(())
     }
 
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError> {
         let dst = self.ptr_at(offset, len)?;
         // SAFETY: `dst..dst + len` is inside the region (checked).
-        unsafe { core::ptr::write_bytes(dst, byte, len) };
+        unsafe { copy::fill_region(dst, len, byte) };
         Ok(())
     }
 
@@ -306,7 +377,90 @@ impl Region for RawRegion {
             Ordering::Acquire,
         ))
     }
+
+    fn compare_exchange_u8(
+        &self,
+        offset: usize,
+        current: u8,
+        new: u8,
+    ) -> Result<Result<u8, u8>, RegionError> {
+        Ok(self.atomic_u8(offset)?.compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+    }
+
+    fn compare_exchange_u16(
+        &self,
+        offset: usize,
+        current: u16,
+        new: u16,
+    ) -> Result<Result<u16, u16>, RegionError> {
+        Ok(self.atomic_u16(offset)?.compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+    }
+
+    fn fetch_or_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<u32, RegionError> {
+        Ok(self.atomic_u32(offset)?.fetch_or(value, order))
+    }
+
+    fn fetch_and_u32(
+        &self,
+        offset: usize,
+        value: u32,
+        order: Ordering,
+    ) -> Result<u32, RegionError> {
+        Ok(self.atomic_u32(offset)?.fetch_and(value, order))
+    }
+
+    fn fetch_or_u64(&self, offset: usize, value: u64, order: Ordering) -> Result<u64, RegionError> {
+        Ok(self.atomic_u64(offset)?.fetch_or(value, order))
+    }
+
+    fn fetch_and_u64(
+        &self,
+        offset: usize,
+        value: u64,
+        order: Ordering,
+    ) -> Result<u64, RegionError> {
+        Ok(self.atomic_u64(offset)?.fetch_and(value, order))
+    }
 }
+
+/// Stands in for `&AtomicU64` on targets without 64-bit atomics: it has no values,
+/// so its methods (the ones `RawRegion` calls) can never run.
+#[cfg(not(target_has_atomic = "64"))]
+enum Unsupported64 {}
+
+#[cfg(not(target_has_atomic = "64"))]
+impl Unsupported64 {
+    fn load(&self, _: Ordering) -> u64 {
+        match *self {}
+    }
+    fn store(&self, _: u64, _: Ordering) {
+        match *self {}
+    }
+    fn compare_exchange(&self, _: u64, _: u64, _: Ordering, _: Ordering) -> Result<u64, u64> {
+        match *self {}
+    }
+    fn fetch_or(&self, _: u64, _: Ordering) -> u64 {
+        match *self {}
+    }
+    fn fetch_and(&self, _: u64, _: Ordering) -> u64 {
+        match *self {}
+    }
+}
+
+/// Eight bytes of a [`HeapRegion`], aligned for the 64-bit words in it.
+#[cfg(any(test, feature = "alloc"))]
+#[repr(C, align(8))]
+struct HeapWord(core::cell::UnsafeCell<[u8; 8]>);
 
 /// A zeroed region on the heap: what tests, Miri and single-process users run on.
 #[cfg(any(test, feature = "alloc"))]
@@ -322,13 +476,14 @@ pub struct HeapRegion {
 impl HeapRegion {
     /// Allocates a zeroed region of `len` bytes (8-byte aligned).
     pub fn new(len: usize) -> Self {
-        let words: alloc::boxed::Box<[AtomicU64]> =
-            (0..len.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        let words: alloc::boxed::Box<[HeapWord]> = (0..len.div_ceil(8))
+            .map(|_| HeapWord(core::cell::UnsafeCell::new([0; 8])))
+            .collect();
         let count = words.len();
         let base = NonNull::from(alloc::boxed::Box::leak(words)).cast::<u8>();
         // SAFETY: the words stay allocated until `drop` (they are leaked from their
         // box until then, so nothing else owns or moves them); they are only reached
-        // through `raw`, and AtomicU64 permits mutation through a shared pointer.
+        // through `raw`, and `UnsafeCell` permits mutation through a shared pointer.
         let raw = unsafe { RawRegion::new(base, len) };
         HeapRegion { raw, words: count }
     }
@@ -338,7 +493,7 @@ impl HeapRegion {
 impl Drop for HeapRegion {
     fn drop(&mut self) {
         let words = core::ptr::slice_from_raw_parts_mut(
-            self.raw.base.as_ptr().cast::<AtomicU64>(),
+            self.raw.base.as_ptr().cast::<HeapWord>(),
             self.words,
         );
         // SAFETY: `words` is exactly the slice (same pointer and length) that `new`
@@ -417,6 +572,58 @@ mod tests {
         );
         assert!(region.load_u64(12, Ordering::Relaxed).is_err());
         assert!(region.store_u64(16, 1, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn word_copies_touch_exactly_their_bytes_at_every_alignment() {
+        let region = HeapRegion::new(64);
+        let pattern: alloc::vec::Vec<u8> = (1..=40).collect();
+        for offset in 0..16 {
+            for len in 0..=40 {
+                region.fill(0, 64, 0xAA).unwrap();
+                region.write(offset, &pattern[..len]).unwrap();
+                let mut all = [0u8; 64];
+                region.read(0, &mut all).unwrap();
+                assert!(all[..offset].iter().all(|&b| b == 0xAA));
+                assert_eq!(&all[offset..offset + len], &pattern[..len]);
+                assert!(all[offset + len..].iter().all(|&b| b == 0xAA));
+                let mut back = [0u8; 40];
+                region.read(offset, &mut back[..len]).unwrap();
+                assert_eq!(&back[..len], &pattern[..len]);
+                region.fill(offset, len, 0x55).unwrap();
+                region.read(0, &mut all).unwrap();
+                assert!(all[offset..offset + len].iter().all(|&b| b == 0x55));
+                assert!(all[offset + len..].iter().all(|&b| b == 0xAA));
+            }
+        }
+    }
+
+    #[test]
+    fn bit_operations_and_narrow_exchanges_return_the_previous_word() {
+        let region = HeapRegion::new(16);
+        region.store_u32(0, 0b1010, Ordering::Relaxed).unwrap();
+        assert_eq!(
+            region.fetch_or_u32(0, 0b0101, Ordering::AcqRel).unwrap(),
+            0b1010
+        );
+        assert_eq!(
+            region.fetch_and_u32(0, 0b0110, Ordering::AcqRel).unwrap(),
+            0b1111
+        );
+        assert_eq!(region.load_u32(0, Ordering::Relaxed).unwrap(), 0b0110);
+        assert_eq!(
+            region.fetch_or_u64(8, 1 << 63, Ordering::AcqRel).unwrap(),
+            0
+        );
+        assert_eq!(
+            region.fetch_and_u64(8, 1, Ordering::AcqRel).unwrap(),
+            1 << 63
+        );
+        assert_eq!(region.compare_exchange_u8(1, 0, 7).unwrap(), Ok(0));
+        assert_eq!(region.compare_exchange_u16(2, 1, 7).unwrap(), Err(0));
+        assert!(region.fetch_or_u32(2, 1, Ordering::Relaxed).is_err());
+        assert!(region.compare_exchange_u16(1, 0, 1).is_err());
+        region.fence(Ordering::SeqCst);
     }
 
     #[test]

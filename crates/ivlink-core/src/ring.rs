@@ -25,9 +25,9 @@
 //! [`RingError::Corrupt`]; it never panics or reads outside the ring.
 
 use core::fmt;
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::Ordering;
 
-use crate::region::{Region, RegionError};
+use crate::region::{Le32, Le64, Region, RegionError};
 
 /// Bytes before the data area.
 pub const HEADER: usize = 256;
@@ -36,12 +36,13 @@ pub const RECORD_HEADER: usize = 8;
 /// Smallest data area.
 pub const MIN_CAPACITY: usize = 64;
 
-const HEAD: usize = 0;
-const PRODUCER_STATE: usize = 8;
-const WANT_SPACE: usize = 12;
-const TAIL: usize = 128;
-const WANT_DATA: usize = 136;
-const CONSUMER_STATE: usize = 140;
+// The producer's cache line, then the consumer's.
+const HEAD: Le64 = Le64::at(0);
+const PRODUCER_STATE: Le32 = Le32::at(8);
+const WANT_SPACE: Le32 = Le32::at(12);
+const TAIL: Le64 = Le64::at(128);
+const WANT_DATA: Le32 = Le32::at(136);
+const CONSUMER_STATE: Le32 = Le32::at(140);
 
 const ATTACHED: u32 = 1;
 const CLOSED: u32 = 2;
@@ -184,8 +185,8 @@ impl RingLayout {
     /// A snapshot of the shared words, for inspection; values are as read, not
     /// trusted.
     pub fn snapshot<R: Region + ?Sized>(&self, region: &R) -> Result<RingSnapshot, RingError> {
-        let load32 = |at| region.load_u32(self.base + at, Ordering::Acquire);
-        let load64 = |at| region.load_u64(self.base + at, Ordering::Acquire);
+        let load32 = |field: Le32| field.of(self.base).load(region, Ordering::Acquire);
+        let load64 = |field: Le64| field.of(self.base).load(region, Ordering::Acquire);
         Ok(RingSnapshot {
             capacity: self.capacity,
             head: load64(HEAD)?,
@@ -248,8 +249,8 @@ impl RingLayout {
         &self,
         region: &R,
     ) -> Result<(u64, u64), RingError> {
-        let head = region.load_u64(self.base + HEAD, Ordering::Acquire)?;
-        let tail = region.load_u64(self.base + TAIL, Ordering::Acquire)?;
+        let head = HEAD.of(self.base).load(region, Ordering::Acquire)?;
+        let tail = TAIL.of(self.base).load(region, Ordering::Acquire)?;
         self.check_indices(head, tail)?;
         Ok((head, tail))
     }
@@ -262,7 +263,7 @@ impl RingLayout {
         tail_cache: u64,
         published: u64,
     ) -> Result<u64, RingError> {
-        let tail = region.load_u64(self.base + TAIL, Ordering::Acquire)?;
+        let tail = TAIL.of(self.base).load(region, Ordering::Acquire)?;
         if tail.wrapping_sub(tail_cache) > published.wrapping_sub(tail_cache) {
             return Err(RingError::Corrupt(Corruption::Indices {
                 head: published,
@@ -281,7 +282,7 @@ impl RingLayout {
         head_cache: u64,
         tail: u64,
     ) -> Result<u64, RingError> {
-        let head = region.load_u64(self.base + HEAD, Ordering::Acquire)?;
+        let head = HEAD.of(self.base).load(region, Ordering::Acquire)?;
         let free = (self.capacity as u64).wrapping_sub(head_cache.wrapping_sub(tail));
         if head.wrapping_sub(head_cache) > free {
             return Err(RingError::Corrupt(Corruption::Indices { head, tail }));
@@ -298,9 +299,9 @@ impl RingLayout {
         region: &R,
         head: u64,
     ) -> Result<bool, RingError> {
-        region.store_u64(self.base + HEAD, head, Ordering::Release)?;
-        fence(Ordering::SeqCst);
-        Ok(region.load_u32(self.base + WANT_DATA, Ordering::Relaxed)? != 0)
+        HEAD.of(self.base).store(region, head, Ordering::Release)?;
+        region.fence(Ordering::SeqCst);
+        Ok(WANT_DATA.of(self.base).load(region, Ordering::Relaxed)? != 0)
     }
 
     /// Publishes the consumer's index; returns whether the producer asked to be
@@ -310,35 +311,41 @@ impl RingLayout {
         region: &R,
         tail: u64,
     ) -> Result<bool, RingError> {
-        region.store_u64(self.base + TAIL, tail, Ordering::Release)?;
-        fence(Ordering::SeqCst);
-        Ok(region.load_u32(self.base + WANT_SPACE, Ordering::Relaxed)? != 0)
+        TAIL.of(self.base).store(region, tail, Ordering::Release)?;
+        region.fence(Ordering::SeqCst);
+        Ok(WANT_SPACE.of(self.base).load(region, Ordering::Relaxed)? != 0)
     }
 
     /// Whether the consumer currently asks to be told about new data.
     pub(crate) fn wants_data<R: Region + ?Sized>(&self, region: &R) -> Result<bool, RingError> {
-        Ok(region.load_u32(self.base + WANT_DATA, Ordering::Relaxed)? != 0)
+        Ok(WANT_DATA.of(self.base).load(region, Ordering::Relaxed)? != 0)
     }
 
     /// Raises the consumer's "please notify" flag, then fences: the caller
     /// re-checks for data afterwards and withdraws if some arrived.
     pub(crate) fn arm_want_data<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
-        region.store_u32(self.base + WANT_DATA, 1, Ordering::Relaxed)?;
-        fence(Ordering::SeqCst);
+        WANT_DATA
+            .of(self.base)
+            .store(region, 1, Ordering::Relaxed)?;
+        region.fence(Ordering::SeqCst);
         Ok(())
     }
 
     /// Withdraws the consumer's flag.
     pub(crate) fn disarm_want_data<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
-        region.store_u32(self.base + WANT_DATA, 0, Ordering::Relaxed)?;
+        WANT_DATA
+            .of(self.base)
+            .store(region, 0, Ordering::Relaxed)?;
         Ok(())
     }
 
     /// Raises the producer's "please notify" flag, then fences (see
     /// [`arm_want_data`](Self::arm_want_data)).
     pub(crate) fn arm_want_space<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
-        region.store_u32(self.base + WANT_SPACE, 1, Ordering::Relaxed)?;
-        fence(Ordering::SeqCst);
+        WANT_SPACE
+            .of(self.base)
+            .store(region, 1, Ordering::Relaxed)?;
+        region.fence(Ordering::SeqCst);
         Ok(())
     }
 
@@ -347,7 +354,9 @@ impl RingLayout {
         &self,
         region: &R,
     ) -> Result<(), RingError> {
-        region.store_u32(self.base + WANT_SPACE, 0, Ordering::Relaxed)?;
+        WANT_SPACE
+            .of(self.base)
+            .store(region, 0, Ordering::Relaxed)?;
         Ok(())
     }
 }
@@ -399,7 +408,9 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// Attaches as the producer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
         let (head, tail) = layout.load_indices(region)?;
-        region.store_u32(layout.base + PRODUCER_STATE, ATTACHED, Ordering::Release)?;
+        PRODUCER_STATE
+            .of(layout.base)
+            .store(region, ATTACHED, Ordering::Release)?;
         Ok(Producer {
             region,
             layout,
@@ -487,16 +498,17 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// Marks the producer closed (the consumer sees it after draining).
     pub fn close(&mut self) -> Result<(), RingError> {
         self.publish()?;
-        self.region
-            .store_u32(self.layout.base + PRODUCER_STATE, CLOSED, Ordering::Release)?;
+        PRODUCER_STATE
+            .of(self.layout.base)
+            .store(self.region, CLOSED, Ordering::Release)?;
         Ok(())
     }
 
     /// Whether the consumer has closed its side.
     pub fn consumer_closed(&self) -> Result<bool, RingError> {
-        Ok(self
-            .region
-            .load_u32(self.layout.base + CONSUMER_STATE, Ordering::Acquire)?
+        Ok(CONSUMER_STATE
+            .of(self.layout.base)
+            .load(self.region, Ordering::Acquire)?
             == CLOSED)
     }
 
@@ -544,7 +556,9 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Attaches as the consumer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
         let (_, tail) = layout.load_indices(region)?;
-        region.store_u32(layout.base + CONSUMER_STATE, ATTACHED, Ordering::Release)?;
+        CONSUMER_STATE
+            .of(layout.base)
+            .store(region, ATTACHED, Ordering::Release)?;
         Ok(Consumer {
             region,
             layout,
@@ -635,17 +649,18 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
 
     /// Whether the producer has closed its side (check after draining).
     pub fn producer_closed(&self) -> Result<bool, RingError> {
-        Ok(self
-            .region
-            .load_u32(self.layout.base + PRODUCER_STATE, Ordering::Acquire)?
+        Ok(PRODUCER_STATE
+            .of(self.layout.base)
+            .load(self.region, Ordering::Acquire)?
             == CLOSED)
     }
 
     /// Marks the consumer closed.
     pub fn close(&mut self) -> Result<(), RingError> {
         self.release()?;
-        self.region
-            .store_u32(self.layout.base + CONSUMER_STATE, CLOSED, Ordering::Release)?;
+        CONSUMER_STATE
+            .of(self.layout.base)
+            .store(self.region, CLOSED, Ordering::Release)?;
         Ok(())
     }
 
@@ -688,6 +703,38 @@ mod tests {
         let layout = RingLayout::new(region.len(), 1024, HEADER + capacity).unwrap();
         layout.init(&*region).unwrap();
         (region, layout)
+    }
+
+    /// The shared words, byte for byte: little-endian at fixed offsets, whatever
+    /// the host (a big-endian peer reads the same bytes).
+    #[test]
+    fn shared_words_are_little_endian_at_their_offsets() {
+        let (region, layout) = ring(256);
+        let mut producer = Producer::attach(&*region, layout).unwrap();
+        let mut consumer = Consumer::attach(&*region, layout).unwrap();
+        assert!(producer.try_send(&[7; 9]).unwrap());
+        producer.publish().unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(consumer.try_recv(&mut buf).unwrap(), Some(9));
+        consumer.release().unwrap();
+        assert!(consumer.prepare_sleep().unwrap());
+        let mut header = [0u8; HEADER];
+        region.read(1024, &mut header).unwrap();
+        let record = 24u64.to_le_bytes();
+        assert_eq!(header[0..8], record, "head");
+        assert_eq!(header[8..12], ATTACHED.to_le_bytes(), "producer state");
+        assert_eq!(header[12..16], [0; 4], "want space");
+        assert_eq!(header[128..136], record, "tail");
+        assert_eq!(header[136..140], 1u32.to_le_bytes(), "want data");
+        assert_eq!(header[140..144], ATTACHED.to_le_bytes(), "consumer state");
+        let mut data = [0u8; 16];
+        region.read(1024 + HEADER, &mut data).unwrap();
+        assert_eq!(
+            data[..8],
+            [9, 0, 0, 0, 0, 0, 0, 0],
+            "record length, then reserved"
+        );
+        assert_eq!(data[8..], [7; 8]);
     }
 
     #[test]
@@ -844,8 +891,8 @@ mod tests {
 
         let (region, layout) = ring(64);
         let mut rx = Consumer::attach(&*region, layout).unwrap();
-        region
-            .store_u64(1024 + HEAD, 1 << 40, Ordering::Relaxed)
+        HEAD.of(1024)
+            .store(&*region, 1 << 40, Ordering::Relaxed)
             .unwrap();
         assert!(matches!(rx.try_recv(&mut buf), Err(RingError::Corrupt(_))));
         assert!(Consumer::attach(&*region, layout).is_err());
@@ -854,8 +901,8 @@ mod tests {
         let mut tx = Producer::attach(&*region, layout).unwrap();
         tx.try_send(b"x").unwrap();
         tx.publish().unwrap();
-        region
-            .store_u64(1024 + TAIL, 999, Ordering::Relaxed)
+        TAIL.of(1024)
+            .store(&*region, 999, Ordering::Relaxed)
             .unwrap();
         assert!(matches!(tx.free(), Err(RingError::Corrupt(_))));
     }
@@ -865,11 +912,11 @@ mod tests {
         // Found by fuzzing: indices near u64::MAX overflowed instead of wrapping.
         let (region, layout) = ring(64);
         let start = u64::MAX - 20;
-        region
-            .store_u64(1024 + HEAD, start, Ordering::Relaxed)
+        HEAD.of(1024)
+            .store(&*region, start, Ordering::Relaxed)
             .unwrap();
-        region
-            .store_u64(1024 + TAIL, start, Ordering::Relaxed)
+        TAIL.of(1024)
+            .store(&*region, start, Ordering::Relaxed)
             .unwrap();
         let mut tx = Producer::attach(&*region, layout).unwrap();
         let mut rx = Consumer::attach(&*region, layout).unwrap();
@@ -882,7 +929,7 @@ mod tests {
             rx.release().unwrap();
         }
         assert!(
-            region.load_u64(1024 + HEAD, Ordering::Relaxed).unwrap() < start,
+            HEAD.of(1024).load(&*region, Ordering::Relaxed).unwrap() < start,
             "wrapped"
         );
     }

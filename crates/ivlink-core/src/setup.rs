@@ -29,7 +29,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::region::{Region, RegionError};
+use crate::region::{Le32, Region, RegionError};
 
 /// Where a protocol keeps its setup word, and the values it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,23 +94,13 @@ impl SetupWord {
         }
     }
 
-    fn offset_in<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        section: usize,
-    ) -> Result<usize, RegionError> {
-        section
-            .checked_add(self.at)
-            .ok_or(RegionError::OutOfBounds {
-                offset: section,
-                len: 4,
-                region_len: region.len(),
-            })
+    /// The setup word of the section that starts at `section`.
+    pub const fn word(&self, section: usize) -> Le32 {
+        Le32::at(self.at).of(section)
     }
 
     fn load<R: Region + ?Sized>(&self, region: &R, section: usize) -> Result<u32, RegionError> {
-        let at = self.offset_in(region, section)?;
-        Ok(u32::from_le(region.load_u32(at, Ordering::Acquire)?))
+        self.word(section).load(region, Ordering::Acquire)
     }
 
     fn cas<R: Region + ?Sized>(
@@ -120,11 +110,7 @@ impl SetupWord {
         current: u32,
         new: u32,
     ) -> Result<Result<u32, u32>, RegionError> {
-        let at = self.offset_in(region, section)?;
-        Ok(region
-            .compare_exchange_u32(at, current.to_le(), new.to_le())?
-            .map(u32::from_le)
-            .map_err(u32::from_le))
+        self.word(section).compare_exchange(region, current, new)
     }
 
     /// The state of the section at `section`.

@@ -36,7 +36,7 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::notify::PeerId;
-use crate::region::{Region, RegionError, check_bounds};
+use crate::region::{Le32, Le64, Region, RegionError, check_bounds};
 use crate::ring::{self, Corruption, RingError, RingLayout};
 use crate::setup::{SetupError, SetupState, SetupWord};
 
@@ -44,11 +44,12 @@ use crate::setup::{SetupError, SetupState, SetupWord};
 pub const MIN_CAPACITY: usize = 128;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"STM1");
+const MAGIC_AT: Le32 = Le32::at(0);
 const STATE_AT: usize = 4;
-const CAPACITY_AT: usize = 8;
-const IDS_AT: usize = 16;
-const SIDE_A_AT: usize = 128;
-const SIDE_B_AT: usize = 256;
+const CAPACITY_AT: Le64 = Le64::at(8);
+const IDS_AT: Le32 = Le32::at(16);
+const SIDE_A_AT: Le32 = Le32::at(128);
+const SIDE_B_AT: Le32 = Le32::at(256);
 const RINGS_AT: usize = 384;
 const EMPTY: u32 = 0;
 const INITIALIZING: u32 = SETUP.initializing;
@@ -168,25 +169,25 @@ impl StreamHeader {
         if size < Self::SIZE {
             return Err(StreamError::Invalid("section too small"));
         }
-        let state = region.load_u32(offset + STATE_AT, Ordering::Acquire)?;
+        let state = SETUP.word(offset).load(region, Ordering::Acquire)?;
         let mut magic = [0u8; 4];
         region.read(offset, &mut magic)?;
-        let ids = region.load_u32(offset + IDS_AT, Ordering::Relaxed)?;
+        let ids = IDS_AT.of(offset).load(region, Ordering::Relaxed)?;
         Ok(StreamHeader {
             magic,
             state,
-            capacity: region.load_u64(offset + CAPACITY_AT, Ordering::Relaxed)?,
+            capacity: CAPACITY_AT.of(offset).load(region, Ordering::Relaxed)?,
             peers: [ids as PeerId, (ids >> 16) as PeerId],
             liveness: [
-                region.load_u32(offset + SIDE_A_AT, Ordering::Acquire)?,
-                region.load_u32(offset + SIDE_B_AT, Ordering::Acquire)?,
+                SIDE_A_AT.of(offset).load(region, Ordering::Acquire)?,
+                SIDE_B_AT.of(offset).load(region, Ordering::Acquire)?,
             ],
         })
     }
 
     /// Whether the magic is `STM1`.
     pub fn has_magic(&self) -> bool {
-        u32::from_ne_bytes(self.magic) == MAGIC
+        u32::from_le_bytes(self.magic) == MAGIC
     }
 
     /// The meaning of `state` (`"empty"`, `"initializing"`, `"ready"`), or `None`
@@ -325,13 +326,17 @@ impl StreamLayout {
         // word is ours to move by compare-and-exchange only.
         region.fill(offset, STATE_AT, 0)?;
         region.fill(offset + STATE_AT + 4, RINGS_AT - STATE_AT - 4, 0)?;
-        region.store_u64(offset + CAPACITY_AT, capacity as u64, Ordering::Relaxed)?;
+        CAPACITY_AT
+            .of(offset)
+            .store(region, capacity as u64, Ordering::Relaxed)?;
         let ids = u32::from(peers[0]) | (u32::from(peers[1]) << 16);
-        region.store_u32(offset + IDS_AT, ids, Ordering::Relaxed)?;
+        IDS_AT.of(offset).store(region, ids, Ordering::Relaxed)?;
         for ring in layout.rings {
             ring.init(region)?;
         }
-        region.store_u32(offset, MAGIC, Ordering::Relaxed)?;
+        MAGIC_AT
+            .of(offset)
+            .store(region, MAGIC, Ordering::Relaxed)?;
         SETUP.publish(region, offset)?;
         Ok(layout)
     }
@@ -354,17 +359,17 @@ impl StreamLayout {
             }
             SetupState::Pending(_) => return Err(StreamError::Invalid("unknown state")),
         }
-        if region.load_u32(offset, Ordering::Relaxed)? != MAGIC {
+        if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
             return Err(StreamError::Invalid("bad magic"));
         }
-        let capacity = usize::try_from(region.load_u64(offset + CAPACITY_AT, Ordering::Relaxed)?)
+        let capacity = usize::try_from(CAPACITY_AT.of(offset).load(region, Ordering::Relaxed)?)
             .ok()
             .filter(|c| c.is_power_of_two() && *c >= MIN_CAPACITY)
             .ok_or(StreamError::Invalid("capacity out of range"))?;
         if Self::section_size(capacity).is_none_or(|needed| needed > size) {
             return Err(StreamError::Invalid("rings do not fit the section"));
         }
-        let ids = region.load_u32(offset + IDS_AT, Ordering::Relaxed)?;
+        let ids = IDS_AT.of(offset).load(region, Ordering::Relaxed)?;
         let peers = [ids as PeerId, (ids >> 16) as PeerId];
         Self::locate(region, offset, size, capacity, peers)
     }
@@ -422,7 +427,7 @@ impl StreamLayout {
         region: &R,
         side: Side,
     ) -> Result<PeerState, StreamError> {
-        let raw = region.load_u32(self.state_at(side), Ordering::Acquire)?;
+        let raw = self.state_at(side).load(region, Ordering::Acquire)?;
         PeerState::from_u32(raw).ok_or(StreamError::BadState(raw))
     }
 
@@ -433,7 +438,7 @@ impl StreamLayout {
         region: &R,
         side: Side,
     ) -> Result<u32, StreamError> {
-        Ok(region.load_u32(self.state_at(side), Ordering::Acquire)?)
+        Ok(self.state_at(side).load(region, Ordering::Acquire)?)
     }
 
     /// Declares `side` dead (its peer left without closing), unless it closed:
@@ -445,8 +450,8 @@ impl StreamLayout {
         side: Side,
     ) -> Result<bool, StreamError> {
         for from in [PeerState::Connected, PeerState::Never] {
-            let swapped = region.compare_exchange_u32(
-                self.state_at(side),
+            let swapped = self.state_at(side).compare_exchange(
+                region,
                 from.as_u32(),
                 PeerState::Dead.as_u32(),
             )?;
@@ -457,12 +462,12 @@ impl StreamLayout {
         Ok(false)
     }
 
-    fn state_at(&self, side: Side) -> usize {
-        self.base
-            + match side {
-                Side::A => SIDE_A_AT,
-                Side::B => SIDE_B_AT,
-            }
+    fn state_at(&self, side: Side) -> Le32 {
+        match side {
+            Side::A => SIDE_A_AT,
+            Side::B => SIDE_B_AT,
+        }
+        .of(self.base)
     }
 }
 
@@ -670,12 +675,12 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
         self.closed = true;
         self.poisoned = Some(StreamError::Closed);
         // Only a connected side closes; a side declared dead stays dead.
-        let _ = self.region.compare_exchange_u32(
-            self.layout.state_at(self.side),
+        let _ = self.layout.state_at(self.side).compare_exchange(
+            self.region,
             PeerState::Connected.as_u32(),
             PeerState::Closed.as_u32(),
         )?;
-        core::sync::atomic::fence(Ordering::SeqCst);
+        self.region.fence(Ordering::SeqCst);
         asked |= self.ring.wants_data(self.region)?;
         Ok(asked)
     }
@@ -729,8 +734,8 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
         let rx = layout.ring(side.other());
         let (head, tx_tail) = tx.load_indices(region)?;
         let (_, rx_tail) = rx.load_indices(region)?;
-        let claimed = region.compare_exchange_u32(
-            layout.state_at(side),
+        let claimed = layout.state_at(side).compare_exchange(
+            region,
             PeerState::Never.as_u32(),
             PeerState::Connected.as_u32(),
         )?;

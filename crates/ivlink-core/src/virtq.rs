@@ -22,9 +22,9 @@
 //! notified; the caller rings the doorbell only then.
 
 use core::fmt;
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::Ordering;
 
-use crate::region::{Region, RegionError};
+use crate::region::{Le16, Le32, Region, RegionError};
 
 /// Descriptor flag: the buffer continues in `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -44,6 +44,16 @@ pub const MAX_QUEUE_SIZE: u16 = 1024;
 
 const DESC_SIZE: usize = 16;
 const USED_ELEM_SIZE: usize = 8;
+/// `avail.flags` and `used.flags`, relative to their ring.
+const RING_FLAGS: Le16 = Le16::at(0);
+/// `avail.idx` and `used.idx`, relative to their ring.
+const RING_IDX: Le16 = Le16::at(2);
+/// `avail.ring[0]`, relative to the avail ring.
+const AVAIL_RING: Le16 = Le16::at(4);
+/// `used_elem.id`, relative to the element.
+const USED_ELEM_ID: Le32 = Le32::at(0);
+/// `used_elem.len`, relative to the element.
+const USED_ELEM_LEN: Le32 = Le32::at(4);
 const BITMAP_WORDS: usize = MAX_QUEUE_SIZE as usize / 64;
 
 /// What went wrong with a virtqueue.
@@ -244,58 +254,43 @@ impl Vring {
         Ok(())
     }
 
-    fn load16<R: Region + ?Sized>(
-        region: &R,
-        at: usize,
-        order: Ordering,
-    ) -> Result<u16, VirtqError> {
-        Ok(u16::from_le(region.load_u16(at, order)?))
-    }
-
-    fn store16<R: Region + ?Sized>(
-        region: &R,
-        at: usize,
-        value: u16,
-        order: Ordering,
-    ) -> Result<(), VirtqError> {
-        region.store_u16(at, value.to_le(), order)?;
-        Ok(())
-    }
-
     /// `avail.flags` as written by the driver.
     pub fn avail_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Self::load16(region, self.avail(), Ordering::Relaxed)
+        Ok(RING_FLAGS
+            .of(self.avail())
+            .load(region, Ordering::Relaxed)?)
     }
 
     /// `avail.idx` as published by the driver.
     pub fn avail_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Self::load16(region, self.avail() + 2, Ordering::Acquire)
+        Ok(RING_IDX.of(self.avail()).load(region, Ordering::Acquire)?)
     }
 
     /// `used.flags` as written by the device.
     pub fn used_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Self::load16(region, self.used(), Ordering::Relaxed)
+        Ok(RING_FLAGS.of(self.used()).load(region, Ordering::Relaxed)?)
     }
 
     /// `used.idx` as published by the device.
     pub fn used_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Self::load16(region, self.used() + 2, Ordering::Acquire)
+        Ok(RING_IDX.of(self.used()).load(region, Ordering::Acquire)?)
     }
 
     fn avail_entry<R: Region + ?Sized>(&self, region: &R, idx: u16) -> Result<u16, VirtqError> {
-        Self::load16(
-            region,
-            self.avail() + 4 + 2 * self.slot(idx),
-            Ordering::Relaxed,
-        )
+        Ok(AVAIL_RING
+            .of(self.avail())
+            .index(self.slot(idx), 2)
+            .load(region, Ordering::Relaxed)?)
     }
 
-    fn used_event_at(&self) -> usize {
-        self.avail() + 4 + 2 * usize::from(self.num())
+    fn used_event_at(&self) -> Le16 {
+        AVAIL_RING
+            .of(self.avail())
+            .index(usize::from(self.num()), 2)
     }
 
-    fn avail_event_at(&self) -> usize {
-        self.used() + 4 + USED_ELEM_SIZE * usize::from(self.num())
+    fn avail_event_at(&self) -> Le16 {
+        Le16::at(self.used() + 4 + USED_ELEM_SIZE * usize::from(self.num()))
     }
 
     /// Reads the used element for index `idx`: `(id, len)` as written.
@@ -305,8 +300,8 @@ impl Vring {
         idx: u16,
     ) -> Result<(u32, u32), VirtqError> {
         let at = self.used() + 4 + USED_ELEM_SIZE * self.slot(idx);
-        let id = u32::from_le(region.load_u32(at, Ordering::Relaxed)?);
-        let len = u32::from_le(region.load_u32(at + 4, Ordering::Relaxed)?);
+        let id = USED_ELEM_ID.of(at).load(region, Ordering::Relaxed)?;
+        let len = USED_ELEM_LEN.of(at).load(region, Ordering::Relaxed)?;
         Ok((id, len))
     }
 
@@ -317,25 +312,25 @@ impl Vring {
     fn publish_index<R: Region + ?Sized>(
         &self,
         region: &R,
-        idx_at: usize,
+        idx_at: Le16,
         (old, new): (u16, u16),
         event_idx: bool,
-        event_at: usize,
-        flags_at: usize,
+        event_at: Le16,
+        flags_at: Le16,
         suppress: u16,
     ) -> Result<bool, VirtqError> {
         if old == new {
             return Ok(false);
         }
-        Self::store16(region, idx_at, new, Ordering::Release)?;
+        idx_at.store(region, new, Ordering::Release)?;
         // Publishing our index and reading the other side's wish must not be
         // reordered.
-        fence(Ordering::SeqCst);
+        region.fence(Ordering::SeqCst);
         if event_idx {
-            let event = Self::load16(region, event_at, Ordering::Relaxed)?;
+            let event = event_at.load(region, Ordering::Relaxed)?;
             Ok(need_event(event, new, old))
         } else {
-            Ok(Self::load16(region, flags_at, Ordering::Relaxed)? & suppress == 0)
+            Ok(flags_at.load(region, Ordering::Relaxed)? & suppress == 0)
         }
     }
 
@@ -347,23 +342,23 @@ impl Vring {
         region: &R,
         enabled: bool,
         event_idx: bool,
-        event_at: usize,
+        event_at: Le16,
         position: u16,
-        flags_at: usize,
+        flags_at: Le16,
         suppress: u16,
     ) -> Result<(), VirtqError> {
         if event_idx {
             if enabled {
-                Self::store16(region, event_at, position, Ordering::Relaxed)?;
+                event_at.store(region, position, Ordering::Relaxed)?;
             }
         } else {
             let flags = if enabled { 0 } else { suppress };
-            Self::store16(region, flags_at, flags, Ordering::Relaxed)?;
+            flags_at.store(region, flags, Ordering::Relaxed)?;
         }
         if enabled {
             // The request must be visible before the caller looks for progress
             // made without a notification.
-            fence(Ordering::SeqCst);
+            region.fence(Ordering::SeqCst);
         }
         Ok(())
     }
@@ -507,8 +502,10 @@ impl DriverQueue {
                 next: 0,
             },
         )?;
-        let slot = self.ring.avail() + 4 + 2 * self.ring.slot(self.avail_idx);
-        Vring::store16(region, slot, id, Ordering::Relaxed)?;
+        let slot = AVAIL_RING
+            .of(self.ring.avail())
+            .index(self.ring.slot(self.avail_idx), 2);
+        slot.store(region, id, Ordering::Relaxed)?;
         self.with_device.insert(id);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         Ok(())
@@ -522,11 +519,11 @@ impl DriverQueue {
         self.published = self.avail_idx;
         ring.publish_index(
             region,
-            ring.avail() + 2,
+            RING_IDX.of(ring.avail()),
             moved,
             self.event_idx,
             ring.avail_event_at(),
-            ring.used(),
+            RING_FLAGS.of(ring.used()),
             USED_F_NO_NOTIFY,
         )
     }
@@ -558,12 +555,9 @@ impl DriverQueue {
         }
         self.last_used = self.last_used.wrapping_add(1);
         if self.event_idx {
-            Vring::store16(
-                region,
-                self.ring.used_event_at(),
-                self.last_used,
-                Ordering::Relaxed,
-            )?;
+            self.ring
+                .used_event_at()
+                .store(region, self.last_used, Ordering::Relaxed)?;
         }
         Ok(Some(UsedBuffer { id, len }))
     }
@@ -587,7 +581,7 @@ impl DriverQueue {
             self.event_idx,
             ring.used_event_at(),
             self.last_used,
-            ring.avail(),
+            RING_FLAGS.of(ring.avail()),
             AVAIL_F_NO_INTERRUPT,
         )?;
         Ok(enabled && self.has_used(region)?)
@@ -679,12 +673,9 @@ impl DeviceQueue {
         self.held.insert(id);
         self.last_avail = self.last_avail.wrapping_add(1);
         if self.event_idx {
-            Vring::store16(
-                region,
-                self.ring.avail_event_at(),
-                self.last_avail,
-                Ordering::Relaxed,
-            )?;
+            self.ring
+                .avail_event_at()
+                .store(region, self.last_avail, Ordering::Relaxed)?;
         }
         Ok(Some(AvailBuffer {
             id,
@@ -706,8 +697,10 @@ impl DeviceQueue {
             return Err(VirtqError::NotHeld(id));
         }
         let at = self.ring.used() + 4 + USED_ELEM_SIZE * self.ring.slot(self.used_idx);
-        region.store_u32(at, u32::from(id).to_le(), Ordering::Relaxed)?;
-        region.store_u32(at + 4, len.to_le(), Ordering::Relaxed)?;
+        USED_ELEM_ID
+            .of(at)
+            .store(region, u32::from(id), Ordering::Relaxed)?;
+        USED_ELEM_LEN.of(at).store(region, len, Ordering::Relaxed)?;
         self.held.remove(id);
         self.used_idx = self.used_idx.wrapping_add(1);
         Ok(())
@@ -721,11 +714,11 @@ impl DeviceQueue {
         self.published = self.used_idx;
         ring.publish_index(
             region,
-            ring.used() + 2,
+            RING_IDX.of(ring.used()),
             moved,
             self.event_idx,
             ring.used_event_at(),
-            ring.avail(),
+            RING_FLAGS.of(ring.avail()),
             AVAIL_F_NO_INTERRUPT,
         )
     }
@@ -744,7 +737,7 @@ impl DeviceQueue {
             self.event_idx,
             ring.avail_event_at(),
             self.last_avail,
-            ring.used(),
+            RING_FLAGS.of(ring.used()),
             USED_F_NO_NOTIFY,
         )?;
         Ok(enabled && self.has_avail(region)?)

@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 
 use super::RpmsgError;
 use crate::PeerId;
-use crate::region::{Region, check_bounds};
+use crate::region::{Le8, Le32, Region, check_bounds};
 use crate::setup::{SetupState, SetupWord};
 use crate::virtq::{Vring, VringLayout};
 
@@ -104,35 +104,35 @@ pub const NATIVE_SETUP: SetupWord = SetupWord {
     ready: NATIVE_MAGIC,
     abandoned: NATIVE_ABANDONED,
 };
-const N_CONTROL: usize = 8;
-const N_ATTACHED: usize = 12;
-const N_NUM: usize = 16;
-const N_BUF_SIZE: usize = 20;
-const N_HOST_PEER: usize = 24;
-const N_REMOTE_PEER: usize = 28;
+const N_CONTROL: Le32 = Le32::at(8);
+const N_ATTACHED: Le32 = Le32::at(12);
+const N_NUM: Le32 = Le32::at(16);
+const N_BUF_SIZE: Le32 = Le32::at(20);
+const N_HOST_PEER: Le32 = Le32::at(24);
+const N_REMOTE_PEER: Le32 = Le32::at(28);
 const NATIVE_HEADER: usize = 64;
 const NATIVE_ALIGN: usize = 64;
 /// `attached` before any remote attached.
 const NEVER_ATTACHED: u32 = u32::MAX;
 
-const VDEV_DFEATURES: usize = 12;
-const VDEV_GFEATURES: usize = 16;
-const VDEV_STATUS: usize = 24;
+const VDEV_DFEATURES: Le32 = Le32::at(12);
+const VDEV_GFEATURES: Le32 = Le32::at(16);
+const VDEV_STATUS: Le8 = Le8::at(24);
 
 impl Control {
     /// Reads the status.
     pub fn load<R: Region + ?Sized>(&self, region: &R) -> Result<ControlWord, RpmsgError> {
         Ok(match *self {
-            Control::Native { header } => ControlWord::from_u32(u32::from_le(
-                region.load_u32(header + N_CONTROL, Ordering::Acquire)?,
-            )),
+            Control::Native { header } => {
+                ControlWord::from_u32(N_CONTROL.of(header).load(region, Ordering::Acquire)?)
+            }
             Control::ResourceTable { vdev } => ControlWord {
                 generation: 0,
-                status: region.load_u8(vdev + VDEV_STATUS, Ordering::Acquire)?,
+                status: VDEV_STATUS.of(vdev).load(region, Ordering::Acquire)?,
             },
             Control::StatusByte { at } => ControlWord {
                 generation: 0,
-                status: region.load_u8(at, Ordering::Acquire)?,
+                status: Le8::at(at).load(region, Ordering::Acquire)?,
             },
         })
     }
@@ -145,12 +145,18 @@ impl Control {
     ) -> Result<(), RpmsgError> {
         match *self {
             Control::Native { header } => {
-                region.store_u32(header + N_CONTROL, word.to_u32().to_le(), Ordering::Release)?
+                N_CONTROL
+                    .of(header)
+                    .store(region, word.to_u32(), Ordering::Release)?
             }
             Control::ResourceTable { vdev } => {
-                region.store_u8(vdev + VDEV_STATUS, word.status, Ordering::Release)?
+                VDEV_STATUS
+                    .of(vdev)
+                    .store(region, word.status, Ordering::Release)?
             }
-            Control::StatusByte { at } => region.store_u8(at, word.status, Ordering::Release)?,
+            Control::StatusByte { at } => {
+                Le8::at(at).store(region, word.status, Ordering::Release)?
+            }
         }
         Ok(())
     }
@@ -166,12 +172,9 @@ impl Control {
             ..seen
         };
         match *self {
-            Control::Native { header } => Ok(region
-                .compare_exchange_u32(
-                    header + N_CONTROL,
-                    seen.to_u32().to_le(),
-                    wanted.to_u32().to_le(),
-                )?
+            Control::Native { header } => Ok(N_CONTROL
+                .of(header)
+                .compare_exchange(region, seen.to_u32(), wanted.to_u32())?
                 .is_ok()),
             _ => {
                 self.store(region, wanted)?;
@@ -183,12 +186,12 @@ impl Control {
     fn native_word<R: Region + ?Sized>(
         &self,
         region: &R,
-        field: usize,
+        field: Le32,
     ) -> Result<Option<u32>, RpmsgError> {
         match *self {
-            Control::Native { header } => Ok(Some(u32::from_le(
-                region.load_u32(header + field, Ordering::Acquire)?,
-            ))),
+            Control::Native { header } => {
+                Ok(Some(field.of(header).load(region, Ordering::Acquire)?))
+            }
             _ => Ok(None),
         }
     }
@@ -196,11 +199,11 @@ impl Control {
     fn set_native_word<R: Region + ?Sized>(
         &self,
         region: &R,
-        field: usize,
+        field: Le32,
         value: u32,
     ) -> Result<(), RpmsgError> {
         if let Control::Native { header } = *self {
-            region.store_u32(header + field, value.to_le(), Ordering::Release)?;
+            field.of(header).store(region, value, Ordering::Release)?;
         }
         Ok(())
     }
@@ -252,9 +255,11 @@ impl Control {
     /// The host accepts the name-service feature (OpenAMP resource table only).
     pub(crate) fn accept_features<R: Region + ?Sized>(&self, region: &R) -> Result<(), RpmsgError> {
         if let Control::ResourceTable { vdev } = *self {
-            let offered = u32::from_le(region.load_u32(vdev + VDEV_DFEATURES, Ordering::Acquire)?);
+            let offered = VDEV_DFEATURES.of(vdev).load(region, Ordering::Acquire)?;
             let accepted = offered & (1 << super::wire::VIRTIO_RPMSG_F_NS);
-            region.store_u32(vdev + VDEV_GFEATURES, accepted.to_le(), Ordering::Release)?;
+            VDEV_GFEATURES
+                .of(vdev)
+                .store(region, accepted, Ordering::Release)?;
         }
         Ok(())
     }
@@ -358,8 +363,7 @@ impl LinkLayout {
         NATIVE_SETUP.claim(region, offset)?;
         // The setup word (the magic) is ours to move by compare-and-exchange only.
         region.fill(offset + N_MAGIC + 4, needed - N_MAGIC - 4, 0)?;
-        let put =
-            |field: usize, v: u32| region.store_u32(offset + field, v.to_le(), Ordering::Relaxed);
+        let put = |field: Le32, v: u32| field.of(offset).store(region, v, Ordering::Relaxed);
         put(N_NUM, u32::from(shape.num))?;
         put(N_BUF_SIZE, shape.buf_size)?;
         put(N_ATTACHED, NEVER_ATTACHED)?;
@@ -379,8 +383,8 @@ impl LinkLayout {
         if offset % NATIVE_ALIGN != 0 || size < NATIVE_HEADER {
             return Err(RpmsgError::Layout("section too small or misaligned"));
         }
-        let get = |field: usize, order| -> Result<u32, RpmsgError> {
-            Ok(u32::from_le(region.load_u32(offset + field, order)?))
+        let get = |field: Le32, order| -> Result<u32, RpmsgError> {
+            Ok(field.of(offset).load(region, order)?)
         };
         match NATIVE_SETUP.state(region, offset)? {
             SetupState::Ready => {}
@@ -480,10 +484,12 @@ pub mod resource_table {
     use core::sync::atomic::Ordering;
 
     use super::RpmsgError;
-    use crate::region::Region;
+    use crate::region::{Le8, Le32, Region};
 
     /// Region offset of the vdev resource (after the 20-byte table header).
     pub const VDEV: usize = 0x14;
+    /// The vdev's `num_of_vrings` byte.
+    const NUM_OF_VRINGS: Le8 = Le8::at(VDEV + 25);
     const RSC_VDEV: u32 = 3;
     const VIRTIO_ID_RPMSG: u32 = 7;
     const VRINGS: [(u32, u32); 2] = [(0x4000, 1), (0x8000, 2)];
@@ -517,10 +523,10 @@ pub mod resource_table {
     pub fn write<R: Region + ?Sized>(region: &R) -> Result<(), RpmsgError> {
         region.fill(0, 0x100, 0)?;
         for (at, v) in words() {
-            region.store_u32(at, v.to_le(), Ordering::Relaxed)?;
+            Le32::at(at).store(region, v, Ordering::Relaxed)?;
         }
-        region.store_u8(VDEV + 25, 2, Ordering::Relaxed)?; // num_of_vrings
-        core::sync::atomic::fence(Ordering::Release);
+        NUM_OF_VRINGS.store(region, 2, Ordering::Relaxed)?;
+        region.fence(Ordering::Release);
         Ok(())
     }
 
@@ -531,11 +537,11 @@ pub mod resource_table {
             if at == VDEV + 16 {
                 continue;
             }
-            if u32::from_le(region.load_u32(at, Ordering::Acquire)?) != v {
+            if Le32::at(at).load(region, Ordering::Acquire)? != v {
                 return Ok(false);
             }
         }
-        Ok(region.load_u8(VDEV + 25, Ordering::Acquire)? == 2)
+        Ok(NUM_OF_VRINGS.load(region, Ordering::Acquire)? == 2)
     }
 }
 
@@ -554,7 +560,7 @@ pub fn native_header_words<R: Region + ?Sized>(
         N_HOST_PEER,
         N_REMOTE_PEER,
     ]) {
-        *slot = u32::from_le(region.load_u32(header + field, Ordering::Acquire)?);
+        *slot = field.of(header).load(region, Ordering::Acquire)?;
     }
     Ok(out)
 }

@@ -219,7 +219,7 @@ fn hostile_indices_poison_a_direction_for_good() {
     // An unknown liveness value (with consistent indices, so attach gets to it).
     region.store_u64(tail_at, 2, Ordering::Relaxed).unwrap();
     region
-        .store_u32(OFFSET + SIDE_B_AT, 77, Ordering::Relaxed)
+        .store_u32(OFFSET + SIDE_B_AT.offset(), 77, Ordering::Relaxed)
         .unwrap();
     assert_eq!(a.peer_state(), Err(StreamError::BadState(77)));
     assert_eq!(
@@ -440,7 +440,7 @@ fn inspection_reads_the_header_and_liveness_as_they_are() {
 
     // Hostile words are shown as they are.
     region
-        .store_u32(OFFSET + SIDE_A_AT, 0xdead, Ordering::Relaxed)
+        .store_u32(OFFSET + SIDE_A_AT.offset(), 0xdead, Ordering::Relaxed)
         .unwrap();
     region
         .store_u32(OFFSET + STATE_AT, 7, Ordering::Relaxed)
