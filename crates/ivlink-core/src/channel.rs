@@ -423,14 +423,12 @@ impl crate::section::SectionProtocol for ChannelLayout {
         }
         let mut magic = [0u8; 4];
         region.read(offset, &mut magic)?;
-        let mut vector = [0u8; 2];
-        region.read(offset + VECTOR_AT, &mut vector)?;
         Ok(ChannelHeader {
             magic,
-            state: u32::from_le(region.load_u32(offset + STATE_AT, Ordering::Acquire)?),
-            max_members: region.load_u32(offset + MAX_MEMBERS_AT, Ordering::Relaxed)?,
-            ring_size: region.load_u64(offset + RING_SIZE_AT, Ordering::Relaxed)?,
-            vector: Vector::from_le_bytes(vector),
+            state: Le32::at(offset + STATE_AT).load(region, Ordering::Acquire)?,
+            max_members: MAX_MEMBERS_AT.of(offset).load(region, Ordering::Relaxed)?,
+            ring_size: RING_SIZE_AT.of(offset).load(region, Ordering::Relaxed)?,
+            vector: VECTOR_AT.of(offset).load(region, Ordering::Relaxed)?,
         })
     }
 }

@@ -604,7 +604,7 @@ impl NativeHeader {
         if size < NATIVE_HEADER || offset % 4 != 0 {
             return Err(RpmsgError::Layout("section too small or misaligned"));
         }
-        let setup = u32::from_le(region.load_u32(offset + N_MAGIC, Ordering::Acquire)?);
+        let setup = Le32::at(offset + N_MAGIC).load(region, Ordering::Acquire)?;
         let [control, attached, num, buf_size, host_peer, remote_peer] =
             native_header_words(region, offset)?;
         Ok(NativeHeader {

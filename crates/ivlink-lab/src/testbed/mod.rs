@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ivlink_core::region::Le64;
 use ivlink_core::{PeerId, Region, Vector, raw_message};
 use thiserror::Error;
 
@@ -163,17 +164,15 @@ pub fn run_peer(
 
     // A doorbell rung before its receiver listens is lost on a real device: the
     // first sender waits until every peer has said it listens.
-    let ready_at = |position: usize| READY_BASE + 8 * position;
-    device
-        .region()
-        .store_u64(ready_at(position), plan.nonce, Ordering::Release)
+    let ready_at = |position: usize| Le64::at(READY_BASE + 8 * position);
+    ready_at(position)
+        .store(device.region(), plan.nonce, Ordering::Release)
         .map_err(|e| TestbedError::Region(e.to_string()))?;
     if position == 0 {
         let deadline = Instant::now() + plan.timeout;
         for (other, id) in ids.iter().enumerate().skip(1) {
-            while device
-                .region()
-                .load_u64(ready_at(other), Ordering::Acquire)
+            while ready_at(other)
+                .load(device.region(), Ordering::Acquire)
                 .map_err(|e| TestbedError::Region(e.to_string()))?
                 != plan.nonce
             {
