@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let dir = directory::format(&*region, u32::from(max % 16) + 1).unwrap();
         for (i, name) in NAMES.iter().enumerate().take(3) {
-            let _ = dir.add(&SectionSpec::new(name, SectionKind::Ring, 100 * (i + 1)));
+            let _ = dir.add(&SectionSpec::new(name, SectionKind::Channel, 100 * (i + 1)));
         }
         let at = dir.offset();
         let n = patch.len().min(REGION_LEN - at);
@@ -96,7 +96,7 @@ fn exercise(region: &RawRegion) {
             let _ = e.to_string();
         }
     }
-    match dir.get_or_add(&SectionSpec::new("a", SectionKind::Ring, 1)) {
+    match dir.get_or_add(&SectionSpec::new("a", SectionKind::Channel, 1)) {
         Ok(got) => sound(got.info()),
         Err(e) => {
             let _ = e.to_string();

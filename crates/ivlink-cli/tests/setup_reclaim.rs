@@ -68,7 +68,7 @@ fn a_section_left_half_built_by_a_peer_that_went_away_is_set_up_again() {
     let directory = Directory::open_or_create(region, 64).unwrap();
     let stuck = directory
         .add(
-            &SectionSpec::new("demo", SectionKind::Ring, shape.check().unwrap())
+            &SectionSpec::new("demo", SectionKind::Channel, shape.check().unwrap())
                 .with_owner(creator.id())
                 .with_align(4096),
         )

@@ -43,7 +43,7 @@ pub const SETUP: SetupWord = SetupWord::numbered(STATE_AT);
 
 /// Why a channel operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelError {
+pub enum ChannelLayoutError {
     /// The section does not hold a channel (or holds a damaged one).
     Invalid(&'static str),
     /// Another peer is still setting the channel up; try again shortly.
@@ -61,54 +61,54 @@ pub enum ChannelError {
     Region(RegionError),
 }
 
-impl fmt::Display for ChannelError {
+impl fmt::Display for ChannelLayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChannelError::Invalid(what) => write!(f, "not a valid channel: {what}"),
-            ChannelError::Initializing => {
+            ChannelLayoutError::Invalid(what) => write!(f, "not a valid channel: {what}"),
+            ChannelLayoutError::Initializing => {
                 f.write_str("the channel is being set up by another peer")
             }
-            ChannelError::Full { max_members } => {
+            ChannelLayoutError::Full { max_members } => {
                 write!(f, "the channel is full ({max_members} members)")
             }
-            ChannelError::NotMember(peer) => {
+            ChannelLayoutError::NotMember(peer) => {
                 write!(f, "peer {peer} is not a member of the channel")
             }
-            ChannelError::Ring(e) => write!(f, "{e}"),
-            ChannelError::Region(e) => write!(f, "{e}"),
+            ChannelLayoutError::Ring(e) => write!(f, "{e}"),
+            ChannelLayoutError::Region(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl core::error::Error for ChannelError {}
+impl core::error::Error for ChannelLayoutError {}
 
-impl From<RingError> for ChannelError {
+impl From<RingError> for ChannelLayoutError {
     fn from(e: RingError) -> Self {
-        ChannelError::Ring(e)
+        ChannelLayoutError::Ring(e)
     }
 }
 
-impl From<RegionError> for ChannelError {
+impl From<RegionError> for ChannelLayoutError {
     fn from(e: RegionError) -> Self {
-        ChannelError::Region(e)
+        ChannelLayoutError::Region(e)
     }
 }
 
-impl From<SetupError> for ChannelError {
+impl From<SetupError> for ChannelLayoutError {
     fn from(e: SetupError) -> Self {
         match e {
             // Given up on by another peer: its replacement is being set up.
-            SetupError::Abandoned => ChannelError::Initializing,
-            SetupError::Region(e) => ChannelError::Region(e),
+            SetupError::Abandoned => ChannelLayoutError::Initializing,
+            SetupError::Region(e) => ChannelLayoutError::Region(e),
         }
     }
 }
 
-impl From<SlotError> for ChannelError {
+impl From<SlotError> for ChannelLayoutError {
     fn from(e: SlotError) -> Self {
         match e {
-            SlotError::Region(e) => ChannelError::Region(e),
-            other => ChannelError::Invalid(other.describe()),
+            SlotError::Region(e) => ChannelLayoutError::Region(e),
+            other => ChannelLayoutError::Invalid(other.describe()),
         }
     }
 }
@@ -128,17 +128,17 @@ impl ChannelShape {
     /// Checks the shape: 2 to [`MAX_MEMBERS`] members, a ring capacity that is a
     /// power of two of at least [`ring::MIN_CAPACITY`], a size that fits. Done
     /// before anything is created, so that a bad shape leaves nothing behind.
-    pub fn check(&self) -> Result<usize, ChannelError> {
+    pub fn check(&self) -> Result<usize, ChannelLayoutError> {
         if !(2..=MAX_MEMBERS).contains(&self.max_members) {
-            return Err(ChannelError::Invalid("members must be 2 to 64"));
+            return Err(ChannelLayoutError::Invalid("members must be 2 to 64"));
         }
         if !self.ring_capacity.is_power_of_two() || self.ring_capacity < ring::MIN_CAPACITY {
-            return Err(ChannelError::Invalid(
+            return Err(ChannelLayoutError::Invalid(
                 "ring capacity must be a power of two of at least 64",
             ));
         }
         self.section_size()
-            .ok_or(ChannelError::Invalid("shape too large"))
+            .ok_or(ChannelLayoutError::Invalid("shape too large"))
     }
 
     /// Bytes of section this shape needs.
@@ -172,10 +172,12 @@ impl ChannelLayout {
         offset: usize,
         size: usize,
         shape: ChannelShape,
-    ) -> Result<Self, ChannelError> {
+    ) -> Result<Self, ChannelLayoutError> {
         let needed = shape.check()?;
         if needed > size {
-            return Err(ChannelError::Invalid("section too small for the shape"));
+            return Err(ChannelLayoutError::Invalid(
+                "section too small for the shape",
+            ));
         }
         crate::region::check_bounds(offset, size, region.len())?;
         SETUP.claim(region, offset)?;
@@ -223,35 +225,35 @@ impl ChannelLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, ChannelError> {
+    ) -> Result<Self, ChannelLayoutError> {
         crate::region::check_bounds(offset, size, region.len())?;
         match SETUP.state(region, offset)? {
             SetupState::Ready => {}
             SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
-                return Err(ChannelError::Initializing);
+                return Err(ChannelLayoutError::Initializing);
             }
-            SetupState::Pending(_) => return Err(ChannelError::Invalid("unknown state")),
+            SetupState::Pending(_) => return Err(ChannelLayoutError::Invalid("unknown state")),
         }
         if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
-            return Err(ChannelError::Invalid("bad magic"));
+            return Err(ChannelLayoutError::Invalid("bad magic"));
         }
         let max_members = MAX_MEMBERS_AT.of(offset).load(region, Ordering::Relaxed)?;
         if !(2..=MAX_MEMBERS).contains(&max_members) {
-            return Err(ChannelError::Invalid("member count out of range"));
+            return Err(ChannelLayoutError::Invalid("member count out of range"));
         }
         let ring_size = usize::try_from(RING_SIZE_AT.of(offset).load(region, Ordering::Relaxed)?)
-            .map_err(|_| ChannelError::Invalid("ring size out of range"))?;
+            .map_err(|_| ChannelLayoutError::Invalid("ring size out of range"))?;
         let capacity = ring_size
             .checked_sub(ring::HEADER)
             .filter(|c| c.is_power_of_two() && *c >= ring::MIN_CAPACITY)
-            .ok_or(ChannelError::Invalid("ring size out of range"))?;
+            .ok_or(ChannelLayoutError::Invalid("ring size out of range"))?;
         let shape = ChannelShape {
             max_members,
             ring_capacity: capacity,
             vector: 0,
         };
         if shape.section_size().is_none_or(|needed| needed > size) {
-            return Err(ChannelError::Invalid("rings do not fit the section"));
+            return Err(ChannelLayoutError::Invalid("rings do not fit the section"));
         }
         let vector = VECTOR_AT.of(offset).load(region, Ordering::Relaxed)?;
         Ok(ChannelLayout {
@@ -280,21 +282,22 @@ impl ChannelLayout {
     }
 
     /// The ring from slot `from` to slot `to`.
-    pub fn ring(&self, from: u32, to: u32) -> Result<RingLayout, ChannelError> {
+    pub fn ring(&self, from: u32, to: u32) -> Result<RingLayout, ChannelLayoutError> {
         if from >= self.max_members || to >= self.max_members || from == to {
-            return Err(ChannelError::Invalid("no such ring"));
+            return Err(ChannelLayoutError::Invalid("no such ring"));
         }
         let column = if to < from { to } else { to - 1 };
         self.ring_at((from * (self.max_members - 1) + column) as usize)
     }
 
-    fn ring_at(&self, index: usize) -> Result<RingLayout, ChannelError> {
-        let start = rings_offset(self.max_members).ok_or(ChannelError::Invalid("too large"))?;
+    fn ring_at(&self, index: usize) -> Result<RingLayout, ChannelLayoutError> {
+        let start =
+            rings_offset(self.max_members).ok_or(ChannelLayoutError::Invalid("too large"))?;
         let offset = index
             .checked_mul(self.ring_size)
             .and_then(|o| o.checked_add(start))
             .and_then(|o| o.checked_add(self.base))
-            .ok_or(ChannelError::Invalid("ring offset overflows"))?;
+            .ok_or(ChannelLayoutError::Invalid("ring offset overflows"))?;
         Ok(RingLayout::new(self.region_len, offset, self.ring_size)?)
     }
 
@@ -309,7 +312,7 @@ impl ChannelLayout {
         &self,
         region: &R,
         slot: u32,
-    ) -> Result<Option<PeerId>, ChannelError> {
+    ) -> Result<Option<PeerId>, ChannelLayoutError> {
         Ok(self.slots().member(region, slot)?)
     }
 
@@ -318,7 +321,7 @@ impl ChannelLayout {
         &self,
         region: &R,
         peer: PeerId,
-    ) -> Result<Option<u32>, ChannelError> {
+    ) -> Result<Option<u32>, ChannelLayoutError> {
         Ok(self.slots().slot_of(region, peer))
     }
 
@@ -326,15 +329,19 @@ impl ChannelLayout {
     /// restart). A free slot is first marked as joining, its rings are reset (they
     /// may hold a departed member's leftovers), and only then is the peer
     /// published, so the others never attach to a ring being reset.
-    pub fn join<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Result<u32, ChannelError> {
+    pub fn join<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        peer: PeerId,
+    ) -> Result<u32, ChannelLayoutError> {
         let joined = self.slots().join(region, peer, |slot| {
             for other in (0..self.max_members).filter(|&o| o != slot) {
                 self.ring(slot, other)?.init(region)?;
                 self.ring(other, slot)?.init(region)?;
             }
-            Ok::<(), ChannelError>(())
+            Ok::<(), ChannelLayoutError>(())
         })?;
-        joined.ok_or(ChannelError::Full {
+        joined.ok_or(ChannelLayoutError::Full {
             max_members: self.max_members,
         })
     }
@@ -346,7 +353,7 @@ impl ChannelLayout {
         &self,
         region: &R,
         peer: PeerId,
-    ) -> Result<bool, ChannelError> {
+    ) -> Result<bool, ChannelLayoutError> {
         Ok(self.slots().evict(region, peer)?)
     }
 
@@ -377,13 +384,13 @@ pub struct ChannelHeader {
 }
 
 impl crate::section::SectionProtocol for ChannelLayout {
-    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Ring;
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Channel;
     const SETUP: SetupWord = SETUP;
     type Shape = ChannelShape;
     type Snapshot = ChannelHeader;
-    type Error = ChannelError;
+    type Error = ChannelLayoutError;
 
-    fn section_size(shape: &ChannelShape) -> Result<usize, ChannelError> {
+    fn section_size(shape: &ChannelShape) -> Result<usize, ChannelLayoutError> {
         shape.check()
     }
 
@@ -392,7 +399,7 @@ impl crate::section::SectionProtocol for ChannelLayout {
         offset: usize,
         size: usize,
         shape: &ChannelShape,
-    ) -> Result<Self, ChannelError> {
+    ) -> Result<Self, ChannelLayoutError> {
         ChannelLayout::create(region, offset, size, *shape)
     }
 
@@ -400,26 +407,26 @@ impl crate::section::SectionProtocol for ChannelLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, ChannelError> {
+    ) -> Result<Self, ChannelLayoutError> {
         ChannelLayout::open(region, offset, size)
     }
 
-    fn is_initializing(error: &ChannelError) -> bool {
-        matches!(error, ChannelError::Initializing)
+    fn is_initializing(error: &ChannelLayoutError) -> bool {
+        matches!(error, ChannelLayoutError::Initializing)
     }
 
-    fn wrong_kind() -> ChannelError {
-        ChannelError::Invalid("the section has another kind")
+    fn wrong_kind() -> ChannelLayoutError {
+        ChannelLayoutError::Invalid("the section has another kind")
     }
 
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<ChannelHeader, ChannelError> {
+    ) -> Result<ChannelHeader, ChannelLayoutError> {
         crate::region::check_bounds(offset, size, region.len())?;
         if size < SLOTS_AT {
-            return Err(ChannelError::Invalid("section too small"));
+            return Err(ChannelLayoutError::Invalid("section too small"));
         }
         let mut magic = [0u8; 4];
         region.read(offset, &mut magic)?;
@@ -462,7 +469,7 @@ mod tests {
         assert_eq!(layout.ring_count(), 12);
         assert_eq!(
             ChannelLayout::open(&*region, 4096, size - 1),
-            Err(ChannelError::Invalid("rings do not fit the section"))
+            Err(ChannelLayoutError::Invalid("rings do not fit the section"))
         );
     }
 
@@ -514,7 +521,7 @@ mod tests {
         assert_eq!(layout.join(&*region, 13).unwrap(), 3);
         assert_eq!(
             layout.join(&*region, 14),
-            Err(ChannelError::Full { max_members: 4 })
+            Err(ChannelLayoutError::Full { max_members: 4 })
         );
         let mut tx = Producer::attach(&*region, layout.ring(1, 0).unwrap()).unwrap();
         tx.try_send(b"stale").unwrap();

@@ -35,7 +35,7 @@
 //!
 //! # Protocol
 //!
-//! **Send.** The sender refuses ([`MailboxError::Busy`]) while `FULL` is set (the
+//! **Send.** The sender refuses ([`MailboxLayoutError::Busy`]) while `FULL` is set (the
 //! receiver has not taken the last message: Zephyr's `-EBUSY`). Otherwise it writes
 //! `id`, `len` and the data, stores `state = FULL | RUNG?` with release, and rings
 //! the receiver on `vector`. `RUNG` says that a doorbell goes with the message.
@@ -44,7 +44,7 @@
 //! validates `id < id_count` and `len <= max_data`, copies the data, then clears
 //! `state` to 0 by compare-and-exchange: that is the completion. A message that
 //! fails validation is cleared too and reported once as
-//! [`MailboxError::BadMessage`]. If the cleared word had `WANT_COMPLETION`, the
+//! [`MailboxLayoutError::BadMessage`]. If the cleared word had `WANT_COMPLETION`, the
 //! receiver rings the sender on `completion_vector`.
 //!
 //! **Completion.** A sender that wants to sleep until its message is taken sets
@@ -109,7 +109,7 @@ const CAS_ATTEMPTS: usize = 8;
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailboxError {
+pub enum MailboxLayoutError {
     /// The section does not hold a mailbox (or holds a damaged one).
     Invalid(&'static str),
     /// Another peer is still setting the mailbox up; try again shortly.
@@ -155,34 +155,34 @@ pub enum MailboxError {
     Region(RegionError),
 }
 
-impl fmt::Display for MailboxError {
+impl fmt::Display for MailboxLayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            MailboxError::Invalid(what) => write!(f, "not a valid mailbox: {what}"),
-            MailboxError::Initializing => {
+            MailboxLayoutError::Invalid(what) => write!(f, "not a valid mailbox: {what}"),
+            MailboxLayoutError::Initializing => {
                 f.write_str("the mailbox is being set up by another peer")
             }
-            MailboxError::Full { max_members } => {
+            MailboxLayoutError::Full { max_members } => {
                 write!(f, "the mailbox is full ({max_members} members)")
             }
-            MailboxError::Busy => {
+            MailboxLayoutError::Busy => {
                 f.write_str("the receiver has not taken the previous message yet")
             }
-            MailboxError::TooLarge { len, max } => write!(
+            MailboxLayoutError::TooLarge { len, max } => write!(
                 f,
                 "{len} bytes of data exceed the mailbox's maximum of {max} bytes"
             ),
-            MailboxError::BadId { id, id_count } => write!(
+            MailboxLayoutError::BadId { id, id_count } => write!(
                 f,
                 "id {id} is out of range (the mailbox has ids 0..{id_count})"
             ),
-            MailboxError::BufferTooSmall { len } => {
+            MailboxLayoutError::BufferTooSmall { len } => {
                 write!(
                     f,
                     "the next message has {len} bytes, more than the buffer holds"
                 )
             }
-            MailboxError::BadMessage {
+            MailboxLayoutError::BadMessage {
                 from_slot,
                 state,
                 id,
@@ -191,34 +191,34 @@ impl fmt::Display for MailboxError {
                 f,
                 "discarded a bad message from slot {from_slot} (state {state:#x}, id {id}, length {len})"
             ),
-            MailboxError::Region(e) => write!(f, "{e}"),
+            MailboxLayoutError::Region(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl core::error::Error for MailboxError {}
+impl core::error::Error for MailboxLayoutError {}
 
-impl From<RegionError> for MailboxError {
+impl From<RegionError> for MailboxLayoutError {
     fn from(e: RegionError) -> Self {
-        MailboxError::Region(e)
+        MailboxLayoutError::Region(e)
     }
 }
 
-impl From<SetupError> for MailboxError {
+impl From<SetupError> for MailboxLayoutError {
     fn from(e: SetupError) -> Self {
         match e {
             // Given up on by another peer: its replacement is being set up.
-            SetupError::Abandoned => MailboxError::Initializing,
-            SetupError::Region(e) => MailboxError::Region(e),
+            SetupError::Abandoned => MailboxLayoutError::Initializing,
+            SetupError::Region(e) => MailboxLayoutError::Region(e),
         }
     }
 }
 
-impl From<SlotError> for MailboxError {
+impl From<SlotError> for MailboxLayoutError {
     fn from(e: SlotError) -> Self {
         match e {
-            SlotError::Region(e) => MailboxError::Region(e),
-            other => MailboxError::Invalid(other.describe()),
+            SlotError::Region(e) => MailboxLayoutError::Region(e),
+            other => MailboxLayoutError::Invalid(other.describe()),
         }
     }
 }
@@ -240,15 +240,15 @@ pub struct MailboxShape {
 
 impl MailboxShape {
     /// Checks the shape, before anything is created.
-    pub fn check(&self) -> Result<(), MailboxError> {
+    pub fn check(&self) -> Result<(), MailboxLayoutError> {
         if !(2..=MAX_MEMBERS).contains(&self.max_members) {
-            return Err(MailboxError::Invalid("member count out of range"));
+            return Err(MailboxLayoutError::Invalid("member count out of range"));
         }
         if self.max_data > MAX_DATA_LIMIT {
-            return Err(MailboxError::Invalid("data size out of range"));
+            return Err(MailboxLayoutError::Invalid("data size out of range"));
         }
         if self.id_count == 0 {
-            return Err(MailboxError::Invalid("no ids"));
+            return Err(MailboxLayoutError::Invalid("no ids"));
         }
         Ok(())
     }
@@ -312,10 +312,10 @@ impl MailboxHeader {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, MailboxError> {
+    ) -> Result<Self, MailboxLayoutError> {
         crate::region::check_bounds(offset, size, region.len())?;
         if size < Self::SIZE {
-            return Err(MailboxError::Invalid("section too small"));
+            return Err(MailboxLayoutError::Invalid("section too small"));
         }
         let state = SETUP.word(offset).load(region, Ordering::Acquire)?;
         let mut magic = [0u8; 4];
@@ -411,17 +411,19 @@ impl MailboxLayout {
         offset: usize,
         size: usize,
         shape: MailboxShape,
-    ) -> Result<Self, MailboxError> {
+    ) -> Result<Self, MailboxLayoutError> {
         shape.check()?;
         let needed = shape
             .section_size()
-            .ok_or(MailboxError::Invalid("too large"))?;
+            .ok_or(MailboxLayoutError::Invalid("too large"))?;
         if needed > size {
-            return Err(MailboxError::Invalid("section too small for the shape"));
+            return Err(MailboxLayoutError::Invalid(
+                "section too small for the shape",
+            ));
         }
         crate::region::check_bounds(offset, size, region.len())?;
         if offset % 64 != 0 {
-            return Err(MailboxError::Invalid("section not 64-byte aligned"));
+            return Err(MailboxLayoutError::Invalid("section not 64-byte aligned"));
         }
         SETUP.claim(region, offset)?;
         // The section is ours alone (the directory just handed it out), but its
@@ -458,20 +460,20 @@ impl MailboxLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, MailboxError> {
+    ) -> Result<Self, MailboxLayoutError> {
         crate::region::check_bounds(offset, size, region.len())?;
         if offset % 64 != 0 {
-            return Err(MailboxError::Invalid("section not 64-byte aligned"));
+            return Err(MailboxLayoutError::Invalid("section not 64-byte aligned"));
         }
         match SETUP.state(region, offset)? {
             SetupState::Ready => {}
             SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
-                return Err(MailboxError::Initializing);
+                return Err(MailboxLayoutError::Initializing);
             }
-            SetupState::Pending(_) => return Err(MailboxError::Invalid("unknown state")),
+            SetupState::Pending(_) => return Err(MailboxLayoutError::Invalid("unknown state")),
         }
         if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
-            return Err(MailboxError::Invalid("bad magic"));
+            return Err(MailboxLayoutError::Invalid("bad magic"));
         }
         let vectors = VECTORS_AT.of(offset).load(region, Ordering::Relaxed)?;
         let shape = MailboxShape {
@@ -483,7 +485,7 @@ impl MailboxLayout {
         };
         shape.check()?;
         if shape.section_size().is_none_or(|needed| needed > size) {
-            return Err(MailboxError::Invalid("boxes do not fit the section"));
+            return Err(MailboxLayoutError::Invalid("boxes do not fit the section"));
         }
         Ok(MailboxLayout {
             base: offset,
@@ -531,10 +533,10 @@ impl MailboxLayout {
     }
 
     /// Absolute offset of the box `from → to`.
-    fn box_at(&self, from: u32, to: u32) -> Result<usize, MailboxError> {
+    fn box_at(&self, from: u32, to: u32) -> Result<usize, MailboxLayoutError> {
         let m = self.shape.max_members;
         if from >= m || to >= m || from == to {
-            return Err(MailboxError::Invalid("no such box"));
+            return Err(MailboxLayoutError::Invalid("no such box"));
         }
         let column = if to < from { to } else { to - 1 };
         let index = (from * (m - 1) + column) as usize;
@@ -547,7 +549,7 @@ impl MailboxLayout {
         region: &R,
         from: u32,
         to: u32,
-    ) -> Result<(), MailboxError> {
+    ) -> Result<(), MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         BOX_STATE.of(at).store(region, 0, Ordering::Release)?;
         Ok(())
@@ -558,7 +560,7 @@ impl MailboxLayout {
         &self,
         region: &R,
         slot: u32,
-    ) -> Result<Option<PeerId>, MailboxError> {
+    ) -> Result<Option<PeerId>, MailboxLayoutError> {
         Ok(self.slots().member(region, slot)?)
     }
 
@@ -573,7 +575,7 @@ impl MailboxLayout {
         &self,
         region: &R,
         slot: u32,
-    ) -> Result<u32, MailboxError> {
+    ) -> Result<u32, MailboxLayoutError> {
         Ok(self.slots().raw(region, slot)?)
     }
 
@@ -584,7 +586,7 @@ impl MailboxLayout {
         region: &R,
         from: u32,
         to: u32,
-    ) -> Result<BoxSnapshot, MailboxError> {
+    ) -> Result<BoxSnapshot, MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         Ok(BoxSnapshot {
             state: BOX_STATE.of(at).load(region, Ordering::Acquire)?,
@@ -595,16 +597,20 @@ impl MailboxLayout {
 
     /// Takes a slot for `peer` (or finds the one it already holds). The boxes to
     /// and from a newly taken slot are emptied before the peer is published.
-    pub fn join<R: Region + ?Sized>(&self, region: &R, peer: PeerId) -> Result<u32, MailboxError> {
+    pub fn join<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        peer: PeerId,
+    ) -> Result<u32, MailboxLayoutError> {
         let m = self.shape.max_members;
         let joined = self.slots().join(region, peer, |slot| {
             for other in (0..m).filter(|&o| o != slot) {
                 self.reset_box(region, slot, other)?;
                 self.reset_box(region, other, slot)?;
             }
-            Ok::<(), MailboxError>(())
+            Ok::<(), MailboxLayoutError>(())
         })?;
-        joined.ok_or(MailboxError::Full { max_members: m })
+        joined.ok_or(MailboxLayoutError::Full { max_members: m })
     }
 
     /// Frees the slot of a peer that is gone. Its boxes are left alone until a new
@@ -613,7 +619,7 @@ impl MailboxLayout {
         &self,
         region: &R,
         peer: PeerId,
-    ) -> Result<bool, MailboxError> {
+    ) -> Result<bool, MailboxLayoutError> {
         Ok(self.slots().evict(region, peer)?)
     }
 
@@ -629,7 +635,7 @@ impl MailboxLayout {
     /// Puts a message into the box `from → to`: `id`, then `data`, then the busy
     /// bit (release). `rung` records that the caller rings the receiver's
     /// doorbell next (it should whenever the transport has one). Refused with
-    /// [`MailboxError::Busy`] while the previous message is not taken.
+    /// [`MailboxLayoutError::Busy`] while the previous message is not taken.
     pub fn send<R: Region + ?Sized>(
         &self,
         region: &R,
@@ -638,22 +644,22 @@ impl MailboxLayout {
         id: u32,
         data: &[u8],
         rung: bool,
-    ) -> Result<(), MailboxError> {
+    ) -> Result<(), MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         if data.len() > self.max_data_size() {
-            return Err(MailboxError::TooLarge {
+            return Err(MailboxLayoutError::TooLarge {
                 len: data.len(),
                 max: self.max_data_size(),
             });
         }
         if id >= self.shape.id_count {
-            return Err(MailboxError::BadId {
+            return Err(MailboxLayoutError::BadId {
                 id,
                 id_count: self.shape.id_count,
             });
         }
         if BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL != 0 {
-            return Err(MailboxError::Busy);
+            return Err(MailboxLayoutError::Busy);
         }
         BOX_ID.of(at).store(region, id, Ordering::Relaxed)?;
         BOX_LEN
@@ -672,7 +678,7 @@ impl MailboxLayout {
         region: &R,
         from: u32,
         to: u32,
-    ) -> Result<bool, MailboxError> {
+    ) -> Result<bool, MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         Ok(BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL == 0)
     }
@@ -685,7 +691,7 @@ impl MailboxLayout {
         region: &R,
         from: u32,
         to: u32,
-    ) -> Result<bool, MailboxError> {
+    ) -> Result<bool, MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         let mut current = BOX_STATE.of(at).load(region, Ordering::Acquire)?;
         for _ in 0..CAS_ATTEMPTS {
@@ -713,7 +719,7 @@ impl MailboxLayout {
         &self,
         region: &R,
         to: u32,
-    ) -> Result<bool, MailboxError> {
+    ) -> Result<bool, MailboxLayoutError> {
         for from in (0..self.shape.max_members).filter(|&f| f != to) {
             let at = self.box_at(from, to)?;
             if BOX_STATE.of(at).load(region, Ordering::Acquire)? & FULL != 0 {
@@ -733,10 +739,10 @@ impl MailboxLayout {
         to: u32,
         start: u32,
         buf: &mut [u8],
-    ) -> Result<Option<Taken>, MailboxError> {
+    ) -> Result<Option<Taken>, MailboxLayoutError> {
         let m = self.shape.max_members;
         if to >= m {
-            return Err(MailboxError::Invalid("no such slot"));
+            return Err(MailboxLayoutError::Invalid("no such slot"));
         }
         for step in 0..m {
             let from = ((start % m) + step) % m;
@@ -757,7 +763,7 @@ impl MailboxLayout {
         from: u32,
         to: u32,
         buf: &mut [u8],
-    ) -> Result<Option<Taken>, MailboxError> {
+    ) -> Result<Option<Taken>, MailboxLayoutError> {
         let at = self.box_at(from, to)?;
         let state = BOX_STATE.of(at).load(region, Ordering::Acquire)?;
         if state & FULL == 0 {
@@ -769,14 +775,14 @@ impl MailboxLayout {
             && id < self.shape.id_count
             && len as usize <= self.max_data_size();
         if sound && len as usize > buf.len() {
-            return Err(MailboxError::BufferTooSmall { len: len as usize });
+            return Err(MailboxLayoutError::BufferTooSmall { len: len as usize });
         }
         if sound {
             region.read(at + BOX_HEADER, &mut buf[..len as usize])?;
         }
         let cleared = self.clear(region, at, state)?;
         if !sound {
-            return Err(MailboxError::BadMessage {
+            return Err(MailboxLayoutError::BadMessage {
                 from_slot: from,
                 state,
                 id,
@@ -799,7 +805,7 @@ impl MailboxLayout {
         region: &R,
         at: usize,
         mut current: u32,
-    ) -> Result<u32, MailboxError> {
+    ) -> Result<u32, MailboxLayoutError> {
         for _ in 0..CAS_ATTEMPTS {
             match BOX_STATE.of(at).compare_exchange(region, current, 0)? {
                 Ok(_) => return Ok(current),
@@ -817,13 +823,13 @@ impl crate::section::SectionProtocol for MailboxLayout {
     const SETUP: SetupWord = SETUP;
     type Shape = MailboxShape;
     type Snapshot = MailboxHeader;
-    type Error = MailboxError;
+    type Error = MailboxLayoutError;
 
-    fn section_size(shape: &MailboxShape) -> Result<usize, MailboxError> {
+    fn section_size(shape: &MailboxShape) -> Result<usize, MailboxLayoutError> {
         shape.check()?;
         shape
             .section_size()
-            .ok_or(MailboxError::Invalid("shape out of range"))
+            .ok_or(MailboxLayoutError::Invalid("shape out of range"))
     }
 
     fn create<R: Region + ?Sized>(
@@ -831,7 +837,7 @@ impl crate::section::SectionProtocol for MailboxLayout {
         offset: usize,
         size: usize,
         shape: &MailboxShape,
-    ) -> Result<Self, MailboxError> {
+    ) -> Result<Self, MailboxLayoutError> {
         MailboxLayout::create(region, offset, size, *shape)
     }
 
@@ -839,23 +845,23 @@ impl crate::section::SectionProtocol for MailboxLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, MailboxError> {
+    ) -> Result<Self, MailboxLayoutError> {
         MailboxLayout::open(region, offset, size)
     }
 
-    fn is_initializing(error: &MailboxError) -> bool {
-        matches!(error, MailboxError::Initializing)
+    fn is_initializing(error: &MailboxLayoutError) -> bool {
+        matches!(error, MailboxLayoutError::Initializing)
     }
 
-    fn wrong_kind() -> MailboxError {
-        MailboxError::Invalid("the section has another kind")
+    fn wrong_kind() -> MailboxLayoutError {
+        MailboxLayoutError::Invalid("the section has another kind")
     }
 
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<MailboxHeader, MailboxError> {
+    ) -> Result<MailboxHeader, MailboxLayoutError> {
         MailboxHeader::read(region, offset, size)
     }
 }
@@ -898,11 +904,11 @@ mod tests {
         assert_eq!(size, 128 + 12 * 192);
         assert_eq!(
             MailboxLayout::open(&*region, AT, size - 1),
-            Err(MailboxError::Invalid("boxes do not fit the section"))
+            Err(MailboxLayoutError::Invalid("boxes do not fit the section"))
         );
         assert_eq!(
             MailboxLayout::open(&*region, 0, size),
-            Err(MailboxError::Initializing)
+            Err(MailboxLayoutError::Initializing)
         );
         let bad = MailboxShape {
             id_count: 0,
@@ -932,7 +938,7 @@ mod tests {
         assert_eq!(header.state_name(), Some("ready"));
         assert_eq!(
             MailboxHeader::read(&*region, AT, 63),
-            Err(MailboxError::Invalid("section too small"))
+            Err(MailboxLayoutError::Invalid("section too small"))
         );
         assert!(MailboxHeader::read(&*region, AT, size + 1).is_err());
 
@@ -1008,7 +1014,7 @@ mod tests {
         layout.send(&*region, 1, 0, 1, b"x", true).unwrap();
         assert_eq!(
             layout.send(&*region, 1, 0, 2, b"y", true),
-            Err(MailboxError::Busy)
+            Err(MailboxLayoutError::Busy)
         );
         assert!(!layout.poll_complete(&*region, 1, 0).unwrap());
         assert!(layout.arm_completion(&*region, 1, 0).unwrap());
@@ -1031,11 +1037,11 @@ mod tests {
         let (region, layout) = mailbox();
         assert_eq!(
             layout.send(&*region, 1, 0, 0, &[0; 101], true),
-            Err(MailboxError::TooLarge { len: 101, max: 100 })
+            Err(MailboxLayoutError::TooLarge { len: 101, max: 100 })
         );
         assert_eq!(
             layout.send(&*region, 1, 0, 16, b"", true),
-            Err(MailboxError::BadId {
+            Err(MailboxLayoutError::BadId {
                 id: 16,
                 id_count: 16
             })
@@ -1046,7 +1052,7 @@ mod tests {
         let mut small = [0u8; 4];
         assert_eq!(
             layout.take(&*region, 0, 0, &mut small),
-            Err(MailboxError::BufferTooSmall { len: 10 })
+            Err(MailboxLayoutError::BufferTooSmall { len: 10 })
         );
         assert!(layout.has_message(&*region, 0).unwrap(), "it stays");
         // A hostile length is discarded once, then the box is free.
@@ -1058,7 +1064,7 @@ mod tests {
         let mut buf = [0u8; 100];
         assert!(matches!(
             layout.take(&*region, 0, 0, &mut buf),
-            Err(MailboxError::BadMessage {
+            Err(MailboxLayoutError::BadMessage {
                 from_slot: 1,
                 len: 5000,
                 ..
@@ -1102,7 +1108,7 @@ mod tests {
                     loop {
                         match layout.send(region, 2, 3, seq % 16, &data, true) {
                             Ok(()) => break,
-                            Err(MailboxError::Busy) => std::thread::yield_now(),
+                            Err(MailboxLayoutError::Busy) => std::thread::yield_now(),
                             Err(e) => panic!("{e}"),
                         }
                     }
@@ -1174,14 +1180,14 @@ mod tests {
                     Op::Send { from, to, id, data } => {
                         let got = layout.send(&*region, from, to, id, &data, true);
                         let expected = if from == to {
-                            Err(MailboxError::Invalid("no such box"))
+                            Err(MailboxLayoutError::Invalid("no such box"))
                         } else if data.len() > 100 {
-                            Err(MailboxError::TooLarge { len: data.len(), max: 100 })
+                            Err(MailboxLayoutError::TooLarge { len: data.len(), max: 100 })
                         } else if id >= 16 {
-                            Err(MailboxError::BadId { id, id_count: 16 })
+                            Err(MailboxLayoutError::BadId { id, id_count: 16 })
                         } else {
                             match model.entry((from, to)) {
-                                Entry::Occupied(_) => Err(MailboxError::Busy),
+                                Entry::Occupied(_) => Err(MailboxLayoutError::Busy),
                                 Entry::Vacant(slot) => {
                                     slot.insert((id, data, false));
                                     Ok(())

@@ -206,7 +206,7 @@ mod tests {
         // A directory with a section: the message area stays free, the rest is used.
         let dir = format(&*region, 4).unwrap();
         let section = dir
-            .add(&SectionSpec::new("demo", SectionKind::Ring, 1000))
+            .add(&SectionSpec::new("demo", SectionKind::Channel, 1000))
             .unwrap();
         assert_eq!(clash(&*region, OFFSET, 11), None);
         let used = DIRECTORY_OFFSET..section.offset + 1000;

@@ -28,8 +28,8 @@
 //! refused), 1 → 2 when it closes, and 0/1 → 3 when it is declared dead.
 //!
 //! Everything read from the region is validated: an index that runs ahead or
-//! falls behind poisons that direction with [`StreamError::Corrupt`] (sticky); an
-//! unknown liveness value is [`StreamError::BadState`]. Nothing panics or reaches
+//! falls behind poisons that direction with [`StreamLayoutError::Corrupt`] (sticky); an
+//! unknown liveness value is [`StreamLayoutError::BadState`]. Nothing panics or reaches
 //! outside the section.
 
 use core::fmt;
@@ -164,10 +164,10 @@ impl StreamHeader {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         check_bounds(offset, size, region.len())?;
         if size < Self::SIZE {
-            return Err(StreamError::Invalid("section too small"));
+            return Err(StreamLayoutError::Invalid("section too small"));
         }
         let state = SETUP.word(offset).load(region, Ordering::Acquire)?;
         let mut magic = [0u8; 4];
@@ -204,7 +204,7 @@ impl StreamHeader {
 
 /// Why a stream operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamError {
+pub enum StreamLayoutError {
     /// The section does not hold a stream, or the requested shape is bad.
     Invalid(&'static str),
     /// Another peer is still setting the stream up; try again shortly.
@@ -229,49 +229,55 @@ pub enum StreamError {
     Region(RegionError),
 }
 
-impl fmt::Display for StreamError {
+impl fmt::Display for StreamLayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StreamError::Invalid(what) => write!(f, "not a valid stream: {what}"),
-            StreamError::Initializing => f.write_str("the stream is being set up by another peer"),
-            StreamError::SideTaken { side, state } => {
+            StreamLayoutError::Invalid(what) => write!(f, "not a valid stream: {what}"),
+            StreamLayoutError::Initializing => {
+                f.write_str("the stream is being set up by another peer")
+            }
+            StreamLayoutError::SideTaken { side, state } => {
                 write!(f, "side {side:?} of the stream is already {state:?}")
             }
-            StreamError::Closed => f.write_str("this end of the stream is closed"),
-            StreamError::PeerDead => f.write_str("the other peer left without closing the stream"),
-            StreamError::BadState(value) => write!(f, "stream corrupted: liveness word {value}"),
-            StreamError::Corrupt(what) => write!(f, "{}", RingError::Corrupt(*what)),
-            StreamError::Region(e) => write!(f, "{e}"),
+            StreamLayoutError::Closed => f.write_str("this end of the stream is closed"),
+            StreamLayoutError::PeerDead => {
+                f.write_str("the other peer left without closing the stream")
+            }
+            StreamLayoutError::BadState(value) => {
+                write!(f, "stream corrupted: liveness word {value}")
+            }
+            StreamLayoutError::Corrupt(what) => write!(f, "{}", RingError::Corrupt(*what)),
+            StreamLayoutError::Region(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl core::error::Error for StreamError {}
+impl core::error::Error for StreamLayoutError {}
 
-impl From<RegionError> for StreamError {
+impl From<RegionError> for StreamLayoutError {
     fn from(e: RegionError) -> Self {
-        StreamError::Region(e)
+        StreamLayoutError::Region(e)
     }
 }
 
-impl From<SetupError> for StreamError {
+impl From<SetupError> for StreamLayoutError {
     fn from(e: SetupError) -> Self {
         match e {
             // Given up on by another peer: its replacement is being set up.
-            SetupError::Abandoned => StreamError::Initializing,
-            SetupError::Region(e) => StreamError::Region(e),
+            SetupError::Abandoned => StreamLayoutError::Initializing,
+            SetupError::Region(e) => StreamLayoutError::Region(e),
         }
     }
 }
 
-impl From<RingError> for StreamError {
+impl From<RingError> for StreamLayoutError {
     fn from(e: RingError) -> Self {
         match e {
-            RingError::Corrupt(what) => StreamError::Corrupt(what),
-            RingError::Region(e) => StreamError::Region(e),
-            RingError::BadLayout { .. } => StreamError::Invalid("a ring does not fit"),
+            RingError::Corrupt(what) => StreamLayoutError::Corrupt(what),
+            RingError::Region(e) => StreamLayoutError::Region(e),
+            RingError::BadLayout { .. } => StreamLayoutError::Invalid("a ring does not fit"),
             RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => {
-                StreamError::Invalid("unexpected ring error")
+                StreamLayoutError::Invalid("unexpected ring error")
             }
         }
     }
@@ -289,9 +295,9 @@ pub struct StreamLayout {
 impl StreamLayout {
     /// Checks a capacity (a power of two of at least [`MIN_CAPACITY`]), before
     /// anything is created.
-    pub fn check_capacity(capacity: usize) -> Result<(), StreamError> {
+    pub fn check_capacity(capacity: usize) -> Result<(), StreamLayoutError> {
         if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
-            return Err(StreamError::Invalid(
+            return Err(StreamLayoutError::Invalid(
                 "capacity must be a power of two of at least 128",
             ));
         }
@@ -315,10 +321,12 @@ impl StreamLayout {
         size: usize,
         capacity: usize,
         peers: [PeerId; 2],
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         Self::check_capacity(capacity)?;
         if Self::section_size(capacity).is_none_or(|needed| needed > size) {
-            return Err(StreamError::Invalid("section too small for the capacity"));
+            return Err(StreamLayoutError::Invalid(
+                "section too small for the capacity",
+            ));
         }
         let layout = Self::locate(region, offset, size, capacity, peers)?;
         SETUP.claim(region, offset)?;
@@ -347,27 +355,27 @@ impl StreamLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         check_bounds(offset, size, region.len())?;
         if size < RINGS_AT {
-            return Err(StreamError::Invalid("section too small"));
+            return Err(StreamLayoutError::Invalid("section too small"));
         }
         match SETUP.state(region, offset)? {
             SetupState::Ready => {}
             SetupState::Pending(EMPTY | INITIALIZING) | SetupState::Abandoned => {
-                return Err(StreamError::Initializing);
+                return Err(StreamLayoutError::Initializing);
             }
-            SetupState::Pending(_) => return Err(StreamError::Invalid("unknown state")),
+            SetupState::Pending(_) => return Err(StreamLayoutError::Invalid("unknown state")),
         }
         if MAGIC_AT.of(offset).load(region, Ordering::Relaxed)? != MAGIC {
-            return Err(StreamError::Invalid("bad magic"));
+            return Err(StreamLayoutError::Invalid("bad magic"));
         }
         let capacity = usize::try_from(CAPACITY_AT.of(offset).load(region, Ordering::Relaxed)?)
             .ok()
             .filter(|c| c.is_power_of_two() && *c >= MIN_CAPACITY)
-            .ok_or(StreamError::Invalid("capacity out of range"))?;
+            .ok_or(StreamLayoutError::Invalid("capacity out of range"))?;
         if Self::section_size(capacity).is_none_or(|needed| needed > size) {
-            return Err(StreamError::Invalid("rings do not fit the section"));
+            return Err(StreamLayoutError::Invalid("rings do not fit the section"));
         }
         let ids = IDS_AT.of(offset).load(region, Ordering::Relaxed)?;
         let peers = [ids as PeerId, (ids >> 16) as PeerId];
@@ -380,10 +388,10 @@ impl StreamLayout {
         size: usize,
         capacity: usize,
         peers: [PeerId; 2],
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         check_bounds(offset, size, region.len())?;
         if offset % 128 != 0 {
-            return Err(StreamError::Invalid("section not 128-byte aligned"));
+            return Err(StreamLayoutError::Invalid("section not 128-byte aligned"));
         }
         let ring_size = RingLayout::section_size(capacity);
         let first = offset + RINGS_AT;
@@ -426,9 +434,9 @@ impl StreamLayout {
         &self,
         region: &R,
         side: Side,
-    ) -> Result<PeerState, StreamError> {
+    ) -> Result<PeerState, StreamLayoutError> {
         let raw = self.state_at(side).load(region, Ordering::Acquire)?;
-        PeerState::from_u32(raw).ok_or(StreamError::BadState(raw))
+        PeerState::from_u32(raw).ok_or(StreamLayoutError::BadState(raw))
     }
 
     /// `side`'s liveness word as read, not validated (for inspection; see
@@ -437,7 +445,7 @@ impl StreamLayout {
         &self,
         region: &R,
         side: Side,
-    ) -> Result<u32, StreamError> {
+    ) -> Result<u32, StreamLayoutError> {
         Ok(self.state_at(side).load(region, Ordering::Acquire)?)
     }
 
@@ -448,7 +456,7 @@ impl StreamLayout {
         &self,
         region: &R,
         side: Side,
-    ) -> Result<bool, StreamError> {
+    ) -> Result<bool, StreamLayoutError> {
         for from in [PeerState::Connected, PeerState::Never] {
             let swapped = self.state_at(side).compare_exchange(
                 region,
@@ -481,14 +489,14 @@ pub struct StreamReader<'r, R: Region + ?Sized> {
     tail: u64,
     released: u64,
     head_cache: u64,
-    poisoned: Option<StreamError>,
+    poisoned: Option<StreamLayoutError>,
 }
 
 impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
     /// Copies up to `buf.len()` bytes that have arrived into `buf`; 0 if none
     /// (see [`at_eof`](Self::at_eof)). The space returns to the sender at the next
     /// [`release`](Self::release).
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamLayoutError> {
         self.healthy()?;
         if self.cached() < buf.len() as u64 {
             self.refresh()?;
@@ -501,7 +509,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
     }
 
     /// Bytes waiting (re-reads the sender's index).
-    pub fn data_ready(&mut self) -> Result<usize, StreamError> {
+    pub fn data_ready(&mut self) -> Result<usize, StreamLayoutError> {
         self.healthy()?;
         self.refresh()?;
         Ok(self.cached() as usize)
@@ -509,7 +517,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
 
     /// Returns the space of every byte read so far to the sender; returns whether
     /// the sender asked to be told (it sleeps on a full ring).
-    pub fn release(&mut self) -> Result<bool, StreamError> {
+    pub fn release(&mut self) -> Result<bool, StreamLayoutError> {
         self.healthy()?;
         if self.tail == self.released {
             return Ok(false);
@@ -522,7 +530,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
     /// Announces that this end will sleep until data arrives; returns `false`
     /// (and withdraws) if data already waits or the other side is gone, so the
     /// caller must not sleep. Call [`finish_sleep`](Self::finish_sleep) after.
-    pub fn prepare_sleep(&mut self) -> Result<bool, StreamError> {
+    pub fn prepare_sleep(&mut self) -> Result<bool, StreamLayoutError> {
         self.healthy()?;
         self.ring.arm_want_data(self.region)?;
         let sleep = match (self.peer_state(), self.data_ready()) {
@@ -537,14 +545,14 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
     }
 
     /// Withdraws the request to be woken for data.
-    pub fn finish_sleep(&mut self) -> Result<(), StreamError> {
+    pub fn finish_sleep(&mut self) -> Result<(), StreamLayoutError> {
         Ok(self.ring.disarm_want_data(self.region)?)
     }
 
     /// Whether the stream has ended: the other side closed (or died) and every
     /// byte it sent has been read. The order matters: its state is read first,
     /// so bytes it published before closing are seen.
-    pub fn at_eof(&mut self) -> Result<bool, StreamError> {
+    pub fn at_eof(&mut self) -> Result<bool, StreamLayoutError> {
         if !self.peer_state()?.is_gone() {
             return Ok(false);
         }
@@ -552,7 +560,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
     }
 
     /// The other side's liveness.
-    pub fn peer_state(&self) -> Result<PeerState, StreamError> {
+    pub fn peer_state(&self) -> Result<PeerState, StreamLayoutError> {
         self.layout.state(self.region, self.side.other())
     }
 
@@ -560,7 +568,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
         self.head_cache.wrapping_sub(self.tail)
     }
 
-    fn refresh(&mut self) -> Result<(), StreamError> {
+    fn refresh(&mut self) -> Result<(), StreamLayoutError> {
         match self.ring.load_head(self.region, self.head_cache, self.tail) {
             Ok(head) => {
                 self.head_cache = head;
@@ -570,14 +578,14 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
         }
     }
 
-    fn poison(&mut self, error: StreamError) -> StreamError {
-        if let StreamError::Corrupt(_) = error {
+    fn poison(&mut self, error: StreamLayoutError) -> StreamLayoutError {
+        if let StreamLayoutError::Corrupt(_) = error {
             self.poisoned = Some(error);
         }
         error
     }
 
-    fn healthy(&self) -> Result<(), StreamError> {
+    fn healthy(&self) -> Result<(), StreamLayoutError> {
         self.poisoned.map_or(Ok(()), Err)
     }
 }
@@ -593,7 +601,7 @@ pub struct StreamWriter<'r, R: Region + ?Sized> {
     published: u64,
     tail_cache: u64,
     closed: bool,
-    poisoned: Option<StreamError>,
+    poisoned: Option<StreamLayoutError>,
 }
 
 impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
@@ -601,10 +609,10 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     /// it is full). The bytes become visible at the next
     /// [`publish`](Self::publish). Refused once this end closed or the other side
     /// is dead; a peer that closed may still be reading, so it is written to.
-    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamLayoutError> {
         self.healthy()?;
         if self.peer_state()? == PeerState::Dead {
-            return Err(StreamError::PeerDead);
+            return Err(StreamLayoutError::PeerDead);
         }
         if self.free_cached() < data.len() as u64 {
             self.refresh()?;
@@ -617,7 +625,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     }
 
     /// Bytes that can be written now (re-reads the reader's index).
-    pub fn buffer_space(&mut self) -> Result<usize, StreamError> {
+    pub fn buffer_space(&mut self) -> Result<usize, StreamLayoutError> {
         self.healthy()?;
         self.refresh()?;
         Ok(self.free_cached() as usize)
@@ -630,7 +638,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
 
     /// Makes every byte written so far visible; returns whether the reader asked
     /// to be notified (the caller then rings its doorbell). One fence per batch.
-    pub fn publish(&mut self) -> Result<bool, StreamError> {
+    pub fn publish(&mut self) -> Result<bool, StreamLayoutError> {
         // Nothing pending is not an error, even once closed or poisoned.
         if self.head == self.published {
             return Ok(false);
@@ -644,7 +652,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     /// Announces that this end will sleep until `needed` bytes (at most the
     /// capacity) are free; returns `false` (and withdraws) if they already are or
     /// the other side is dead. Call [`finish_sleep`](Self::finish_sleep) after.
-    pub fn prepare_sleep(&mut self, needed: usize) -> Result<bool, StreamError> {
+    pub fn prepare_sleep(&mut self, needed: usize) -> Result<bool, StreamLayoutError> {
         self.healthy()?;
         self.ring.arm_want_space(self.region)?;
         let needed = needed.clamp(1, self.layout.capacity) as u64;
@@ -659,7 +667,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     }
 
     /// Withdraws the request to be woken for space.
-    pub fn finish_sleep(&mut self) -> Result<(), StreamError> {
+    pub fn finish_sleep(&mut self) -> Result<(), StreamLayoutError> {
         Ok(self.ring.disarm_want_space(self.region)?)
     }
 
@@ -667,13 +675,13 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     /// end-of-stream once it has drained the ring. Returns whether it asked to be
     /// notified (it may sleep waiting for data, and must wake to see the end).
     /// Closing twice is harmless.
-    pub fn close(&mut self) -> Result<bool, StreamError> {
+    pub fn close(&mut self) -> Result<bool, StreamLayoutError> {
         if self.closed {
             return Ok(false);
         }
         let mut asked = self.publish().unwrap_or(false);
         self.closed = true;
-        self.poisoned = Some(StreamError::Closed);
+        self.poisoned = Some(StreamLayoutError::Closed);
         // Only a connected side closes; a side declared dead stays dead.
         let _ = self.layout.state_at(self.side).compare_exchange(
             self.region,
@@ -686,7 +694,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
     }
 
     /// The other side's liveness.
-    pub fn peer_state(&self) -> Result<PeerState, StreamError> {
+    pub fn peer_state(&self) -> Result<PeerState, StreamLayoutError> {
         self.layout.state(self.region, self.side.other())
     }
 
@@ -694,7 +702,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
         (self.layout.capacity as u64).wrapping_sub(self.head.wrapping_sub(self.tail_cache))
     }
 
-    fn refresh(&mut self) -> Result<(), StreamError> {
+    fn refresh(&mut self) -> Result<(), StreamLayoutError> {
         match self
             .ring
             .load_tail(self.region, self.tail_cache, self.published)
@@ -704,8 +712,8 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
                 Ok(())
             }
             Err(e) => {
-                let e = StreamError::from(e);
-                if let StreamError::Corrupt(_) = e {
+                let e = StreamLayoutError::from(e);
+                if let StreamLayoutError::Corrupt(_) = e {
                     self.poisoned = Some(e);
                 }
                 Err(e)
@@ -713,7 +721,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
         }
     }
 
-    fn healthy(&self) -> Result<(), StreamError> {
+    fn healthy(&self) -> Result<(), StreamLayoutError> {
         self.poisoned.map_or(Ok(()), Err)
     }
 }
@@ -729,7 +737,11 @@ pub struct StreamEnd<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
     /// Attaches as `side`: its liveness word must still be 0 (never connected),
     /// and both rings' indices must be consistent.
-    pub fn attach(region: &'r R, layout: StreamLayout, side: Side) -> Result<Self, StreamError> {
+    pub fn attach(
+        region: &'r R,
+        layout: StreamLayout,
+        side: Side,
+    ) -> Result<Self, StreamLayoutError> {
         let tx = layout.ring(side);
         let rx = layout.ring(side.other());
         let (head, tx_tail) = tx.load_indices(region)?;
@@ -741,8 +753,8 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
         )?;
         if let Err(raw) = claimed {
             return Err(match PeerState::from_u32(raw) {
-                Some(state) => StreamError::SideTaken { side, state },
-                None => StreamError::BadState(raw),
+                Some(state) => StreamLayoutError::SideTaken { side, state },
+                None => StreamLayoutError::BadState(raw),
             });
         }
         Ok(StreamEnd {
@@ -786,73 +798,73 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
     }
 
     /// See [`StreamWriter::write`].
-    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamLayoutError> {
         self.writer.write(data)
     }
 
     /// See [`StreamReader::read`].
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamLayoutError> {
         self.reader.read(buf)
     }
 
     /// See [`StreamReader::data_ready`].
-    pub fn data_ready(&mut self) -> Result<usize, StreamError> {
+    pub fn data_ready(&mut self) -> Result<usize, StreamLayoutError> {
         self.reader.data_ready()
     }
 
     /// See [`StreamWriter::buffer_space`].
-    pub fn buffer_space(&mut self) -> Result<usize, StreamError> {
+    pub fn buffer_space(&mut self) -> Result<usize, StreamLayoutError> {
         self.writer.buffer_space()
     }
 
     /// See [`StreamWriter::publish`].
-    pub fn publish(&mut self) -> Result<bool, StreamError> {
+    pub fn publish(&mut self) -> Result<bool, StreamLayoutError> {
         self.writer.publish()
     }
 
     /// See [`StreamReader::release`].
-    pub fn release(&mut self) -> Result<bool, StreamError> {
+    pub fn release(&mut self) -> Result<bool, StreamLayoutError> {
         self.reader.release()
     }
 
     /// See [`StreamReader::prepare_sleep`].
-    pub fn prepare_sleep_read(&mut self) -> Result<bool, StreamError> {
+    pub fn prepare_sleep_read(&mut self) -> Result<bool, StreamLayoutError> {
         self.reader.prepare_sleep()
     }
 
     /// See [`StreamReader::finish_sleep`].
-    pub fn finish_sleep_read(&mut self) -> Result<(), StreamError> {
+    pub fn finish_sleep_read(&mut self) -> Result<(), StreamLayoutError> {
         self.reader.finish_sleep()
     }
 
     /// See [`StreamWriter::prepare_sleep`].
-    pub fn prepare_sleep_write(&mut self, needed: usize) -> Result<bool, StreamError> {
+    pub fn prepare_sleep_write(&mut self, needed: usize) -> Result<bool, StreamLayoutError> {
         self.writer.prepare_sleep(needed)
     }
 
     /// See [`StreamWriter::finish_sleep`].
-    pub fn finish_sleep_write(&mut self) -> Result<(), StreamError> {
+    pub fn finish_sleep_write(&mut self) -> Result<(), StreamLayoutError> {
         self.writer.finish_sleep()
     }
 
     /// See [`StreamReader::at_eof`].
-    pub fn at_eof(&mut self) -> Result<bool, StreamError> {
+    pub fn at_eof(&mut self) -> Result<bool, StreamLayoutError> {
         self.reader.at_eof()
     }
 
     /// See [`StreamWriter::close`].
-    pub fn close(&mut self) -> Result<bool, StreamError> {
+    pub fn close(&mut self) -> Result<bool, StreamLayoutError> {
         self.writer.close()
     }
 
     /// The other side's liveness.
-    pub fn peer_state(&self) -> Result<PeerState, StreamError> {
+    pub fn peer_state(&self) -> Result<PeerState, StreamLayoutError> {
         self.writer.peer_state()
     }
 
     /// Declares the other side dead (its transport reported that it left); see
     /// [`StreamLayout::mark_dead`].
-    pub fn mark_peer_dead(&self) -> Result<bool, StreamError> {
+    pub fn mark_peer_dead(&self) -> Result<bool, StreamLayoutError> {
         self.writer
             .layout
             .mark_dead(self.writer.region, self.side().other())
@@ -876,11 +888,12 @@ impl crate::section::SectionProtocol for StreamLayout {
     const SETUP: SetupWord = SETUP;
     type Shape = StreamShape;
     type Snapshot = StreamHeader;
-    type Error = StreamError;
+    type Error = StreamLayoutError;
 
-    fn section_size(shape: &StreamShape) -> Result<usize, StreamError> {
+    fn section_size(shape: &StreamShape) -> Result<usize, StreamLayoutError> {
         StreamLayout::check_capacity(shape.capacity)?;
-        StreamLayout::section_size(shape.capacity).ok_or(StreamError::Invalid("capacity too large"))
+        StreamLayout::section_size(shape.capacity)
+            .ok_or(StreamLayoutError::Invalid("capacity too large"))
     }
 
     fn create<R: Region + ?Sized>(
@@ -888,7 +901,7 @@ impl crate::section::SectionProtocol for StreamLayout {
         offset: usize,
         size: usize,
         shape: &StreamShape,
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         StreamLayout::create(region, offset, size, shape.capacity, shape.peers)
     }
 
@@ -896,23 +909,23 @@ impl crate::section::SectionProtocol for StreamLayout {
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<Self, StreamError> {
+    ) -> Result<Self, StreamLayoutError> {
         StreamLayout::open(region, offset, size)
     }
 
-    fn is_initializing(error: &StreamError) -> bool {
-        matches!(error, StreamError::Initializing)
+    fn is_initializing(error: &StreamLayoutError) -> bool {
+        matches!(error, StreamLayoutError::Initializing)
     }
 
-    fn wrong_kind() -> StreamError {
-        StreamError::Invalid("the section has another kind")
+    fn wrong_kind() -> StreamLayoutError {
+        StreamLayoutError::Invalid("the section has another kind")
     }
 
     fn snapshot<R: Region + ?Sized>(
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<StreamHeader, StreamError> {
+    ) -> Result<StreamHeader, StreamLayoutError> {
         StreamHeader::read(region, offset, size)
     }
 }

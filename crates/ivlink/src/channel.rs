@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ivlink_core::channel::{ChannelError, ChannelLayout};
+use ivlink_core::channel::{ChannelLayout, ChannelLayoutError};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
@@ -22,10 +22,10 @@ pub use ivlink_core::channel::ChannelShape;
 
 /// Why a channel operation failed.
 #[derive(Debug, Error)]
-pub enum EndpointError {
+pub enum ChannelError {
     /// The channel itself is unusable.
     #[error(transparent)]
-    Channel(#[from] ChannelError),
+    Layout(#[from] ChannelLayoutError),
     /// The ring with `peer` is corrupted; that peer is cut off, the others work on.
     #[error("ring with peer {peer}: {error}")]
     Corrupt {
@@ -62,9 +62,9 @@ pub enum EndpointError {
     SetupTimeout(String),
 }
 
-impl OpenFailure<ChannelLayout> for EndpointError {
+impl OpenFailure<ChannelLayout> for ChannelError {
     fn setup_timeout(name: &str) -> Self {
-        EndpointError::SetupTimeout(name.to_owned())
+        ChannelError::SetupTimeout(name.to_owned())
     }
 }
 
@@ -75,7 +75,7 @@ pub use crate::section::open_named;
 
 impl NamedShape for ChannelShape {
     type Protocol = ChannelLayout;
-    type Error = EndpointError;
+    type Error = ChannelError;
 
     fn vector(&self) -> ivlink_core::Vector {
         self.vector
@@ -83,7 +83,7 @@ impl NamedShape for ChannelShape {
 }
 
 /// One member's end of a channel.
-pub struct Endpoint<'d> {
+pub struct Channel<'d> {
     device: &'d dyn Device,
     layout: ChannelLayout,
     slot: u32,
@@ -96,15 +96,15 @@ pub struct Endpoint<'d> {
     next: u32,
 }
 
-impl<'d> Endpoint<'d> {
+impl<'d> Channel<'d> {
     /// Joins the channel as `device`'s peer.
     pub fn join(
         device: &'d dyn Device,
         layout: ChannelLayout,
         policy: SpinThenSleep,
-    ) -> Result<Self, EndpointError> {
+    ) -> Result<Self, ChannelError> {
         let slot = layout.join(device.region(), device.id())?;
-        let mut endpoint = Endpoint {
+        let mut endpoint = Channel {
             device,
             layout,
             slot,
@@ -126,19 +126,19 @@ impl<'d> Endpoint<'d> {
     }
 
     /// The other members, by peer id.
-    pub fn members(&mut self) -> Result<Vec<PeerId>, EndpointError> {
+    pub fn members(&mut self) -> Result<Vec<PeerId>, ChannelError> {
         self.refresh_members()?;
         Ok(self.members.values().copied().collect())
     }
 
     /// Queues `message` for `to` without waiting: `Ok(false)` if its ring is full.
     /// Messages become visible at the next [`flush`](Self::flush) (or `send`).
-    pub fn try_send(&mut self, to: PeerId, message: &[u8]) -> Result<bool, EndpointError> {
+    pub fn try_send(&mut self, to: PeerId, message: &[u8]) -> Result<bool, ChannelError> {
         let slot = self.slot_of(to)?;
         let tx = self
             .outgoing
             .get_mut(&slot)
-            .ok_or(EndpointError::NotMember(to))?;
+            .ok_or(ChannelError::NotMember(to))?;
         match tx.try_send(message) {
             Ok(sent) => {
                 if sent {
@@ -147,11 +147,11 @@ impl<'d> Endpoint<'d> {
                 Ok(sent)
             }
             Err(error @ (RingError::TooLarge { .. } | RingError::BufferTooSmall { .. })) => {
-                Err(EndpointError::Ring(error))
+                Err(ChannelError::Ring(error))
             }
             Err(error) => Err(self
                 .ring_failed(slot, to, error)
-                .unwrap_or(EndpointError::NotMember(to))),
+                .unwrap_or(ChannelError::NotMember(to))),
         }
     }
 
@@ -162,7 +162,7 @@ impl<'d> Endpoint<'d> {
         to: PeerId,
         message: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<(), EndpointError> {
+    ) -> Result<(), ChannelError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if self.try_send(to, message)? {
@@ -172,26 +172,26 @@ impl<'d> Endpoint<'d> {
             let slot = self.slot_of(to)?;
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
-                return Err(EndpointError::Timeout(to));
+                return Err(ChannelError::Timeout(to));
             }
             let tx = self
                 .outgoing
                 .get_mut(&slot)
-                .ok_or(EndpointError::NotMember(to))?;
+                .ok_or(ChannelError::NotMember(to))?;
             let mut space = crate::wait::SpaceIn(tx, message.len());
             let ready = self
                 .policy
                 .wait(&mut space, self.device, self.layout.vector(), left)
                 .map_err(|e| wait_error(to, e))?;
             if !ready {
-                return Err(EndpointError::Timeout(to));
+                return Err(ChannelError::Timeout(to));
             }
         }
     }
 
     /// Publishes every queued message and rings the members that asked for it
     /// (one check per ring per batch). Allocates nothing.
-    pub fn flush(&mut self) -> Result<(), EndpointError> {
+    pub fn flush(&mut self) -> Result<(), ChannelError> {
         let mut pending = std::mem::take(&mut self.unpublished);
         while let Some(slot) = pending.pop_first() {
             if let Err(e) = self.publish(slot) {
@@ -203,7 +203,7 @@ impl<'d> Endpoint<'d> {
         Ok(())
     }
 
-    fn publish(&mut self, slot: u32) -> Result<(), EndpointError> {
+    fn publish(&mut self, slot: u32) -> Result<(), ChannelError> {
         let Some(&peer) = self.members.get(&slot) else {
             return Ok(());
         };
@@ -221,7 +221,7 @@ impl<'d> Endpoint<'d> {
     /// `None` if nothing is waiting. Members are served in turn. Allocates
     /// nothing once the members are known, so a caller reusing `buf` receives
     /// without touching the heap.
-    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<(PeerId, usize)>, EndpointError> {
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<(PeerId, usize)>, ChannelError> {
         if self.incoming.is_empty() {
             self.refresh_members()?;
         }
@@ -240,7 +240,7 @@ impl<'d> Endpoint<'d> {
                     }
                 }
                 Err(error @ RingError::BufferTooSmall { .. }) => {
-                    return Err(EndpointError::Ring(error));
+                    return Err(ChannelError::Ring(error));
                 }
                 Err(error) => match self.ring_failed(slot, peer, error) {
                     Some(e) => return Err(e),
@@ -257,7 +257,7 @@ impl<'d> Endpoint<'d> {
         &mut self,
         buf: &mut [u8],
         timeout: Option<Duration>,
-    ) -> Result<Option<(PeerId, usize)>, EndpointError> {
+    ) -> Result<Option<(PeerId, usize)>, ChannelError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(message) = self.try_recv(buf)? {
@@ -274,8 +274,8 @@ impl<'d> Endpoint<'d> {
             self.policy
                 .wait(&mut any, self.device, self.layout.vector(), Some(slice))
                 .map_err(|e| match e {
-                    WaitError::Protocol(error) => EndpointError::Ring(error),
-                    WaitError::Device(e) => EndpointError::Device(e),
+                    WaitError::Protocol(error) => ChannelError::Ring(error),
+                    WaitError::Device(e) => ChannelError::Device(e),
                 })?;
             self.refresh_members()?;
         }
@@ -283,7 +283,7 @@ impl<'d> Endpoint<'d> {
 
     /// Forgets a member the server reported gone and frees its slot, so the
     /// others keep working and a newcomer can take the slot (with fresh rings).
-    pub fn evict(&mut self, peer: PeerId) -> Result<bool, EndpointError> {
+    pub fn evict(&mut self, peer: PeerId) -> Result<bool, ChannelError> {
         let evicted = self.layout.evict(self.device.region(), peer)?;
         if let Some((&slot, _)) = self.members.iter().find(|(_, p)| **p == peer) {
             self.forget(slot);
@@ -300,7 +300,7 @@ impl<'d> Endpoint<'d> {
             .collect()
     }
 
-    fn refresh_members(&mut self) -> Result<(), EndpointError> {
+    fn refresh_members(&mut self) -> Result<(), ChannelError> {
         let region = self.device.region();
         let own = self.slot;
         for slot in (0..self.layout.max_members()).filter(|&s| s != own) {
@@ -328,14 +328,14 @@ impl<'d> Endpoint<'d> {
                 Err(error) => {
                     self.members.insert(slot, peer);
                     self.cut_off(slot);
-                    return Err(EndpointError::Corrupt { peer, error });
+                    return Err(ChannelError::Corrupt { peer, error });
                 }
             }
         }
         Ok(())
     }
 
-    fn slot_of(&mut self, peer: PeerId) -> Result<u32, EndpointError> {
+    fn slot_of(&mut self, peer: PeerId) -> Result<u32, ChannelError> {
         let find = |members: &BTreeMap<u32, PeerId>| {
             members.iter().find(|(_, p)| **p == peer).map(|(s, _)| *s)
         };
@@ -343,19 +343,19 @@ impl<'d> Endpoint<'d> {
             return Ok(slot);
         }
         self.refresh_members()?;
-        find(&self.members).ok_or(EndpointError::NotMember(peer))
+        find(&self.members).ok_or(ChannelError::NotMember(peer))
     }
 
-    fn ring(&self, peer: PeerId) -> Result<(), EndpointError> {
+    fn ring(&self, peer: PeerId) -> Result<(), ChannelError> {
         self.device
             .notify(peer, self.layout.vector())
-            .map_err(|error| EndpointError::Notify { peer, error })
+            .map_err(|error| ChannelError::Notify { peer, error })
     }
 
     /// A ring with `peer` failed: if the peer has meanwhile left its slot (another
     /// member evicted it, or a newcomer reset the rings) it is simply forgotten;
     /// otherwise the ring is corrupt and the peer is cut off.
-    fn ring_failed(&mut self, slot: u32, peer: PeerId, error: RingError) -> Option<EndpointError> {
+    fn ring_failed(&mut self, slot: u32, peer: PeerId, error: RingError) -> Option<ChannelError> {
         let current = self
             .layout
             .member(self.device.region(), slot)
@@ -366,7 +366,7 @@ impl<'d> Endpoint<'d> {
             return None;
         }
         self.cut_off(slot);
-        Some(EndpointError::Corrupt { peer, error })
+        Some(ChannelError::Corrupt { peer, error })
     }
 
     fn cut_off(&mut self, slot: u32) {
@@ -454,17 +454,17 @@ impl Turn {
 /// How often a waiting receiver looks for new members.
 const MEMBER_SCAN: Duration = Duration::from_millis(100);
 
-fn ring_error(peer: PeerId, error: RingError) -> EndpointError {
+fn ring_error(peer: PeerId, error: RingError) -> ChannelError {
     match error {
-        RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => EndpointError::Ring(error),
-        _ => EndpointError::Corrupt { peer, error },
+        RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => ChannelError::Ring(error),
+        _ => ChannelError::Corrupt { peer, error },
     }
 }
 
-fn wait_error(peer: PeerId, e: WaitError<RingError>) -> EndpointError {
+fn wait_error(peer: PeerId, e: WaitError<RingError>) -> ChannelError {
     match e {
         WaitError::Protocol(error) => ring_error(peer, error),
-        WaitError::Device(e) => EndpointError::Device(e),
+        WaitError::Device(e) => ChannelError::Device(e),
     }
 }
 

@@ -16,27 +16,27 @@ use std::time::{Duration, Instant};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
-use ivlink_core::mailbox::{MailboxError, MailboxLayout};
+use ivlink_core::mailbox::{MailboxLayout, MailboxLayoutError};
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
 
 use crate::device::{Device, DeviceError, Event, WaitFor};
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
-mod ipm_send;
+mod deliver;
 mod membership;
 
-pub use ipm_send::{Delivery, IpmSend, IpmSendError, ZEPHYR_IPM_VECTOR, send_ipm};
+pub use deliver::{Delivery, DeliveryError, Outgoing, ZEPHYR_IPM_VECTOR, deliver};
 
 /// The shape a mailbox is created with.
 pub use ivlink_core::mailbox::MailboxShape;
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Error)]
-pub enum IpmError {
+pub enum MailboxError {
     /// The mailbox refused (busy, too large, bad id, damaged section, ...).
     #[error(transparent)]
-    Mailbox(#[from] MailboxError),
+    Layout(#[from] MailboxLayoutError),
     /// The region's directory could not be opened or extended.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -68,17 +68,17 @@ pub enum IpmError {
     Device(#[from] DeviceError),
 }
 
-impl OpenFailure<MailboxLayout> for IpmError {
+impl OpenFailure<MailboxLayout> for MailboxError {
     fn setup_timeout(name: &str) -> Self {
-        IpmError::SetupTimeout(name.to_owned())
+        MailboxError::SetupTimeout(name.to_owned())
     }
 }
 
-impl From<WaitError<MailboxError>> for IpmError {
-    fn from(e: WaitError<MailboxError>) -> Self {
+impl From<WaitError<MailboxLayoutError>> for MailboxError {
+    fn from(e: WaitError<MailboxLayoutError>) -> Self {
         match e {
-            WaitError::Protocol(e) => IpmError::Mailbox(e),
-            WaitError::Device(e) => IpmError::Device(e),
+            WaitError::Protocol(e) => MailboxError::Layout(e),
+            WaitError::Device(e) => MailboxError::Device(e),
         }
     }
 }
@@ -87,7 +87,7 @@ pub use crate::section::open_named;
 
 impl NamedShape for MailboxShape {
     type Protocol = MailboxLayout;
-    type Error = IpmError;
+    type Error = MailboxError;
 
     fn vector(&self) -> ivlink_core::Vector {
         self.vector
@@ -135,7 +135,7 @@ impl<'d> Mailbox<'d> {
         device: &'d dyn Device,
         layout: MailboxLayout,
         policy: SpinThenSleep,
-    ) -> Result<Self, IpmError> {
+    ) -> Result<Self, MailboxError> {
         let slot = layout.join(device.region(), device.id())?;
         Ok(Mailbox {
             device,
@@ -152,7 +152,7 @@ impl<'d> Mailbox<'d> {
     }
 
     /// How long [`send`](Self::send) waits for the receiver to take a previous
-    /// message before giving up with [`MailboxError::Busy`] (default: not at all,
+    /// message before giving up with [`MailboxLayoutError::Busy`] (default: not at all,
     /// like Zephyr's `-EBUSY`).
     pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
@@ -197,21 +197,21 @@ impl<'d> Mailbox<'d> {
         id: u32,
         data: &[u8],
         wait: Option<Duration>,
-    ) -> Result<(), IpmError> {
+    ) -> Result<(), MailboxError> {
         let region = self.device.region();
         let to_slot = self
             .layout
             .slot_of(region, to)
             .filter(|&s| s != self.slot)
-            .ok_or(IpmError::NotMember(to))?;
+            .ok_or(MailboxError::NotMember(to))?;
         let rung = self.device.has_doorbell();
         let busy_deadline = Instant::now() + self.busy_timeout;
         loop {
             match self.layout.send(region, self.slot, to_slot, id, data, rung) {
-                Err(MailboxError::Busy) => {
+                Err(MailboxLayoutError::Busy) => {
                     let left = busy_deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(MailboxError::Busy.into());
+                        return Err(MailboxLayoutError::Busy.into());
                     }
                     self.wait_complete(to_slot, left)?;
                 }
@@ -221,17 +221,17 @@ impl<'d> Mailbox<'d> {
         if rung {
             self.device
                 .notify(to, self.layout.vector())
-                .map_err(|error| IpmError::Notify { peer: to, error })?;
+                .map_err(|error| MailboxError::Notify { peer: to, error })?;
         }
         if let Some(waited) = wait
             && !self.wait_complete(to_slot, waited)?
         {
-            return Err(IpmError::NoCompletion { peer: to, waited });
+            return Err(MailboxError::NoCompletion { peer: to, waited });
         }
         Ok(())
     }
 
-    fn wait_complete(&self, to_slot: u32, timeout: Duration) -> Result<bool, IpmError> {
+    fn wait_complete(&self, to_slot: u32, timeout: Duration) -> Result<bool, MailboxError> {
         let mut completion = Completion {
             layout: self.layout,
             region: self.device.region(),
@@ -248,7 +248,7 @@ impl<'d> Mailbox<'d> {
 
     /// The next message without waiting, or `None`. Bad messages from hostile
     /// peers are logged and skipped.
-    pub fn try_recv(&mut self) -> Result<Option<Message>, IpmError> {
+    pub fn try_recv(&mut self) -> Result<Option<Message>, MailboxError> {
         if let Some(message) = self.pending.pop_front() {
             return Ok(Some(message));
         }
@@ -257,7 +257,7 @@ impl<'d> Mailbox<'d> {
 
     /// Waits up to `timeout` (`None`: forever) for the next message, or for a
     /// bare doorbell (delivered as an empty message).
-    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, IpmError> {
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, MailboxError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let spin_until = Instant::now() + self.policy.spin;
         loop {
@@ -293,7 +293,7 @@ impl<'d> Mailbox<'d> {
 
     /// `count` doorbells rang: match them against taken messages, take whatever
     /// waits now, and queue an empty message for each ring left over.
-    fn rings(&mut self, count: u64) -> Result<(), IpmError> {
+    fn rings(&mut self, count: u64) -> Result<(), MailboxError> {
         let matched = count.min(self.unmatched_messages);
         self.unmatched_messages -= matched;
         self.unmatched_rings = self.unmatched_rings.saturating_add(count - matched);
@@ -313,7 +313,7 @@ impl<'d> Mailbox<'d> {
         Ok(())
     }
 
-    fn take_one(&mut self) -> Result<Option<Message>, IpmError> {
+    fn take_one(&mut self) -> Result<Option<Message>, MailboxError> {
         let region = self.device.region();
         loop {
             match self
@@ -344,7 +344,7 @@ impl<'d> Mailbox<'d> {
                     }));
                 }
                 Ok(None) => return Ok(None),
-                Err(error @ MailboxError::BadMessage { from_slot, .. }) => {
+                Err(error @ MailboxLayoutError::BadMessage { from_slot, .. }) => {
                     tracing::warn!(%error, "mailbox: skipping a bad message");
                     self.next = from_slot + 1;
                 }
@@ -356,7 +356,7 @@ impl<'d> Mailbox<'d> {
     /// Frees the slot of a peer the server reported gone. Take its last message
     /// first (drain with [`try_recv`](Self::try_recv)): a newcomer in the slot
     /// empties its boxes.
-    pub fn evict(&mut self, peer: PeerId) -> Result<bool, IpmError> {
+    pub fn evict(&mut self, peer: PeerId) -> Result<bool, MailboxError> {
         Ok(self.layout.evict(self.device.region(), peer)?)
     }
 }
@@ -375,17 +375,17 @@ struct Completion<'r> {
 }
 
 impl Waitable for Completion<'_> {
-    type Error = MailboxError;
+    type Error = MailboxLayoutError;
 
-    fn ready(&mut self) -> Result<bool, MailboxError> {
+    fn ready(&mut self) -> Result<bool, MailboxLayoutError> {
         self.layout.poll_complete(self.region, self.from, self.to)
     }
 
-    fn arm(&mut self) -> Result<bool, MailboxError> {
+    fn arm(&mut self) -> Result<bool, MailboxLayoutError> {
         self.layout.arm_completion(self.region, self.from, self.to)
     }
 
-    fn disarm(&mut self) -> Result<(), MailboxError> {
+    fn disarm(&mut self) -> Result<(), MailboxLayoutError> {
         // The request stays until the receiver takes the message: at worst one
         // completion doorbell more, which a later wait re-checks and ignores.
         Ok(())
@@ -421,7 +421,7 @@ mod tests {
         tx.send(2, 3, b"hello", None).unwrap();
         assert!(matches!(
             tx.send(2, 3, b"again", None),
-            Err(IpmError::Mailbox(MailboxError::Busy))
+            Err(MailboxError::Layout(MailboxLayoutError::Busy))
         ));
         let got = rx.recv(Some(Duration::from_secs(1))).unwrap().unwrap();
         assert_eq!(
@@ -434,11 +434,11 @@ mod tests {
         );
         assert!(matches!(
             tx.send(2, 0, &[0; 65], None),
-            Err(IpmError::Mailbox(MailboxError::TooLarge { .. }))
+            Err(MailboxError::Layout(MailboxLayoutError::TooLarge { .. }))
         ));
         assert!(matches!(
             tx.send(9, 0, b"", None),
-            Err(IpmError::NotMember(9))
+            Err(MailboxError::NotMember(9))
         ));
         std::thread::scope(|scope| {
             scope.spawn(|| {

@@ -228,7 +228,7 @@ fn give_up_own(region: &RawRegion, setup: SetupWord, info: &SectionInfo) {
 mod tests {
     use super::*;
     use crate::FilePeer;
-    use ivlink_core::channel::{ChannelError, ChannelShape};
+    use ivlink_core::channel::{ChannelLayoutError, ChannelShape};
     use ivlink_core::directory::EntryState;
     use ivlink_core::section::SectionProtocol;
 
@@ -243,7 +243,7 @@ mod tests {
     fn half_built(device: &dyn Device, claim: bool) -> SectionInfo {
         let region = device.region();
         let directory = Directory::open_or_create(region, DEFAULT_MAX_SECTIONS).unwrap();
-        let spec = SectionSpec::new("demo", SectionKind::Ring, SHAPE.check().unwrap())
+        let spec = SectionSpec::new("demo", SectionKind::Channel, SHAPE.check().unwrap())
             .with_owner(7)
             .with_align(4096);
         let info = directory.add(&spec).unwrap();
@@ -372,7 +372,7 @@ mod tests {
         let err =
             crate::channel::open_named(&a, "demo", SHAPE, Duration::from_millis(100)).unwrap_err();
         assert!(
-            matches!(err, crate::channel::EndpointError::SetupTimeout(_)),
+            matches!(err, crate::channel::ChannelError::SetupTimeout(_)),
             "{err}"
         );
         assert_eq!(
@@ -399,7 +399,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                crate::channel::EndpointError::Channel(ChannelError::Invalid(_))
+                crate::channel::ChannelError::Layout(ChannelLayoutError::Invalid(_))
             ),
             "{err}"
         );

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
 use ivlink_core::stream::{
-    PeerState, Side, StreamEnd, StreamError, StreamLayout, StreamReader, StreamShape, StreamWriter,
+    PeerState, Side, StreamEnd, StreamLayout, StreamLayoutError, StreamReader, StreamShape,
+    StreamWriter,
 };
 use ivlink_core::{NotifyError, PeerId, RawRegion, Vector};
 use thiserror::Error;
@@ -35,10 +36,10 @@ pub use relay::{RelayError, relay};
 
 /// Why a stream could not be opened.
 #[derive(Debug, Error)]
-pub enum OpenError {
+pub enum StreamError {
     /// The stream section is unusable, or this side is taken.
     #[error(transparent)]
-    Stream(#[from] StreamError),
+    Layout(#[from] StreamLayoutError),
     /// The region's directory could not be opened or extended.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -113,7 +114,7 @@ impl Link<'_> {
     }
 
     /// Waits up to one scan period for `what`; `Err(TimedOut)` past the deadline.
-    fn wait<W: Waitable<Error = StreamError>>(
+    fn wait<W: Waitable<Error = StreamLayoutError>>(
         &self,
         what: &mut W,
         deadline: Option<Instant>,
@@ -139,11 +140,11 @@ impl Link<'_> {
 }
 
 /// Maps a stream error to the `io::Error` a reader or writer expects.
-fn stream_io(e: StreamError) -> io::Error {
+fn stream_io(e: StreamLayoutError) -> io::Error {
     let kind = match e {
-        StreamError::PeerDead => io::ErrorKind::ConnectionAborted,
-        StreamError::Closed => io::ErrorKind::BrokenPipe,
-        StreamError::Region(_) => io::ErrorKind::Other,
+        StreamLayoutError::PeerDead => io::ErrorKind::ConnectionAborted,
+        StreamLayoutError::Closed => io::ErrorKind::BrokenPipe,
+        StreamLayoutError::Region(_) => io::ErrorKind::Other,
         _ => io::ErrorKind::InvalidData,
     };
     io::Error::new(kind, e)
@@ -168,15 +169,15 @@ impl<'d> Stream<'d> {
         capacity: usize,
         vector: Vector,
         timeout: Duration,
-    ) -> Result<Self, OpenError> {
+    ) -> Result<Self, StreamError> {
         let own = device.id();
         if own == peer {
-            return Err(OpenError::ToSelf(own));
+            return Err(StreamError::ToSelf(own));
         }
         let (layout, vector) = try_open(device, name, peer, capacity, vector, timeout)?;
-        let side = layout
-            .side_of(own)
-            .ok_or(StreamError::Invalid("this peer is not one of the stream's"))?;
+        let side = layout.side_of(own).ok_or(StreamLayoutError::Invalid(
+            "this peer is not one of the stream's",
+        ))?;
         let end = StreamEnd::attach(device.region(), layout, side)?;
         let (rx, tx) = end.split();
         let link = || Link {
@@ -257,7 +258,7 @@ impl<'d> Stream<'d> {
     }
 
     /// The peer's liveness.
-    pub fn peer_state(&self) -> Result<PeerState, StreamError> {
+    pub fn peer_state(&self) -> Result<PeerState, StreamLayoutError> {
         self.reader.rx.peer_state()
     }
 
@@ -315,7 +316,7 @@ impl Read for StreamReadHalf<'_> {
             }
             if self.rx.at_eof().map_err(stream_io)? {
                 return match self.rx.peer_state().map_err(stream_io)? {
-                    PeerState::Dead => Err(stream_io(StreamError::PeerDead)),
+                    PeerState::Dead => Err(stream_io(StreamLayoutError::PeerDead)),
                     _ => Ok(0),
                 };
             }
@@ -399,17 +400,17 @@ impl Drop for StreamWriteHalf<'_> {
 struct Readable<'a, 'd>(&'a mut StreamReader<'d, RawRegion>);
 
 impl Waitable for Readable<'_, '_> {
-    type Error = StreamError;
+    type Error = StreamLayoutError;
 
-    fn ready(&mut self) -> Result<bool, StreamError> {
+    fn ready(&mut self) -> Result<bool, StreamLayoutError> {
         Ok(self.0.data_ready()? > 0 || self.0.peer_state()?.is_gone())
     }
 
-    fn arm(&mut self) -> Result<bool, StreamError> {
+    fn arm(&mut self) -> Result<bool, StreamLayoutError> {
         self.0.prepare_sleep()
     }
 
-    fn disarm(&mut self) -> Result<(), StreamError> {
+    fn disarm(&mut self) -> Result<(), StreamLayoutError> {
         self.0.finish_sleep()
     }
 }
@@ -418,17 +419,17 @@ impl Waitable for Readable<'_, '_> {
 struct Writable<'a, 'd>(&'a mut StreamWriter<'d, RawRegion>, usize);
 
 impl Waitable for Writable<'_, '_> {
-    type Error = StreamError;
+    type Error = StreamLayoutError;
 
-    fn ready(&mut self) -> Result<bool, StreamError> {
+    fn ready(&mut self) -> Result<bool, StreamLayoutError> {
         Ok(self.0.buffer_space()? >= self.1 || self.0.peer_state()? == PeerState::Dead)
     }
 
-    fn arm(&mut self) -> Result<bool, StreamError> {
+    fn arm(&mut self) -> Result<bool, StreamLayoutError> {
         self.0.prepare_sleep(self.1)
     }
 
-    fn disarm(&mut self) -> Result<(), StreamError> {
+    fn disarm(&mut self) -> Result<(), StreamLayoutError> {
         self.0.finish_sleep()
     }
 }
@@ -440,18 +441,18 @@ fn try_open(
     capacity: usize,
     vector: Vector,
     timeout: Duration,
-) -> Result<(StreamLayout, Vector), OpenError> {
+) -> Result<(StreamLayout, Vector), StreamError> {
     let own = device.id();
     let shape = StreamShape {
         capacity,
         peers: [own.min(peer), own.max(peer)],
     };
-    let (layout, info) = crate::section::open_or_create::<StreamLayout, OpenError>(
+    let (layout, info) = crate::section::open_or_create::<StreamLayout, StreamError>(
         device, name, &shape, vector, timeout,
     )?;
     let (a, b) = (layout.peer(Side::A), layout.peer(Side::B));
     if [a, b] != shape.peers {
-        return Err(OpenError::OtherPeers {
+        return Err(StreamError::OtherPeers {
             name: name.to_owned(),
             a,
             b,
@@ -460,12 +461,12 @@ fn try_open(
     Ok((layout, info.vector))
 }
 
-impl OpenFailure<StreamLayout> for OpenError {
+impl OpenFailure<StreamLayout> for StreamError {
     fn setup_timeout(name: &str) -> Self {
-        OpenError::SetupTimeout(name.to_owned())
+        StreamError::SetupTimeout(name.to_owned())
     }
 
     fn wrong_kind(name: &str) -> Self {
-        OpenError::WrongKind(name.to_owned())
+        StreamError::WrongKind(name.to_owned())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ivlink::channel::{Endpoint, EndpointError};
+use ivlink::channel::{Channel, ChannelError};
 use ivlink::server::ServerThread;
 use ivlink::shm::ShmBacking;
 use ivlink::transport::host::{HostConfig, HostPeer};
@@ -63,9 +63,9 @@ fn three_peers_flooding_each_other_lose_and_corrupt_nothing() {
     let (_dir, _server, devices, layout) = setup(3);
     let ids: Vec<u16> = devices.iter().map(|d| d.id()).collect();
     // Everyone joins before anyone sends.
-    let endpoints: Vec<Endpoint<'_>> = devices
+    let endpoints: Vec<Channel<'_>> = devices
         .iter()
-        .map(|d| Endpoint::join(d, layout, SpinThenSleep::default()).unwrap())
+        .map(|d| Channel::join(d, layout, SpinThenSleep::default()).unwrap())
         .collect();
     std::thread::scope(|scope| {
         for mut endpoint in endpoints {
@@ -130,9 +130,9 @@ fn three_peers_flooding_each_other_lose_and_corrupt_nothing() {
 fn a_corrupted_ring_cuts_off_only_its_peer() {
     let (_dir, _server, devices, layout) = setup(3);
     let (a, b, c) = (&devices[0], &devices[1], &devices[2]);
-    let mut ea = Endpoint::join(a, layout, SpinThenSleep::default()).unwrap();
-    let mut eb = Endpoint::join(b, layout, SpinThenSleep::default()).unwrap();
-    let mut ec = Endpoint::join(c, layout, SpinThenSleep::default()).unwrap();
+    let mut ea = Channel::join(a, layout, SpinThenSleep::default()).unwrap();
+    let mut eb = Channel::join(b, layout, SpinThenSleep::default()).unwrap();
+    let mut ec = Channel::join(c, layout, SpinThenSleep::default()).unwrap();
     eb.send(a.id(), b"from b", TIMEOUT).unwrap();
     eb.flush().unwrap();
     ec.send(a.id(), b"from c", TIMEOUT).unwrap();
@@ -164,7 +164,7 @@ fn a_corrupted_ring_cuts_off_only_its_peer() {
         match ea.try_recv(&mut buf) {
             Ok(Some((from, len))) => got.push((from, buf[..len].to_vec())),
             Ok(None) => {}
-            Err(EndpointError::Corrupt { peer, .. }) => errors.push(peer),
+            Err(ChannelError::Corrupt { peer, .. }) => errors.push(peer),
             Err(e) => panic!("{e}"),
         }
     }

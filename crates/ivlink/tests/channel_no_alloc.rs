@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
-use ivlink::channel::{self, Endpoint};
+use ivlink::channel::{self, Channel};
 use ivlink::server::ServerThread;
 use ivlink::shm::ShmBacking;
 use ivlink::transport::file::FilePeer;
@@ -90,7 +90,7 @@ fn message(seq: u32, into: &mut [u8; 64]) -> &[u8] {
 }
 
 /// One round each way.
-fn exchange(a: &mut Endpoint<'_>, b: &mut Endpoint<'_>, a_id: PeerId, b_id: PeerId, round: u32) {
+fn exchange(a: &mut Channel<'_>, b: &mut Channel<'_>, a_id: PeerId, b_id: PeerId, round: u32) {
     one_way(a, b, a_id, b_id, round);
     one_way(b, a, b_id, a_id, round);
 }
@@ -98,7 +98,7 @@ fn exchange(a: &mut Endpoint<'_>, b: &mut Endpoint<'_>, a_id: PeerId, b_id: Peer
 /// A batch through `try_send`/`flush`/`try_recv`, a look at the drained rings,
 /// and one message through `send`/`recv` when no wait is needed, checking every
 /// byte that arrives.
-fn one_way(tx: &mut Endpoint<'_>, rx: &mut Endpoint<'_>, from: PeerId, to: PeerId, round: u32) {
+fn one_way(tx: &mut Channel<'_>, rx: &mut Channel<'_>, from: PeerId, to: PeerId, round: u32) {
     let mut out = [0u8; 64];
     let mut buf = [0u8; 128];
     for i in 0..BATCH {
@@ -130,8 +130,8 @@ fn assert_steady_state_allocates_nothing(a_dev: &dyn Device, b_dev: &dyn Device)
     let layout_a = channel::open_named(a_dev, "no-alloc", SHAPE, TIMEOUT).unwrap();
     let layout_b = channel::open_named(b_dev, "no-alloc", SHAPE, TIMEOUT).unwrap();
     let policy = SpinThenSleep::default();
-    let mut a = Endpoint::join(a_dev, layout_a, policy).unwrap();
-    let mut b = Endpoint::join(b_dev, layout_b, policy).unwrap();
+    let mut a = Channel::join(a_dev, layout_a, policy).unwrap();
+    let mut b = Channel::join(b_dev, layout_b, policy).unwrap();
     let (a_id, b_id) = (a_dev.id(), b_dev.id());
     // Warm-up: both learn of each other and every ring wraps at least once.
     for round in 0..64 {
@@ -193,15 +193,15 @@ fn sleeping_on_the_doorbell_allocates_nothing() {
     let policy = SpinThenSleep {
         spin: Duration::ZERO,
     };
-    let mut pinger = Endpoint::join(&a, layout, policy).unwrap();
+    let mut pinger = Channel::join(&a, layout, policy).unwrap();
     let layout = channel::open_named(&b, "no-alloc", SHAPE, TIMEOUT).unwrap();
-    let mut ponger = Endpoint::join(&b, layout, policy).unwrap();
+    let mut ponger = Channel::join(&b, layout, policy).unwrap();
     const PINGS: u32 = 500;
     const WARM_UP: u32 = 50;
-    let pong = |ponger: &mut Endpoint<'_>| {
+    let pong = |ponger: &mut Channel<'_>| {
         let mut buf = [0u8; 128];
         let mut out = [0u8; 64];
-        let mut serve = |ponger: &mut Endpoint<'_>, seq: u32| {
+        let mut serve = |ponger: &mut Channel<'_>, seq: u32| {
             let (from, len) = ponger
                 .recv(&mut buf, Some(TIMEOUT))
                 .unwrap()
@@ -215,10 +215,10 @@ fn sleeping_on_the_doorbell_allocates_nothing() {
         }
         allocations_in(|| (WARM_UP..PINGS).for_each(|seq| serve(ponger, seq)))
     };
-    let ping = |pinger: &mut Endpoint<'_>| {
+    let ping = |pinger: &mut Channel<'_>| {
         let mut buf = [0u8; 128];
         let mut out = [0u8; 64];
-        let mut round = |pinger: &mut Endpoint<'_>, seq: u32| {
+        let mut round = |pinger: &mut Channel<'_>, seq: u32| {
             pinger
                 .send(b_id, message(seq, &mut out), Some(TIMEOUT))
                 .unwrap();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ivlink::FilePeer;
-use ivlink::channel::{self, Endpoint};
+use ivlink::channel::{self, Channel};
 use ivlink::mailbox::{self, Mailbox};
 use ivlink::rpmsg::{RpmsgLink, RpmsgOptions};
 use ivlink::stream::Stream;
@@ -68,9 +68,9 @@ fn write_region(path: &Path) {
     let two = FilePeer::open(path, 2).unwrap();
 
     let layout = channel::open_named(&one, "chan", channel_shape(), TIMEOUT).unwrap();
-    let mut chan_one = Endpoint::join(&one, layout, SpinThenSleep::default()).unwrap();
+    let mut chan_one = Channel::join(&one, layout, SpinThenSleep::default()).unwrap();
     let layout = channel::open_named(&two, "chan", channel_shape(), TIMEOUT).unwrap();
-    let _chan_two = Endpoint::join(&two, layout, SpinThenSleep::default()).unwrap();
+    let _chan_two = Channel::join(&two, layout, SpinThenSleep::default()).unwrap();
     chan_one
         .send(2, CHANNEL_MESSAGE, Some(TIMEOUT))
         .expect("channel send");
@@ -180,7 +180,7 @@ fn a_region_of_the_fixture_layout_opens_and_delivers_what_was_in_flight() {
     let two = FilePeer::open(&path, 2).unwrap();
 
     let layout = channel::open_named(&two, "chan", channel_shape(), TIMEOUT).unwrap();
-    let mut chan_two = Endpoint::join(&two, layout, SpinThenSleep::default()).unwrap();
+    let mut chan_two = Channel::join(&two, layout, SpinThenSleep::default()).unwrap();
     let mut buf = [0u8; 64];
     let (from, len) = chan_two
         .recv(&mut buf, Some(TIMEOUT))
@@ -188,7 +188,7 @@ fn a_region_of_the_fixture_layout_opens_and_delivers_what_was_in_flight() {
         .expect("the channel message in flight");
     assert_eq!((from, &buf[..len]), (1, CHANNEL_MESSAGE));
     let layout = channel::open_named(&one, "chan", channel_shape(), TIMEOUT).unwrap();
-    let mut chan_one = Endpoint::join(&one, layout, SpinThenSleep::default()).unwrap();
+    let mut chan_one = Channel::join(&one, layout, SpinThenSleep::default()).unwrap();
     chan_one.send(2, b"and one more", Some(TIMEOUT)).unwrap();
     chan_one.flush().unwrap();
     let (_, len) = chan_two.recv(&mut buf, Some(TIMEOUT)).unwrap().unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ivlink::channel::{ChannelShape, Endpoint};
+use ivlink::channel::{Channel, ChannelShape};
 use ivlink::mailbox::{Mailbox, MailboxShape};
 use ivlink::server::ServerThread;
 use ivlink::shm::ShmBacking;
@@ -56,14 +56,14 @@ fn a_channel_waits_for_a_member_and_evicts_it_once_its_peer_is_gone() {
     };
     let size = shape.section_size().unwrap();
     let layout = ChannelLayout::create(a.region(), OFFSET, size, shape).unwrap();
-    let mut endpoint = Endpoint::join(&a, layout, SpinThenSleep::default()).unwrap();
+    let mut endpoint = Channel::join(&a, layout, SpinThenSleep::default()).unwrap();
 
     assert!(
         !endpoint
             .wait_for_member(b.id(), Duration::from_millis(50))
             .unwrap()
     );
-    let b_endpoint = Endpoint::join(&b, layout, SpinThenSleep::default()).unwrap();
+    let b_endpoint = Channel::join(&b, layout, SpinThenSleep::default()).unwrap();
     assert!(endpoint.wait_for_member(b.id(), LIMIT).unwrap());
     assert_eq!(endpoint.evict_departed().unwrap(), 0, "nobody left yet");
 

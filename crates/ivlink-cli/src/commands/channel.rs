@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use ivlink::channel::{ChannelShape, Endpoint, open_named};
+use ivlink::channel::{Channel, ChannelShape, open_named};
 use ivlink::wait::SpinThenSleep;
 
 use super::printable;
@@ -104,7 +104,7 @@ impl SendArgs {
             self.channel.shape(),
             timeout,
         )?;
-        let mut endpoint = Endpoint::join(&*device, layout, self.channel.policy())?;
+        let mut endpoint = Channel::join(&*device, layout, self.channel.policy())?;
         if !endpoint.wait_for_member(self.to, timeout)? {
             anyhow::bail!(
                 "peer {} did not join channel '{}' in time",
@@ -152,7 +152,7 @@ impl RecvArgs {
             self.channel.shape(),
             Duration::from_secs(10),
         )?;
-        let mut endpoint = Endpoint::join(&*device, layout, self.channel.policy())?;
+        let mut endpoint = Channel::join(&*device, layout, self.channel.policy())?;
         println!(
             "peer {} receiving on channel '{}' (slot {})",
             device.id(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use ivlink::PeerId;
 use ivlink::mailbox::{
-    Delivery, IpmSend, Mailbox, MailboxShape, Message, ZEPHYR_IPM_VECTOR, open_named, send_ipm,
+    Delivery, Mailbox, MailboxShape, Message, Outgoing, ZEPHYR_IPM_VECTOR, deliver, open_named,
 };
 use ivlink::wait::SpinThenSleep;
 
@@ -134,14 +134,14 @@ impl MailboxSendArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let data = self.data.as_deref().unwrap_or_default().as_bytes();
         let device = self.mailbox.transport.transport().open()?;
-        let message = IpmSend {
+        let message = Outgoing {
             peer: self.peer,
             id: self.message_id,
             data,
             wait: self.wait,
             timeout: seconds(self.timeout),
         };
-        let delivery = send_ipm(
+        let delivery = deliver(
             &*device,
             &self.mailbox.mailbox,
             self.mailbox.shape(),

@@ -11,8 +11,8 @@ use super::layout::ent;
 /// named variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SectionKind {
-    /// A message ring (1).
-    Ring,
+    /// A channel: message rings between its members (1).
+    Channel,
     /// A mailbox (2).
     Mailbox,
     /// A byte stream (3).
@@ -31,7 +31,7 @@ impl SectionKind {
     /// The kind stored as `value`.
     pub const fn from_u32(value: u32) -> Self {
         match value {
-            1 => SectionKind::Ring,
+            1 => SectionKind::Channel,
             2 => SectionKind::Mailbox,
             3 => SectionKind::Stream,
             4 => SectionKind::Rpmsg,
@@ -44,7 +44,7 @@ impl SectionKind {
     /// The value stored for this kind.
     pub const fn as_u32(self) -> u32 {
         match self {
-            SectionKind::Ring => 1,
+            SectionKind::Channel => 1,
             SectionKind::Mailbox => 2,
             SectionKind::Stream => 3,
             SectionKind::Rpmsg => 4,
@@ -70,7 +70,7 @@ impl From<SectionKind> for u32 {
 impl fmt::Display for SectionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            SectionKind::Ring => f.write_str("ring"),
+            SectionKind::Channel => f.write_str("channel"),
             SectionKind::Mailbox => f.write_str("mailbox"),
             SectionKind::Stream => f.write_str("stream"),
             SectionKind::Rpmsg => f.write_str("rpmsg"),

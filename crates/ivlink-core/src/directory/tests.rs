@@ -12,7 +12,7 @@ const KIB: usize = 1024;
 const B: usize = DIRECTORY_OFFSET;
 
 fn ring(name: &str, size: usize) -> SectionSpec<'_> {
-    SectionSpec::new(name, SectionKind::Ring, size)
+    SectionSpec::new(name, SectionKind::Channel, size)
 }
 
 /// Writes entry `index` by hand, as a peer (honest or not) would.
@@ -62,7 +62,7 @@ fn create_open_add_find_round_trip() {
     assert_eq!(a.name.as_str(), "tx:0->1");
     assert_eq!(
         (a.kind, a.owner, a.vector, a.flags),
-        (SectionKind::Ring, 3, 2, 0xf00d)
+        (SectionKind::Channel, 3, 2, 0xf00d)
     );
     assert_eq!((a.offset, a.size), (8192, 1000));
     let b = dir
@@ -970,7 +970,7 @@ proptest! {
                     let info = SectionInfo {
                         index: model.len() as u32,
                         name: SectionName::new(name).unwrap(),
-                        kind: SectionKind::Ring,
+                        kind: SectionKind::Channel,
                         owner: t as PeerId,
                         vector: 0,
                         flags: 0,

@@ -38,7 +38,7 @@ fn created_streams_open_with_the_same_geometry_and_peers() {
     assert_eq!(layout.side_of(9), None);
     assert_eq!(
         StreamLayout::open(&*region, OFFSET, size - 1),
-        Err(StreamError::Invalid("rings do not fit the section"))
+        Err(StreamLayoutError::Invalid("rings do not fit the section"))
     );
     assert!(StreamLayout::create(&*region, OFFSET, size, 100, PEERS).is_err());
     assert!(StreamLayout::create(&*region, OFFSET, size, 64, PEERS).is_err());
@@ -46,7 +46,7 @@ fn created_streams_open_with_the_same_geometry_and_peers() {
     let blank = HeapRegion::new(OFFSET + size);
     assert_eq!(
         StreamLayout::open(&*blank, OFFSET, size),
-        Err(StreamError::Initializing)
+        Err(StreamLayoutError::Initializing)
     );
 }
 
@@ -119,7 +119,7 @@ fn close_gives_end_of_stream_after_the_data() {
     assert_eq!(&buf[..10], b"last words");
     assert!(b.at_eof().unwrap());
     assert!(!b.prepare_sleep_read().unwrap(), "closed: never sleep");
-    assert_eq!(a.write(b"x"), Err(StreamError::Closed));
+    assert_eq!(a.write(b"x"), Err(StreamLayoutError::Closed));
     assert!(!a.close().unwrap(), "closing twice is harmless");
     assert!(!a.publish().unwrap(), "nothing to publish is not an error");
     // Half-close: the closed side still reads what the other sends.
@@ -137,7 +137,7 @@ fn a_dead_peer_is_reported_and_a_closed_one_stays_closed() {
     b.publish().unwrap();
     assert!(a.mark_peer_dead().unwrap());
     assert_eq!(a.peer_state().unwrap(), PeerState::Dead);
-    assert_eq!(a.write(b"x"), Err(StreamError::PeerDead));
+    assert_eq!(a.write(b"x"), Err(StreamLayoutError::PeerDead));
     assert!(!a.prepare_sleep_write(1).unwrap(), "dead: never sleep");
     let mut buf = [0u8; 16];
     assert_eq!(a.read(&mut buf).unwrap(), 6, "published bytes still read");
@@ -157,7 +157,7 @@ fn each_side_attaches_once() {
     assert_eq!(a.peer_state().unwrap(), PeerState::Never);
     assert_eq!(
         StreamEnd::attach(&*region, layout, Side::A).err(),
-        Some(StreamError::SideTaken {
+        Some(StreamLayoutError::SideTaken {
             side: Side::A,
             state: PeerState::Connected
         })
@@ -201,7 +201,7 @@ fn hostile_indices_poison_a_direction_for_good() {
         .unwrap();
     let mut buf = [0u8; 16];
     let err = b.read(&mut buf).unwrap_err();
-    assert!(matches!(err, StreamError::Corrupt(_)), "{err}");
+    assert!(matches!(err, StreamLayoutError::Corrupt(_)), "{err}");
     region.store_u64(head_at, 2, Ordering::Relaxed).unwrap();
     assert_eq!(b.read(&mut buf), Err(err), "sticky");
     assert_eq!(b.data_ready(), Err(err));
@@ -213,18 +213,21 @@ fn hostile_indices_poison_a_direction_for_good() {
     // A tail that moves past what was published.
     let tail_at = OFFSET + RINGS_AT + 128;
     region.store_u64(tail_at, 999, Ordering::Relaxed).unwrap();
-    assert!(matches!(a.buffer_space(), Err(StreamError::Corrupt(_))));
-    assert!(matches!(a.write(b"x"), Err(StreamError::Corrupt(_))));
+    assert!(matches!(
+        a.buffer_space(),
+        Err(StreamLayoutError::Corrupt(_))
+    ));
+    assert!(matches!(a.write(b"x"), Err(StreamLayoutError::Corrupt(_))));
 
     // An unknown liveness value (with consistent indices, so attach gets to it).
     region.store_u64(tail_at, 2, Ordering::Relaxed).unwrap();
     region
         .store_u32(OFFSET + SIDE_B_AT.offset(), 77, Ordering::Relaxed)
         .unwrap();
-    assert_eq!(a.peer_state(), Err(StreamError::BadState(77)));
+    assert_eq!(a.peer_state(), Err(StreamLayoutError::BadState(77)));
     assert_eq!(
         StreamEnd::attach(&*region, layout, Side::B).err(),
-        Some(StreamError::BadState(77))
+        Some(StreamLayoutError::BadState(77))
     );
 }
 
@@ -389,11 +392,11 @@ proptest! {
 fn errors_read_as_sentences() {
     use alloc::string::ToString;
     assert_eq!(
-        StreamError::PeerDead.to_string(),
+        StreamLayoutError::PeerDead.to_string(),
         "the other peer left without closing the stream"
     );
     assert!(
-        StreamError::Corrupt(Corruption::Indices { head: 9, tail: 1 })
+        StreamLayoutError::Corrupt(Corruption::Indices { head: 9, tail: 1 })
             .to_string()
             .contains("head 9 and tail 1")
     );
@@ -418,7 +421,7 @@ fn inspection_reads_the_header_and_liveness_as_they_are() {
     assert_eq!(fresh.state_name(), Some("ready"));
     assert_eq!(
         StreamHeader::read(&*region, OFFSET, StreamHeader::SIZE - 1),
-        Err(StreamError::Invalid("section too small"))
+        Err(StreamLayoutError::Invalid("section too small"))
     );
     assert!(StreamHeader::read(&*region, OFFSET, size + 1).is_err());
 

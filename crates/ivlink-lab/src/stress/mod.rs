@@ -156,7 +156,7 @@ pub fn join_and_run(
     ring_capacity: usize,
     out: &mut dyn Write,
     stop: &AtomicBool,
-) -> Result<PeerReport, ivlink::channel::EndpointError> {
+) -> Result<PeerReport, ivlink::channel::ChannelError> {
     let shape = ivlink::channel::ChannelShape {
         max_members: plan.peers.clamp(2, 64) as u32,
         ring_capacity,

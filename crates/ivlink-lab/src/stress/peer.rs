@@ -11,7 +11,7 @@ use ivlink_core::channel::ChannelLayout;
 use serde::{Deserialize, Serialize};
 
 use super::message::{self, Header, Kind, Verdict};
-use ivlink::channel::{Endpoint, EndpointError};
+use ivlink::channel::{Channel, ChannelError};
 use ivlink::device::{Device, DeviceError, Event, WaitFor};
 use ivlink::wait::SpinThenSleep;
 
@@ -195,12 +195,12 @@ pub fn run_peer(
     plan: &PeerPlan,
     out: &mut dyn Write,
     stop: &AtomicBool,
-) -> Result<PeerReport, EndpointError> {
-    let mut endpoint = Endpoint::join(device, layout, SpinThenSleep::default())?;
+) -> Result<PeerReport, ChannelError> {
+    let mut endpoint = Channel::join(device, layout, SpinThenSleep::default())?;
     let deadline = Instant::now() + plan.timeout;
     while endpoint.members()?.len() + 1 < plan.peers {
         if Instant::now() > deadline {
-            return Err(EndpointError::NotMember(device.id()));
+            return Err(ChannelError::NotMember(device.id()));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -217,7 +217,7 @@ pub fn run_peer(
 /// One stress peer once everyone has joined.
 struct PeerRun<'d, 'p> {
     device: &'d dyn Device,
-    endpoint: Endpoint<'d>,
+    endpoint: Channel<'d>,
     plan: &'p PeerPlan,
     me: PeerId,
     /// The members still there.
@@ -234,9 +234,9 @@ struct PeerRun<'d, 'p> {
 impl<'d, 'p> PeerRun<'d, 'p> {
     fn new(
         device: &'d dyn Device,
-        mut endpoint: Endpoint<'d>,
+        mut endpoint: Channel<'d>,
         plan: &'p PeerPlan,
-    ) -> Result<Self, EndpointError> {
+    ) -> Result<Self, ChannelError> {
         let me = device.id();
         let others: Vec<PeerId> = endpoint.members()?;
         let tally = Tally {
@@ -270,7 +270,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
 
     /// Sends to everyone and takes what arrives until the duration is over or
     /// `stop` is set, printing progress as planned.
-    fn flood(&mut self, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), EndpointError> {
+    fn flood(&mut self, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), ChannelError> {
         let plan = self.plan;
         let started = Instant::now();
         let mut next_progress = plan.progress.map(|p| started + p);
@@ -317,7 +317,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
                 }
                 Ok(false) => {}
                 // Evicted by another member before the server told us: it left.
-                Err(EndpointError::NotMember(peer)) => {
+                Err(ChannelError::NotMember(peer)) => {
                     if !report.gone.contains(&peer) {
                         report.gone.push(peer);
                     }
@@ -329,7 +329,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
         self.others.retain(|p| !gone.contains(p));
     }
 
-    fn watch_peers(&mut self) -> Result<(), EndpointError> {
+    fn watch_peers(&mut self) -> Result<(), ChannelError> {
         watch_peers(
             self.device,
             &mut self.endpoint,
@@ -340,7 +340,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
 
     /// Sends every member the count of messages it should have had, waiting
     /// (and draining) until `finish_by` for room.
-    fn send_end_markers(&mut self, finish_by: Instant) -> Result<(), EndpointError> {
+    fn send_end_markers(&mut self, finish_by: Instant) -> Result<(), ChannelError> {
         for to in self.others.clone() {
             message::encode(
                 &mut self.scratch,
@@ -369,7 +369,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
                             .push(format!("peer {to} never made room for the end marker"));
                         break;
                     }
-                    Err(EndpointError::NotMember(_)) => break,
+                    Err(ChannelError::NotMember(_)) => break,
                     Err(e) => {
                         record(&mut self.tally.report, &e);
                         break;
@@ -383,7 +383,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
 
     /// Takes messages until every member still there has sent its end marker,
     /// or `finish_by`.
-    fn await_end_markers(&mut self, finish_by: Instant) -> Result<(), EndpointError> {
+    fn await_end_markers(&mut self, finish_by: Instant) -> Result<(), ChannelError> {
         while self.others.iter().any(|p| !self.tally.ended.contains(p))
             && Instant::now() < finish_by
         {
@@ -393,7 +393,7 @@ impl<'d, 'p> PeerRun<'d, 'p> {
             {
                 Ok(Some((from, len))) => self.tally.take(from, &self.buf[..len]),
                 Ok(None) => self.watch_peers()?,
-                Err(e @ EndpointError::Device(DeviceError::ServerGone)) => return Err(e),
+                Err(e @ ChannelError::Device(DeviceError::ServerGone)) => return Err(e),
                 Err(e) => record(&mut self.tally.report, &e),
             }
         }
@@ -401,13 +401,13 @@ impl<'d, 'p> PeerRun<'d, 'p> {
     }
 }
 
-fn flush(endpoint: &mut Endpoint<'_>, report: &mut PeerReport) {
+fn flush(endpoint: &mut Channel<'_>, report: &mut PeerReport) {
     if let Err(e) = endpoint.flush() {
         record(report, &e);
     }
 }
 
-fn drain(endpoint: &mut Endpoint<'_>, buf: &mut [u8], tally: &mut Tally) {
+fn drain(endpoint: &mut Channel<'_>, buf: &mut [u8], tally: &mut Tally) {
     loop {
         match endpoint.try_recv(buf) {
             Ok(Some((from, len))) => tally.take(from, &buf[..len]),
@@ -424,10 +424,10 @@ fn drain(endpoint: &mut Endpoint<'_>, buf: &mut [u8], tally: &mut Tally) {
 /// server going away ends the run (no leave could be seen any more).
 fn watch_peers(
     device: &dyn Device,
-    endpoint: &mut Endpoint<'_>,
+    endpoint: &mut Channel<'_>,
     others: &mut Vec<PeerId>,
     report: &mut PeerReport,
-) -> Result<(), EndpointError> {
+) -> Result<(), ChannelError> {
     loop {
         let event = match device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO)) {
             Ok(Some(event)) => event,
@@ -455,7 +455,7 @@ fn watch_peers(
     }
 }
 
-fn record(report: &mut PeerReport, error: &EndpointError) {
+fn record(report: &mut PeerReport, error: &ChannelError) {
     let text = error.to_string();
     if !report.errors.contains(&text) {
         report.errors.push(text);

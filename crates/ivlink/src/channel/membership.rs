@@ -5,21 +5,21 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::PeerId;
 
-use super::{Endpoint, EndpointError};
+use super::{Channel, ChannelError};
 use crate::device::{Event, WaitFor};
 
-/// How often [`Endpoint::wait_for_member`] looks at the member slots again
+/// How often [`Channel::wait_for_member`] looks at the member slots again
 /// (joining rings no doorbell).
 const MEMBER_POLL: Duration = Duration::from_millis(5);
 
-impl Endpoint<'_> {
+impl Channel<'_> {
     /// Waits up to `timeout` until `peer` is a member: `Ok(false)` if it did not
     /// join in time.
     pub fn wait_for_member(
         &mut self,
         peer: PeerId,
         timeout: Duration,
-    ) -> Result<bool, EndpointError> {
+    ) -> Result<bool, ChannelError> {
         let deadline = Instant::now() + timeout;
         while !self.members()?.contains(&peer) {
             if Instant::now() > deadline {
@@ -34,7 +34,7 @@ impl Endpoint<'_> {
     /// waiting; returns how many slots were freed. Call it once everything is
     /// drained: a departed peer's unread messages go with its slot. Transports
     /// that know no peer events report none.
-    pub fn evict_departed(&mut self) -> Result<usize, EndpointError> {
+    pub fn evict_departed(&mut self) -> Result<usize, ChannelError> {
         let mut evicted = 0;
         // A failing event source is not this channel's error: the next call retries.
         while let Ok(Some(event)) = self.device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO)) {

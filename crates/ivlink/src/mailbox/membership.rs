@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::PeerId;
 
-use super::{IpmError, Mailbox, Message};
+use super::{Mailbox, MailboxError, Message};
 use crate::device::{Event, WaitFor};
 
 /// How often [`Mailbox::wait_for_member`] looks at the member slots again
@@ -30,7 +30,7 @@ impl Mailbox<'_> {
     /// waiting. Before each eviction it takes what is waiting in this member's
     /// boxes (a newcomer in the departed peer's slot would empty them), at most
     /// `limit` messages in all, and returns those messages in order.
-    pub fn evict_departed(&mut self, limit: Option<u64>) -> Result<Vec<Message>, IpmError> {
+    pub fn evict_departed(&mut self, limit: Option<u64>) -> Result<Vec<Message>, MailboxError> {
         let mut taken = Vec::new();
         // A failing event source is not this mailbox's error: the next call retries.
         while let Ok(Some(event)) = self.device.wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO)) {

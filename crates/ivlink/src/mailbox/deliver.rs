@@ -8,7 +8,7 @@ use ivlink_core::mailbox::MailboxShape;
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
 
-use super::{IpmError, Mailbox, open_named};
+use super::{Mailbox, MailboxError, open_named};
 use crate::device::Device;
 use crate::wait::SpinThenSleep;
 
@@ -17,7 +17,7 @@ pub const ZEPHYR_IPM_VECTOR: u16 = 0;
 
 /// One message to send.
 #[derive(Debug, Clone, Copy)]
-pub struct IpmSend<'a> {
+pub struct Outgoing<'a> {
     /// The receiving peer.
     pub peer: PeerId,
     /// The message id.
@@ -43,7 +43,7 @@ pub enum Delivery {
 
 /// Why an IPM send failed.
 #[derive(Debug, Error)]
-pub enum IpmSendError {
+pub enum DeliveryError {
     /// The server knows of no such peer.
     #[error("cannot send the IPM message to peer {0}: peer {0} is not connected")]
     NotConnected(PeerId),
@@ -105,25 +105,25 @@ pub enum IpmSendError {
         peer: PeerId,
         /// Why.
         #[source]
-        source: IpmError,
+        source: MailboxError,
     },
     /// Opening or joining the mailbox failed.
     #[error(transparent)]
-    Mailbox(#[from] IpmError),
+    Mailbox(#[from] MailboxError),
 }
 
 /// Sends `message` through the mailbox `name` (created with `shape` if missing):
 /// refuses what can never be sent before waiting for anyone, rings a bare
 /// doorbell for a peer outside the mailbox given no data, else joins, waits for
 /// the peer to be a member, and sends.
-pub fn send_ipm(
+pub fn deliver(
     device: &dyn Device,
     name: &str,
     shape: MailboxShape,
     policy: SpinThenSleep,
-    message: &IpmSend<'_>,
-) -> Result<Delivery, IpmSendError> {
-    let IpmSend {
+    message: &Outgoing<'_>,
+) -> Result<Delivery, DeliveryError> {
+    let Outgoing {
         peer,
         id,
         data,
@@ -133,18 +133,18 @@ pub fn send_ipm(
     // Like `notify`: a peer the server does not know of is not worth waiting for.
     let knows_peers = device.knows_peers();
     if knows_peers && peer != device.id() && !device.peers().iter().any(|p| p.id == peer) {
-        return Err(IpmSendError::NotConnected(peer));
+        return Err(DeliveryError::NotConnected(peer));
     }
     let layout = open_named(device, name, shape, timeout)?;
     if data.len() > layout.max_data_size() {
-        return Err(IpmSendError::TooLarge {
+        return Err(DeliveryError::TooLarge {
             len: data.len(),
             mailbox: name.to_owned(),
             max: layout.max_data_size(),
         });
     }
     if id > layout.max_id() {
-        return Err(IpmSendError::BadId {
+        return Err(DeliveryError::BadId {
             id,
             mailbox: name.to_owned(),
             max: layout.max_id(),
@@ -155,12 +155,12 @@ pub fn send_ipm(
         // The id, data and wait of Zephyr's IPM call go nowhere either.
         device
             .notify(peer, ZEPHYR_IPM_VECTOR)
-            .map_err(|source| IpmSendError::Ring { peer, source })?;
+            .map_err(|source| DeliveryError::Ring { peer, source })?;
         return Ok(Delivery::BareDoorbell);
     }
     if !is_member && knows_peers {
         // Connected, yet no member: Zephyr's IPM driver never joins a mailbox.
-        return Err(IpmSendError::NotifyOnly {
+        return Err(DeliveryError::NotifyOnly {
             peer,
             mailbox: name.to_owned(),
             wait,
@@ -168,14 +168,14 @@ pub fn send_ipm(
     }
     let mut mailbox = Mailbox::join(device, layout, policy)?.with_busy_timeout(timeout);
     if !mailbox.wait_for_member(peer, timeout) {
-        return Err(IpmSendError::NotJoined {
+        return Err(DeliveryError::NotJoined {
             peer,
             mailbox: name.to_owned(),
         });
     }
     let result = mailbox
         .send(peer, id, data, wait.then_some(timeout))
-        .map_err(|source| IpmSendError::Send { peer, source });
+        .map_err(|source| DeliveryError::Send { peer, source });
     // Without `wait` the message stays for the receiver after we leave; with it
     // (and done) nothing of ours is left: free the slot.
     if wait && result.is_ok() {
