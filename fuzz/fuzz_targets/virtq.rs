@@ -5,7 +5,7 @@
 //! queue size whatever the ring says.
 #![no_main]
 
-use ivlink_core::virtq::{DeviceQueue, DriverQueue, Vring, VringLayout};
+use ivlink_core::virtio::virtq::{DeviceQueue, DriverQueue, Vring, VringLayout};
 use ivlink_core::{HeapRegion, Region};
 use libfuzzer_sys::fuzz_target;
 

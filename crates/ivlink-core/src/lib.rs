@@ -27,7 +27,7 @@ pub mod rpmsg;
 pub mod section;
 pub mod setup;
 pub mod stream;
-pub mod virtq;
+pub mod virtio;
 
 pub use directory::{Directory, DirectoryError, SectionInfo, SectionKind, SectionName};
 pub use notify::{Notify, NotifyError, PeerId, Vector};

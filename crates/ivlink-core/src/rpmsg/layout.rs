@@ -12,7 +12,8 @@ use super::RpmsgError;
 use crate::PeerId;
 use crate::region::{Le8, Le32, Region, check_bounds};
 use crate::setup::{SetupState, SetupWord};
-use crate::virtq::{Vring, VringLayout};
+use crate::virtio::status;
+use crate::virtio::virtq::{Vring, VringLayout};
 
 /// Which side of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +34,6 @@ pub enum Profile {
     OpenampLinux,
     /// openamp-system-reference `dual_qemu_ivshmem` (Zephyr on ivshmem-doorbell).
     ZephyrIvshmem,
-}
-
-/// Virtio status bits the handshake uses.
-pub mod status {
-    /// The driver is ready.
-    pub const DRIVER_OK: u8 = 4;
-    /// The device needs a reset.
-    pub const NEEDS_RESET: u8 = 0x40;
 }
 
 /// The status as one value: ivlink's native header adds a generation that the
@@ -491,7 +484,6 @@ pub mod resource_table {
     /// The vdev's `num_of_vrings` byte.
     const NUM_OF_VRINGS: Le8 = Le8::at(VDEV + 25);
     const RSC_VDEV: u32 = 3;
-    const VIRTIO_ID_RPMSG: u32 = 7;
     const VRINGS: [(u32, u32); 2] = [(0x4000, 1), (0x8000, 2)];
 
     fn words() -> [(usize, u32); 17] {
@@ -501,7 +493,7 @@ pub mod resource_table {
             (0x04, 1),           // one entry
             (0x10, VDEV as u32), // offset[0]
             (VDEV, RSC_VDEV),
-            (VDEV + 4, VIRTIO_ID_RPMSG),
+            (VDEV + 4, crate::virtio::id::RPMSG),
             (VDEV + 8, 0),  // notifyid
             (VDEV + 12, 1), // dfeatures: name service
             (VDEV + 16, 0), // gfeatures

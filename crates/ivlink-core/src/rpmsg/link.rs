@@ -3,14 +3,15 @@
 //! polls and decides how to wait.
 
 use super::endpoints::{EndpointError, Endpoints};
-use super::layout::{ControlWord, LinkLayout, Profile, Role, status};
+use super::layout::{ControlWord, LinkLayout, Profile, Role};
 use super::wire::{
     ADDR_ANY, HEADER_SIZE, Header, NS_ADDR, NS_CREATE, NS_DESTROY, NS_MESSAGE_SIZE, Name, NsMessage,
 };
 use super::{LinkEvent, ResetCause, RpmsgError};
 use crate::notify::{Notify, NotifyError, PeerId, Vector};
 use crate::region::Region;
-use crate::virtq::{AvailBuffer, DeviceQueue, DriverQueue, VirtqError};
+use crate::virtio::status;
+use crate::virtio::virtq::{AvailBuffer, DeviceQueue, DriverQueue, VirtqError};
 
 /// How a link is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,13 +43,13 @@ use core::fmt;
 pub use endpoints::{DYNAMIC_ADDRS, Endpoint, EndpointError, Endpoints, MAX_ENDPOINTS};
 pub use layout::{
     Control, ControlWord, LinkLayout, NATIVE_SETUP, NativeHeader, NativeShape, Profile, Role,
-    ZEPHYR_POOL, native_header_words, resource_table, status,
+    ZEPHYR_POOL, native_header_words, resource_table,
 };
 pub use link::{Link, LinkConfig, LinkStats};
 pub use wire::{ADDR_ANY, Name};
 
 use crate::region::RegionError;
-use crate::virtq::VirtqError;
+use crate::virtio::virtq::VirtqError;
 
 /// What happened on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@ use super::wire::HEADER_SIZE;
 use super::*;
 use crate::notify::{Notify, NotifyError, PeerId, Vector};
 use crate::region::{HeapRegion, Region};
-use crate::virtq::{AVAIL_F_NO_INTERRUPT, USED_F_NO_NOTIFY};
+use crate::virtio::status;
+use crate::virtio::virtq::{AVAIL_F_NO_INTERRUPT, USED_F_NO_NOTIFY};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -373,8 +374,11 @@ fn a_corrupted_ring_resets_a_native_link() {
     connect(&region, &bells, &mut host, &mut remote);
     // used.idx of vring 0 jumps far ahead.
     let ring0 = layout.vrings[0];
-    let used_idx_at =
-        ring0.base() + crate::virtq::VringLayout::new(8, 64).unwrap().used_offset() + 2;
+    let used_idx_at = ring0.base()
+        + crate::virtio::virtq::VringLayout::new(8, 64)
+            .unwrap()
+            .used_offset()
+        + 2;
     region
         .store_u16(used_idx_at, 1000, Ordering::Release)
         .unwrap();

@@ -9,9 +9,10 @@ use ivlink_core::RawRegion;
 use ivlink_core::Region;
 use ivlink_core::directory::SectionInfo;
 use ivlink_core::rpmsg::wire::{HEADER_SIZE, Header, NS_ADDR, NS_CREATE, NS_DESTROY, NsMessage};
-use ivlink_core::rpmsg::{LinkLayout, NativeHeader, Role, status};
+use ivlink_core::rpmsg::{LinkLayout, NativeHeader, Role};
 use ivlink_core::section::{SectionProtocol, setup_state_name};
-use ivlink_core::virtq::{VirtqError, Vring};
+use ivlink_core::virtio::status;
+use ivlink_core::virtio::virtq::{VirtqError, Vring};
 use serde::Serialize;
 
 use super::{SectionReport, state_name};

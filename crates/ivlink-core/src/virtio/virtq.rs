@@ -37,7 +37,7 @@ pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// `used.flags`: the device does not want a notification for new buffers.
 pub const USED_F_NO_NOTIFY: u16 = 1;
 /// Feature bit: `used_event`/`avail_event` replace the flags.
-pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = super::features::RING_F_EVENT_IDX;
 
 /// Largest queue size ivlink accepts (OpenAMP's Linux layout uses 256).
 pub const MAX_QUEUE_SIZE: u16 = 1024;
