@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
-use ivlink_core::mailbox::{MailboxLayout, MailboxLayoutError};
+use ivlink_core::mailbox::MailboxLayoutError;
 use ivlink_core::{NotifyError, PeerId};
 use thiserror::Error;
 
@@ -30,6 +30,9 @@ pub use deliver::{Delivery, DeliveryError, Outgoing, ZEPHYR_IPM_VECTOR, deliver}
 
 /// The shape a mailbox is created with.
 pub use ivlink_core::mailbox::MailboxShape;
+
+/// A mailbox section as opened: its geometry, members and boxes.
+pub use ivlink_core::mailbox::MailboxLayout;
 
 /// Why a mailbox operation failed.
 #[derive(Debug, Error)]

@@ -5,17 +5,16 @@
 //! The counting allocator counts only on the thread that armed it, so the test
 //! harness and the server's threads do not disturb the count.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
 use ivlink::channel::{self, Channel};
-use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
 use ivlink::transport::file::FilePeer;
-use ivlink::transport::host::{HostConfig, HostPeer};
 use ivlink::wait::SpinThenSleep;
-use ivlink::{Device, PeerId, ServerConfig};
+use ivlink::{Device, PeerId};
 use ivlink_core::channel::ChannelShape;
 
 struct Counting;
@@ -159,25 +158,10 @@ fn channel_messages_over_a_shared_file_allocate_nothing() {
     assert_steady_state_allocates_nothing(&a, &b);
 }
 
-/// A server with one vector and two of its peers.
-fn two_host_peers(dir: &tempfile::TempDir) -> (ServerThread, HostPeer, HostPeer) {
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    (server, a, b)
-}
-
 #[test]
 fn channel_messages_between_host_peers_allocate_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, a, b) = two_host_peers(&dir);
+    let (_server, a, b) = common::two_host_peers(&dir, 1);
     assert_steady_state_allocates_nothing(&a, &b);
 }
 
@@ -186,7 +170,7 @@ fn channel_messages_between_host_peers_allocate_nothing() {
 #[test]
 fn sleeping_on_the_doorbell_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, a, b) = two_host_peers(&dir);
+    let (_server, a, b) = common::two_host_peers(&dir, 1);
     let (a_id, b_id) = (a.id(), b.id());
     let layout = channel::open_named(&a, "no-alloc", SHAPE, TIMEOUT).unwrap();
     // No spinning: every receive that finds nothing sleeps on the doorbell.

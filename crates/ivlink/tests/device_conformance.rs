@@ -537,53 +537,29 @@ fn the_server_going_away<F: Fixture>() {
 /// Instantiates every check for one fixture, as a module of tests.
 macro_rules! conformance {
     ($module:ident, $fixture:ty) => {
+        conformance!(
+            @checks $module,
+            $fixture,
+            opening_where_nothing_is_fails_in_one_clear_line,
+            region_is_shared_both_ways,
+            ids_vectors_and_description,
+            a_notification_wakes_the_other_peers_wait,
+            a_wait_with_a_timeout_and_nothing_to_find_returns_none,
+            ringing_a_peer_or_vector_that_is_not_there,
+            peers_and_knows_peers,
+            the_other_peer_coming_and_going,
+            the_server_going_away
+        );
+    };
+    (@checks $module:ident, $fixture:ty, $($check:ident),+) => {
         mod $module {
             use super::*;
-
-            #[test]
-            fn opening_where_nothing_is_fails_in_one_clear_line() {
-                super::opening_where_nothing_is_fails_in_one_clear_line::<$fixture>();
-            }
-
-            #[test]
-            fn region_is_shared_both_ways() {
-                super::region_is_shared_both_ways::<$fixture>();
-            }
-
-            #[test]
-            fn ids_vectors_and_description() {
-                super::ids_vectors_and_description::<$fixture>();
-            }
-
-            #[test]
-            fn a_notification_wakes_the_other_peers_wait() {
-                super::a_notification_wakes_the_other_peers_wait::<$fixture>();
-            }
-
-            #[test]
-            fn a_wait_with_a_timeout_and_nothing_to_find_returns_none() {
-                super::a_wait_with_a_timeout_and_nothing_to_find_returns_none::<$fixture>();
-            }
-
-            #[test]
-            fn ringing_a_peer_or_vector_that_is_not_there() {
-                super::ringing_a_peer_or_vector_that_is_not_there::<$fixture>();
-            }
-
-            #[test]
-            fn peers_and_knows_peers() {
-                super::peers_and_knows_peers::<$fixture>();
-            }
-
-            #[test]
-            fn the_other_peer_coming_and_going() {
-                super::the_other_peer_coming_and_going::<$fixture>();
-            }
-
-            #[test]
-            fn the_server_going_away() {
-                super::the_server_going_away::<$fixture>();
-            }
+            $(
+                #[test]
+                fn $check() {
+                    super::$check::<$fixture>();
+                }
+            )+
         }
     };
 }

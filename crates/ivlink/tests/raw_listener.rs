@@ -2,13 +2,12 @@
 //! message written before it; over a plain file (no doorbell) a changed message
 //! stands for a notification, and an unchanged one is not heard twice.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ivlink::raw_message::{self, Heard, Listener, OFFSET};
-use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
-use ivlink::transport::host::{HostConfig, HostPeer};
-use ivlink::{Device, FilePeer, Notify, ServerConfig};
+use ivlink::{Device, FilePeer, Notify};
 
 /// Calls `next` until it hears something other than a peer event, for at most 10 s.
 fn hear(listener: &mut Listener<'_>) -> Heard {
@@ -25,16 +24,7 @@ fn hear(listener: &mut Listener<'_>) -> Heard {
 #[test]
 fn a_ring_over_a_server_is_heard_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let rx = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let tx = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (_server, rx, tx) = common::two_host_peers(&dir, 1);
     let mut listener = Listener::new(&rx, Duration::from_millis(1));
     raw_message::check_reachable(&tx, rx.id(), 0).unwrap();
     assert!(raw_message::check_reachable(&tx, rx.id(), 1).is_err());

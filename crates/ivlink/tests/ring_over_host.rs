@@ -1,13 +1,12 @@
 //! A ring between two host peers of a real server: the consumer spins, then
 //! sleeps on its doorbell; the producer rings only when asked.
 
+mod common;
+
 use std::time::Duration;
 
-use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
-use ivlink::transport::host::{HostConfig, HostPeer};
 use ivlink::wait::{DataIn, SpaceIn, SpinThenSleep};
-use ivlink::{Device, Notify, Region, ServerConfig};
+use ivlink::{Device, Notify, Region};
 use ivlink_core::ring::{Consumer, Producer, RingLayout};
 
 const MESSAGES: u32 = 20_000;
@@ -15,16 +14,7 @@ const OFFSET: usize = 1 << 16;
 
 fn run(spin: Duration) -> u64 {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let sender = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let receiver = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (_server, sender, receiver) = common::two_host_peers(&dir, 1);
     let layout = RingLayout::new(
         sender.region().len(),
         OFFSET,

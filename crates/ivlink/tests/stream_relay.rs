@@ -2,14 +2,14 @@
 //! side's input arrives at the other's output, larger than one chunk, and both
 //! relays end once both inputs have.
 
+mod common;
+
 use std::io::Cursor;
 use std::time::Duration;
 
-use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
+use ivlink::Device;
 use ivlink::stream::{Stream, relay};
-use ivlink::transport::host::{HostConfig, HostPeer};
-use ivlink::{Device, ServerConfig};
+use ivlink::transport::host::HostPeer;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,16 +22,7 @@ fn input(seed: u8, len: usize) -> Vec<u8> {
 #[test]
 fn two_relays_swap_their_inputs_and_both_end() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (_server, a, b) = common::two_host_peers(&dir, 1);
     let (from_a, from_b) = (input(1, 200_000), input(2, 70_000));
     let run = |me: &HostPeer, other: &HostPeer, data: Vec<u8>| {
         let stream = Stream::open(me, "relay", other.id(), 4096, 0, TIMEOUT).unwrap();

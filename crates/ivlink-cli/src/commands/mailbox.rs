@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use ivlink::PeerId;
 use ivlink::mailbox::{
-    Delivery, Mailbox, MailboxShape, Message, Outgoing, ZEPHYR_IPM_VECTOR, deliver, open_named,
+    Delivery, Mailbox, MailboxLayout, MailboxShape, Message, Outgoing, ZEPHYR_IPM_VECTOR, deliver,
+    open_named,
 };
 use ivlink::wait::SpinThenSleep;
+use ivlink::{Device, PeerId};
 
 use super::printable;
 use crate::transport_args::TransportArgs;
@@ -77,6 +78,18 @@ pub struct MailboxArgs {
 }
 
 impl MailboxArgs {
+    /// Opens the transport and the mailbox (creating it if missing).
+    fn open(&self) -> anyhow::Result<(Box<dyn Device>, MailboxLayout)> {
+        let device = self.transport.transport().open()?;
+        let layout = open_named(
+            &*device,
+            &self.mailbox,
+            self.shape(),
+            Duration::from_secs(10),
+        )?;
+        Ok((device, layout))
+    }
+
     fn shape(&self) -> MailboxShape {
         MailboxShape {
             max_members: self.members,
@@ -189,13 +202,7 @@ pub struct MailboxListenArgs {
 impl MailboxListenArgs {
     /// Prints each message as Zephyr's sample does, plus its sender, id and data.
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.mailbox.transport.transport().open()?;
-        let layout = open_named(
-            &*device,
-            &self.mailbox.mailbox,
-            self.mailbox.shape(),
-            Duration::from_secs(10),
-        )?;
+        let (device, layout) = self.mailbox.open()?;
         let mut mailbox = Mailbox::join(&*device, layout, self.mailbox.policy())?;
         println!(
             "peer {} listening on mailbox '{}' (vector {}, slot {})",
@@ -264,13 +271,7 @@ pub struct MailboxInfoArgs {
 impl MailboxInfoArgs {
     /// Prints the mailbox's limits (opening or creating it).
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = self.mailbox.transport.transport().open()?;
-        let layout = open_named(
-            &*device,
-            &self.mailbox.mailbox,
-            self.mailbox.shape(),
-            Duration::from_secs(10),
-        )?;
+        let (device, layout) = self.mailbox.open()?;
         let members: Vec<String> = layout
             .members(device.region())
             .map(|(slot, peer)| format!("{peer} (slot {slot})"))

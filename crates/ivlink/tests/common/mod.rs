@@ -46,6 +46,23 @@ pub fn start(config: ServerConfig) -> ServerThread {
     ServerThread::start(config).expect("the server starts")
 }
 
+/// A server with `vectors` vectors per peer on a private socket in `dir`, and two
+/// host peers connected to it.
+pub fn two_host_peers(
+    dir: &tempfile::TempDir,
+    vectors: u16,
+) -> (ServerThread, ivlink::HostPeer, ivlink::HostPeer) {
+    let server = start(config(dir, vectors));
+    let connect = || {
+        ivlink::HostPeer::connect(&ivlink::transport::host::HostConfig::new(
+            server.socket_path(),
+        ))
+        .expect("a peer connects")
+    };
+    let (a, b) = (connect(), connect());
+    (server, a, b)
+}
+
 /// One message as it arrived.
 #[derive(Debug)]
 pub struct Msg {
