@@ -598,6 +598,35 @@ mod tests {
         }
     }
 
+    /// Every copy strategy (words, wide chunks, string moves) at its edges.
+    #[test]
+    #[cfg_attr(miri, ignore)] // Miri runs the word paths only, which the test above covers
+    fn long_copies_touch_exactly_their_bytes_at_every_strategy() {
+        let region = HeapRegion::new(3 * 4096 + 64);
+        let pattern: alloc::vec::Vec<u8> =
+            (0..2 * 4096 + 200).map(|i| (i % 251) as u8 + 1).collect();
+        for len in [127, 128, 129, 255, 1000, 4095, 4096, 4097, 2 * 4096 + 100] {
+            for offset in [0, 1, 7, 8, 15, 31, 33] {
+                region.fill(0, region.len(), 0xAA).unwrap();
+                region.write(offset, &pattern[..len]).unwrap();
+                let mut back = alloc::vec![0u8; len + 2];
+                region.read(offset, &mut back[..len]).unwrap();
+                assert_eq!(&back[..len], &pattern[..len], "len {len} at {offset}");
+                let mut edges = [0u8; 1];
+                if offset > 0 {
+                    region.read(offset - 1, &mut edges).unwrap();
+                    assert_eq!(edges[0], 0xAA, "byte before len {len} at {offset}");
+                }
+                region.read(offset + len, &mut edges).unwrap();
+                assert_eq!(edges[0], 0xAA, "byte after len {len} at {offset}");
+                region.fill(offset, len, 0x55).unwrap();
+                region.read(offset, &mut back[..len + 1]).unwrap();
+                assert!(back[..len].iter().all(|&b| b == 0x55));
+                assert_eq!(back[len], 0xAA);
+            }
+        }
+    }
+
     #[test]
     fn bit_operations_and_narrow_exchanges_return_the_previous_word() {
         let region = HeapRegion::new(16);
