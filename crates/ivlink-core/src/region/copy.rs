@@ -82,7 +82,8 @@ pub(super) unsafe fn from_region(src: *const u8, dst: &mut [u8]) {
             // SAFETY: the caller's contract.
             return unsafe { rep_movsb(src, dst.as_mut_ptr(), dst.len()) };
         }
-        if avx2::available() {
+        // Short copies stay inline, in words: a call into the AVX2 code costs more.
+        if dst.len() >= SHORT && avx2::available() {
             // SAFETY: the caller's contract; the CPU has AVX2 (checked).
             return unsafe { avx2::from_region(src, dst) };
         }
@@ -133,7 +134,8 @@ pub(super) unsafe fn to_region(data: &[u8], dst: *mut u8) {
             // SAFETY: the caller's contract.
             return unsafe { rep_movsb(data.as_ptr(), dst, data.len()) };
         }
-        if avx2::available() {
+        // Short copies stay inline, in words: a call into the AVX2 code costs more.
+        if data.len() >= SHORT && avx2::available() {
             // SAFETY: the caller's contract; the CPU has AVX2 (checked).
             return unsafe { avx2::to_region(data, dst) };
         }
