@@ -232,12 +232,14 @@ impl RawRegion {
         self.base.as_ptr() as usize
     }
 
+    #[inline]
     fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, RegionError> {
         check_bounds(offset, len, self.len)?;
         // SAFETY: offset + len <= self.len, so the result stays inside the mapping.
         Ok(unsafe { self.base.as_ptr().add(offset) })
     }
 
+    #[inline]
     fn aligned_ptr_at(&self, offset: usize, size: usize) -> Result<*mut u8, RegionError> {
         let ptr = self.ptr_at(offset, size)?;
         if (ptr as usize) % size != 0 {
@@ -249,18 +251,21 @@ impl RawRegion {
         Ok(ptr)
     }
 
+    #[inline]
     fn atomic_u8(&self, offset: usize) -> Result<&AtomicU8, RegionError> {
         let ptr = self.ptr_at(offset, 1)?;
         // SAFETY: in bounds (checked above), bytes need no alignment; see `atomic_u32`.
         Ok(unsafe { AtomicU8::from_ptr(ptr) })
     }
 
+    #[inline]
     fn atomic_u16(&self, offset: usize) -> Result<&AtomicU16, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 2)?;
         // SAFETY: in bounds and 2-byte aligned (checked above); see `atomic_u32`.
         Ok(unsafe { AtomicU16::from_ptr(ptr.cast()) })
     }
 
+    #[inline]
     fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 4)?;
         // SAFETY: in bounds and 4-byte aligned (checked above); the memory is valid
@@ -270,6 +275,7 @@ impl RawRegion {
     }
 
     #[cfg(target_has_atomic = "64")]
+    #[inline]
     fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64, RegionError> {
         let ptr = self.aligned_ptr_at(offset, 8)?;
         // SAFETY: in bounds and 8-byte aligned (checked above); see `atomic_u32`.
@@ -286,10 +292,12 @@ impl RawRegion {
 }
 
 impl Region for RawRegion {
+    #[inline]
     fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
         let src = self.ptr_at(offset, buf.len())?;
         // SAFETY: `src..src + buf.len()` is inside the region (checked), which stays
@@ -299,6 +307,7 @@ impl Region for RawRegion {
         Ok(())
     }
 
+    #[inline]
     fn write(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
         let dst = self.ptr_at(offset, data.len())?;
         // SAFETY: `dst..dst + data.len()` is inside the region (checked) and does not

@@ -75,7 +75,23 @@ fn pieces<C>(
 /// # Safety
 /// `src..src + dst.len()` must be valid for reads (region memory, see
 /// `RawRegion::new`) and must not overlap `dst`.
+#[inline(always)]
 pub(super) unsafe fn from_region(src: *const u8, dst: &mut [u8]) {
+    // Short copies, the common case for small messages, stay inline.
+    if dst.len() < SHORT {
+        // SAFETY: the caller's contract.
+        return unsafe { from_region_in::<usize>(src, dst) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { from_region_long(src, dst) }
+}
+
+/// [`from_region`] of [`SHORT`] bytes or more.
+///
+/// # Safety
+/// As [`from_region`].
+#[inline(never)]
+unsafe fn from_region_long(src: *const u8, dst: &mut [u8]) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         if dst.len() >= STRING_MOVE {
@@ -127,7 +143,23 @@ unsafe fn from_region_in<C>(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 /// `dst..dst + data.len()` must be valid for writes (region memory) and must not
 /// overlap `data`.
+#[inline(always)]
 pub(super) unsafe fn to_region(data: &[u8], dst: *mut u8) {
+    // Short copies, the common case for small messages, stay inline.
+    if data.len() < SHORT {
+        // SAFETY: the caller's contract.
+        return unsafe { to_region_in::<usize>(data, dst) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { to_region_long(data, dst) }
+}
+
+/// [`to_region`] of [`SHORT`] bytes or more.
+///
+/// # Safety
+/// As [`to_region`].
+#[inline(never)]
+unsafe fn to_region_long(data: &[u8], dst: *mut u8) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         if data.len() >= STRING_MOVE {
