@@ -44,6 +44,12 @@ const TAIL: Le64 = Le64::at(128);
 const WANT_DATA: Le32 = Le32::at(136);
 const CONSUMER_STATE: Le32 = Le32::at(140);
 
+// A record: its length, a reserved word (zero), then the message. Records start
+// at multiples of 8 in a power-of-two data area, so a header never wraps.
+const RECORD_ALIGN: u64 = 8;
+const RECORD_LEN: Le32 = Le32::at(0);
+const RECORD_RESERVED: Le32 = Le32::at(4);
+
 const ATTACHED: u32 = 1;
 const CLOSED: u32 = 2;
 
@@ -204,6 +210,7 @@ impl RingLayout {
     }
 
     /// Copies `bytes` into the data area at `position`, wrapping at its end.
+    #[inline]
     pub(crate) fn write_wrapping<R: Region + ?Sized>(
         &self,
         region: &R,
@@ -211,13 +218,18 @@ impl RingLayout {
         bytes: &[u8],
     ) -> Result<(), RingError> {
         let start = position as usize & (self.capacity - 1);
-        let first = bytes.len().min(self.capacity - start);
-        region.write(self.data_offset(position), &bytes[..first])?;
-        region.write(self.base + HEADER, &bytes[first..])?;
+        let room = self.capacity - start;
+        if bytes.len() <= room {
+            return Ok(region.write(self.base + HEADER + start, bytes)?);
+        }
+        let (first, rest) = bytes.split_at(room);
+        region.write(self.base + HEADER + start, first)?;
+        region.write(self.base + HEADER, rest)?;
         Ok(())
     }
 
     /// Copies `buf.len()` bytes out of the data area at `position`, wrapping.
+    #[inline]
     pub(crate) fn read_wrapping<R: Region + ?Sized>(
         &self,
         region: &R,
@@ -225,10 +237,13 @@ impl RingLayout {
         buf: &mut [u8],
     ) -> Result<(), RingError> {
         let start = position as usize & (self.capacity - 1);
-        let first = buf.len().min(self.capacity - start);
-        let (a, b) = buf.split_at_mut(first);
-        region.read(self.data_offset(position), a)?;
-        region.read(self.base + HEADER, b)?;
+        let room = self.capacity - start;
+        if buf.len() <= room {
+            return Ok(region.read(self.base + HEADER + start, buf)?);
+        }
+        let (first, rest) = buf.split_at_mut(room);
+        region.read(self.base + HEADER + start, first)?;
+        region.read(self.base + HEADER, rest)?;
         Ok(())
     }
 
@@ -252,6 +267,16 @@ impl RingLayout {
         let head = HEAD.of(self.base).load(region, Ordering::Acquire)?;
         let tail = TAIL.of(self.base).load(region, Ordering::Acquire)?;
         self.check_indices(head, tail)?;
+        Ok((head, tail))
+    }
+
+    /// [`load_indices`](Self::load_indices) for the message ring, whose records
+    /// start at multiples of 8.
+    fn load_record_indices<R: Region + ?Sized>(&self, region: &R) -> Result<(u64, u64), RingError> {
+        let (head, tail) = self.load_indices(region)?;
+        if head % RECORD_ALIGN != 0 || tail % RECORD_ALIGN != 0 {
+            return Err(RingError::Corrupt(Corruption::Indices { head, tail }));
+        }
         Ok((head, tail))
     }
 
@@ -390,7 +415,7 @@ impl RingSnapshot {
 
 /// Bytes a record of `len` payload bytes takes in the ring.
 pub fn record_size(len: usize) -> usize {
-    (RECORD_HEADER + len).next_multiple_of(8)
+    (RECORD_HEADER + len).next_multiple_of(RECORD_ALIGN as usize)
 }
 
 /// The sending side of a ring. Only one may exist per ring.
@@ -407,7 +432,7 @@ pub struct Producer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// Attaches as the producer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
-        let (head, tail) = layout.load_indices(region)?;
+        let (head, tail) = layout.load_record_indices(region)?;
         PRODUCER_STATE
             .of(layout.base)
             .store(region, ATTACHED, Ordering::Release)?;
@@ -428,6 +453,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
 
     /// Appends one message (not yet visible: call [`publish`](Self::publish)).
     /// Returns `Ok(false)` if the ring is full right now.
+    #[inline]
     pub fn try_send(&mut self, message: &[u8]) -> Result<bool, RingError> {
         self.healthy()?;
         if message.len() > self.layout.max_message() {
@@ -443,10 +469,13 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
                 return Ok(false);
             }
         }
-        let mut header = [0u8; RECORD_HEADER];
-        header[..4].copy_from_slice(&(message.len() as u32).to_le_bytes());
-        self.layout
-            .write_wrapping(self.region, self.head, &header)?;
+        let record = self.layout.data_offset(self.head);
+        RECORD_LEN
+            .of(record)
+            .store(self.region, message.len() as u32, Ordering::Relaxed)?;
+        RECORD_RESERVED
+            .of(record)
+            .store(self.region, 0, Ordering::Relaxed)?;
         self.layout.write_wrapping(
             self.region,
             self.head.wrapping_add(RECORD_HEADER as u64),
@@ -555,7 +584,7 @@ pub struct Consumer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Attaches as the consumer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
-        let (_, tail) = layout.load_indices(region)?;
+        let (_, tail) = layout.load_record_indices(region)?;
         CONSUMER_STATE
             .of(layout.base)
             .store(region, ATTACHED, Ordering::Release)?;
@@ -577,6 +606,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Copies the next message into `buf` and returns its length, or `None` if the
     /// ring is empty. The space is returned to the producer by
     /// [`release`](Self::release).
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RingError> {
         self.healthy()?;
         if self.head_cache == self.tail {
@@ -589,10 +619,9 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         if available < RECORD_HEADER as u64 {
             return self.poison(Corruption::RecordLength { len: 0, available });
         }
-        let mut header = [0u8; RECORD_HEADER];
-        self.layout
-            .read_wrapping(self.region, self.tail, &mut header)?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let len = RECORD_LEN
+            .of(self.layout.data_offset(self.tail))
+            .load(self.region, Ordering::Relaxed)?;
         let size = record_size(len as usize) as u64;
         if len as usize > self.layout.max_message() || size > available {
             return self.poison(Corruption::RecordLength { len, available });
@@ -908,10 +937,28 @@ mod tests {
     }
 
     #[test]
+    fn indices_between_records_are_refused_at_attach() {
+        // Records start at multiples of 8: an index between two would make the
+        // next header straddle the end of the data area.
+        for (head, tail) in [(12, 8), (16, 4), (3, 3)] {
+            let (region, layout) = ring(64);
+            HEAD.of(1024)
+                .store(&*region, head, Ordering::Relaxed)
+                .unwrap();
+            TAIL.of(1024)
+                .store(&*region, tail, Ordering::Relaxed)
+                .unwrap();
+            let expected = Err(RingError::Corrupt(Corruption::Indices { head, tail }));
+            assert_eq!(Producer::attach(&*region, layout).map(|_| ()), expected);
+            assert_eq!(Consumer::attach(&*region, layout).map(|_| ()), expected);
+        }
+    }
+
+    #[test]
     fn indices_wrap_around_u64_like_any_free_running_counter() {
         // Found by fuzzing: indices near u64::MAX overflowed instead of wrapping.
         let (region, layout) = ring(64);
-        let start = u64::MAX - 20;
+        let start = u64::MAX - 23; // a multiple of 8, like every record index
         HEAD.of(1024)
             .store(&*region, start, Ordering::Relaxed)
             .unwrap();
