@@ -80,6 +80,21 @@ struct Pair {
     keep: Keep,
 }
 
+impl Pair {
+    fn new(
+        first: Box<dyn Device>,
+        second: Box<dyn Device>,
+        server: Option<ServerThread>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        Pair {
+            first,
+            second,
+            keep: Keep { server, _dir: dir },
+        }
+    }
+}
+
 /// The server and the private directory of a [`Pair`].
 struct Keep {
     /// The server, for transports that have one.
@@ -127,14 +142,7 @@ impl Fixture for Host {
         let transport = Transport::Host(HostConfig::new(server.socket_path()));
         let first = transport.open().unwrap();
         let second = transport.open().unwrap();
-        Pair {
-            first,
-            second,
-            keep: Keep {
-                server: Some(server),
-                _dir: dir,
-            },
-        }
+        Pair::new(first, second, Some(server), dir)
     }
 }
 
@@ -172,14 +180,7 @@ impl Fixture for File {
         // `Transport::File` opens an existing file: the first peer creates it.
         let first = Box::new(FilePeer::create(&path, FILE_SIZE, 0).unwrap());
         let second = Transport::File { path, id: 1 }.open().unwrap();
-        Pair {
-            first,
-            second,
-            keep: Keep {
-                server: None,
-                _dir: dir,
-            },
-        }
+        Pair::new(first, second, None, dir)
     }
 }
 
@@ -229,14 +230,7 @@ impl Fixture for Openamp {
         };
         let first = open(OpenampRole::Listen);
         let second = open(OpenampRole::Connect);
-        Pair {
-            first,
-            second,
-            keep: Keep {
-                server: None,
-                _dir: dir,
-            },
-        }
+        Pair::new(first, second, None, dir)
     }
 }
 
