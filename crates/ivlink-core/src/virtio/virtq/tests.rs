@@ -191,13 +191,16 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Steps of one model run; Miri interprets every one, so it gets fewer.
+const MODEL_STEPS: usize = if cfg!(miri) { 40 } else { 120 };
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Buffers come back in the order the device returned them, each exactly once,
     /// with the length it wrote, whatever the interleaving.
     #[test]
-    fn matches_a_fifo_model(steps in proptest::collection::vec(step(), 0..120), event_idx: bool) {
+    fn matches_a_fifo_model(steps in proptest::collection::vec(step(), 0..MODEL_STEPS), event_idx: bool) {
         let region = HeapRegion::new(1024);
         let (mut driver, mut device) = pair(&region, 8, event_idx);
         let mut posted: VecDeque<u16> = VecDeque::new();
