@@ -369,11 +369,7 @@ impl ConsoleDevice {
                 p.draining = Some(held);
             }
         }
-        if got == 0
-            && p.state.driver_closed
-            && p.draining.is_none()
-            && !p.tx.has_avail(region)?
-        {
+        if got == 0 && p.state.driver_closed && p.draining.is_none() && !p.tx.has_avail(region)? {
             p.state.input_ended = true;
         }
         Ok(got)

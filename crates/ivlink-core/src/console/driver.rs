@@ -201,7 +201,8 @@ impl Control {
         let offset = self.tx_buffers.offset(id);
         region.write(offset, encoded.as_bytes())?;
         let len = encoded.as_bytes().len() as u32;
-        self.tx.post(region, id, map.address_of(offset), len, false)?;
+        self.tx
+            .post(region, id, map.address_of(offset), len, false)?;
         Ok(true)
     }
 }
@@ -265,7 +266,9 @@ impl ConsoleDriver {
         let span = pool
             .count
             .checked_mul(pool.buf_size as usize)
-            .ok_or(ConsoleError::Layout("the buffer pool does not fit in the region"))?;
+            .ok_or(ConsoleError::Layout(
+                "the buffer pool does not fit in the region",
+            ))?;
         check_bounds(pool.offset, span, region.len())
             .map_err(|_| ConsoleError::Layout("the buffer pool does not fit in the region"))?;
         let last = pool.offset + span - pool.buf_size as usize;
@@ -280,7 +283,10 @@ impl ConsoleDriver {
         };
         let control = if multiport {
             let rx_n = queues[CONTROL_RECEIVEQ].layout().num().min(CONTROL_BUFFERS);
-            let tx_n = queues[CONTROL_TRANSMITQ].layout().num().min(CONTROL_BUFFERS);
+            let tx_n = queues[CONTROL_TRANSMITQ]
+                .layout()
+                .num()
+                .min(CONTROL_BUFFERS);
             let bytes = usize::from(rx_n + tx_n) * CONTROL_BUFFER_SIZE;
             let all = carver.take(
                 bytes.div_ceil(pool.buf_size as usize),
@@ -508,11 +514,7 @@ impl ConsoleDriver {
                 rx.current = Some(held);
             }
         }
-        if got == 0
-            && p.state.peer_closed
-            && rx.current.is_none()
-            && !rx.queue.has_used(region)?
-        {
+        if got == 0 && p.state.peer_closed && rx.current.is_none() && !rx.queue.has_used(region)? {
             p.state.input_ended = true;
         }
         Ok(got)
@@ -532,7 +534,8 @@ impl ConsoleDriver {
         Ok(())
     }
 
-    /// Hands over everything pending: partly filled transmit buffers, reposted
+    /// Takes back the transmit buffers the device returned (counting their bytes
+    /// acknowledged), then hands over everything pending: partly filled transmit buffers, reposted
     /// receive buffers, control messages (after the data, so an end of stream
     /// never overtakes it). Returns whether the device asked to be notified:
     /// ring its doorbell then.
@@ -540,6 +543,7 @@ impl ConsoleDriver {
         let map = self.map;
         let mut ring = false;
         for p in self.ports.iter_mut().flatten() {
+            p.tx.reclaim(region, &mut p.state.counters)?;
             p.tx.post_fill(region, &map, &mut p.state.counters)?;
             ring |= p.tx.queue.publish(region)?;
             ring |= p.rx.queue.publish(region)?;
@@ -578,7 +582,11 @@ impl ConsoleDriver {
             let Some(p) = p else { continue };
             for (flag, event, value) in [
                 (SEND_READY, event::PORT_READY, 1),
-                (SEND_OPEN, event::PORT_OPEN, u16::from(!p.state.output_closed)),
+                (
+                    SEND_OPEN,
+                    event::PORT_OPEN,
+                    u16::from(!p.state.output_closed),
+                ),
             ] {
                 if p.pending & flag == 0 {
                     continue;

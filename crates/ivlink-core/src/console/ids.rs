@@ -68,13 +68,20 @@ mod tests {
     fn sets_hand_out_each_id_once() {
         let mut set = IdSet::first(3);
         assert_eq!(set.len(), 3);
-        assert_eq!((set.pop(), set.pop(), set.pop(), set.pop()), (Some(0), Some(1), Some(2), None));
+        assert_eq!(
+            (set.pop(), set.pop(), set.pop(), set.pop()),
+            (Some(0), Some(1), Some(2), None)
+        );
         set.insert(63);
         set.insert(64);
         assert_eq!(set.pop(), Some(63));
         assert_eq!(IdSet::first(64).len(), 64);
         assert_eq!(IdSet::first(200).len(), 64);
-        let b = Buffers { start: 0x800, size: 256, count: 4 };
+        let b = Buffers {
+            start: 0x800,
+            size: 256,
+            count: 4,
+        };
         assert_eq!((b.offset(2), b.span()), (0xa00, 1024));
     }
 }

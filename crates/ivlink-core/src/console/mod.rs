@@ -115,11 +115,7 @@ pub const fn transmitq(port: u32) -> usize {
 
 /// Queues a console with `ports` ports uses (2 without [`F_MULTIPORT`]).
 pub const fn queue_count(multiport: bool, ports: u32) -> usize {
-    if multiport {
-        2 + 2 * ports as usize
-    } else {
-        2
-    }
+    if multiport { 2 + 2 * ports as usize } else { 2 }
 }
 
 /// Whether feature bit `bit` is set in `features`.
@@ -184,7 +180,10 @@ impl fmt::Display for ConsoleError {
             ConsoleError::Layout(what) => write!(f, "invalid console layout: {what}"),
             ConsoleError::Corrupt(what) => write!(f, "console corrupted by the peer: {what}"),
             ConsoleError::UnknownPort(id) => {
-                write!(f, "console corrupted by the peer: a control message names unknown port {id}")
+                write!(
+                    f,
+                    "console corrupted by the peer: a control message names unknown port {id}"
+                )
             }
             ConsoleError::NoSuchPort(id) => write!(f, "console port {id} does not exist"),
             ConsoleError::PortNotReady(id) => write!(f, "console port {id} is not ready yet"),

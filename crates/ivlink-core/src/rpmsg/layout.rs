@@ -12,8 +12,8 @@ use super::RpmsgError;
 use crate::PeerId;
 use crate::region::{Le8, Le32, Region, check_bounds};
 use crate::setup::{SetupState, SetupWord};
-use crate::virtio::{AddressMap, status};
 use crate::virtio::virtq::{Vring, VringLayout};
+use crate::virtio::{AddressMap, status};
 
 /// Which side of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
