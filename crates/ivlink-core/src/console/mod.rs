@@ -4,7 +4,7 @@
 //!
 //! This layer starts where transport negotiation ends: it is given the
 //! negotiated feature bits, the config space as read, the queues (vrings already
-//! placed in the region), the [`AddressMap`] between descriptor addresses and
+//! placed in the region), the [`AddressMap`](crate::virtio::AddressMap) between descriptor addresses and
 //! region offsets and, for the driver, its buffer pool. It knows nothing of
 //! registers, sections or doorbells; `flush` says when to ring.
 //!
@@ -13,8 +13,9 @@
 //! Port 0 uses receiveq 0 and transmitq 1. With [`F_MULTIPORT`] the control
 //! receiveq is 2 and the control transmitq 3, and port `p > 0` uses queues
 //! `2 + 2p` and `3 + 2p` ([`receiveq`], [`transmitq`]). At most [`MAX_PORTS`]
-//! ports are served (a config space announcing more is served for the first
-//! [`MAX_PORTS`]); "receive" and "transmit" are the driver's view throughout.
+//! ports are served: a device refuses a config with more, a driver given such
+//! a config serves the first [`MAX_PORTS`] and skips control messages for the
+//! others. "Receive" and "transmit" are the driver's view throughout.
 //!
 //! # Byte streams
 //!
@@ -58,7 +59,7 @@
 //! # Hostile peers
 //!
 //! Every descriptor, index and length comes through [`crate::virtio::virtq`]'s
-//! checks; every address through the [`AddressMap`]'s window. A transmit buffer
+//! checks; every address through the [`AddressMap`](crate::virtio::AddressMap)'s window. A transmit buffer
 //! the device may write, a receive buffer it may not, a buffer outside the
 //! window or longer than the agreed maximum, a used length past the buffer, a
 //! malformed control message: each is a [`ConsoleError`], never a panic or an
@@ -81,7 +82,7 @@ pub use control::{
     CONTROL_BUFFER_SIZE, CONTROL_HEADER_SIZE, ControlMessage, MAX_PORT_NAME, PortName, event,
 };
 pub use device::{ConsoleDevice, DeviceEvent, DevicePortState};
-pub use driver::{ConsoleDriver, DriverEvent, DriverPool, DriverPortState};
+pub use driver::{CONTROL_BUFFERS, ConsoleDriver, DriverEvent, DriverPool, DriverPortState};
 pub use ids::MAX_BUFFERS;
 
 use crate::region::RegionError;

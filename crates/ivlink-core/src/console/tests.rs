@@ -2,7 +2,7 @@ use super::*;
 use crate::region::{HeapRegion, RawRegion, Region};
 use crate::virtio::AddressMap;
 use crate::virtio::features::bit;
-use crate::virtio::virtq::{DESC_F_WRITE, Vring, VringLayout};
+use crate::virtio::virtq::{DESC_F_WRITE, DriverQueue, Vring, VringLayout};
 use alloc::vec::Vec;
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
@@ -375,8 +375,9 @@ fn the_device_refuses_buffers_in_the_wrong_direction() {
     bed.driver.write(&*bed.region, 0, b"data").unwrap();
     bed.driver.flush(&*bed.region).unwrap();
     let flags = desc_at(&bed, 1, 0) + 12;
+    // Descriptors are plain bytes to both sides: overwrite them as bytes.
     bed.region
-        .store_u16(flags, DESC_F_WRITE, Ordering::Relaxed)
+        .write(flags, &DESC_F_WRITE.to_le_bytes())
         .unwrap();
     let mut buf = [0u8; 8];
     let e = one_line(bed.device.read(&*bed.region, 0, &mut buf).unwrap_err());
@@ -387,9 +388,7 @@ fn the_device_refuses_buffers_in_the_wrong_direction() {
 
     let mut bed = self::bed(0, 1);
     bed.driver.flush(&*bed.region).unwrap();
-    bed.region
-        .store_u16(desc_at(&bed, 0, 0) + 12, 0, Ordering::Relaxed)
-        .unwrap();
+    bed.region.write(desc_at(&bed, 0, 0) + 12, &[0, 0]).unwrap();
     let e = one_line(bed.device.write(&*bed.region, 0, b"x").unwrap_err());
     assert_eq!(
         e,
@@ -693,4 +692,64 @@ proptest! {
             prop_assert!(counting.ops.get() < 400, "{:?} took {} accesses", s, counting.ops.get());
         }
     }
+}
+
+#[test]
+fn a_legacy_drivers_one_byte_buffers_are_filled_never_left_empty() {
+    // The seed's driver: one-byte buffers; 4-entry vrings aligned to 4096.
+    const LEGACY_POOL: usize = 0x1100; // between the two vrings
+    let region = HeapRegion::new(REGION);
+    let layout = VringLayout::new(4, 4096).unwrap();
+    let queues = [
+        Vring::new(0, layout, REGION).unwrap(),
+        Vring::new(0x2000, layout, REGION).unwrap(),
+    ];
+    let map = AddressMap::new(0x8000_0000, LEGACY_POOL, 64);
+    let mut device = ConsoleDevice::new(0, ConsoleConfig::default(), &queues, map, 1).unwrap();
+    let mut rx = DriverQueue::new(queues[0], false);
+    let mut tx = DriverQueue::new(queues[1], false);
+    rx.reset(&*region).unwrap();
+    tx.reset(&*region).unwrap();
+    for id in 0..4u16 {
+        let at = LEGACY_POOL + usize::from(id);
+        rx.post(&*region, id, map.address_of(at), 1, true).unwrap();
+        region
+            .write(LEGACY_POOL + 32 + usize::from(id), &[b'a' + id as u8])
+            .unwrap();
+        tx.post(
+            &*region,
+            id,
+            map.address_of(LEGACY_POOL + 32 + usize::from(id)),
+            1,
+            false,
+        )
+        .unwrap();
+    }
+    rx.publish(&*region).unwrap();
+    tx.publish(&*region).unwrap();
+
+    assert_eq!(device.write(&*region, 0, b"hey!!").unwrap(), 4);
+    // Nothing partly filled is left to complete with 0 bytes.
+    device.flush(&*region).unwrap();
+    let mut got = Vec::new();
+    while let Some(used) = rx.take_used(&*region).unwrap() {
+        assert_eq!(used.len, 1);
+        let mut b = [0u8];
+        region
+            .read(LEGACY_POOL + usize::from(used.id), &mut b)
+            .unwrap();
+        got.push(b[0]);
+    }
+    assert_eq!(got, b"hey!");
+
+    let mut buf = [0u8; 16];
+    assert_eq!(device.read(&*region, 0, &mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"abcd");
+    device.flush(&*region).unwrap();
+    let mut returned = 0;
+    while let Some(used) = tx.take_used(&*region).unwrap() {
+        assert_eq!(used.len, 0);
+        returned += 1;
+    }
+    assert_eq!(returned, 4);
 }
