@@ -534,11 +534,11 @@ impl ConsoleDriver {
         Ok(())
     }
 
-    /// Takes back the transmit buffers the device returned (counting their bytes
-    /// acknowledged), then hands over everything pending: partly filled transmit buffers, reposted
-    /// receive buffers, control messages (after the data, so an end of stream
-    /// never overtakes it). Returns whether the device asked to be notified:
-    /// ring its doorbell then.
+    /// Takes back the transmit buffers the device returned (counting their
+    /// bytes acknowledged), then hands over everything pending: partly filled
+    /// transmit buffers, reposted receive buffers, control messages (after the
+    /// data, so an end of stream never overtakes it). Returns whether the device
+    /// asked to be notified: ring its doorbell then.
     pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
         let map = self.map;
         let mut ring = false;

@@ -4,7 +4,7 @@
 //!
 //! This layer starts where transport negotiation ends: it is given the
 //! negotiated feature bits, the config space as read, the queues (vrings already
-//! placed in the region), the [`AddressMap`](crate::virtio::AddressMap) between descriptor addresses and
+//! placed in the region), the [`AddressMap`] between descriptor addresses and
 //! region offsets and, for the driver, its buffer pool. It knows nothing of
 //! registers, sections or doorbells; `flush` says when to ring.
 //!
@@ -59,12 +59,14 @@
 //! # Hostile peers
 //!
 //! Every descriptor, index and length comes through [`crate::virtio::virtq`]'s
-//! checks; every address through the [`AddressMap`](crate::virtio::AddressMap)'s window. A transmit buffer
+//! checks; every address through the [`AddressMap`]'s window. A transmit buffer
 //! the device may write, a receive buffer it may not, a buffer outside the
 //! window or longer than the agreed maximum, a used length past the buffer, a
 //! malformed control message: each is a [`ConsoleError`], never a panic or an
 //! access outside the region. Every call does bounded work (at most one pass
 //! over each ring it touches).
+//!
+//! [`AddressMap`]: crate::virtio::AddressMap
 
 mod config;
 mod control;
