@@ -16,6 +16,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod channel;
+pub mod console;
 pub mod directory;
 pub mod mailbox;
 pub mod members;

@@ -12,8 +12,8 @@ use super::RpmsgError;
 use crate::PeerId;
 use crate::region::{Le8, Le32, Region, check_bounds};
 use crate::setup::{SetupState, SetupWord};
-use crate::virtio::status;
 use crate::virtio::virtq::{Vring, VringLayout};
+use crate::virtio::{AddressMap, status};
 
 /// Which side of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,23 +321,22 @@ impl LinkLayout {
         self.pool + index * self.buf_size as usize
     }
 
+    /// How descriptor addresses map to region offsets: `address_base + offset`,
+    /// buffers accepted inside the pool only.
+    pub fn address_map(&self) -> AddressMap {
+        AddressMap::new(self.address_base, self.pool, self.pool_len)
+    }
+
     /// Maps a descriptor's address and length to a region offset inside the pool.
     pub(crate) fn translate(&self, addr: u64, len: u32) -> Result<usize, RpmsgError> {
-        let bad = RpmsgError::Corrupt("a descriptor points outside the buffer pool");
-        let offset = addr
-            .checked_sub(self.address_base)
-            .and_then(|o| usize::try_from(o).ok())
-            .ok_or(bad)?;
-        let end = offset.checked_add(len as usize).ok_or(bad)?;
-        if offset < self.pool || end > self.pool + self.pool_len {
-            return Err(bad);
-        }
-        Ok(offset)
+        self.address_map()
+            .translate(addr, len)
+            .map_err(|_| RpmsgError::Corrupt("a descriptor points outside the buffer pool"))
     }
 
     /// The address a descriptor carries for the buffer at region `offset`.
     pub(crate) fn address(&self, offset: usize) -> u64 {
-        self.address_base.wrapping_add(offset as u64)
+        self.address_map().address_of(offset)
     }
 
     /// Writes a fresh native link into the section at `offset` of `size` bytes

@@ -2,7 +2,10 @@
 //! device status bits, feature bits and device ids (virtio 1.2, sections 2.1,
 //! 2.2, 2.7 and 5). RPMsg and the virtio console build on it.
 
+pub mod address;
 pub mod virtq;
+
+pub use address::{AddressError, AddressMap};
 
 /// Device status bits (virtio 1.2, 2.1): the driver sets them in order, the
 /// device sets [`NEEDS_RESET`](status::NEEDS_RESET).
