@@ -73,6 +73,7 @@ mod control;
 mod device;
 mod driver;
 mod ids;
+mod layout;
 
 #[cfg(test)]
 mod tests;
@@ -86,6 +87,10 @@ pub use control::{
 pub use device::{ConsoleDevice, DeviceEvent, DevicePortState};
 pub use driver::{CONTROL_BUFFERS, ConsoleDriver, DriverEvent, DriverPool, DriverPortState};
 pub use ids::MAX_BUFFERS;
+pub use layout::{
+    BLOCK_SIZE, ConsoleLayout, Handshake, MAX_QUEUES, NATIVE_HEADER, NATIVE_SETUP, NativeHeader,
+    NativeOpen, NativeShape, Profile, Side, SideKind, SideSnapshot, hvl,
+};
 
 use crate::region::RegionError;
 use crate::virtio::AddressError;
