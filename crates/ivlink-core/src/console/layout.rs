@@ -376,15 +376,6 @@ impl NativeShape {
     }
 }
 
-/// Why a native section cannot be opened yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NativeOpen {
-    /// The layout.
-    Ready(ConsoleLayout),
-    /// Another peer is still writing the header (or gave up on it).
-    Initializing,
-}
-
 impl ConsoleLayout {
     /// Writes a fresh native console into the section at `offset` of `size`
     /// bytes (only the peer that added the section does this).
@@ -411,28 +402,26 @@ impl ConsoleLayout {
         NATIVE_SETUP
             .publish(region, offset)
             .map_err(|_| ConsoleError::Layout("another peer took over the section's setup"))?;
-        match Self::open_native(region, offset, size)? {
-            NativeOpen::Ready(layout) => Ok(layout),
-            NativeOpen::Initializing => Err(ConsoleError::Layout(
-                "another peer took over the section's setup",
-            )),
-        }
+        Self::open_native(region, offset, size)
     }
 
     /// Reads a native console's header from the section at `offset` of `size`
-    /// bytes and checks it against the section.
+    /// bytes and checks it against the section. `Err(Initializing)` while its
+    /// creator writes it.
     pub fn open_native<R: Region + ?Sized>(
         region: &R,
         offset: usize,
         size: usize,
-    ) -> Result<NativeOpen, ConsoleError> {
+    ) -> Result<Self, ConsoleError> {
         check_bounds(offset, size, region.len())?;
         if offset % NATIVE_ALIGN != 0 || size < NATIVE_HEADER {
             return Err(ConsoleError::Layout("section too small or misaligned"));
         }
         match NATIVE_SETUP.state(region, offset)? {
             SetupState::Ready => {}
-            SetupState::Pending(0) | SetupState::Abandoned => return Ok(NativeOpen::Initializing),
+            SetupState::Pending(0) | SetupState::Abandoned => {
+                return Err(ConsoleError::Initializing);
+            }
             SetupState::Pending(_) => {
                 return Err(ConsoleError::Layout("the section does not hold a console"));
             }
@@ -457,7 +446,7 @@ impl ConsoleLayout {
         }
         let pool = offset + parts.pool;
         let pool_len = parts.buffers * shape.buf_size as usize;
-        Ok(NativeOpen::Ready(ConsoleLayout {
+        Ok(ConsoleLayout {
             profile: Profile::Native,
             header: Some(offset),
             block: offset + NATIVE_HEADER,
@@ -478,7 +467,7 @@ impl ConsoleLayout {
             },
             map: AddressMap::new(0, pool, pool_len),
             max_buffer_len: shape.buf_size,
-        }))
+        })
     }
 }
 
@@ -591,10 +580,7 @@ mod tests {
         };
         let size = shape.section_size().unwrap();
         let created = ConsoleLayout::create_native(&*region, 4096, size, shape).unwrap();
-        let NativeOpen::Ready(opened) = ConsoleLayout::open_native(&*region, 4096, size).unwrap()
-        else {
-            panic!("not ready")
-        };
+        let opened = ConsoleLayout::open_native(&*region, 4096, size).unwrap();
         assert_eq!(created, opened);
         assert_eq!(opened.queues().len(), 8);
         assert_eq!(opened.block, 4096 + NATIVE_HEADER);
@@ -635,7 +621,7 @@ mod tests {
         let empty = HeapRegion::new(1 << 20);
         assert_eq!(
             ConsoleLayout::open_native(&*empty, 0, size),
-            Ok(NativeOpen::Initializing)
+            Err(ConsoleError::Initializing)
         );
     }
 

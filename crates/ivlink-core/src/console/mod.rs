@@ -89,7 +89,7 @@ pub use driver::{CONTROL_BUFFERS, ConsoleDriver, DriverEvent, DriverPool, Driver
 pub use ids::MAX_BUFFERS;
 pub use layout::{
     BLOCK_SIZE, ConsoleLayout, Handshake, MAX_QUEUES, NATIVE_HEADER, NATIVE_SETUP, NativeHeader,
-    NativeOpen, NativeShape, Profile, Side, SideKind, SideSnapshot, hvl,
+    NativeShape, Profile, Side, SideKind, SideSnapshot, hvl,
 };
 
 use crate::region::RegionError;
@@ -180,6 +180,8 @@ pub enum ConsoleError {
     Virtq(VirtqError),
     /// The region refused an access.
     Region(RegionError),
+    /// Another peer is still setting the console's section up (or gave up on it).
+    Initializing,
 }
 
 impl fmt::Display for ConsoleError {
@@ -204,6 +206,7 @@ impl fmt::Display for ConsoleError {
             ConsoleError::Address(e) => write!(f, "console corrupted by the peer: {e}"),
             ConsoleError::Virtq(e) => write!(f, "{e}"),
             ConsoleError::Region(e) => write!(f, "{e}"),
+            ConsoleError::Initializing => f.write_str("the console is still being set up"),
         }
     }
 }
