@@ -537,6 +537,51 @@ impl NativeHeader {
     }
 }
 
+impl crate::section::SectionProtocol for ConsoleLayout {
+    const KIND: crate::directory::SectionKind = crate::directory::SectionKind::Console;
+    const SETUP: SetupWord = NATIVE_SETUP;
+    type Shape = NativeShape;
+    type Snapshot = NativeHeader;
+    type Error = ConsoleError;
+
+    fn section_size(shape: &NativeShape) -> Result<usize, ConsoleError> {
+        shape.section_size()
+    }
+
+    fn create<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+        shape: &NativeShape,
+    ) -> Result<Self, ConsoleError> {
+        ConsoleLayout::create_native(region, offset, size, *shape)
+    }
+
+    fn open<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<Self, ConsoleError> {
+        ConsoleLayout::open_native(region, offset, size)
+    }
+
+    fn is_initializing(error: &ConsoleError) -> bool {
+        matches!(error, ConsoleError::Initializing)
+    }
+
+    fn wrong_kind() -> ConsoleError {
+        ConsoleError::Layout("the section has another kind")
+    }
+
+    fn snapshot<R: Region + ?Sized>(
+        region: &R,
+        offset: usize,
+        size: usize,
+    ) -> Result<NativeHeader, ConsoleError> {
+        NativeHeader::read(region, offset, size)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
