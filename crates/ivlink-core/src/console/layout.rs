@@ -390,18 +390,14 @@ impl ConsoleLayout {
             return Err(ConsoleError::Layout("section too small or misaligned"));
         }
         check_bounds(offset, parts.size, region.len())?;
-        NATIVE_SETUP
-            .claim(region, offset)
-            .map_err(|_| ConsoleError::Layout("another peer took over the section's setup"))?;
+        NATIVE_SETUP.claim(region, offset)?;
         // Everything but the setup word starts at zero: no generation, no request.
         region.fill(offset + 4, parts.size - 4, 0)?;
         let put = |field: Le32, v: u32| field.of(offset).store(region, v, Ordering::Relaxed);
         put(N_PORTS, shape.ports)?;
         put(N_NUM, u32::from(shape.num))?;
         put(N_BUF_SIZE, shape.buf_size)?;
-        NATIVE_SETUP
-            .publish(region, offset)
-            .map_err(|_| ConsoleError::Layout("another peer took over the section's setup"))?;
+        NATIVE_SETUP.publish(region, offset)?;
         Self::open_native(region, offset, size)
     }
 

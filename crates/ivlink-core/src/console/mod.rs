@@ -225,6 +225,16 @@ impl From<RegionError> for ConsoleError {
     }
 }
 
+impl From<crate::setup::SetupError> for ConsoleError {
+    fn from(e: crate::setup::SetupError) -> Self {
+        match e {
+            // Another peer replaced the section: opening again finds the new one.
+            crate::setup::SetupError::Abandoned => ConsoleError::Initializing,
+            crate::setup::SetupError::Region(e) => ConsoleError::Region(e),
+        }
+    }
+}
+
 impl From<AddressError> for ConsoleError {
     fn from(e: AddressError) -> Self {
         ConsoleError::Address(e)
