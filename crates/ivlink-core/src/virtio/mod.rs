@@ -2,6 +2,7 @@
 //! device status bits, feature bits and device ids (virtio 1.2, sections 2.1,
 //! 2.2, 2.7 and 5). RPMsg and the virtio console build on it.
 
+pub mod mmio;
 pub mod virtq;
 
 /// Device status bits (virtio 1.2, 2.1): the driver sets them in order, the
