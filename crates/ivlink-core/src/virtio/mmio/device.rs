@@ -7,7 +7,7 @@ use super::registers::*;
 use super::{Handshake, MAX_QUEUES, MmioBlock, MmioError, QueueConfig, valid_queue_size};
 use crate::region::{Le32, Region};
 use crate::virtio::features::{VERSION_1, bit};
-use crate::virtio::status::{DRIVER, DRIVER_OK, FEATURES_OK, NEEDS_RESET};
+use crate::virtio::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK, NEEDS_RESET};
 
 /// A shared memory region the device describes in `SHMBase`/`SHMLen` (`SHMSel` 0).
 /// OpenAMP's hypervisor-less driver takes non-zero values as "no hypervisor here".
@@ -104,6 +104,7 @@ pub struct MmioDevice {
     shm_sel: u32,
     /// The `QueuePFN` last acknowledged with `0xAABBAABB` (hypervisor-less).
     hvl_acked_pfn: Option<u32>,
+    published: bool,
     events: [Option<DeviceEvent>; EVENT_SLOTS],
     event_head: usize,
     event_len: usize,
@@ -139,7 +140,8 @@ impl MmioDevice {
             }
             _ => return Err(MmioError::Config("version must be 1 or 2")),
         }
-        if handshake == Handshake::OpenampHvl && config.shm.is_none_or(|s| s.base == 0 || s.len == 0)
+        if handshake == Handshake::OpenampHvl
+            && config.shm.is_none_or(|s| s.base == 0 || s.len == 0)
         {
             return Err(MmioError::Config(
                 "a hypervisor-less device must publish a non-zero SHMBase and SHMLen",
@@ -158,7 +160,9 @@ impl MmioDevice {
             *slot = max;
         }
         if config.config_size > CONFIG_SPACE_MAX {
-            return Err(MmioError::Config("configuration space is at most 256 bytes"));
+            return Err(MmioError::Config(
+                "configuration space is at most 256 bytes",
+            ));
         }
         Ok(MmioDevice {
             block,
@@ -181,6 +185,7 @@ impl MmioDevice {
             features_sel: 0,
             shm_sel: 0,
             hvl_acked_pfn: None,
+            published: false,
             events: [None; EVENT_SLOTS],
             event_head: 0,
             event_len: 0,
@@ -286,6 +291,7 @@ impl MmioDevice {
             b.store(region, CONFIG_GENERATION, (generation | 1).wrapping_add(1))?;
         }
         b.store(region, MAGIC_VALUE, MAGIC)?;
+        self.published = true;
         Ok(ring)
     }
 
@@ -293,8 +299,12 @@ impl MmioDevice {
     /// (sequenced) or the block's changes (hypervisor-less), and `InterruptACK`.
     ///
     /// A driver that breaks the protocol is reported as [`DeviceEvent::Failed`]; an
-    /// `Err` is a region access that failed (the block does not fit the region).
+    /// `Err` is a region access that failed (the block does not fit the region) or
+    /// a poll before [`publish`](Self::publish).
     pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<DevicePoll, MmioError> {
+        if !self.published {
+            return Err(MmioError::Config("poll before publish"));
+        }
         if self.event_len == 0 {
             self.take_interrupt_ack(region)?;
             match self.handshake {
@@ -328,10 +338,10 @@ impl MmioDevice {
         region: &R,
         bits: u32,
     ) -> Result<bool, MmioError> {
-        let previous =
-            self.block
-                .reg(INTERRUPT_STATUS)
-                .fetch_or(region, bits, Ordering::AcqRel)?;
+        let previous = self
+            .block
+            .reg(INTERRUPT_STATUS)
+            .fetch_or(region, bits, Ordering::AcqRel)?;
         Ok(self.handshake == Handshake::OpenampHvl || previous & bits != bits)
     }
 
@@ -470,14 +480,18 @@ impl MmioDevice {
     }
 
     fn answer_queue_num_max<R: Region + ?Sized>(&self, region: &R) -> Result<(), MmioError> {
-        let max = self.queue_index(self.queue_sel).map_or(0, |i| self.num_max[i]);
+        let max = self
+            .queue_index(self.queue_sel)
+            .map_or(0, |i| self.num_max[i]);
         self.block.store(region, QUEUE_NUM_MAX, max.into())?;
         Ok(())
     }
 
     fn take_interrupt_ack<R: Region + ?Sized>(&self, region: &R) -> Result<(), MmioError> {
         let b = self.block;
-        let acked = b.reg(INTERRUPT_ACK).fetch_and(region, 0, Ordering::AcqRel)?;
+        let acked = b
+            .reg(INTERRUPT_ACK)
+            .fetch_and(region, 0, Ordering::AcqRel)?;
         if acked != 0 {
             b.reg(INTERRUPT_STATUS)
                 .fetch_and(region, !acked, Ordering::AcqRel)?;
@@ -488,8 +502,12 @@ impl MmioDevice {
     fn process<R: Region + ?Sized>(&mut self, region: &R) -> Result<(), MmioError> {
         let raw = self.block.status(region)?;
         let status = (raw as u8) & !NEEDS_RESET;
-        let lost_driver_ok = self.hvl() && self.driver_ok && status & DRIVER_OK == 0;
-        let reset = (status == 0 && (self.driver_status != 0 || self.needs_reset)) || lost_driver_ok;
+        // OpenAMP's driver may start over without writing 0: a driver that was
+        // ready and no longer is, or that writes ACKNOWLEDGE alone again, restarted.
+        let restarted = self.hvl()
+            && ((self.driver_ok && status & DRIVER_OK == 0)
+                || (status == ACKNOWLEDGE && self.driver_status & !ACKNOWLEDGE != 0));
+        let reset = (status == 0 && (self.driver_status != 0 || self.needs_reset)) || restarted;
         if reset {
             self.reset(region)?;
         }
@@ -540,7 +558,11 @@ impl MmioDevice {
         Ok(())
     }
 
-    fn process_driver<R: Region + ?Sized>(&mut self, region: &R, status: u8) -> Result<(), MmioError> {
+    fn process_driver<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        status: u8,
+    ) -> Result<(), MmioError> {
         let b = self.block;
         if !self.features_ok && !self.driver_ok {
             let sel = b.load(region, DRIVER_FEATURES_SEL)?;
@@ -580,7 +602,9 @@ impl MmioDevice {
 
     /// Answers a `QueueSel` request: whether the newly selected queue is live.
     fn answer_queue_state<R: Region + ?Sized>(&self, region: &R) -> Result<(), MmioError> {
-        let queue = self.queue_index(self.queue_sel).and_then(|i| self.queues[i]);
+        let queue = self
+            .queue_index(self.queue_sel)
+            .and_then(|i| self.queues[i]);
         if self.version == VERSION_MODERN {
             self.block
                 .store(region, QUEUE_READY, u32::from(queue.is_some()))?;
@@ -599,7 +623,11 @@ impl MmioDevice {
         Ok(u32::try_from(q.desc / u64::from(page)).unwrap_or(0))
     }
 
-    fn sequenced_queue<R: Region + ?Sized>(&mut self, region: &R, status: u8) -> Result<(), MmioError> {
+    fn sequenced_queue<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        status: u8,
+    ) -> Result<(), MmioError> {
         let b = self.block;
         let sel = self.queue_sel;
         let configured = self.queue_index(sel).and_then(|i| self.queues[i]);
@@ -698,7 +726,11 @@ impl MmioDevice {
         Ok(())
     }
 
-    fn configure_modern<R: Region + ?Sized>(&mut self, region: &R, sel: u32) -> Result<(), MmioError> {
+    fn configure_modern<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        sel: u32,
+    ) -> Result<(), MmioError> {
         if !self.features_ok {
             return Err(MmioError::OutOfOrder("queue configured before FEATURES_OK"));
         }
@@ -727,7 +759,11 @@ impl MmioDevice {
         self.push_event(DeviceEvent::QueueReady(queue));
     }
 
-    fn status_change<R: Region + ?Sized>(&mut self, region: &R, status: u8) -> Result<(), MmioError> {
+    fn status_change<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        status: u8,
+    ) -> Result<(), MmioError> {
         let old = self.driver_status;
         // OpenAMP's virtio-exp writes each status bit bare; everyone else only adds.
         if !self.hvl() && status & old != old {
@@ -742,9 +778,11 @@ impl MmioDevice {
         if new & FEATURES_OK != 0 && self.version == VERSION_MODERN && !self.features_ok {
             let requested = self.requested_features();
             if requested & !self.offered != 0 || requested & bit(VERSION_1) == 0 {
-                self.block
-                    .reg(STATUS)
-                    .fetch_and(region, !u32::from(FEATURES_OK), Ordering::AcqRel)?;
+                self.block.reg(STATUS).fetch_and(
+                    region,
+                    !u32::from(FEATURES_OK),
+                    Ordering::AcqRel,
+                )?;
                 self.driver_status &= !FEATURES_OK;
                 self.push_event(DeviceEvent::FeaturesRefused { requested });
             } else {

@@ -5,8 +5,7 @@ use core::sync::atomic::Ordering;
 
 use super::registers::*;
 use super::{
-    CONFIG_READ_RETRIES, Handshake, MAX_QUEUES, MmioBlock, MmioError, QueueConfig,
-    valid_queue_size,
+    CONFIG_READ_RETRIES, Handshake, MAX_QUEUES, MmioBlock, MmioError, QueueConfig, valid_queue_size,
 };
 use crate::region::{Le32, Region};
 use crate::virtio::features::{VERSION_1, bit};
@@ -311,7 +310,10 @@ impl MmioDriver {
                 let acked = Le32::at(ack).load(region, Ordering::Acquire)?;
                 // Acknowledged, or one request of an earlier driver still outstanding.
                 if request.wrapping_sub(acked) > 1 {
-                    return Err(MmioError::BadAck { request, ack: acked });
+                    return Err(MmioError::BadAck {
+                        request,
+                        ack: acked,
+                    });
                 }
                 self.request = request;
                 self.ack_floor = acked;
@@ -525,7 +527,11 @@ impl MmioDriver {
         Err(MmioError::BadStatus(raw))
     }
 
-    fn check_selected<R: Region + ?Sized>(&self, region: &R, index: usize) -> Result<(), MmioError> {
+    fn check_selected<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        index: usize,
+    ) -> Result<(), MmioError> {
         let b = self.block;
         let queue = index as u16;
         let max = b.load(region, QUEUE_NUM_MAX)?;
@@ -540,7 +546,11 @@ impl MmioDriver {
             return Err(MmioError::QueueTooSmall { queue, max, wanted });
         }
         if self.handshake != Handshake::OpenampHvl {
-            let in_use = if self.modern() { QUEUE_READY } else { QUEUE_PFN };
+            let in_use = if self.modern() {
+                QUEUE_READY
+            } else {
+                QUEUE_PFN
+            };
             if b.load(region, in_use)? != 0 {
                 return Err(MmioError::QueueRefused(queue));
             }
@@ -600,7 +610,11 @@ impl MmioDriver {
     /// Clears `bits` of `InterruptStatus`; call it before looking at the queues.
     /// Returns whether to ring the device: the hypervisor-less handshake also
     /// writes `InterruptACK`, which OpenAMP's devices wait for.
-    pub fn ack_interrupt<R: Region + ?Sized>(&self, region: &R, bits: u32) -> Result<bool, MmioError> {
+    pub fn ack_interrupt<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        bits: u32,
+    ) -> Result<bool, MmioError> {
         let b = self.block;
         b.reg(INTERRUPT_STATUS)
             .fetch_and(region, !bits, Ordering::AcqRel)?;

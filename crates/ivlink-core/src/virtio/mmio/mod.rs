@@ -299,7 +299,9 @@ impl fmt::Display for MmioError {
                 f,
                 "configuration access of {len} bytes at {offset:#x} is outside the configuration space"
             ),
-            MmioError::BadQueueIndex(q) => write!(f, "the driver selected queue {q}, which does not exist"),
+            MmioError::BadQueueIndex(q) => {
+                write!(f, "the driver selected queue {q}, which does not exist")
+            }
             MmioError::BadQueueNum { queue, num } => write!(
                 f,
                 "queue {queue}: size {num} is not a power of two within QueueNumMax"

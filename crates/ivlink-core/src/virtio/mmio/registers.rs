@@ -159,7 +159,9 @@ impl MmioBlock {
 
     /// Region offset of byte `offset` of the configuration space.
     pub const fn config(self, offset: usize) -> usize {
-        self.base.saturating_add(CONFIG_OFFSET).saturating_add(offset)
+        self.base
+            .saturating_add(CONFIG_OFFSET)
+            .saturating_add(offset)
     }
 
     /// Loads register `reg` (acquire: what the writer stored before it is visible).

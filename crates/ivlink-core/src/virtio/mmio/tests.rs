@@ -87,7 +87,13 @@ impl<'a> Watched<'a> {
     }
 }
 
-const ANSWERS: [Le32; 5] = [DEVICE_FEATURES, QUEUE_NUM_MAX, QUEUE_PFN, QUEUE_READY, STATUS];
+const ANSWERS: [Le32; 5] = [
+    DEVICE_FEATURES,
+    QUEUE_NUM_MAX,
+    QUEUE_PFN,
+    QUEUE_READY,
+    STATUS,
+];
 
 impl Region for Watched<'_> {
     fn len(&self) -> usize {
@@ -299,15 +305,18 @@ fn check_agreement(pair: &Pair, version: u32, offered: u64, wanted: u64, nums: &
         let queue = pair.device.queue(i).expect("queue configured");
         assert_eq!(Some(queue), pair.driver.queue(i));
         let s = setup(version, i, num);
-        assert_eq!((queue.num, queue.desc, queue.driver, queue.device), (s.num, s.desc, s.driver, s.device));
+        assert_eq!(
+            (queue.num, queue.desc, queue.driver, queue.device),
+            (s.num, s.desc, s.driver, s.device)
+        );
     }
     assert_eq!(pair.device.queue(nums.len()), None);
     assert_eq!(pair.events.last(), Some(&DeviceEvent::DriverOk));
     assert!(
-        !pair
-            .events
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Failed(_) | DeviceEvent::FeaturesRefused { .. })),
+        !pair.events.iter().any(|e| matches!(
+            e,
+            DeviceEvent::Failed(_) | DeviceEvent::FeaturesRefused { .. }
+        )),
         "{:?}",
         pair.events
     );
@@ -319,7 +328,9 @@ fn modern_handshake_negotiates_features_and_queues() {
     let watched = Watched::new(&region);
     let offered = bit(VERSION_1) | 0b111;
     let mut p = pair(VERSION_MODERN, offered, 0b101 | 1 << 40, &[16, 16, 4]);
-    let steps = p.run_seen_as(&*region, &watched, &[true]).expect("handshake finishes");
+    let steps = p
+        .run_seen_as(&*region, &watched, &[true])
+        .expect("handshake finishes");
     check_agreement(&p, VERSION_MODERN, offered, 0b101, &[16, 16, 4]);
     assert_eq!(watched.early_reads.get(), 0);
     assert!(steps < MAX_STEPS);
@@ -328,7 +339,10 @@ fn modern_handshake_negotiates_features_and_queues() {
         [DeviceEvent::Status(1), DeviceEvent::Status(3)],
         "reset of a fresh device reports nothing"
     );
-    assert!(p.events.contains(&DeviceEvent::FeaturesAccepted(0b101 | bit(VERSION_1))));
+    assert!(
+        p.events
+            .contains(&DeviceEvent::FeaturesAccepted(0b101 | bit(VERSION_1)))
+    );
     assert_eq!(p.device.queue(2).unwrap().contiguous(), None);
 }
 
@@ -337,7 +351,8 @@ fn legacy_handshake_over_the_sequenced_words() {
     let region = HeapRegion::new(REGION_LEN);
     let watched = Watched::new(&region);
     let mut p = pair(VERSION_LEGACY, 0b11, 0b10, &[4, 4]);
-    p.run_seen_as(&*region, &watched, &[]).expect("handshake finishes");
+    p.run_seen_as(&*region, &watched, &[])
+        .expect("handshake finishes");
     check_agreement(&p, VERSION_LEGACY, 0b11, 0b10, &[4, 4]);
     assert_eq!(watched.early_reads.get(), 0);
     let queue = p.device.queue(1).unwrap();
@@ -385,10 +400,14 @@ fn either_side_restarts_and_the_handshake_runs_again() {
     p.device = pair(VERSION_MODERN, offered, 1, &[16, 16]).device;
     assert!(p.device.publish(r, &[]).unwrap(), "the driver is rung");
     assert!(p.driver.device_needs_reset(r).unwrap());
-    assert_ne!(p.driver.interrupt_status(r).unwrap() & INTERRUPT_CONFIG_CHANGE, 0);
+    assert_ne!(
+        p.driver.interrupt_status(r).unwrap() & INTERRUPT_CONFIG_CHANGE,
+        0
+    );
     p.driver.reset();
     p.events.clear();
-    p.run(r, &[]).expect("handshake with the new device finishes");
+    p.run(r, &[])
+        .expect("handshake with the new device finishes");
     assert_eq!(p.events[0], DeviceEvent::Reset);
     check_agreement(&p, VERSION_MODERN, offered, 1, &[16, 16]);
     assert!(!p.driver.device_needs_reset(r).unwrap());
@@ -404,15 +423,24 @@ fn config_space_reads_are_consistent_and_bounded() {
     let mut buf = [0u8; 4];
     p.driver.read_config(r, 0, &mut buf).unwrap();
     assert_eq!(buf, [80, 0, 24, 0]);
-    assert!(!p.device.write_config(r, 0, &[100, 0]).unwrap(), "no driver yet");
+    assert!(
+        !p.device.write_config(r, 0, &[100, 0]).unwrap(),
+        "no driver yet"
+    );
     p.run(r, &[]).unwrap();
     let before = block().config_generation(r).unwrap();
-    assert!(p.device.write_config(r, 2, &[30, 0]).unwrap(), "resize interrupts");
+    assert!(
+        p.device.write_config(r, 2, &[30, 0]).unwrap(),
+        "resize interrupts"
+    );
     assert_eq!(block().config_generation(r).unwrap(), before + 2);
     assert_eq!(before % 2, 0);
     p.driver.read_config(r, 0, &mut buf).unwrap();
     assert_eq!(buf, [100, 0, 30, 0]);
-    assert_eq!(p.driver.interrupt_status(r).unwrap(), INTERRUPT_CONFIG_CHANGE);
+    assert_eq!(
+        p.driver.interrupt_status(r).unwrap(),
+        INTERRUPT_CONFIG_CHANGE
+    );
 
     // The driver's own field (emerg_wr) reaches the device.
     p.driver.write_config(r, 8, b"x\0\0\0").unwrap();
@@ -428,7 +456,10 @@ fn config_space_reads_are_consistent_and_bounded() {
 
     // A device stuck in the middle of a write: the read gives up, bounded.
     block().store(r, CONFIG_GENERATION, 7).unwrap();
-    assert_eq!(p.driver.read_config(r, 0, &mut buf), Err(MmioError::ConfigUnstable));
+    assert_eq!(
+        p.driver.read_config(r, 0, &mut buf),
+        Err(MmioError::ConfigUnstable)
+    );
 }
 
 #[test]
@@ -456,27 +487,68 @@ fn interrupt_bits_live_in_the_region() {
 fn configurations_that_cannot_work_are_refused() {
     let max = [16u16];
     let bad = |version, features, num_max: &[u16], handshake| {
-        MmioDevice::new(block(), handshake, &device_config(version, features, num_max)).is_err()
+        MmioDevice::new(
+            block(),
+            handshake,
+            &device_config(version, features, num_max),
+        )
+        .is_err()
     };
     assert!(bad(2, 0, &max, SEQ), "modern without VERSION_1");
-    assert!(bad(1, bit(VERSION_1), &max, SEQ), "legacy with 64-bit features");
+    assert!(
+        bad(1, bit(VERSION_1), &max, SEQ),
+        "legacy with 64-bit features"
+    );
     assert!(bad(3, 0, &max, SEQ));
     assert!(bad(1, 0, &[12], SEQ));
     assert!(bad(1, 0, &[2048], SEQ));
     assert!(bad(1, 0, &[4; 17], SEQ));
     assert!(bad(1, 0, &max, Handshake::OpenampHvl), "HVL without SHM");
     assert!(bad(2, bit(VERSION_1), &max, Handshake::OpenampHvl));
-    assert!(bad(1, 0, &max, Handshake::Sequenced { request: 0x10, ack: 0x300 }));
-    assert!(bad(1, 0, &max, Handshake::Sequenced { request: 0x300, ack: 0x300 }));
-    assert!(bad(1, 0, &max, Handshake::Sequenced { request: 0x302, ack: 0x300 }));
+    assert!(bad(
+        1,
+        0,
+        &max,
+        Handshake::Sequenced {
+            request: 0x10,
+            ack: 0x300
+        }
+    ));
+    assert!(bad(
+        1,
+        0,
+        &max,
+        Handshake::Sequenced {
+            request: 0x300,
+            ack: 0x300
+        }
+    ));
+    assert!(bad(
+        1,
+        0,
+        &max,
+        Handshake::Sequenced {
+            request: 0x302,
+            ack: 0x300
+        }
+    ));
     assert!(MmioBlock::new(2).is_err());
+    let region = HeapRegion::new(REGION_LEN);
+    let mut unpublished = MmioDevice::new(block(), SEQ, &device_config(1, 0, &max)).unwrap();
+    assert!(unpublished.poll(&*region).is_err(), "poll before publish");
 
     let driver = |version, queues: &[QueueSetup]| {
         MmioDriver::new(block(), SEQ, &driver_config(version, 0, queues))
     };
-    let odd = QueueSetup { num: 6, ..setup(2, 0, 4) };
+    let odd = QueueSetup {
+        num: 6,
+        ..setup(2, 0, 4)
+    };
     assert!(driver(2, &[odd]).is_err());
-    let misaligned = QueueSetup { desc: 8, ..setup(2, 0, 4) };
+    let misaligned = QueueSetup {
+        desc: 8,
+        ..setup(2, 0, 4)
+    };
     assert!(driver(2, &[misaligned]).is_err());
     assert!(driver(2, &[setup(2, 0, 4); 17]).is_err());
 
@@ -504,15 +576,28 @@ fn errors_read_as_one_line() {
         MmioError::BadVersion(3),
         MmioError::NeedsReset,
         MmioError::BadAck { request: 4, ack: 9 },
-        MmioError::QueueTooSmall { queue: 1, max: 2, wanted: 4 },
-        MmioError::Region(RegionError::Misaligned { offset: 2, align: 4 }),
+        MmioError::QueueTooSmall {
+            queue: 1,
+            max: 2,
+            wanted: 4,
+        },
+        MmioError::Region(RegionError::Misaligned {
+            offset: 2,
+            align: 4,
+        }),
     ];
     for e in errors {
         let line = alloc::format!("{e}");
         assert!(!line.is_empty() && !line.contains('\n'), "{line}");
     }
     assert_eq!(
-        alloc::format!("{}", MmioError::WrongDevice { expected: 3, found: 7 }),
+        alloc::format!(
+            "{}",
+            MmioError::WrongDevice {
+                expected: 3,
+                found: 7
+            }
+        ),
         "virtio device id 7, expected 3"
     );
 }

@@ -32,7 +32,11 @@ fn run_tampered(
 
 fn published(version: u32) -> (HeapRegion, Pair) {
     let region = HeapRegion::new(REGION_LEN);
-    let features = if version == VERSION_MODERN { bit(VERSION_1) } else { 0 };
+    let features = if version == VERSION_MODERN {
+        bit(VERSION_1)
+    } else {
+        0
+    };
     let mut p = pair(version, features, 0, &[4, 4]);
     p.device_turn(&*region);
     (region, p)
@@ -71,15 +75,32 @@ fn a_block_that_is_not_a_device_is_refused() {
         p.driver.clone().step(&*small),
         Err(MmioError::Region(_))
     ));
-    assert!(matches!(p.device.publish(&*small, &[]), Err(MmioError::Region(_))));
+    assert!(matches!(
+        p.device.publish(&*small, &[]),
+        Err(MmioError::Region(_))
+    ));
 }
 
 #[test]
 fn queue_sizes_the_driver_cannot_use_are_refused() {
     for (version, value, expected) in [
         (2, 3, MmioError::BadQueueNumMax { queue: 0, value: 3 }),
-        (1, 2048, MmioError::BadQueueNumMax { queue: 0, value: 2048 }),
-        (2, u32::MAX, MmioError::BadQueueNumMax { queue: 0, value: u32::MAX }),
+        (
+            1,
+            2048,
+            MmioError::BadQueueNumMax {
+                queue: 0,
+                value: 2048,
+            },
+        ),
+        (
+            2,
+            u32::MAX,
+            MmioError::BadQueueNumMax {
+                queue: 0,
+                value: u32::MAX,
+            },
+        ),
         (1, 0, MmioError::QueueAbsent(0)),
         (
             2,
@@ -152,16 +173,25 @@ fn ack_words_that_name_no_request_are_refused() {
 
 #[test]
 fn a_driver_that_breaks_the_rules_gets_needs_reset_then_recovers() {
-    let cases: [(u32, Le32, u32, fn(&MmioError) -> bool); 4] = [
-        (2, QUEUE_NUM, 3, |e| matches!(e, MmioError::BadQueueNum { num: 3, .. })),
-        (1, QUEUE_NUM, 32, |e| matches!(e, MmioError::BadQueueNum { num: 32, .. })),
+    type Expected = fn(&MmioError) -> bool;
+    let cases: [(u32, Le32, u32, Expected); 4] = [
+        (2, QUEUE_NUM, 3, |e| {
+            matches!(e, MmioError::BadQueueNum { num: 3, .. })
+        }),
+        (1, QUEUE_NUM, 32, |e| {
+            matches!(e, MmioError::BadQueueNum { num: 32, .. })
+        }),
         (1, QUEUE_ALIGN, 3, |e| *e == MmioError::BadQueueLayout(0)),
         (2, QUEUE_DESC_LOW, 8, |e| *e == MmioError::BadQueueLayout(0)),
     ];
     for (version, reg, value, expected) in cases {
         let (region, mut p) = published(version);
         let r = &*region;
-        let trigger = if version == VERSION_MODERN { QUEUE_READY } else { QUEUE_PFN };
+        let trigger = if version == VERSION_MODERN {
+            QUEUE_READY
+        } else {
+            QUEUE_PFN
+        };
         let result = run_tampered(
             &mut p,
             r,
@@ -179,11 +209,19 @@ fn a_driver_that_breaks_the_rules_gets_needs_reset_then_recovers() {
         });
         assert!(failure.as_ref().is_some_and(expected), "{failure:?}");
         assert!(p.device.needs_reset());
-        assert_ne!(block().interrupt_status(r).unwrap() & INTERRUPT_CONFIG_CHANGE, 0);
+        assert_ne!(
+            block().interrupt_status(r).unwrap() & INTERRUPT_CONFIG_CHANGE,
+            0
+        );
 
         p.driver.reset();
         p.events.clear();
-        assert!(p.run(r, &[]).is_some(), "{:?} {:?}", p.driver_result, p.events);
+        assert!(
+            p.run(r, &[]).is_some(),
+            "{:?} {:?}",
+            p.driver_result,
+            p.events
+        );
         assert_eq!(p.events[0], DeviceEvent::Reset);
         assert!(p.device.is_driver_ok());
         assert_eq!(block().status(r).unwrap() & u32::from(NEEDS_RESET), 0);
@@ -203,12 +241,19 @@ fn features_the_device_does_not_offer_are_refused() {
             }
         },
     );
-    assert!(matches!(result, Err(MmioError::FeaturesRefused { .. })), "{result:?} {:?}", p.events);
-    assert!(p
-        .events
-        .iter()
-        .any(|e| matches!(e, DeviceEvent::FeaturesRefused { requested } if *requested as u32 == u32::MAX)));
-    assert_eq!(block().status(&*region).unwrap() & 8, 0, "FEATURES_OK cleared");
+    assert!(
+        matches!(result, Err(MmioError::FeaturesRefused { .. })),
+        "{result:?} {:?}",
+        p.events
+    );
+    assert!(p.events.iter().any(
+        |e| matches!(e, DeviceEvent::FeaturesRefused { requested } if *requested as u32 == u32::MAX)
+    ));
+    assert_eq!(
+        block().status(&*region).unwrap() & 8,
+        0,
+        "FEATURES_OK cleared"
+    );
 
     // Legacy has no FEATURES_OK: the device refuses at DRIVER_OK.
     let (region, mut p) = published(VERSION_LEGACY);
@@ -219,10 +264,13 @@ fn features_the_device_does_not_offer_are_refused() {
         |r| block().store(r, DRIVER_FEATURES, 1 << 7).unwrap(),
     );
     assert_eq!(result, Err(MmioError::NeedsReset));
-    assert!(p.events.contains(&DeviceEvent::Failed(MmioError::FeaturesRefused {
-        requested: 1 << 7,
-        offered: 0
-    })));
+    assert!(
+        p.events
+            .contains(&DeviceEvent::Failed(MmioError::FeaturesRefused {
+                requested: 1 << 7,
+                offered: 0
+            }))
+    );
 }
 
 #[test]
@@ -231,13 +279,20 @@ fn status_bits_the_driver_drops_are_illegal() {
     let r = &*region;
     p.run(r, &[]).unwrap();
     block().store(r, STATUS, 1).unwrap();
-    r.store_u32(REQUEST, r.load_u32(REQUEST, Ordering::Relaxed).unwrap() + 1, Ordering::Relaxed)
-        .unwrap();
+    r.store_u32(
+        REQUEST,
+        r.load_u32(REQUEST, Ordering::Relaxed).unwrap() + 1,
+        Ordering::Relaxed,
+    )
+    .unwrap();
     let poll = p.device.poll(r).unwrap();
     assert!(poll.ring);
     assert_eq!(
         poll.event,
-        Some(DeviceEvent::Failed(MmioError::IllegalStatus { from: 0xf, to: 1 }))
+        Some(DeviceEvent::Failed(MmioError::IllegalStatus {
+            from: 0xf,
+            to: 1
+        }))
     );
     assert!(p.driver.device_needs_reset(r).unwrap());
     assert!(!p.device.is_driver_ok());

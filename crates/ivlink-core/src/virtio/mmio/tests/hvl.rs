@@ -35,7 +35,8 @@ fn the_seed_block_byte_for_byte() {
     let mut device = seed_device();
     assert!(!device.publish(&*region, &[]).unwrap());
     let mut expected = [0u8; CONFIG_OFFSET];
-    let mut put = |offset: usize, bytes: [u8; 4]| expected[offset..offset + 4].copy_from_slice(&bytes);
+    let mut put =
+        |offset: usize, bytes: [u8; 4]| expected[offset..offset + 4].copy_from_slice(&bytes);
     put(0x000, *b"virt"); // MagicValue 0x74726976
     put(0x004, [1, 0, 0, 0]); // Version 1 (legacy)
     put(0x008, [3, 0, 0, 0]); // DeviceID 3 (console)
@@ -122,13 +123,18 @@ impl OpenampDriver<'_> {
         self.ring();
         self.write(STATUS, status(2, 3));
         self.ring();
-        let offered = self.read(HOST_FEATURES);
-        self.write(GUEST_FEATURES, offered & 0);
+        // virtio_serial_drv.c asks for no features.
+        let _offered = self.read(HOST_FEATURES);
+        self.write(GUEST_FEATURES, 0);
         self.ring();
         self.write(GUEST_PAGE_SIZE, 4096);
         for (q, vring) in VRINGS.iter().enumerate() {
             let pfn = (vring / 4096) as u32;
-            let sel = if flavour.queue_index_at_0x024 { DRIVER_FEATURES_SEL } else { QUEUE_SEL };
+            let sel = if flavour.queue_index_at_0x024 {
+                DRIVER_FEATURES_SEL
+            } else {
+                QUEUE_SEL
+            };
             self.write(sel, q as u32);
             assert!(self.read(QUEUE_NUM_MAX) >= 4);
             self.write(QUEUE_NUM, 4);
@@ -173,7 +179,10 @@ fn seed_queue(q: usize) -> QueueConfig {
 }
 
 fn check_session(events: &[DeviceEvent], device: &MmioDevice) {
-    assert!(!events.iter().any(|e| matches!(e, DeviceEvent::Failed(_))), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(e, DeviceEvent::Failed(_))),
+        "{events:?}"
+    );
     let queues: Vec<QueueConfig> = events
         .iter()
         .filter_map(|e| match e {
@@ -181,7 +190,11 @@ fn check_session(events: &[DeviceEvent], device: &MmioDevice) {
             _ => None,
         })
         .collect();
-    assert_eq!(queues, [seed_queue(0), seed_queue(1)], "the seed's vring dump");
+    assert_eq!(
+        queues,
+        [seed_queue(0), seed_queue(1)],
+        "the seed's vring dump"
+    );
     assert_eq!(events.last(), Some(&DeviceEvent::DriverOk));
     assert!(events.contains(&DeviceEvent::FeaturesAccepted(0)));
     assert!(device.is_driver_ok());
@@ -215,7 +228,12 @@ fn openamp_virtio_exp_driver_against_the_device() {
             // Data: a kick is no event; an interrupt is cleared by InterruptACK.
             driver.write(QUEUE_NOTIFY, 1);
             driver.ring();
-            assert!(driver.device.raise_interrupt(&*region, INTERRUPT_USED_BUFFER).unwrap());
+            assert!(
+                driver
+                    .device
+                    .raise_interrupt(&*region, INTERRUPT_USED_BUFFER)
+                    .unwrap()
+            );
             assert_eq!(driver.read(INTERRUPT_STATUS), INTERRUPT_USED_BUFFER);
             driver.write(INTERRUPT_ACK, INTERRUPT_USED_BUFFER);
             driver.ring();
@@ -253,8 +271,14 @@ fn ivlink_driver_in_the_hypervisor_less_style() {
     assert_eq!(p.driver.features(), Some(0));
 
     assert!(p.device.raise_interrupt(r, INTERRUPT_USED_BUFFER).unwrap());
-    assert!(p.driver.ack_interrupt(r, INTERRUPT_USED_BUFFER).unwrap(), "InterruptACK rings");
-    assert_eq!(block().load(r, INTERRUPT_ACK).unwrap(), INTERRUPT_USED_BUFFER);
+    assert!(
+        p.driver.ack_interrupt(r, INTERRUPT_USED_BUFFER).unwrap(),
+        "InterruptACK rings"
+    );
+    assert_eq!(
+        block().load(r, INTERRUPT_ACK).unwrap(),
+        INTERRUPT_USED_BUFFER
+    );
     assert_eq!(p.device.poll(r).unwrap(), DevicePoll::default());
     assert_eq!(block().load(r, INTERRUPT_ACK).unwrap(), 0, "consumed");
 
@@ -272,6 +296,37 @@ fn ivlink_driver_in_the_hypervisor_less_style() {
     .unwrap();
     block().store(r, SHM_LEN_LOW, 0).unwrap();
     assert_eq!(no_shm.step(r), Err(MmioError::NoSharedMemory));
+}
+
+#[test]
+fn a_driver_that_starts_over_mid_init_is_served_again() {
+    let region = HeapRegion::new(REGION_LEN);
+    let mut driver = OpenampDriver {
+        region: &region,
+        device: seed_device(),
+        wake: Wake::OnRing,
+        events: Vec::new(),
+        rung_back: 0,
+    };
+    driver.device.publish(&*region, &[]).unwrap();
+    // Up to queue 0's ack, then the driver's VM reboots (bare status, no reset).
+    driver.write(STATUS, 1);
+    driver.ring();
+    driver.write(STATUS, 2);
+    driver.ring();
+    driver.write(GUEST_PAGE_SIZE, 4096);
+    driver.write(QUEUE_NUM, 4);
+    driver.write(QUEUE_ALIGN, 4096);
+    driver.write(QUEUE_PFN, (VRINGS[0] / 4096) as u32);
+    driver.ring();
+    assert_eq!(driver.read(QUEUE_PFN), HVL_PFN_ACK);
+    driver.events.clear();
+    driver.init(Flavour {
+        bare_status: true,
+        queue_index_at_0x024: false,
+    });
+    assert_eq!(driver.events[0], DeviceEvent::Reset);
+    check_session(&driver.events, &driver.device);
 }
 
 #[test]
@@ -299,7 +354,11 @@ fn a_queue_the_device_cannot_take_gets_no_ack() {
     driver.write(QUEUE_PFN, 0xafb01);
     driver.ring();
     assert_ne!(driver.read(QUEUE_PFN), HVL_PFN_ACK);
-    assert!(driver.events.contains(&DeviceEvent::Failed(MmioError::BadQueueIndex(5))));
+    assert!(
+        driver
+            .events
+            .contains(&DeviceEvent::Failed(MmioError::BadQueueIndex(5)))
+    );
     assert_ne!(driver.read(STATUS) & u32::from(NEEDS_RESET), 0);
 }
 
