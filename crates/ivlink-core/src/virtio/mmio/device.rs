@@ -248,6 +248,7 @@ impl MmioDevice {
         b.store(region, MAGIC_VALUE, 0)?;
         self.clear_state();
         self.event_len = 0;
+        self.ring = false;
         let mut ring = false;
         match self.handshake {
             Handshake::OpenampHvl => region.fill(b.base(), CONFIG_OFFSET, 0)?,

@@ -47,6 +47,19 @@
 //!   `FEATURES_OK`; a modern one at `FEATURES_OK` and clears it to refuse.
 //! - A driver that asks for something the device cannot do gets `NEEDS_RESET` (with a
 //!   configuration-change interrupt) and the device ignores it until it resets.
+//! - Restarts (sequenced): a driver starts with a reset and numbers its requests on
+//!   from the request word, so an earlier driver's unanswered request is harmless.
+//!   A device that starts while a driver is there sets `NEEDS_RESET` and answers any
+//!   outstanding request, and the driver starts over. A driver reads `MagicValue` 0
+//!   as "no device yet" and waits.
+//! - Restarts (hypervisor-less): OpenAMP's driver may start over without writing 0;
+//!   `DRIVER_OK` going away or `ACKNOWLEDGE` written alone again also reset. The
+//!   device clears `QueuePFN` when it sees the PFN rewrite (and on a reset, if it
+//!   still holds the ack or the acknowledged PFN), so that the next session's first
+//!   write of the same PFN is a new request.
+//! - Addresses in [`QueueConfig`] are the driver's, unchecked against the region:
+//!   the caller translates them (native: region offsets; the seed: the driver VM's
+//!   BAR2 base plus offset) and bounds-checks the result.
 //! - In the hypervisor-less style the device cannot answer `QueueSel` before the
 //!   driver reads `QueueNumMax` (no doorbell in between), so every queue should
 //!   have the same `QueueNumMax`; the device still updates it as soon as it sees the

@@ -369,6 +369,41 @@ fn legacy_handshake_over_the_sequenced_words() {
 }
 
 #[test]
+fn queues_laid_out_contiguously_are_recognised() {
+    let layout = VringLayout::new(16, 64).unwrap();
+    let s = QueueSetup::contiguous(0x4000, layout);
+    let modern = QueueConfig {
+        index: 0,
+        num: s.num,
+        desc: s.desc,
+        driver: s.driver,
+        device: s.device,
+        align: None,
+    };
+    // The smallest alignment that puts the used ring there (32 does, like 64).
+    let (base, found) = modern.contiguous().unwrap();
+    assert_eq!((base, found.align()), (0x4000, 32));
+    assert_eq!(
+        (found.used_offset(), found.size()),
+        (layout.used_offset(), layout.size())
+    );
+    let legacy = QueueConfig {
+        align: Some(4096),
+        ..modern
+    };
+    assert_eq!(
+        legacy.contiguous(),
+        None,
+        "used ring not where QueueAlign puts it"
+    );
+    let overflowing = QueueConfig {
+        desc: u64::MAX - 8,
+        ..modern
+    };
+    assert_eq!(overflowing.contiguous(), None);
+}
+
+#[test]
 fn driver_first_waits_for_the_device() {
     let region = HeapRegion::new(REGION_LEN);
     let mut p = pair(VERSION_MODERN, bit(VERSION_1), 0, &[8, 8]);
