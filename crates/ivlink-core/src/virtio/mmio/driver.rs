@@ -32,8 +32,8 @@ impl QueueSetup {
         QueueSetup {
             num: layout.num(),
             desc,
-            driver: desc + layout.avail_offset() as u64,
-            device: desc + layout.used_offset() as u64,
+            driver: desc.saturating_add(layout.avail_offset() as u64),
+            device: desc.saturating_add(layout.used_offset() as u64),
         }
     }
 }
