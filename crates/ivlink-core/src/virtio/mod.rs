@@ -3,6 +3,7 @@
 //! 2.2, 2.7 and 5). RPMsg and the virtio console build on it.
 
 pub mod address;
+pub mod mmio;
 pub mod virtq;
 
 pub use address::{AddressError, AddressMap};
