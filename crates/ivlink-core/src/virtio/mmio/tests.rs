@@ -415,7 +415,7 @@ fn configurations_that_cannot_work_are_refused() {
     assert!(bad(3, 0, &max, SEQ));
     assert!(bad(1, 0, &[12], SEQ));
     assert!(bad(1, 0, &[2048], SEQ));
-    assert!(bad(1, 0, &[4; 17], SEQ));
+    assert!(bad(1, 0, &[4; MAX_QUEUES + 1], SEQ));
     assert!(bad(1, 0, &max, Handshake::OpenampHvl), "HVL without SHM");
     assert!(bad(2, bit(VERSION_1), &max, Handshake::OpenampHvl));
     assert!(bad(
@@ -463,7 +463,7 @@ fn configurations_that_cannot_work_are_refused() {
         ..setup(2, 0, 4)
     };
     assert!(driver(2, &[misaligned]).is_err());
-    assert!(driver(2, &[setup(2, 0, 4); 17]).is_err());
+    assert!(driver(2, &[setup(2, 0, 4); MAX_QUEUES + 1]).is_err());
 
     // A modern layout handed to a legacy device: refused once the version is known.
     let region = HeapRegion::new(REGION_LEN);
