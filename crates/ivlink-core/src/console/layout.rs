@@ -33,10 +33,10 @@ use crate::region::{Le32, Le64, Region, check_bounds};
 use crate::setup::{SetupState, SetupWord};
 use crate::virtio::AddressMap;
 use crate::virtio::features;
+use crate::virtio::mmio::Handshake;
+use crate::virtio::mmio::registers::BLOCK_SIZE;
 use crate::virtio::virtq::{Vring, VringLayout};
 
-/// Bytes of virtio-mmio register block a console layout reserves.
-pub const BLOCK_SIZE: usize = 0x200;
 /// Most queues a console uses: port 0, the control queues, ports 1.. .
 pub const MAX_QUEUES: usize = queue_count(true, MAX_PORTS as u32);
 
@@ -49,22 +49,6 @@ pub enum Profile {
     /// The Zephyr hypervisor-less virtio-mmio serial sample (seed 002): OpenAMP's
     /// legacy driver, fixed offsets, absolute addresses.
     HvlZephyr,
-}
-
-/// How the driver's register writes that need an answer are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handshake {
-    /// A request sequence word (the driver's) and an acknowledged sequence word
-    /// (the device's), at these region offsets.
-    Sequenced {
-        /// Region offset of the driver's request word.
-        request: usize,
-        /// Region offset of the device's acknowledgement word.
-        ack: usize,
-    },
-    /// OpenAMP's hypervisor-less convention: doorbells after some writes, the
-    /// QueuePFN acknowledged with `0xAABBAABB`.
-    OpenampHvl,
 }
 
 /// Where everything of one console lives, and how descriptor addresses map to
@@ -86,7 +70,7 @@ pub struct ConsoleLayout {
     /// Ports the device offers (`max_nr_ports`).
     pub ports: u32,
     /// Where the driver places its vrings, in queue order (`queue_count` used).
-    queues: [Vring; MAX_QUEUES],
+    pub(crate) queues: [Vring; MAX_QUEUES],
     queue_count: usize,
     /// Where the driver's vrings may be, for a device checking the driver's
     /// addresses: region offset and length.

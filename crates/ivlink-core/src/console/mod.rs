@@ -74,6 +74,7 @@ mod device;
 mod driver;
 mod ids;
 mod layout;
+mod session;
 
 #[cfg(test)]
 mod tests;
@@ -88,9 +89,10 @@ pub use device::{ConsoleDevice, DeviceEvent, DevicePortState};
 pub use driver::{CONTROL_BUFFERS, ConsoleDriver, DriverEvent, DriverPool, DriverPortState};
 pub use ids::MAX_BUFFERS;
 pub use layout::{
-    BLOCK_SIZE, ConsoleLayout, Handshake, MAX_QUEUES, NATIVE_HEADER, NATIVE_SETUP, NativeHeader,
-    NativeShape, Profile, Side, SideKind, SideSnapshot, hvl,
+    ConsoleLayout, MAX_QUEUES, NATIVE_HEADER, NATIVE_SETUP, NativeHeader, NativeShape, Profile,
+    Side, SideKind, SideSnapshot, hvl,
 };
+pub use session::{DeviceSession, DriverSession, SessionEvent, SessionPoll, VENDOR_ID};
 
 use crate::region::RegionError;
 use crate::virtio::AddressError;
@@ -182,6 +184,8 @@ pub enum ConsoleError {
     Region(RegionError),
     /// Another peer is still setting the console's section up (or gave up on it).
     Initializing,
+    /// The virtio-mmio negotiation failed.
+    Mmio(crate::virtio::mmio::MmioError),
 }
 
 impl fmt::Display for ConsoleError {
@@ -207,6 +211,7 @@ impl fmt::Display for ConsoleError {
             ConsoleError::Virtq(e) => write!(f, "{e}"),
             ConsoleError::Region(e) => write!(f, "{e}"),
             ConsoleError::Initializing => f.write_str("the console is still being set up"),
+            ConsoleError::Mmio(e) => write!(f, "{e}"),
         }
     }
 }
