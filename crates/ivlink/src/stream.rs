@@ -34,9 +34,9 @@ use crate::device::{Device, Event, WaitFor};
 use crate::section::OpenFailure;
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
+use crate::relay::{DuplexPort, PortRead, PortWrite};
 /// The relay, at its earlier place (it is [`crate::relay`] now).
 pub use crate::relay::{RelayError, relay};
-use crate::relay::{DuplexPort, PortRead, PortWrite};
 
 /// Why a stream could not be opened.
 #[derive(Debug, Error)]
@@ -367,10 +367,11 @@ impl StreamWriteHalf<'_> {
         let deadline = Instant::now() + timeout;
         let capacity = self.link.layout.capacity();
         loop {
-            self.broken()?;
+            // Taken counts even if the peer left since.
             if self.tx.buffer_space().map_err(stream_io)? >= capacity {
                 return Ok(true);
             }
+            self.broken()?;
             if self.tx.peer_state().map_err(stream_io)? == PeerState::Dead {
                 return Err(stream_io(StreamLayoutError::PeerDead));
             }

@@ -87,7 +87,9 @@ pub(crate) fn run<P: DuplexPort>(
         let sink = &mut sink;
         scope.spawn(move || {
             let down = catch_unwind(AssertUnwindSafe(|| downstream(&mut rx, sink, wake)));
-            let _ = sender.send(Event::Down(down.unwrap_or(Err(RelayError::ReceiverPanicked))));
+            let _ = sender.send(Event::Down(
+                down.unwrap_or(Err(RelayError::ReceiverPanicked)),
+            ));
         });
         if let Some(stop) = stop {
             let sender = events.clone();

@@ -107,9 +107,9 @@ impl DuplexPort for MemPort {
 
 impl Read for MemReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (mut state, ready) = self.pipe.wait_until(self.timeout, |s| {
-            !s.bytes.is_empty() || s.closed || s.dead
-        });
+        let (mut state, ready) = self
+            .pipe
+            .wait_until(self.timeout, |s| !s.bytes.is_empty() || s.closed || s.dead);
         if !ready {
             return Err(io::ErrorKind::TimedOut.into());
         }
@@ -230,7 +230,10 @@ fn relay_swaps_both_ways_and_closes_only_after_the_peer_took_everything() {
     relay(mine, Cursor::new(to_peer.clone()), &mut output).unwrap();
     assert_eq!(output, to_me);
     assert_eq!(peer.join().unwrap(), to_peer);
-    assert!(!ab.with(|s| s.closed_early), "closed before the peer took it");
+    assert!(
+        !ab.with(|s| s.closed_early),
+        "closed before the peer took it"
+    );
 }
 
 #[test]
@@ -295,7 +298,11 @@ fn a_stop_descriptor_ends_the_relay_and_closes_the_output() {
     assert_eq!(relay.join().unwrap().unwrap(), Outcome::Stopped);
     let mut reader = theirs.reader;
     reader.timeout = Some(WAIT);
-    assert_eq!(reader.read(&mut [0u8; 4]).unwrap(), 0, "the peer sees the end");
+    assert_eq!(
+        reader.read(&mut [0u8; 4]).unwrap(),
+        0,
+        "the peer sees the end"
+    );
 }
 
 #[test]
@@ -348,9 +355,8 @@ fn exec_cat_echoes_and_ends_with_its_status() {
     let (mine, theirs) = port_pair();
     let MemPort { reader, mut writer } = theirs;
     let echoed = read_to_end(reader);
-    let relay = thread::spawn(move || {
-        run(mine, Endpoint::Exec(shell("cat")), &RelayOptions::default())
-    });
+    let relay =
+        thread::spawn(move || run(mine, Endpoint::Exec(shell("cat")), &RelayOptions::default()));
     let data = pattern(200_000, 7);
     writer.write_all(&data).unwrap();
     writer.close().unwrap();
@@ -386,7 +392,11 @@ fn exec_shell_runs_a_command_sent_through_the_port() {
         mut writer,
     } = theirs;
     let relay = thread::spawn(move || {
-        run(mine, Endpoint::Exec(shell("/bin/sh")), &RelayOptions::default())
+        run(
+            mine,
+            Endpoint::Exec(shell("/bin/sh")),
+            &RelayOptions::default(),
+        )
     });
     writer.write_all(b"echo hello from $0\n").unwrap();
     assert_eq!(read_exact_within(&mut reader, 19), b"hello from /bin/sh\n");
