@@ -27,7 +27,8 @@ took every byte, and the command exits 0 once both directions have ended. --keep
 leaves this side open after the end of standard input, until the peer's end or a signal.
 
 At a terminal, standard input is put in raw mode (keys go to the peer as typed, Ctrl-C \
-included) and restored on exit; Ctrl-] (0x1d) quits, as in telnet and virsh console. \
+included) and restored on exit; Ctrl-] (0x1d) quits, as in telnet and virsh console \
+(--no-raw keeps the terminal's own mode). \
 SIGINT and SIGTERM close this side and exit 130 and 143.
 
 --pty prints the pseudo-terminal's path on standard error (screen, picocom or agetty may \
@@ -51,6 +52,11 @@ pub struct RelayArgs {
     /// Stay up after standard input ends, until the peer's end or a signal
     #[arg(long, conflicts_with = "exec")]
     pub keep_open: bool,
+
+    /// At a terminal, leave it in its own mode (local line editing and echo, no
+    /// escape key): for a peer that does not echo, such as --exec /bin/sh
+    #[arg(long, conflicts_with_all = ["exec", "pty"])]
+    pub no_raw: bool,
 }
 
 /// A command's exit code other than 0 or 1, with what to say first (if anything).
@@ -78,6 +84,7 @@ pub struct Prepared {
     label: String,
     endpoint: Option<Endpoint>,
     keep_open: bool,
+    no_raw: bool,
     exec: Option<String>,
     /// What the local end is called when reading it and writing it fails.
     local: (&'static str, &'static str),
@@ -121,6 +128,7 @@ impl RelayArgs {
             label: label.to_owned(),
             endpoint: Some(endpoint),
             keep_open: self.keep_open,
+            no_raw: self.no_raw,
             exec: self.exec.clone(),
             local: match (&self.exec, self.pty) {
                 (Some(_), _) => ("the command's output", "the command's input"),
@@ -141,7 +149,7 @@ impl Prepared {
         let options = RelayOptions {
             keep_open: self.keep_open,
             stop: Some(self.stop.as_fd()),
-            cooked: false,
+            cooked: self.no_raw,
         };
         let endpoint = self.endpoint.take().unwrap_or(Endpoint::Stdio);
         let stdio = matches!(endpoint, Endpoint::Stdio);

@@ -443,6 +443,39 @@ fn a_terminal_is_restored_when_the_peer_dies() {
 }
 
 #[test]
+fn no_raw_leaves_a_terminal_in_its_own_mode() {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let pty = ivlink::relay::Pty::open().unwrap();
+    let mut cooked = tcgetattr(pty.slave()).unwrap();
+    cooked.local_modes |= LocalModes::ICANON | LocalModes::ISIG;
+    tcsetattr(pty.slave(), OptionalActions::Now, &cooked).unwrap();
+    let terminal = pty.slave().try_clone_to_owned().unwrap();
+    let (mut at_terminal, _, errors) =
+        stream_process(sock, "1", &["--no-raw"], Stdio::from(terminal));
+    expect_line(&errors, "peer 0 on stream 'pipe' to peer 1");
+    let (mut other, other_out, _) = stream_process(sock, "0", &[], Stdio::piped());
+    let _other_input = other.0.stdin.take().unwrap();
+    // A line is sent once complete (canonical mode), and the escape byte is data.
+    rustix::io::write(pty.master(), b"a line\x1d\n").unwrap();
+    expect_line(&other_out, "a line\u{1d}");
+    let modes = tcgetattr(pty.slave()).unwrap().local_modes;
+    assert_eq!(modes, cooked.local_modes, "the terminal kept its mode");
+    assert!(at_terminal.0.try_wait().unwrap().is_none());
+    let pid = rustix::process::Pid::from_child(&at_terminal.0);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert_eq!(wait_status(&mut at_terminal).code(), Some(130));
+    assert!(
+        errors.try_iter().all(|line| !line.contains("raw mode")),
+        "no raw-mode hint"
+    );
+}
+
+#[test]
 fn conflicting_relay_options_are_refused_in_one_line() {
     for (args, message) in [
         (

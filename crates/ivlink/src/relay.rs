@@ -69,13 +69,13 @@ pub enum RelayError {
     #[error("reading the input")]
     ReadInput(#[source] io::Error),
     /// Writing into the port (or the port went away while the input was idle).
-    #[error("writing to the stream")]
+    #[error("writing to the port")]
     WriteStream(#[source] io::Error),
     /// Closing this side of the port.
-    #[error("closing the stream")]
+    #[error("closing the port")]
     CloseStream(#[source] io::Error),
     /// Reading from the port.
-    #[error("reading from the stream")]
+    #[error("reading from the port")]
     ReadStream(#[source] io::Error),
     /// Writing the output.
     #[error("writing the output")]

@@ -2,6 +2,11 @@
 //! line editing, no echo, Ctrl-C and Ctrl-Z as bytes rather than signals), and
 //! the terminal's settings come back whatever way the relay ends.
 //!
+//! Input is fully raw (`cfmakeraw`); output keeps its newline to CR-NL mapping
+//! (`OPOST | ONLCR`), since a peer without a terminal of its own (a shell over
+//! pipes) sends bare newlines that would otherwise step down the screen, and a
+//! peer with one sends CR-NL, which the mapping leaves looking the same.
+//!
 //! [`RawMode`] restores on drop, so returns, errors and unwinding panics all
 //! restore; a relay stopped by a signal returns normally (the signal only makes
 //! its stop descriptor readable), so that restores too. Only SIGKILL cannot.
@@ -9,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::termios::{OptionalActions, Termios, isatty, tcgetattr, tcsetattr};
+use rustix::termios::{OptionalActions, OutputModes, Termios, isatty, tcgetattr, tcsetattr};
 
 /// The key that ends a relay from a terminal in raw mode: Ctrl-] (0x1d), as in
 /// telnet and `virsh console`.
@@ -24,12 +29,14 @@ pub struct RawMode {
 
 impl RawMode {
     /// Saves the settings of the terminal `fd` and puts it in raw mode
-    /// (`cfmakeraw`). Fails if `fd` is not a terminal.
+    /// (`cfmakeraw`, newlines still shown as CR-NL). Fails if `fd` is not a
+    /// terminal.
     pub fn enter(fd: impl AsFd) -> io::Result<RawMode> {
         let fd = fd.as_fd().try_clone_to_owned()?;
         let saved = tcgetattr(&fd)?;
         let mut raw = saved.clone();
         raw.make_raw();
+        raw.output_modes |= OutputModes::OPOST | OutputModes::ONLCR;
         tcsetattr(&fd, OptionalActions::Now, &raw)?;
         Ok(RawMode { fd, saved })
     }

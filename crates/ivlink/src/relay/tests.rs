@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+use rustix::termios::{LocalModes, OptionalActions, OutputModes, tcgetattr, tcsetattr};
 
 use super::engine::{self, Plan};
 use super::local::{Sink, Source};
@@ -454,8 +454,18 @@ fn raw_mode_is_restored_on_drop_and_on_unwinding() {
     let cooked = tcgetattr(slave).unwrap();
 
     let raw = RawMode::enter(slave).unwrap();
-    let modes = tcgetattr(slave).unwrap().local_modes;
-    assert!(!modes.intersects(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG));
+    let modes = tcgetattr(slave).unwrap();
+    assert!(
+        !modes
+            .local_modes
+            .intersects(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG)
+    );
+    // Newlines from a peer without a terminal still start a line.
+    assert!(
+        modes
+            .output_modes
+            .contains(OutputModes::OPOST | OutputModes::ONLCR)
+    );
     drop(raw);
     assert_eq!(tcgetattr(slave).unwrap().local_modes, cooked.local_modes);
 
