@@ -79,23 +79,20 @@ impl fmt::Display for ExitWith {
 
 impl std::error::Error for ExitWith {}
 
-/// Ready to relay: the pty opened, the signals caught.
+/// Ready to relay: the pty opened (and shown).
 pub struct Prepared {
     label: String,
-    endpoint: Option<Endpoint>,
+    endpoint: Endpoint,
     keep_open: bool,
     no_raw: bool,
     exec: Option<String>,
     /// What the local end is called when reading it and writing it fails.
     local: (&'static str, &'static str),
-    stop: UnixStream,
-    signal: Arc<AtomicUsize>,
-    handlers: Vec<SigId>,
 }
 
 impl RelayArgs {
-    /// Opens the pty (printing `LABEL: pty /dev/pts/N`) and catches SIGINT,
-    /// SIGTERM and SIGHUP, which from now on stop the relay cleanly.
+    /// Opens the pty (printing `LABEL: pty /dev/pts/N`, so a program may attach
+    /// while the peer is awaited).
     pub fn prepare(&self, label: &str) -> anyhow::Result<Prepared> {
         let endpoint = if let Some(command) = &self.exec {
             Endpoint::Exec(relay::shell(command))
@@ -106,27 +103,9 @@ impl RelayArgs {
         } else {
             Endpoint::Stdio
         };
-        let (stop, wake) = UnixStream::pair().context("creating the stop socket")?;
-        let signal = Arc::new(AtomicUsize::new(0));
-        let mut handlers = Vec::new();
-        for number in [SIGINT, SIGTERM, SIGHUP] {
-            let caught = (|| -> io::Result<()> {
-                handlers.push(signal_hook::flag::register_usize(
-                    number,
-                    signal.clone(),
-                    number as usize,
-                )?);
-                handlers.push(signal_hook::low_level::pipe::register(
-                    number,
-                    wake.try_clone()?,
-                )?);
-                Ok(())
-            })();
-            caught.context("catching signals")?;
-        }
         Ok(Prepared {
             label: label.to_owned(),
-            endpoint: Some(endpoint),
+            endpoint,
             keep_open: self.keep_open,
             no_raw: self.no_raw,
             exec: self.exec.clone(),
@@ -135,75 +114,140 @@ impl RelayArgs {
                 (None, true) => ("the pty", "the pty"),
                 (None, false) => ("standard input", "standard output"),
             },
-            stop,
-            signal,
-            handlers,
         })
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP caught for the time of a relay: each makes `stop`
+/// readable and leaves its number in `caught`. Until then (opening the port,
+/// waiting for the peer) they act as usual.
+struct CaughtSignals {
+    stop: UnixStream,
+    caught: Arc<AtomicUsize>,
+    handlers: Vec<SigId>,
+}
+
+impl CaughtSignals {
+    fn catch() -> io::Result<CaughtSignals> {
+        let (stop, wake) = UnixStream::pair()?;
+        let mut signals = CaughtSignals {
+            stop,
+            caught: Arc::new(AtomicUsize::new(0)),
+            handlers: Vec::new(),
+        };
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            let flag = signals.caught.clone();
+            let handler = signal_hook::flag::register_usize(number, flag, number as usize)?;
+            signals.handlers.push(handler);
+            let handler = signal_hook::low_level::pipe::register(number, wake.try_clone()?)?;
+            signals.handlers.push(handler);
+        }
+        Ok(signals)
+    }
+
+    /// The exit code for the signal that came: 128 + its number.
+    fn exit_code(&self) -> u8 {
+        let number = self.caught.load(Ordering::SeqCst);
+        u8::try_from(128 + number).unwrap_or(1)
+    }
+}
+
+impl Drop for CaughtSignals {
+    fn drop(&mut self) {
+        for handler in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(handler);
+        }
     }
 }
 
 impl Prepared {
     /// Relays `port` until it is over; `Err(ExitWith)` carries a signal's or the
     /// command's exit code.
-    pub fn run(mut self, port: impl DuplexPort) -> anyhow::Result<()> {
+    pub fn run(self, port: impl DuplexPort) -> anyhow::Result<()> {
+        let signals = CaughtSignals::catch().context("catching signals")?;
         let options = RelayOptions {
             keep_open: self.keep_open,
-            stop: Some(self.stop.as_fd()),
+            stop: Some(signals.stop.as_fd()),
             cooked: self.no_raw,
         };
-        let endpoint = self.endpoint.take().unwrap_or(Endpoint::Stdio);
-        let stdio = matches!(endpoint, Endpoint::Stdio);
+        let stdio = matches!(self.endpoint, Endpoint::Stdio);
         if stdio && relay::stdio_is_raw(&options) {
             eprintln!("{}: terminal in raw mode; Ctrl-] quits", self.label);
         }
-        let outcome = relay::run(port, endpoint, &options).map_err(|e| self.explain(e))?;
-        match outcome {
-            Outcome::Ended | Outcome::Escaped => Ok(()),
-            Outcome::Stopped => {
-                let number = self.signal.load(Ordering::SeqCst);
-                let code = if number == 0 { 130 } else { 128 + number };
-                Err(ExitWith {
-                    code: u8::try_from(code).unwrap_or(1),
-                    message: None,
-                }
-                .into())
-            }
-            Outcome::Exited(status) => self.exit_status(status),
-        }
-    }
-
-    fn exit_status(&self, status: ExitStatus) -> anyhow::Result<()> {
-        let command = self.exec.as_deref().unwrap_or_default();
-        let (code, how) = match (status.code(), status.signal()) {
-            (Some(0), _) => return Ok(()),
-            (Some(code), _) => (code, format!("exit code {code}")),
-            (None, Some(signal)) => (128 + signal, format!("signal {signal}")),
-            (None, None) => (1, status.to_string()),
-        };
-        Err(ExitWith {
-            code: u8::try_from(code).unwrap_or(1),
-            message: Some(format!("{}: '{command}' ended with {how}", self.label)),
-        }
-        .into())
-    }
-
-    /// Names the local end in an error.
-    fn explain(&self, error: RelayError) -> anyhow::Error {
         let (reading, writing) = self.local;
-        match error {
+        let outcome = relay::run(port, self.endpoint, &options).map_err(|e| match e {
             RelayError::ReadInput(e) => anyhow::Error::new(e).context(format!("reading {reading}")),
             RelayError::WriteOutput(e) => {
                 anyhow::Error::new(e).context(format!("writing {writing}"))
             }
             other => other.into(),
+        })?;
+        match outcome {
+            Outcome::Ended | Outcome::Escaped => Ok(()),
+            Outcome::Stopped => Err(ExitWith {
+                code: signals.exit_code(),
+                message: None,
+            }
+            .into()),
+            Outcome::Exited(status) => exit_status(&self.label, self.exec.as_deref(), status),
         }
     }
 }
 
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        for handler in self.handlers.drain(..) {
-            signal_hook::low_level::unregister(handler);
+/// `Ok` for a command that exited 0, else its code (128 + a signal's number).
+fn exit_status(label: &str, command: Option<&str>, status: ExitStatus) -> anyhow::Result<()> {
+    let command = command.unwrap_or_default();
+    let (code, how) = match (status.code(), status.signal()) {
+        (Some(0), _) => return Ok(()),
+        (Some(code), _) => (code, format!("exit code {code}")),
+        (None, Some(signal)) => (128 + signal, format!("signal {signal}")),
+        (None, None) => (1, status.to_string()),
+    };
+    Err(ExitWith {
+        code: u8::try_from(code).unwrap_or(1),
+        message: Some(format!("{label}: '{command}' ended with {how}")),
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    #[test]
+    fn the_options_flatten_and_refuse_conflicts() {
+        let parsed = Command::try_parse_from(["x", "--exec", "cat"]).unwrap();
+        assert_eq!(parsed.relay.exec.as_deref(), Some("cat"));
+        let parsed = Command::try_parse_from(["x", "--pty", "--keep-open"]).unwrap();
+        assert!(parsed.relay.pty && parsed.relay.keep_open);
+        for refused in [
+            &["x", "--pty", "--exec", "cat"][..],
+            &["x", "--keep-open", "--exec", "cat"],
+            &["x", "--no-raw", "--pty"],
+        ] {
+            let error = Command::try_parse_from(refused).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
         }
+    }
+
+    #[test]
+    fn a_commands_status_becomes_the_exit_code() {
+        assert!(exit_status("s", Some("true"), ExitStatus::from_raw(0)).is_ok());
+        let failed = exit_status("s", Some("false"), ExitStatus::from_raw(3 << 8)).unwrap_err();
+        let failed = failed.downcast_ref::<ExitWith>().unwrap();
+        assert_eq!(failed.code, 3);
+        assert_eq!(failed.to_string(), "s: 'false' ended with exit code 3");
+        let killed = exit_status("s", Some("sleep"), ExitStatus::from_raw(9)).unwrap_err();
+        assert_eq!(killed.downcast_ref::<ExitWith>().unwrap().code, 128 + 9);
     }
 }
