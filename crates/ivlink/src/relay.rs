@@ -171,10 +171,10 @@ pub fn run<P: DuplexPort>(
             engine::run(port, plan, options.stop)
         }
         Endpoint::Pty(pty) => {
+            let (master, slave, path) = pty.into_parts();
             let plan = Plan {
-                source: Source::Fd(own(pty.master())?),
                 sink: Sink::Fd {
-                    fd: Some(own(pty.master())?),
+                    fd: Some(own(master.as_fd())?),
                     discard_when_gone: false,
                     close_at_end: false,
                 },
@@ -182,10 +182,14 @@ pub fn run<P: DuplexPort>(
                 end_at_port_end: true,
                 escape: None,
                 child: None,
+                source: Source::Pty {
+                    master,
+                    slave,
+                    path,
+                    reopened: false,
+                },
             };
-            let outcome = engine::run(port, plan, options.stop);
-            drop(pty);
-            outcome
+            engine::run(port, plan, options.stop)
         }
         Endpoint::Exec(command) => {
             let spawned = exec::spawn(command).map_err(RelayError::Spawn)?;

@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -113,6 +114,16 @@ pub(crate) enum Got {
 pub(crate) enum Source {
     /// A descriptor (standard input, a pty's master, a child's output).
     Fd(OwnedFd),
+    /// A pty's master; `slave` is the descriptor held so that the master does
+    /// not read EIO when programs close the slave. After a hangup (EIO anyway)
+    /// the slave is opened again, once per hangup: EIO twice with no byte in
+    /// between fails.
+    Pty {
+        master: OwnedFd,
+        slave: OwnedFd,
+        path: PathBuf,
+        reopened: bool,
+    },
     /// Chunks read by a thread of their own from any `Read`; the channel's end
     /// is the input's end.
     Chunks {
@@ -136,15 +147,29 @@ impl Source {
     pub(crate) fn read(&mut self, buf: &mut [u8], wake: &Wake) -> io::Result<Got> {
         match self {
             Source::Fd(fd) => loop {
-                let ready = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
-                if !wait_fd(fd.as_fd(), ready, wake)? {
-                    return Ok(Got::Woken);
-                }
-                match rustix::io::read(&*fd, &mut *buf) {
-                    Ok(0) => return Ok(Got::Eof),
-                    Ok(n) => return Ok(Got::Data(n)),
+                match read_fd(fd.as_fd(), buf, wake)? {
                     Err(Errno::INTR | Errno::AGAIN) => {}
                     Err(e) => return Err(e.into()),
+                    Ok(got) => return Ok(got),
+                }
+            },
+            Source::Pty {
+                master,
+                slave,
+                path,
+                reopened,
+            } => loop {
+                match read_fd(master.as_fd(), buf, wake)? {
+                    Err(Errno::INTR | Errno::AGAIN) => {}
+                    Err(Errno::IO) if !*reopened => {
+                        *slave = super::pty::reopen_slave(path)?;
+                        *reopened = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(got) => {
+                        *reopened = false;
+                        return Ok(got);
+                    }
                 }
             },
             Source::Chunks {
@@ -172,6 +197,19 @@ impl Source {
             },
         }
     }
+}
+
+/// One poll-then-read of `fd`: the outer error is poll's, the inner the read's.
+fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8], wake: &Wake) -> io::Result<Result<Got, Errno>> {
+    let ready = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+    if !wait_fd(fd, ready, wake)? {
+        return Ok(Ok(Got::Woken));
+    }
+    Ok(match rustix::io::read(fd, buf) {
+        Ok(0) => Ok(Got::Eof),
+        Ok(n) => Ok(Got::Data(n)),
+        Err(e) => Err(e),
+    })
 }
 
 /// Where the port's bytes go.

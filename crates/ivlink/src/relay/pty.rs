@@ -6,6 +6,11 @@
 //! every program that opens and closes the path would end the relay. Bytes from
 //! the port wait in the pty while nobody has it open (up to the kernel's buffer,
 //! then the port's own ring holds the rest: nothing is dropped).
+//!
+//! A hangup still closes the pair's far side: when the session leader of a login
+//! on the slave exits (agetty, login, a shell), the kernel hangs up every slave
+//! descriptor, ours included, and the master reads EIO until the slave is opened
+//! again. The relay then opens the path anew ([`reopen_slave`]) and carries on.
 
 use std::ffi::OsString;
 use std::io;
@@ -35,11 +40,7 @@ impl Pty {
         unlockpt(&master)?;
         let name = ptsname(&master, Vec::new())?;
         let path = PathBuf::from(OsString::from_vec(name.into_bytes()));
-        let slave = open(
-            &path,
-            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let slave = reopen_slave(&path)?;
         let mut termios = tcgetattr(&slave)?;
         termios.make_raw();
         tcsetattr(&slave, OptionalActions::Now, &termios)?;
@@ -64,4 +65,18 @@ impl Pty {
     pub fn slave(&self) -> BorrowedFd<'_> {
         self.slave.as_fd()
     }
+
+    /// The master, the slave descriptor held open, and the slave's path.
+    pub(crate) fn into_parts(self) -> (OwnedFd, OwnedFd, PathBuf) {
+        (self.master, self.slave, self.path)
+    }
+}
+
+/// Opens the slave at `path` again (after a hangup made the master read EIO).
+pub(crate) fn reopen_slave(path: &Path) -> io::Result<OwnedFd> {
+    Ok(open(
+        path,
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }

@@ -492,3 +492,50 @@ impl Outcome {
         }
     }
 }
+
+#[test]
+fn a_pty_whose_slave_was_hung_up_is_opened_again() {
+    let (mine, theirs) = port_pair();
+    let (master, slave, path) = Pty::open().unwrap().into_parts();
+    let pty_path = path.clone();
+    // As after a hangup: no working slave descriptor is left, the master reads EIO.
+    drop(slave);
+    let hung_up = std::fs::File::open("/dev/null").unwrap().into();
+    let relay = thread::spawn(move || {
+        let sink = Sink::Fd {
+            fd: Some(master.try_clone().unwrap()),
+            discard_when_gone: false,
+            close_at_end: false,
+        };
+        let plan = Plan {
+            source: Source::Pty {
+                master,
+                slave: hung_up,
+                path,
+                reopened: false,
+            },
+            sink,
+            close_at_source_end: false,
+            end_at_port_end: true,
+            escape: None,
+            child: None,
+        };
+        engine::run(mine, plan, None)
+    });
+    let MemPort { mut reader, writer } = theirs;
+    thread::sleep(Duration::from_millis(100));
+    assert!(!relay.is_finished(), "EIO did not end the relay");
+    for _ in 0..2 {
+        let mut terminal = OpenOptions::new().write(true).open(&pty_path).unwrap();
+        terminal.write_all(b"after the hangup\n").unwrap();
+        assert_eq!(read_exact_within(&mut reader, 17), b"after the hangup\n");
+        drop(terminal);
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            !relay.is_finished(),
+            "the reopened slave keeps the master up"
+        );
+    }
+    drop(writer);
+    assert_eq!(relay.join().unwrap().unwrap(), Outcome::Ended);
+}
