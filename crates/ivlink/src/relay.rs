@@ -7,6 +7,8 @@
 //!   output. When standard input is a terminal it is put in raw mode for the
 //!   relay ([`RawMode`], restored on every way out) and [`ESCAPE`] (Ctrl-]) ends
 //!   the relay; from a pipe every byte passes, the escape byte included.
+//!   [`RelayOptions::cooked`] leaves a terminal alone (for a peer that does not
+//!   echo, such as a shell over pipes).
 //! - [`Endpoint::Pty`]: a pseudo-terminal pair ([`Pty`]); programs open and close
 //!   its path as they like. Its input never ends, so the relay lasts until the
 //!   port's end or a stop (as with `keep_open`).
@@ -35,7 +37,9 @@
 //! Nothing spins: the port's halves block in slices of 100 ms (looking whether to
 //! stop in between), local descriptors are waited on with poll(2) beside an
 //! internal wake pipe, a child's exit through its pidfd. The port's halves move
-//! on a thread each, so a full port never stalls the other direction.
+//! on a thread each, so a full port never stalls the other direction. The cost
+//! is a poll(2) beside each read of the local input (up to 64 KiB) and each
+//! write of up to 4 KiB to the local output, never an allocation.
 
 mod engine;
 mod exec;

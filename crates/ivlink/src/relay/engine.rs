@@ -70,8 +70,18 @@ pub(crate) fn run<P: DuplexPort>(
         escape,
         child,
     } = plan;
+    let wake = match Wake::new() {
+        Ok(wake) => wake,
+        Err(e) => {
+            if let Some(mut child) = child {
+                // Nobody would wait for it otherwise.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return Err(RelayError::Setup(e));
+        }
+    };
     let (mut rx, mut tx) = port.split();
-    let wake = Wake::new().map_err(RelayError::Setup)?;
     let wake = &wake;
     let has_child = child.is_some();
     let (events, inbox) = mpsc::channel();
