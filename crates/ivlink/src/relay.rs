@@ -39,7 +39,8 @@
 //! internal wake pipe, a child's exit through its pidfd. The port's halves move
 //! on a thread each, so a full port never stalls the other direction. The cost
 //! is a poll(2) beside each read of the local input (up to 64 KiB) and each
-//! write of up to 4 KiB to the local output, never an allocation.
+//! write of up to 4 KiB to the local output; descriptor ends allocate nothing
+//! per chunk (a plain `Read` input, read on its own thread, does).
 
 mod engine;
 mod exec;
