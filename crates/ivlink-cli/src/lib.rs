@@ -9,5 +9,6 @@ pub mod commands;
 pub mod dropin_server;
 pub mod getopt;
 pub mod logging;
+pub mod relay_args;
 pub mod server_cmd;
 pub mod transport_args;

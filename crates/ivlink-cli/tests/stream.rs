@@ -188,3 +188,317 @@ fn a_stream_to_a_peer_that_never_comes_gives_up_after_its_timeout() {
     };
     assert!(!status.success(), "{status}");
 }
+
+/// A private server; kept running while the returned value lives.
+fn private_server(sock: &str) -> Killed {
+    let mut server = Killed(
+        Command::new(IVLINK)
+            .args(["server", "-F", "-S", sock, "--memfd", "-n", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivlink server"),
+    );
+    let server_lines = lines([
+        Box::new(server.0.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(server.0.stderr.take().unwrap()),
+    ]);
+    expect_line(&server_lines, "listening on");
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || while server_lines.recv().is_ok() {});
+    server
+}
+
+/// Starts `ivlink stream pipe --peer PEER` with `extra` options and `stdin`;
+/// returns it with its standard output and standard error as lines.
+fn stream_process(
+    sock: &str,
+    peer: &str,
+    extra: &[&str],
+    stdin: Stdio,
+) -> (Killed, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+    let mut child = Command::new(IVLINK)
+        .args(["stream", "pipe", "--peer", peer, "-S", sock, "-v"])
+        .args(extra)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ivlink stream");
+    let out = lines([child.stdout.take().unwrap()]);
+    let errors = lines([child.stderr.take().unwrap()]);
+    (Killed(child), out, errors)
+}
+
+fn wait_status(child: &mut Killed) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "ivlink stream did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn exec_cat_on_one_side_echoes_what_the_other_side_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let (mut echo, _, echo_errors) = stream_process(sock, "1", &["--exec", "cat"], Stdio::null());
+    expect_line(&echo_errors, "peer 0 on stream 'pipe' to peer 1");
+    let sent: Vec<u8> = (0..20_000u32).map(|i| (i * 11 % 256) as u8).collect();
+    let (mut sender, echoed, _) = stream(sock, "0", sent.clone());
+    wait_success(&mut sender);
+    assert_eq!(echoed.recv_timeout(WAIT).unwrap(), sent, "cat sent it back");
+    wait_success(&mut echo);
+}
+
+#[test]
+fn exec_sh_runs_a_command_sent_from_the_other_side_and_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let (mut shell, _, shell_errors) =
+        stream_process(sock, "1", &["--exec", "/bin/sh"], Stdio::null());
+    expect_line(&shell_errors, "peer 0 on stream 'pipe' to peer 1");
+    let command = b"echo hello from $0; echo to stderr >&2; exit 7\n".to_vec();
+    let (mut user, output, _) = stream(sock, "0", command);
+    wait_success(&mut user);
+    assert_eq!(
+        String::from_utf8(output.recv_timeout(WAIT).unwrap()).unwrap(),
+        "hello from /bin/sh\nto stderr\n"
+    );
+    let status = wait_status(&mut shell);
+    assert_eq!(status.code(), Some(7), "the command's exit code");
+    expect_line(&shell_errors, "'/bin/sh' ended with exit code 7");
+}
+
+#[test]
+fn a_pty_is_opened_and_closed_twice_by_another_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let (mut pty_side, _, pty_errors) = stream_process(sock, "1", &["--pty"], Stdio::null());
+    let line = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let line = pty_errors
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the pty's path");
+            if line.starts_with("stream: pty ") {
+                break line;
+            }
+        }
+    };
+    let path = line.trim_start_matches("stream: pty ").to_owned();
+    assert!(path.starts_with("/dev/pts/"), "{line}");
+    let mut other = Command::new(IVLINK)
+        .args(["stream", "pipe", "--peer", "0", "-S", sock])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ivlink stream");
+    let mut to_pty = other.stdin.take().unwrap();
+    let from_pty = lines([other.stdout.take().unwrap()]);
+    let mut other = Killed(other);
+    for round in 0..2 {
+        let mut terminal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open the pty");
+        writeln!(terminal, "ping {round}").unwrap();
+        expect_line(&from_pty, &format!("ping {round}"));
+        writeln!(to_pty, "pong {round}").unwrap();
+        let (got_tx, got) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 7];
+            let _ = got_tx.send(terminal.read_exact(&mut buf).map(|()| buf));
+            // The terminal closes here, at the end of the round.
+        });
+        let reply = got.recv_timeout(WAIT).expect("a reply through the pty");
+        assert_eq!(&reply.unwrap(), format!("pong {round}\n").as_bytes());
+    }
+    // The other side's end ends the pty side, and both exit 0.
+    drop(to_pty);
+    wait_success(&mut other);
+    wait_success(&mut pty_side);
+}
+
+#[test]
+fn keep_open_stays_up_after_standard_input_ends_until_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let (mut kept, kept_out, kept_errors) =
+        stream_process(sock, "1", &["--keep-open"], Stdio::null());
+    expect_line(&kept_errors, "peer 0 on stream 'pipe' to peer 1");
+    let (mut other, other_out, _) = stream_process(sock, "0", &[], Stdio::piped());
+    let mut to_kept = other.0.stdin.take().unwrap();
+    writeln!(to_kept, "after the end of its input").unwrap();
+    expect_line(&kept_out, "after the end of its input");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        kept.0.try_wait().unwrap().is_none(),
+        "--keep-open exited after its input ended"
+    );
+    assert!(
+        other_out.try_recv().is_err(),
+        "the other side saw no end of file"
+    );
+    let pid = rustix::process::Pid::from_child(&kept.0);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(
+        wait_status(&mut kept).code(),
+        Some(143),
+        "SIGTERM's exit code"
+    );
+    // The stopped side closed its output: the other side ends cleanly.
+    drop(to_kept);
+    wait_success(&mut other);
+}
+
+/// How a session at a terminal ends.
+enum Ending {
+    EscapeKey,
+    Sigterm,
+    PeerKilled,
+}
+
+/// Runs `ivlink stream` with a pty's slave (in cooked mode) as standard input,
+/// checks that it is raw while the relay runs and that typed bytes pass, ends it
+/// as `ending` says; returns the exit status and whether the modes came back.
+fn terminal_session(ending: Ending) -> (std::process::ExitStatus, bool) {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let pty = ivlink::relay::Pty::open().unwrap();
+    let mut cooked = tcgetattr(pty.slave()).unwrap();
+    cooked.local_modes |= LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG;
+    tcsetattr(pty.slave(), OptionalActions::Now, &cooked).unwrap();
+    let terminal = pty.slave().try_clone_to_owned().unwrap();
+    let (mut at_terminal, _, errors) = stream_process(sock, "1", &[], Stdio::from(terminal));
+    expect_line(&errors, "peer 0 on stream 'pipe' to peer 1");
+    let (mut other, other_out, _) = stream_process(sock, "0", &[], Stdio::piped());
+    let _other_input = other.0.stdin.take().unwrap();
+    expect_line(&errors, "stream: terminal in raw mode; Ctrl-] quits");
+    // The hint comes just before raw mode.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let modes = tcgetattr(pty.slave()).unwrap().local_modes;
+        if !modes.intersects(LocalModes::ICANON | LocalModes::ECHO) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never raw: {modes:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Typed keys go through as they are, Ctrl-C as a byte.
+    let master = pty.master();
+    rustix::io::write(master, b"typed\x03\n").unwrap();
+    expect_line(&other_out, "typed\u{3}");
+    match ending {
+        Ending::EscapeKey => {
+            rustix::io::write(master, b"\x1d").unwrap();
+        }
+        Ending::Sigterm => {
+            let pid = rustix::process::Pid::from_child(&at_terminal.0);
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        }
+        Ending::PeerKilled => other.0.kill().unwrap(),
+    }
+    let status = wait_status(&mut at_terminal);
+    let restored = tcgetattr(pty.slave()).unwrap().local_modes == cooked.local_modes;
+    (status, restored)
+}
+
+#[test]
+fn a_terminal_on_standard_input_is_raw_until_ctrl_close_bracket_then_restored() {
+    let (status, restored) = terminal_session(Ending::EscapeKey);
+    assert!(status.success(), "Ctrl-] exits 0: {status}");
+    assert!(restored, "the terminal's modes came back");
+}
+
+#[test]
+fn a_terminal_is_restored_after_sigterm() {
+    let (status, restored) = terminal_session(Ending::Sigterm);
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert!(restored, "the terminal's modes came back");
+}
+
+#[test]
+fn a_terminal_is_restored_when_the_peer_dies() {
+    let (status, restored) = terminal_session(Ending::PeerKilled);
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(restored, "the terminal's modes came back");
+}
+
+#[test]
+fn no_raw_leaves_a_terminal_in_its_own_mode() {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = private_server(sock);
+    let pty = ivlink::relay::Pty::open().unwrap();
+    let mut cooked = tcgetattr(pty.slave()).unwrap();
+    cooked.local_modes |= LocalModes::ICANON | LocalModes::ISIG;
+    tcsetattr(pty.slave(), OptionalActions::Now, &cooked).unwrap();
+    let terminal = pty.slave().try_clone_to_owned().unwrap();
+    let (mut at_terminal, _, errors) =
+        stream_process(sock, "1", &["--no-raw"], Stdio::from(terminal));
+    expect_line(&errors, "peer 0 on stream 'pipe' to peer 1");
+    let (mut other, other_out, _) = stream_process(sock, "0", &[], Stdio::piped());
+    let _other_input = other.0.stdin.take().unwrap();
+    // A line is sent once complete (canonical mode), and the escape byte is data.
+    rustix::io::write(pty.master(), b"a line\x1d\n").unwrap();
+    expect_line(&other_out, "a line\u{1d}");
+    let modes = tcgetattr(pty.slave()).unwrap().local_modes;
+    assert_eq!(modes, cooked.local_modes, "the terminal kept its mode");
+    assert!(at_terminal.0.try_wait().unwrap().is_none());
+    let pid = rustix::process::Pid::from_child(&at_terminal.0);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert_eq!(wait_status(&mut at_terminal).code(), Some(130));
+    assert!(
+        errors.try_iter().all(|line| !line.contains("raw mode")),
+        "no raw-mode hint"
+    );
+}
+
+#[test]
+fn conflicting_relay_options_are_refused_in_one_line() {
+    for (args, message) in [
+        (
+            &["--pty", "--exec", "cat"][..],
+            "'--pty' cannot be used with '--exec <CMD>'",
+        ),
+        (
+            &["--keep-open", "--exec", "cat"][..],
+            "'--keep-open' cannot be used with '--exec <CMD>'",
+        ),
+    ] {
+        let output = Command::new(IVLINK)
+            .args(["stream", "pipe", "--peer", "1", "-S", "/nonexistent"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let errors = String::from_utf8_lossy(&output.stderr);
+        let first = errors.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(message),
+            "{errors}"
+        );
+    }
+}

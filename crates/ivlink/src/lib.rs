@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod mailbox;
 pub mod mapping;
 pub mod raw_message;
+pub mod relay;
 pub mod server;
 pub use server::{Server, ServerConfig, ServerHandle, ServerThread};
 #[cfg(feature = "tokio")]

@@ -13,6 +13,9 @@
 //!
 //! Peer events are taken from the device while a stream waits, so a program that
 //! needs them itself should not share the device with a blocked stream.
+//!
+//! A [`Stream`] is a [`DuplexPort`]: [`crate::relay`] connects it to standard
+//! input and output, a pty or a program.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -31,8 +34,9 @@ use crate::device::{Device, Event, WaitFor};
 use crate::section::OpenFailure;
 use crate::wait::{SpinThenSleep, WaitError, Waitable};
 
-mod relay;
-pub use relay::{RelayError, relay};
+use crate::relay::{DuplexPort, PortRead, PortWrite};
+/// The relay, at its earlier place (it is [`crate::relay`] now).
+pub use crate::relay::{RelayError, relay};
 
 /// Why a stream could not be opened.
 #[derive(Debug, Error)]
@@ -300,6 +304,14 @@ pub struct StreamReadHalf<'d> {
     rx: StreamReader<'d, RawRegion>,
 }
 
+impl StreamReadHalf<'_> {
+    /// Sets how long one read may block (`None`: forever); past it, it fails
+    /// with [`io::ErrorKind::TimedOut`].
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.link.timeout = timeout;
+    }
+}
+
 impl Read for StreamReadHalf<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -338,6 +350,39 @@ impl StreamWriteHalf<'_> {
             self.link.notify()?;
         }
         Ok(())
+    }
+
+    /// Sets how long one write may block waiting for room (`None`: forever);
+    /// past it, it fails with [`io::ErrorKind::TimedOut`], nothing written.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.link.timeout = timeout;
+    }
+
+    /// Publishes what was written, then waits up to `timeout` until the peer
+    /// has read all of it: `Ok(true)` once it has, `Ok(false)` if the time
+    /// passed first. Fails once the peer is dead or this direction is closed
+    /// (call it before [`close`](Self::close)).
+    pub fn wait_taken(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.flush()?;
+        let deadline = Instant::now() + timeout;
+        let capacity = self.link.layout.capacity();
+        loop {
+            // Taken counts even if the peer left since.
+            if self.tx.buffer_space().map_err(stream_io)? >= capacity {
+                return Ok(true);
+            }
+            self.broken()?;
+            if self.tx.peer_state().map_err(stream_io)? == PeerState::Dead {
+                return Err(stream_io(StreamLayoutError::PeerDead));
+            }
+            match self
+                .link
+                .wait(&mut Writable(&mut self.tx, capacity), Some(deadline))
+            {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(false),
+                other => other?,
+            }
+        }
     }
 
     /// Looks at the link without writing: fails once the peer has left or the
@@ -393,6 +438,39 @@ impl Write for StreamWriteHalf<'_> {
 impl Drop for StreamWriteHalf<'_> {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+impl<'d> DuplexPort for Stream<'d> {
+    type Reader = StreamReadHalf<'d>;
+    type Writer = StreamWriteHalf<'d>;
+
+    fn split(self) -> (StreamReadHalf<'d>, StreamWriteHalf<'d>) {
+        Stream::split(self)
+    }
+}
+
+impl PortRead for StreamReadHalf<'_> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.set_timeout(timeout);
+    }
+}
+
+impl PortWrite for StreamWriteHalf<'_> {
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.set_timeout(timeout);
+    }
+
+    fn wait_taken(&mut self, timeout: Duration) -> io::Result<bool> {
+        StreamWriteHalf::wait_taken(self, timeout)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        StreamWriteHalf::close(self)
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        StreamWriteHalf::check(self)
     }
 }
 

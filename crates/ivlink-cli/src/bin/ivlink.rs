@@ -114,9 +114,17 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("ivlink: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<ivlink_cli::relay_args::ExitWith>() {
+            Some(exit) => {
+                if let Some(message) = &exit.message {
+                    eprintln!("ivlink: {message}");
+                }
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("ivlink: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,18 +1,20 @@
 //! `ivlink stream`: like `nc`, copies standard input to a byte stream to one peer
-//! and the stream to standard output, until both have ended.
+//! and the stream to standard output, until both have ended; or relays the
+//! stream to a pty or a command ([`crate::relay_args`]).
 
-use std::io;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ivlink::stream::{RelayError, Stream};
+use ivlink::stream::Stream;
 use ivlink::wait::SpinThenSleep;
 
+use crate::relay_args::{RELAY_HELP, RelayArgs};
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink stream`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = RELAY_HELP)]
 pub struct StreamArgs {
     /// Stream name (created in the region's directory if missing)
     pub name: String,
@@ -41,6 +43,10 @@ pub struct StreamArgs {
     #[arg(short = 'v', long)]
     pub verbose: bool,
 
+    /// Where the stream goes
+    #[command(flatten)]
+    pub relay: RelayArgs,
+
     /// How to reach the region
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -49,6 +55,7 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// Copies both ways until standard input and the stream have both ended.
     pub fn run(&self) -> anyhow::Result<()> {
+        let relay = self.relay.prepare("stream")?;
         let device = self.transport.transport().open()?;
         let timeout = Duration::from_secs_f64(self.timeout.max(0.0));
         let mut stream = Stream::open(
@@ -75,10 +82,6 @@ impl StreamArgs {
         stream
             .wait_for_peer(timeout)
             .with_context(|| format!("opening stream '{}'", self.name))?;
-        ivlink::stream::relay(stream, io::stdin(), &mut io::stdout().lock()).map_err(|e| match e {
-            RelayError::ReadInput(e) => anyhow::Error::new(e).context("reading standard input"),
-            RelayError::WriteOutput(e) => anyhow::Error::new(e).context("writing standard output"),
-            other => other.into(),
-        })
+        relay.run(stream)
     }
 }
