@@ -13,6 +13,7 @@
 //! through [`Device::region`] and the [`ivlink_core::Notify`] trait.
 
 pub mod channel;
+pub mod console;
 pub mod device;
 pub mod doorbell;
 pub mod inspect;

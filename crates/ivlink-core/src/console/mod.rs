@@ -218,6 +218,20 @@ impl fmt::Display for ConsoleError {
 
 impl core::error::Error for ConsoleError {}
 
+impl ConsoleError {
+    /// Whether the other side caused it (what it wrote into the region), rather
+    /// than this side's own use or layout.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            ConsoleError::Corrupt(_)
+                | ConsoleError::UnknownPort(_)
+                | ConsoleError::Address(_)
+                | ConsoleError::Virtq(VirtqError::Corrupt(_))
+        )
+    }
+}
+
 impl From<VirtqError> for ConsoleError {
     fn from(e: VirtqError) -> Self {
         ConsoleError::Virtq(e)

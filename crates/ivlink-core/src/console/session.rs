@@ -70,6 +70,9 @@ pub enum SessionEvent {
     /// Device side: the driver broke the negotiation's rules; the device asked
     /// for a reset and waits for it.
     DriverFailed(MmioError),
+    /// The other side wrote something no correct peer writes into the queues:
+    /// this side dropped them and negotiates again.
+    PeerFault(ConsoleError),
 }
 
 /// What one call to `poll` found.
@@ -133,9 +136,66 @@ pub struct DriverSession {
     device_generation: u32,
     /// Ports whose output this side ended (kept across restarts).
     ended: u32,
+    /// An event found outside `poll`, handed out by the next one.
+    pending: Option<SessionEvent>,
 }
 
 impl DriverSession {
+    /// Advances negotiation, notices a restarted or misbehaving peer, and hands
+    /// out one event.
+    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
+        if let Some(event) = self.pending.take() {
+            return Ok(SessionPoll::event(event, true));
+        }
+        let polled = self.poll_inner(region);
+        self.guard(region, polled)
+    }
+
+    /// Copies up to `buf.len()` bytes the other side sent on `port`; 0 if none
+    /// now.
+    pub fn read<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        port: u32,
+        buf: &mut [u8],
+    ) -> Result<usize, ConsoleError> {
+        let n = self.read_inner(region, port, buf);
+        self.guard(region, n)
+    }
+
+    /// Takes as much of `data` for `port` as the buffers hold (0 while the
+    /// console is down or no buffer is free).
+    pub fn write<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        port: u32,
+        data: &[u8],
+    ) -> Result<usize, ConsoleError> {
+        let n = self.write_inner(region, port, data);
+        self.guard(region, n)
+    }
+
+    /// Publishes what was written and read; returns whether to ring.
+    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
+        let ring = self.flush_inner(region);
+        self.guard(region, ring)
+    }
+
+    /// Turns what the other side got wrong into a reset of the session (its
+    /// event comes from the next `poll`); passes everything else on.
+    fn guard<R: Region + ?Sized, T: Default>(
+        &mut self,
+        region: &R,
+        result: Result<T, ConsoleError>,
+    ) -> Result<T, ConsoleError> {
+        match result {
+            Err(e) if e.is_peer_fault() => {
+                self.pending = Some(self.fault(region, e)?);
+                Ok(T::default())
+            }
+            other => other,
+        }
+    }
     /// Starts the driver side of `layout` as peer `id`.
     pub fn new<R: Region + ?Sized>(
         region: &R,
@@ -165,6 +225,7 @@ impl DriverSession {
             sides,
             device_generation: 0,
             ended: 0,
+            pending: None,
         };
         session.start_over(region)?;
         Ok(session)
@@ -185,6 +246,37 @@ impl DriverSession {
         self.console.as_ref()
     }
 
+    /// The device wrote something no correct device writes (or restarted under
+    /// the session): start over, reporting what was lost.
+    fn fault<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        error: ConsoleError,
+    ) -> Result<SessionEvent, ConsoleError> {
+        let restarted = match self.sides {
+            Some((_, device)) => device.generation(region)? != self.device_generation,
+            None => false,
+        };
+        let lost = match self.console.as_ref() {
+            Some(console) => {
+                let sent = totals(
+                    (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
+                );
+                match self.sides {
+                    Some((_, device)) => not_taken(sent.written, device.taken(region)?),
+                    None => sent.written - sent.acknowledged,
+                }
+            }
+            None => 0,
+        };
+        self.start_over(region)?;
+        Ok(if restarted {
+            SessionEvent::PeerRestarted { lost }
+        } else {
+            SessionEvent::PeerFault(error)
+        })
+    }
+
     /// Drops the queues and negotiates again from a reset. The rings are zeroed
     /// first: a device reads them only after `DRIVER_OK`, and must then find no
     /// index left from an earlier session.
@@ -198,7 +290,7 @@ impl DriverSession {
     }
 
     /// Advances negotiation, notices a restarted device, and hands out one event.
-    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
+    fn poll_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
         let Some(console) = self.console.as_mut() else {
             return match self.mmio.step(region)? {
                 Step::Ring => Ok(SessionPoll {
@@ -276,7 +368,7 @@ impl DriverSession {
     }
 
     /// Copies up to `buf.len()` bytes the device sent on `port`; 0 if none now.
-    pub fn read<R: Region + ?Sized>(
+    fn read_inner<R: Region + ?Sized>(
         &mut self,
         region: &R,
         port: u32,
@@ -299,7 +391,7 @@ impl DriverSession {
 
     /// Takes as much of `data` for `port` as the free buffers hold (0 while the
     /// console is down or every buffer is with the device).
-    pub fn write<R: Region + ?Sized>(
+    fn write_inner<R: Region + ?Sized>(
         &mut self,
         region: &R,
         port: u32,
@@ -311,8 +403,22 @@ impl DriverSession {
         }
     }
 
+    /// Asks the other side to ring (or not) when it publishes; enabling returns
+    /// whether something arrived meanwhile (then do not sleep). Nothing to ask
+    /// while the console is down: negotiation steps always ring.
+    pub fn set_wakeups<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        enabled: bool,
+    ) -> Result<bool, ConsoleError> {
+        match self.console.as_mut() {
+            Some(console) => console.set_wakeups(region, enabled),
+            None => Ok(false),
+        }
+    }
+
     /// Publishes what was written and read; returns whether to ring.
-    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
+    fn flush_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
         match self.console.as_mut() {
             Some(console) => console.flush(region),
             None => Ok(false),
@@ -458,9 +564,68 @@ pub struct DeviceSession {
     ended: u32,
     /// Bytes completed and taken as of the last flush.
     returned: (u64, u64),
+    /// The driver's generation when this session came up.
+    driver_generation: u32,
+    /// An event found outside `poll`, handed out by the next one.
+    pending: Option<SessionEvent>,
 }
 
 impl DeviceSession {
+    /// Advances negotiation, notices a restarted or misbehaving peer, and hands
+    /// out one event.
+    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
+        if let Some(event) = self.pending.take() {
+            return Ok(SessionPoll::event(event, true));
+        }
+        let polled = self.poll_inner(region);
+        self.guard(region, polled)
+    }
+
+    /// Copies up to `buf.len()` bytes the other side sent on `port`; 0 if none
+    /// now.
+    pub fn read<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        port: u32,
+        buf: &mut [u8],
+    ) -> Result<usize, ConsoleError> {
+        let n = self.read_inner(region, port, buf);
+        self.guard(region, n)
+    }
+
+    /// Takes as much of `data` for `port` as the buffers hold (0 while the
+    /// console is down or no buffer is free).
+    pub fn write<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        port: u32,
+        data: &[u8],
+    ) -> Result<usize, ConsoleError> {
+        let n = self.write_inner(region, port, data);
+        self.guard(region, n)
+    }
+
+    /// Publishes what was written and read; returns whether to ring.
+    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
+        let ring = self.flush_inner(region);
+        self.guard(region, ring)
+    }
+
+    /// Turns what the other side got wrong into a reset of the session (its
+    /// event comes from the next `poll`); passes everything else on.
+    fn guard<R: Region + ?Sized, T: Default>(
+        &mut self,
+        region: &R,
+        result: Result<T, ConsoleError>,
+    ) -> Result<T, ConsoleError> {
+        match result {
+            Err(e) if e.is_peer_fault() => {
+                self.pending = Some(self.fault(region, e)?);
+                Ok(T::default())
+            }
+            other => other,
+        }
+    }
     /// Starts the device side of `layout` as peer `id`, offering `config`
     /// (`max_nr_ports` is the layout's) and publishing the register block.
     /// Returns the session and whether to ring the driver.
@@ -513,6 +678,8 @@ impl DeviceSession {
             sides,
             ended: 0,
             returned: (0, 0),
+            driver_generation: 0,
+            pending: None,
         };
         let ring = session.mmio.publish(region, &config.to_bytes())?;
         Ok((session, ring))
@@ -539,7 +706,7 @@ impl DeviceSession {
     }
 
     /// Serves the negotiation and hands out one event.
-    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
+    fn poll_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
         let polled = self.mmio.poll(region)?;
         let ring = polled.ring;
         let Some(event) = polled.event else {
@@ -586,6 +753,27 @@ impl DeviceSession {
         Ok(SessionPoll {
             event: console.poll(region)?.map(SessionEvent::Device),
             ring: false,
+        })
+    }
+
+    /// The driver wrote something no correct driver writes (or restarted under
+    /// the session): drop the queues and ask for a reset, reporting what was
+    /// lost.
+    fn fault<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        error: ConsoleError,
+    ) -> Result<SessionEvent, ConsoleError> {
+        let restarted = match self.sides {
+            Some((_, driver)) => driver.generation(region)? != self.driver_generation,
+            None => false,
+        };
+        let lost = self.drop_console(region)?.unwrap_or(0);
+        self.mmio.set_needs_reset(region)?;
+        Ok(if restarted {
+            SessionEvent::PeerRestarted { lost }
+        } else {
+            SessionEvent::PeerFault(error)
         })
     }
 
@@ -675,12 +863,15 @@ impl DeviceSession {
                 end_output(&mut console, self.sides.map(|(me, _)| me), region, port)?;
             }
         }
+        if let Some((_, driver)) = self.sides {
+            self.driver_generation = driver.generation(region)?;
+        }
         self.console = Some(console);
         Ok(SessionPoll::event(SessionEvent::Up { features }, ring))
     }
 
     /// Copies up to `buf.len()` bytes the driver sent on `port`; 0 if none now.
-    pub fn read<R: Region + ?Sized>(
+    fn read_inner<R: Region + ?Sized>(
         &mut self,
         region: &R,
         port: u32,
@@ -703,7 +894,7 @@ impl DeviceSession {
 
     /// Puts as much of `data` for `port` into the driver's receive buffers as
     /// they hold (0 while the console is down or no buffer is posted).
-    pub fn write<R: Region + ?Sized>(
+    fn write_inner<R: Region + ?Sized>(
         &mut self,
         region: &R,
         port: u32,
@@ -715,8 +906,22 @@ impl DeviceSession {
         }
     }
 
+    /// Asks the other side to ring (or not) when it publishes; enabling returns
+    /// whether something arrived meanwhile (then do not sleep). Nothing to ask
+    /// while the console is down: negotiation steps always ring.
+    pub fn set_wakeups<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        enabled: bool,
+    ) -> Result<bool, ConsoleError> {
+        match self.console.as_mut() {
+            Some(console) => console.set_wakeups(region, enabled),
+            None => Ok(false),
+        }
+    }
+
     /// Publishes what was written and read; returns whether to ring.
-    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
+    fn flush_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
         let Some(console) = self.console.as_mut() else {
             return Ok(false);
         };
