@@ -18,8 +18,8 @@ const MAX_EVENTS: usize = 64;
 const PRESENCE_CHECK: Duration = Duration::from_millis(50);
 
 enum Side {
-    Driver(DriverSession),
-    Device(DeviceSession),
+    Driver(Box<DriverSession>),
+    Device(Box<DeviceSession>),
 }
 
 /// Dispatches one call to whichever session this side runs.
@@ -50,11 +50,11 @@ pub(super) struct Engine {
 
 impl Engine {
     pub(super) fn driver(session: DriverSession, options: &ConsoleOptions) -> Self {
-        Self::new(Side::Driver(session), options)
+        Self::new(Side::Driver(Box::new(session)), options)
     }
 
     pub(super) fn device(session: DeviceSession, options: &ConsoleOptions) -> Self {
-        Self::new(Side::Device(session), options)
+        Self::new(Side::Device(Box::new(session)), options)
     }
 
     fn new(side: Side, options: &ConsoleOptions) -> Self {
