@@ -68,6 +68,9 @@ enum Command {
     /// RPMsg (OpenAMP-compatible): echo on the remote side, send or bench on the host side
     #[command(subcommand)]
     Rpmsg(ivlink_cli::commands::rpmsg::RpmsgCommand),
+    /// Virtio console without a hypervisor (virtio-mmio in the region): device or driver side
+    #[command(subcommand)]
+    Console(ivlink_cli::commands::console::ConsoleCommand),
 }
 
 /// Options of `ivlink client`.
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::BenchPeer(args) => args.run(),
         Command::Stream(args) => args.run(),
         Command::Rpmsg(command) => command.run(),
+        Command::Console(command) => command.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

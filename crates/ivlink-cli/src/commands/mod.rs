@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod channel;
+pub mod console;
 pub mod dump;
 pub mod format;
 pub mod inspect;

@@ -121,7 +121,7 @@ pub struct LinkArgs {
     pub transport: TransportArgs,
 }
 
-fn parse_address(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_address(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
