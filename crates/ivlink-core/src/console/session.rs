@@ -377,16 +377,20 @@ impl DriverSession {
         let Some(console) = self.console.as_mut() else {
             return Ok(0);
         };
-        let n = console.read(region, port, buf)?;
-        if n > 0
-            && let Some((me, _)) = self.sides
-        {
+        console.read(region, port, buf)
+    }
+
+    /// Records, for the other side's accounting, that every byte `read` handed
+    /// out so far is taken for good (call it once they are written out: a
+    /// restart of this side then loses nothing the other side counts as taken).
+    pub fn commit_taken<R: Region + ?Sized>(&self, region: &R) -> Result<(), ConsoleError> {
+        if let (Some(console), Some((me, _))) = (self.console.as_ref(), self.sides) {
             let taken = totals(
                 (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
             );
             me.set_taken(region, taken.received)?;
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Takes as much of `data` for `port` as the free buffers hold (0 while the
@@ -880,16 +884,20 @@ impl DeviceSession {
         let Some(console) = self.console.as_mut() else {
             return Ok(0);
         };
-        let n = console.read(region, port, buf)?;
-        if n > 0
-            && let Some((me, _)) = self.sides
-        {
+        console.read(region, port, buf)
+    }
+
+    /// Records, for the other side's accounting, that every byte `read` handed
+    /// out so far is taken for good (call it once they are written out: a
+    /// restart of this side then loses nothing the other side counts as taken).
+    pub fn commit_taken<R: Region + ?Sized>(&self, region: &R) -> Result<(), ConsoleError> {
+        if let (Some(console), Some((me, _))) = (self.console.as_ref(), self.sides) {
             let taken = totals(
                 (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
             );
             me.set_taken(region, taken.received)?;
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Puts as much of `data` for `port` into the driver's receive buffers as

@@ -183,6 +183,8 @@ impl Engine {
         buf: &mut [u8],
     ) -> Result<usize, ConsoleFailure> {
         let region = device.region();
+        // The caller asks again only once it has put out what it got before.
+        either!(&self.side, s => s.commit_taken(region))?;
         let n = either!(&mut self.side, s => s.read(region, port, buf))?;
         if n > 0 && self.flush(region)? {
             self.ring(device);

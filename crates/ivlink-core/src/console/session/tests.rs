@@ -91,6 +91,8 @@ fn carry(
         } else {
             drv.read(r, 0, &mut buf).unwrap()
         };
+        drv.commit_taken(r).unwrap();
+        dev.commit_taken(r).unwrap();
         got.extend_from_slice(&buf[..n]);
         drv.poll(r).unwrap();
         dev.poll(r).unwrap();
@@ -170,6 +172,7 @@ fn a_restarted_device_makes_the_driver_start_over_and_report_what_it_lost() {
     drv.flush(&*region).unwrap();
     let mut buf = [0u8; 400];
     assert_eq!(dev.read(&*region, 0, &mut buf).unwrap(), 400);
+    dev.commit_taken(&*region).unwrap();
     let _ = dev;
     let mut dev = device(&region, layout);
     let seen = settle(&region, &mut drv, &mut dev);
@@ -205,6 +208,7 @@ fn an_ended_output_reads_as_end_of_stream_after_its_data() {
         assert_eq!(dev.read(&*region, 0, &mut buf).unwrap(), 10);
         assert_eq!(&buf[..10], b"last words");
         assert_eq!(dev.read(&*region, 0, &mut buf).unwrap(), 0);
+        dev.commit_taken(&*region).unwrap();
         assert!(
             !drv.peer_ended(&*region, 0).unwrap(),
             "the other way is open"
