@@ -6,6 +6,25 @@ use super::*;
 use crate::HeapRegion;
 use crate::console::{NativeShape, hvl};
 
+/// The shape most tests use: Miri interprets every byte of a section's setup,
+/// so it gets a small one.
+fn shape() -> NativeShape {
+    if cfg!(miri) {
+        NativeShape {
+            ports: 1,
+            num: 4,
+            buf_size: 256,
+        }
+    } else {
+        NativeShape::default()
+    }
+}
+
+/// Bytes to carry in a test of `normal` bytes (fewer under Miri).
+const fn scaled(normal: usize) -> usize {
+    if cfg!(miri) { normal / 50 } else { normal }
+}
+
 fn native(shape: NativeShape) -> (HeapRegion, ConsoleLayout) {
     let region = HeapRegion::new(1 << 20);
     let size = shape.section_size().unwrap();
@@ -109,7 +128,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn either_start_order_comes_up_and_carries_bytes_both_ways() {
     for device_first in [true, false] {
-        let (region, layout) = native(NativeShape::default());
+        let (region, layout) = native(shape());
         let (mut drv, mut dev) = if device_first {
             let dev = device(&region, layout);
             (driver(&region, layout), dev)
@@ -124,9 +143,9 @@ fn either_start_order_comes_up_and_carries_bytes_both_ways() {
         };
         let seen = settle(&region, &mut drv, &mut dev);
         assert!(up(&seen.driver) && up(&seen.device), "{seen:?}");
-        let data = pattern(100_000, 7);
+        let data = pattern(scaled(100_000), 7);
         assert_eq!(carry(&region, &mut drv, &mut dev, &data, true), data);
-        let back = pattern(70_000, 9);
+        let back = pattern(scaled(70_000), 9);
         assert_eq!(carry(&region, &mut drv, &mut dev, &back, false), back);
         assert!(drv.all_taken(&*region).unwrap());
         assert!(dev.all_taken(&*region).unwrap());
@@ -135,11 +154,11 @@ fn either_start_order_comes_up_and_carries_bytes_both_ways() {
 
 #[test]
 fn a_restarted_driver_is_served_again_and_the_device_reports_what_it_lost() {
-    let (region, layout) = native(NativeShape::default());
+    let (region, layout) = native(shape());
     let mut dev = device(&region, layout);
     let mut drv = driver(&region, layout);
     settle(&region, &mut drv, &mut dev);
-    let data = pattern(5000, 1);
+    let data = pattern(scaled(5000), 1);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, false), data);
     // 300 bytes reach the driver's buffers, then the driver dies unread.
     assert_eq!(dev.write(&*region, 0, &[5; 300]).unwrap(), 300);
@@ -154,18 +173,18 @@ fn a_restarted_driver_is_served_again_and_the_device_reports_what_it_lost() {
         "{seen:?}"
     );
     assert!(up(&seen.device) && up(&seen.driver));
-    let data = pattern(9000, 2);
+    let data = pattern(scaled(9000), 2);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, true), data);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, false), data);
 }
 
 #[test]
 fn a_restarted_device_makes_the_driver_start_over_and_report_what_it_lost() {
-    let (region, layout) = native(NativeShape::default());
+    let (region, layout) = native(shape());
     let mut dev = device(&region, layout);
     let mut drv = driver(&region, layout);
     settle(&region, &mut drv, &mut dev);
-    let data = pattern(3000, 3);
+    let data = pattern(scaled(3000), 3);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, true), data);
     // 1000 bytes posted, and the device takes only 400 before it dies.
     assert_eq!(drv.write(&*region, 0, &[6; 1000]).unwrap(), 1000);
@@ -182,7 +201,7 @@ fn a_restarted_device_makes_the_driver_start_over_and_report_what_it_lost() {
         "{seen:?}"
     );
     assert!(up(&seen.device) && up(&seen.driver));
-    let data = pattern(20_000, 4);
+    let data = pattern(scaled(20_000), 4);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, true), data);
     assert_eq!(carry(&region, &mut drv, &mut dev, &data, false), data);
 }
@@ -190,10 +209,7 @@ fn a_restarted_device_makes_the_driver_start_over_and_report_what_it_lost() {
 #[test]
 fn an_ended_output_reads_as_end_of_stream_after_its_data() {
     for ports in [1, 2] {
-        let shape = NativeShape {
-            ports,
-            ..NativeShape::default()
-        };
+        let shape = NativeShape { ports, ..shape() };
         let (region, layout) = native(shape);
         let mut dev = device(&region, layout);
         let mut drv = driver(&region, layout);
@@ -246,7 +262,7 @@ fn the_zephyr_samples_profile_runs_between_ivlink_sides() {
 
 #[test]
 fn a_driver_that_places_a_queue_outside_the_vring_area_is_refused() {
-    let (region, layout) = native(NativeShape::default());
+    let (region, layout) = native(shape());
     let mut dev = device(&region, layout);
     // A driver whose layout puts queue 1 over the buffer pool.
     let mut lying = layout;
