@@ -179,26 +179,31 @@ fn ten_megabytes_each_way_arrive_intact() {
     );
 }
 
-#[test]
-fn a_killed_driver_is_replaced_and_nothing_is_lost_unreported_or_duplicated() {
+/// Sends 8 MiB from the `survivor` side to a `victim` side that is killed
+/// (SIGKILL) after 1 MiB and replaced: the survivor reports what was lost, and
+/// nothing is lost unreported or delivered twice.
+fn kill_and_replace(survivor: &str, victim: &str) {
     let (_dir, _server, sock) = private_server();
     let data = pattern(8 << 20, 5);
-    let device = console("device", &sock, &[], Some(data.clone()));
-    let first = console("driver", &sock, &["--keep-open"], None);
+    let sender = console(survivor, &sock, &[], Some(data.clone()));
+    let first = console(victim, &sock, &["--keep-open"], None);
     let deadline = Instant::now() + WAIT;
     while first.bytes_out() < 1 << 20 {
-        assert!(Instant::now() < deadline, "the first driver got too little");
+        assert!(
+            Instant::now() < deadline,
+            "the first {victim} got too little"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let pid = rustix::process::Pid::from_raw(first.child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     let (_, got_first, _) = first.finish();
-    let second = console("driver", &sock, &[], None);
+    let second = console(victim, &sock, &[], None);
     let (second_status, got_second, second_err) = second.finish();
-    let (device_status, _, device_err) = device.finish();
-    assert!(second_status.success(), "second driver: {second_err}");
-    assert!(device_status.success(), "device: {device_err}");
-    let lost: usize = device_err
+    let (sender_status, _, sender_err) = sender.finish();
+    assert!(second_status.success(), "second {victim}: {second_err}");
+    assert!(sender_status.success(), "{survivor}: {sender_err}");
+    let lost: usize = sender_err
         .lines()
         .find_map(|l| {
             l.strip_prefix("the other side restarted; ")?
@@ -207,15 +212,20 @@ fn a_killed_driver_is_replaced_and_nothing_is_lost_unreported_or_duplicated() {
                 .parse()
                 .ok()
         })
-        .unwrap_or_else(|| panic!("no report of lost bytes: {device_err}"));
+        .unwrap_or_else(|| panic!("no report of lost bytes: {sender_err}"));
     let total = data.len();
+    eprintln!(
+        "{victim}: first got {}, {lost} lost, second got {}, of {total}",
+        got_first.len(),
+        got_second.len()
+    );
     assert!(
         got_first == data[..got_first.len()],
-        "the first driver's bytes are the start"
+        "the first {victim}'s bytes are the start"
     );
     assert!(
         got_second == data[total - got_second.len()..],
-        "the second driver's bytes are the end"
+        "the second {victim}'s bytes are the end"
     );
     // Nothing twice, and every byte either delivered or reported.
     assert!(got_first.len() + got_second.len() <= total);
@@ -225,6 +235,16 @@ fn a_killed_driver_is_replaced_and_nothing_is_lost_unreported_or_duplicated() {
         got_first.len(),
         got_second.len()
     );
+}
+
+#[test]
+fn a_killed_driver_is_replaced_and_nothing_is_lost_unreported_or_duplicated() {
+    kill_and_replace("device", "driver");
+}
+
+#[test]
+fn a_killed_device_is_replaced_and_nothing_is_lost_unreported_or_duplicated() {
+    kill_and_replace("driver", "device");
 }
 
 #[test]
