@@ -485,30 +485,41 @@ pub struct HeapRegion {
 impl HeapRegion {
     /// Allocates a zeroed region of `len` bytes (8-byte aligned).
     pub fn new(len: usize) -> Self {
-        let words: alloc::boxed::Box<[HeapWord]> = (0..len.div_ceil(8))
-            .map(|_| HeapWord(core::cell::UnsafeCell::new([0; 8])))
-            .collect();
-        let count = words.len();
-        let base = NonNull::from(alloc::boxed::Box::leak(words)).cast::<u8>();
-        // SAFETY: the words stay allocated until `drop` (they are leaked from their
-        // box until then, so nothing else owns or moves them); they are only reached
-        // through `raw`, and `UnsafeCell` permits mutation through a shared pointer.
+        let words = len.div_ceil(8);
+        let base = match Self::layout(words) {
+            // SAFETY: the layout has a non-zero size (`words > 0`).
+            Some(layout) => NonNull::new(unsafe { alloc::alloc::alloc_zeroed(layout) })
+                .unwrap_or_else(|| alloc::alloc::handle_alloc_error(layout)),
+            None => NonNull::<HeapWord>::dangling().cast::<u8>(),
+        };
+        // One zeroed allocation, not a word at a time: Miri interprets every step
+        // of a loop, and tests make megabyte regions.
+        //
+        // SAFETY: the words stay allocated until `drop` frees them, and nothing
+        // else owns or moves them; they are only reached through `raw`, and the
+        // `UnsafeCell` in each word (zero bytes are a valid `HeapWord`) permits
+        // mutation through a shared pointer.
         let raw = unsafe { RawRegion::new(base, len) };
-        HeapRegion { raw, words: count }
+        HeapRegion { raw, words }
+    }
+
+    /// The allocation of `words` words (`None`: nothing to allocate).
+    fn layout(words: usize) -> Option<core::alloc::Layout> {
+        if words == 0 {
+            return None;
+        }
+        Some(core::alloc::Layout::array::<HeapWord>(words).expect("region too large"))
     }
 }
 
 #[cfg(any(test, feature = "alloc"))]
 impl Drop for HeapRegion {
     fn drop(&mut self) {
-        let words = core::ptr::slice_from_raw_parts_mut(
-            self.raw.base.as_ptr().cast::<HeapWord>(),
-            self.words,
-        );
-        // SAFETY: `words` is exactly the slice (same pointer and length) that `new`
-        // leaked with `Box::leak`; it is freed only here, once, and `raw` is not used
-        // afterwards.
-        drop(unsafe { alloc::boxed::Box::from_raw(words) });
+        if let Some(layout) = Self::layout(self.words) {
+            // SAFETY: `new` allocated exactly this layout at this pointer; it is
+            // freed only here, once, and `raw` is not used afterwards.
+            unsafe { alloc::alloc::dealloc(self.raw.base.as_ptr(), layout) };
+        }
     }
 }
 
