@@ -97,6 +97,34 @@ fn testbed_console_needs_a_demo_line() {
 }
 
 #[test]
+fn testbed_console_with_guests_wants_exactly_two() {
+    // Refused before any guest boots, so stand-in image files do.
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = (dir.path().join("kernel"), dir.path().join("initrd"));
+    std::fs::write(&kernel, b"").unwrap();
+    std::fs::write(&initrd, b"").unwrap();
+    let output = run(&[
+        "testbed",
+        "--guests",
+        "3",
+        "--console",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--work-dir",
+        dir.path().join("work").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the console demo runs between exactly 2 guests"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn notify_reaches_listen_with_the_message_and_dump_shows_peers() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");

@@ -77,6 +77,12 @@ pub fn run_guests(
             "the guest test bed needs at least 2 guests".into(),
         ));
     }
+    if config.console.is_some() && config.guests != 2 {
+        return Err(TestbedError::Setup(format!(
+            "the console demo runs between exactly 2 guests (a device and a driver), not {}",
+            config.guests
+        )));
+    }
     super::check_region_size(super::server_size(config.size)?, config.guests)?;
     std::fs::create_dir_all(&config.work_dir)?;
     let socket = config.work_dir.join("ivshmem.sock");
