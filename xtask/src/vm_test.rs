@@ -2,7 +2,9 @@
 //! `ivlink server`, checked end to end: guest to guest on every vector with the
 //! message seen in the region, guest to host peer and back, a guest that powers off
 //! reported as gone, a new guest joining, and a token ring over guests and a host
-//! peer. Serial logs are kept when anything fails; every wait is bounded.
+//! peer, the seed's virtio console between two guests (its demo lines, and a
+//! shell in one guest driven from the other). Serial logs are kept when anything
+//! fails; every wait is bounded.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use clap::Args;
 use ivlink::transport::host::{HostConfig, HostPeer};
 use ivlink::{Device, Event, Notify, PeerId, Region, WaitFor};
 use ivlink_core::raw_message;
-use ivlink_lab::testbed::guests::guest_peer_id;
+use ivlink_lab::testbed::guests::{ConsoleDemo, console_demo, guest_peer_id};
 use ivlink_lab::testbed::{self, PeerPlan};
 use ivlink_lab::vm::{Guest, GuestConfig, find_qemu};
 
@@ -206,6 +208,7 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     ring(bed, &host, &[(b, id_b), (c, id_c)])?;
     stress_between(bed, &host, [(b, id_b), (c, id_c)])?;
     rpmsg_between(bed, b, c)?;
+    console_between(bed, b, c)?;
     plain_device(bed)?;
 
     for index in [b, c] {
@@ -213,7 +216,96 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     }
     server.ensure_running()?;
     check("guests powered off; the server kept running throughout");
-    testbed_with_guests(ivlink, &bed.image, &bed.dir)
+    testbed_with_guests(ivlink, &bed.image, &bed.dir)?;
+    testbed_console_with_guests(ivlink, &bed.image, &bed.dir)
+}
+
+/// The seed's virtio console between two running guests, through the real
+/// doorbell device over VFIO: guest `device` prints the demo lines guest
+/// `driver` writes; then a shell in guest `device` runs a command sent from
+/// guest `driver` and its output comes back. Each check has a section of its
+/// own, so the second starts fresh.
+fn console_between(bed: &mut Bed, device: usize, driver: usize) -> Result<()> {
+    ensure!(device < driver, "the device guest comes first");
+    let started = Instant::now();
+    let step = bed.step;
+    let (first, rest) = bed.guests.split_at_mut(driver);
+    let demo = ConsoleDemo {
+        lines: 3,
+        interval: Duration::from_millis(100),
+    };
+    let mut log = Vec::new();
+    let lines = console_demo(&mut first[device], &mut rest[0], &demo, step, &mut log)
+        .with_context(|| format!("the console demo:\n{}", String::from_utf8_lossy(&log)))?;
+    check(&format!(
+        "virtio console between guests: the device printed the register dump and the driver's {} demo lines, in order ({:.1} s)",
+        lines.len(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    let started = Instant::now();
+    let options = format!("--device=auto --section shell --timeout {}", step.as_secs());
+    bed.guests[device].start(&format!(
+        "ivlink console device {options} --exec /bin/sh </dev/null; echo console-shell-exit=$?"
+    ))?;
+    let reply = bed.run_ok(
+        driver,
+        &format!(
+            "printf 'echo shell over the console: $((6*7)) on $(hostname); exit\\n' | ivlink console driver {options}"
+        ),
+    )?;
+    let host = bed.guests[device].name().to_owned();
+    let expected = format!("shell over the console: 42 on {host}");
+    ensure!(
+        reply.lines().any(|l| l.trim_end() == expected),
+        "the shell in {host} did not answer '{expected}':\n{reply}"
+    );
+    let exit = bed.wait_for(device, "console-shell-exit=")?;
+    ensure!(
+        exit.trim_end().ends_with("console-shell-exit=0"),
+        "the console device with the shell ended with {exit}"
+    );
+    check(&format!(
+        "a shell in {host} driven from {} through the console: the command ran there, its output came back, both sides exited 0 ({:.1} s)",
+        bed.guests[driver].name(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// `ivlink testbed --guests 2 --console`: the console demo as the user runs it.
+fn testbed_console_with_guests(ivlink: &Path, image: &Path, dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    let work_dir = dir.join("testbed-console");
+    let output = std::process::Command::new(ivlink)
+        .args([
+            "testbed",
+            "--guests",
+            "2",
+            "--console",
+            "--rounds",
+            "3",
+            "--image",
+        ])
+        .arg(image)
+        .arg("--work-dir")
+        .arg(&work_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running ivlink testbed --guests 2 --console")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success()
+            && text.contains("printed the register dump up to DRIVER_OK and the 3 demo lines"),
+        "`ivlink testbed --guests 2 --console` failed ({}):\n{text}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check(&format!(
+        "`ivlink testbed --guests 2 --console`: the device guest printed the driver guest's 3 demo lines ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 /// `ivlink stress` between two guests: both flood each other through a channel

@@ -37,6 +37,94 @@ fn testbed_with_three_peers_and_rounds() {
 }
 
 #[test]
+fn testbed_console_shows_the_register_dump_and_the_demo_lines_in_order() {
+    let output = run(&["testbed", "--console", "--rounds", "3", "--interval", "5"]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("[console device] VIRTIO_MMIO_MAGIC_VALUE: 0x74726976"),
+        "{all}"
+    );
+    assert!(
+        all.contains("[console device] Config Status DRIVER_OK"),
+        "{all}"
+    );
+    let demo: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("[console device, stdout] "))
+        .collect();
+    assert_eq!(demo.len(), 3, "{all}");
+    for line in &demo {
+        assert!(
+            line.ends_with("sending data over Virtio-MMIO Serial Port"),
+            "{all}"
+        );
+    }
+    assert!(
+        all.contains("testbed: OK: the console device printed the register dump up to DRIVER_OK and the driver's 3 demo lines, in order"),
+        "{all}"
+    );
+}
+
+#[test]
+fn testbed_console_fails_in_one_line_when_a_side_fails() {
+    // A region too small for the console's directory: both sides refuse it.
+    let output = run(&["testbed", "--console", "-l", "16", "--timeout", "5"]);
+    assert!(!output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the console device process failed"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("testbed: OK"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn testbed_console_needs_a_demo_line() {
+    let output = run(&["testbed", "--console", "--rounds", "0"]);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert_eq!(all.lines().count(), 1, "{all}");
+    assert!(
+        all.contains("--console needs --rounds of 1 or more"),
+        "{all}"
+    );
+}
+
+#[test]
+fn testbed_console_with_guests_wants_exactly_two() {
+    // Refused before any guest boots, so stand-in image files do.
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = (dir.path().join("kernel"), dir.path().join("initrd"));
+    std::fs::write(&kernel, b"").unwrap();
+    std::fs::write(&initrd, b"").unwrap();
+    let output = run(&[
+        "testbed",
+        "--guests",
+        "3",
+        "--console",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--work-dir",
+        dir.path().join("work").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the console demo runs between exactly 2 guests"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn notify_reaches_listen_with_the_message_and_dump_shows_peers() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sock");

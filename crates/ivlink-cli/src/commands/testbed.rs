@@ -1,5 +1,7 @@
 //! `ivlink testbed`: a server and peer processes on private paths, exchanging
 //! notifications and messages both ways; exits 0 only if everything arrived.
+//! With `--console`, the seed's virtio console instead: a device process (or
+//! guest) printing the demo lines a driver process (or guest) writes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ivlink_lab::testbed::guests::{self, GuestTestbedConfig};
+use ivlink_lab::testbed::console::{self as console_bed, ConsoleTestbedConfig};
+use ivlink_lab::testbed::guests::{self, ConsoleDemo, GuestTestbedConfig};
 use ivlink_lab::testbed::{self, PeerPlan, TestbedConfig};
 
 use crate::server_cmd::parse_size;
@@ -35,6 +38,15 @@ pub struct TestbedArgs {
     /// Seconds any one step may take
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
     pub timeout: f64,
+
+    /// Run the seed's virtio console demo instead: a console device printing the
+    /// driver's "Hello World" lines (--rounds of them)
+    #[arg(long)]
+    pub console: bool,
+
+    /// With --console: milliseconds between two demo lines
+    #[arg(long, value_name = "MS", default_value_t = 20, requires = "console")]
+    pub interval: u64,
 
     /// Boot N QEMU guests as the peers instead of host processes
     #[arg(long, value_name = "N")]
@@ -80,6 +92,9 @@ impl TestbedArgs {
         if let Some(guests) = self.guests {
             return self.run_guests(guests);
         }
+        if self.console {
+            return self.run_console();
+        }
         let config = TestbedConfig {
             peers: self.peers,
             vectors: self.vectors,
@@ -121,6 +136,68 @@ impl TestbedArgs {
 }
 
 impl TestbedArgs {
+    /// The console demo between two host processes of this executable.
+    fn run_console(&self) -> anyhow::Result<()> {
+        let lines = self.demo_lines()?;
+        let config = ConsoleTestbedConfig {
+            size: self.size,
+            vectors: self.vectors,
+            lines,
+            interval: Duration::from_millis(self.interval),
+            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+        };
+        let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
+        let timeout = self.timeout.to_string();
+        let side = |role: &'static str| {
+            let exe = exe.clone();
+            let timeout = timeout.clone();
+            move |socket: &Path| {
+                let mut command = Command::new(&exe);
+                command
+                    .args(["console", role, "-S"])
+                    .arg(socket)
+                    .args(["--timeout", &timeout]);
+                command
+            }
+        };
+        let device = side("device");
+        let driver = {
+            let side = side("driver");
+            let interval = self.interval.to_string();
+            move |socket: &Path| {
+                let mut command = side(socket);
+                command.args([
+                    "--demo",
+                    "--count",
+                    &lines.to_string(),
+                    "--interval",
+                    &interval,
+                ]);
+                command
+            }
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "ivlink".to_owned());
+        let mut out = std::io::stdout().lock();
+        let summary = console_bed::run_console(&config, &device, &driver, &host, &mut out)?;
+        use std::io::Write;
+        writeln!(
+            out,
+            "testbed: OK: the console device printed the register dump up to DRIVER_OK and the driver's {} demo lines, in order",
+            summary.lines
+        )?;
+        Ok(())
+    }
+
+    /// With --console: the demo lines to send (--rounds, at least 1).
+    fn demo_lines(&self) -> anyhow::Result<u32> {
+        if self.rounds == 0 {
+            anyhow::bail!("--console needs --rounds of 1 or more (the demo lines to send)");
+        }
+        Ok(self.rounds)
+    }
+
     fn run_guests(&self, guests: usize) -> anyhow::Result<()> {
         let kernel = self
             .kernel
@@ -160,11 +237,27 @@ impl TestbedArgs {
             accel: self.accel.clone(),
             work_dir,
             keep_running: self.keep_running,
+            console: if self.console {
+                Some(ConsoleDemo {
+                    lines: self.demo_lines()?,
+                    interval: Duration::from_millis(self.interval),
+                })
+            } else {
+                None
+            },
         };
         let stop = super::stop_flag()?;
         let mut out = std::io::stdout().lock();
         let summary = guests::run_guests(&config, &mut out, &stop)?;
         use std::io::Write;
+        if self.console {
+            writeln!(
+                out,
+                "testbed: OK: the console device in guest0 printed the register dump up to DRIVER_OK and the {} demo lines of the driver in guest1, in order, through ivshmem doorbells",
+                summary.messages
+            )?;
+            return Ok(());
+        }
         writeln!(
             out,
             "testbed: OK: {} guests exchanged {} messages on {} vector(s) through ivshmem doorbells, each delivered intact",

@@ -1,6 +1,8 @@
 //! The test bed with real QEMU guests as peers: a server, N Linux guests on the
 //! `ivshmem-doorbell` device started in the right order, their consoles on UNIX
-//! sockets and log files, and the same token ring run inside the guests.
+//! sockets and log files, and the same token ring run inside the guests; or,
+//! with a [`ConsoleDemo`], the seed's virtio console: the device side in the
+//! first guest, the driver side in the second, through the real device.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,24 @@ pub struct GuestTestbedConfig {
     pub work_dir: PathBuf,
     /// After the exchange, keep everything running until `stop` is set.
     pub keep_running: bool,
+    /// Run the console demo between the first two guests instead of the token ring.
+    pub console: Option<ConsoleDemo>,
 }
+
+/// The console demo between two guests: the driver's demo lines, how many and
+/// how far apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleDemo {
+    /// Demo lines the driver writes.
+    pub lines: u32,
+    /// Pause between two lines.
+    pub interval: Duration,
+}
+
+/// Where the device side's output goes inside its guest (a tmpfs).
+const CONSOLE_OUT: &str = "/tmp/ivlink-console.out";
+/// Where the device side's notices (the register dump) go inside its guest.
+const CONSOLE_ERR: &str = "/tmp/ivlink-console.err";
 
 impl From<VmError> for TestbedError {
     fn from(e: VmError) -> Self {
@@ -57,6 +76,12 @@ pub fn run_guests(
         return Err(TestbedError::Setup(
             "the guest test bed needs at least 2 guests".into(),
         ));
+    }
+    if config.console.is_some() && config.guests != 2 {
+        return Err(TestbedError::Setup(format!(
+            "the console demo runs between exactly 2 guests (a device and a driver), not {}",
+            config.guests
+        )));
     }
     super::check_region_size(super::server_size(config.size)?, config.guests)?;
     std::fs::create_dir_all(&config.work_dir)?;
@@ -78,7 +103,17 @@ pub fn run_guests(
     if stop.load(Ordering::Relaxed) {
         return Err(TestbedError::Setup("interrupted".into()));
     }
-    let failed = run_exchange(config, &mut guests, &ids, out)?;
+    let (failed, messages) = match config.console {
+        Some(demo) => {
+            let (device, driver) = guests.split_at_mut(1);
+            let lines = console_demo(&mut device[0], &mut driver[0], &demo, config.timeout, out)?;
+            (0, lines.len() as u64)
+        }
+        None => (
+            run_exchange(config, &mut guests, &ids, out)?,
+            config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors),
+        ),
+    };
     if config.keep_running && failed == 0 {
         keep_running(&mut guests, out, stop);
     }
@@ -96,7 +131,7 @@ pub fn run_guests(
     }
     Ok(Summary {
         peers: config.guests,
-        messages: config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors),
+        messages,
     })
 }
 
@@ -212,6 +247,66 @@ fn show_transcript(number: usize, transcript: &str, out: &mut dyn Write) {
     {
         let _ = writeln!(out, "[guest{number}] {}", shown.trim_end());
     }
+}
+
+/// Runs the seed's console demo: `ivlink console device` in `device` (its
+/// output kept in a file there), `ivlink console driver --demo` in `driver`,
+/// both on `--device=auto`; succeeds with the device's lines once both sides
+/// exited 0 and the device printed the register dump's `DRIVER_OK` and exactly
+/// the driver's demo lines (its host name is the guest's name).
+pub fn console_demo(
+    device: &mut Guest,
+    driver: &mut Guest,
+    demo: &ConsoleDemo,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, TestbedError> {
+    let seconds = timeout.as_secs_f64();
+    device.start(&format!(
+        "ivlink console device --device=auto --timeout {seconds} </dev/null >{CONSOLE_OUT} 2>{CONSOLE_ERR}; echo console-device-exit=$?"
+    ))?;
+    let _ = writeln!(out, "[{}] console device started", device.name());
+    let driven = driver.run(
+        &format!(
+            "ivlink console driver --device=auto --demo --count {} --interval {} --timeout {seconds} </dev/null",
+            demo.lines,
+            demo.interval.as_millis()
+        ),
+        timeout + demo.interval * demo.lines,
+    )?;
+    for line in driven.output.lines() {
+        let _ = writeln!(out, "[{}] {line}", driver.name());
+    }
+    if !driven.success() {
+        return Err(TestbedError::Setup(format!(
+            "`ivlink console driver --demo` in {} exited {}",
+            driver.name(),
+            driven.status
+        )));
+    }
+    let exit = device.wait_for("console-device-exit=", timeout)?;
+    let notices = device.run(&format!("cat {CONSOLE_ERR}"), timeout)?;
+    let printed = device.run(&format!("cat {CONSOLE_OUT}"), timeout)?;
+    for line in notices.output.lines() {
+        let _ = writeln!(out, "[{}] {line}", device.name());
+    }
+    for line in printed.output.lines() {
+        let _ = writeln!(out, "[{}, stdout] {line}", device.name());
+    }
+    if !exit.trim_end().ends_with("console-device-exit=0") {
+        return Err(TestbedError::Setup(format!(
+            "`ivlink console device` in {} failed: {}",
+            device.name(),
+            exit.trim()
+        )));
+    }
+    let lines: Vec<String> = printed.output.lines().map(str::to_owned).collect();
+    let driver_ok = notices
+        .output
+        .lines()
+        .any(|l| l.trim_end() == super::console::DRIVER_OK_LINE);
+    super::console::check_device_output(driver_ok, &lines, demo.lines, driver.name())?;
+    Ok(lines)
 }
 
 /// Leaves the guests up, their consoles free for the user, until `stop` is set.

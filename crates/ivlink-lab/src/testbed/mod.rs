@@ -516,4 +516,5 @@ impl Drop for Children {
     }
 }
 
+pub mod console;
 pub mod guests;
