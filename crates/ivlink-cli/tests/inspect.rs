@@ -686,3 +686,49 @@ fn inspect_decodes_a_live_console_between_a_device_and_a_driver_process() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn inspect_names_and_decodes_the_zephyr_samples_console_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd", "-l", "4M"]);
+    let profile = ["--profile", "hvl-zephyr", "--keep-open"];
+    let device = Running::start(&[&["console", "device", "-S", sock][..], &profile].concat());
+    let (_driver, mut input) =
+        Running::start_with_stdin(&[&["console", "driver", "-S", sock][..], &profile].concat());
+    input.write_all(b"hello zephyr\n").unwrap();
+    input.flush().unwrap();
+    device.expect_line("hello zephyr");
+
+    let report = inspect_json(sock);
+    assert_eq!(report["layout"], "hvl-zephyr", "{report:#}");
+    assert_eq!(report["ok"], true);
+    let c = &report["console"];
+    assert_eq!(c["profile"], "hvl-zephyr");
+    let registers = &c["registers"];
+    assert_eq!(
+        (
+            registers["version"].as_u64(),
+            registers["device_id"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert!(registers["queue_pfn"].is_u64(), "{registers:#}");
+    let queues = c["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    assert_eq!(queues[0]["offset"], 0x101000);
+    assert_eq!(queues[1]["num"], 4);
+    let output = run(&["inspect", "-S", sock]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    line_with(&shown, &["layout hvl-zephyr"]);
+    line_with(&shown, &["MagicValue 0x74726976, Version 1, DeviceID 3"]);
+    line_with(&shown, &["GuestPageSize 4096", "QueuePFN"]);
+    line_with(
+        &shown,
+        &[
+            "verdict: a foreign layout: virtio-mmio console (the Zephyr hypervisor-less sample's layout)",
+        ],
+    );
+}

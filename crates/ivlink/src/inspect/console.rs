@@ -27,7 +27,7 @@ use std::fmt;
 
 use ivlink_core::console::{
     CONFIG_SIZE, ConsoleConfig, ConsoleLayout, F_EMERG_WRITE, F_MULTIPORT, F_SIZE, NATIVE_HEADER,
-    NATIVE_SETUP, NativeHeader, Profile, SideSnapshot,
+    NATIVE_SETUP, NativeHeader, SideSnapshot,
 };
 use ivlink_core::directory::SectionInfo;
 use ivlink_core::section::{SectionProtocol, setup_state_name};
@@ -252,7 +252,7 @@ fn read_native(region: &RawRegion, info: &SectionInfo) -> (Option<ConsoleReport>
     if let Some(r) = &registers {
         register_problems(r, 2, &mut problems);
         let device = header.sides[1];
-        if r.magic != reg::MAGIC && r.magic == 0 && device.generation != 0 {
+        if r.magic == 0 && device.generation != 0 {
             problems.push(format!(
                 "MagicValue is 0 though the device started (generation {})",
                 device.generation
@@ -584,9 +584,6 @@ fn read_queues(
             }
             Err(e) => problems.push(format!("queue {index} ({name}): {e}")),
         }
-    }
-    if layout.profile == Profile::Native && queues.len() != layout.queues().len() {
-        problems.push("some queues could not be read".to_owned());
     }
     queues
 }
