@@ -1,7 +1,9 @@
 //! `ivlink inspect` on a live region (private server, `--memfd`) decodes a
 //! mailbox (header, members, boxes with busy bit and completion), a stream
 //! (header, liveness of each end, both byte rings) and a native RPMsg link
-//! (generation, status, attachment, vrings) in text and in JSON.
+//! (generation, status, attachment, vrings) and a native console (both sides'
+//! header lines, the virtio-mmio register block, the queues) in text and in
+//! JSON.
 
 mod common;
 
@@ -565,4 +567,168 @@ fn inspect_decodes_a_live_native_rpmsg_link_and_a_host_restart_the_remote_missed
     assert_eq!(link["attached"].as_u64(), Some(generation));
     assert_eq!(link["link"], "waiting for the remote");
     assert_eq!(section(&report, "rpmsg")["problems"], serde_json::json!([]));
+}
+
+/// The console of `report` (section "console").
+fn console(report: &Value) -> &Value {
+    &section(report, "console")["console"]
+}
+
+#[test]
+fn inspect_decodes_a_live_console_between_a_device_and_a_driver_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd", "-l", "4M"]);
+    let device = Running::start(&["console", "device", "-S", sock, "--keep-open"]);
+    let (mut driver_process, mut input) =
+        Running::start_with_stdin(&["console", "driver", "-S", sock, "--keep-open"]);
+    input.write_all(b"hello console\n").unwrap();
+    input.flush().unwrap();
+    device.expect_line("hello console");
+
+    // The device counts the 14 bytes as taken once it comes back for more.
+    let report = inspect_until(sock, "the driver's bytes taken", |r| {
+        console(r)["header"]["sides"][1]["taken"] == 14
+    });
+    assert_eq!(section(&report, "console")["kind"], "console");
+    assert_eq!(
+        section(&report, "console")["problems"],
+        serde_json::json!([])
+    );
+    let c = console(&report);
+    assert_eq!(c["profile"], "native");
+    let header = &c["header"];
+    assert_eq!(
+        (header["magic"].as_str(), header["state_name"].as_str()),
+        (Some("VCN1"), Some("ready")),
+        "{c:#}"
+    );
+    assert_eq!(
+        (header["ports"].as_u64(), header["entries"].as_u64()),
+        (Some(1), Some(32))
+    );
+    let (driver, device_line) = (&header["sides"][0], &header["sides"][1]);
+    assert_eq!(
+        (driver["side"].as_str(), device_line["side"].as_str()),
+        (Some("driver"), Some("device"))
+    );
+    assert_eq!(driver["generation"], 1);
+    assert_eq!(device_line["generation"], 1);
+    assert!(
+        driver["peer"].is_u64() && device_line["peer"].is_u64(),
+        "{c:#}"
+    );
+    assert_ne!(driver["peer"], device_line["peer"]);
+    assert_eq!(driver["ended_ports"], serde_json::json!([]));
+    let registers = &c["registers"];
+    assert_eq!(registers["magic"], 0x7472_6976);
+    assert_eq!(
+        (
+            registers["version"].as_u64(),
+            registers["device_id"].as_u64()
+        ),
+        (Some(2), Some(3))
+    );
+    assert!(
+        registers["status_bits"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("DRIVER_OK")),
+        "{registers:#}"
+    );
+    let queues = c["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    assert_eq!(queues[1]["name"], "port 0 transmitq");
+    assert!(queues[1]["avail_idx"].as_u64().unwrap() >= 1, "{c:#}");
+
+    let output = run(&["inspect", "-S", sock]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    line_with(
+        &shown,
+        &["console: setup VCN1 (ready)", "32 entries per queue"],
+    );
+    line_with(&shown, &["device: generation 1", "taken 14 B"]);
+    line_with(
+        &shown,
+        &[
+            "virtio-mmio block at",
+            "MagicValue 0x74726976",
+            "DeviceID 3",
+        ],
+    );
+    line_with(&shown, &["Status 0x0f", "DRIVER_OK"]);
+    line_with(&shown, &["config: cols", "max_nr_ports 1"]);
+    line_with(
+        &shown,
+        &["port 0 receiveq", "(device -> driver)", "outstanding"],
+    );
+
+    // The driver is killed and another takes its place: the driver's line
+    // counts a second start and the device serves it.
+    driver_process.signal(Signal::KILL);
+    let _ = driver_process.wait_exit();
+    drop(input);
+    let _again = Running::start(&["console", "driver", "-S", sock, "--keep-open"]);
+    let report = inspect_until(sock, "the second driver up", |r| {
+        let c = console(r);
+        c["header"]["sides"][0]["generation"] == 2
+            && c["registers"]["status_bits"]
+                .as_array()
+                .is_some_and(|b| b.contains(&Value::from("DRIVER_OK")))
+    });
+    let sides = &console(&report)["header"]["sides"];
+    assert_eq!(sides[1]["generation"], 1, "the device did not restart");
+    assert_eq!(sides[0]["sequence"], sides[1]["sequence"], "{sides:#}");
+    assert_eq!(
+        section(&report, "console")["problems"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn inspect_names_and_decodes_the_zephyr_samples_console_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = common::server(&socket, &["--memfd", "-l", "4M"]);
+    let profile = ["--profile", "hvl-zephyr", "--keep-open"];
+    let device = Running::start(&[&["console", "device", "-S", sock][..], &profile].concat());
+    let (_driver, mut input) =
+        Running::start_with_stdin(&[&["console", "driver", "-S", sock][..], &profile].concat());
+    input.write_all(b"hello zephyr\n").unwrap();
+    input.flush().unwrap();
+    device.expect_line("hello zephyr");
+
+    let report = inspect_json(sock);
+    assert_eq!(report["layout"], "hvl-zephyr", "{report:#}");
+    assert_eq!(report["ok"], true);
+    let c = &report["console"];
+    assert_eq!(c["profile"], "hvl-zephyr");
+    let registers = &c["registers"];
+    assert_eq!(
+        (
+            registers["version"].as_u64(),
+            registers["device_id"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert!(registers["queue_pfn"].is_u64(), "{registers:#}");
+    let queues = c["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    assert_eq!(queues[0]["offset"], 0x101000);
+    assert_eq!(queues[1]["num"], 4);
+    let output = run(&["inspect", "-S", sock]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    line_with(&shown, &["layout hvl-zephyr"]);
+    line_with(&shown, &["MagicValue 0x74726976, Version 1, DeviceID 3"]);
+    line_with(&shown, &["GuestPageSize 4096", "QueuePFN"]);
+    line_with(
+        &shown,
+        &[
+            "verdict: a foreign layout: virtio-mmio console (the Zephyr hypervisor-less sample's layout)",
+        ],
+    );
 }

@@ -1,5 +1,5 @@
 //! `ivlink inspect`: decode a live region (directory, sections, channels and their
-//! rings, mailboxes and their boxes, streams and their ends).
+//! rings, mailboxes and their boxes, streams and their ends, RPMsg links, consoles).
 
 use clap::Args;
 

@@ -1,16 +1,26 @@
 //! Regions without an ivlink directory: Zephyr's doorbell text, OpenAMP's
-//! resource table, or unrecognised.
+//! resource table, the Zephyr hypervisor-less console sample's register block,
+//! or unrecognised.
 
 use ivlink_core::{RawRegion, Region, raw_message};
 
-use super::{RegionReport, UNRECOGNISED};
+use super::{HVL_ZEPHYR, RegionReport, UNRECOGNISED, console};
 
 /// Longest text at offset 0 taken for Zephyr's doorbell message.
 const MAX_RAW_MESSAGE: usize = 4096;
 
-/// Names a foreign region: Zephyr's doorbell text, OpenAMP's resource table, or
-/// unrecognised (with its first bytes, escaped).
+/// Names a foreign region: Zephyr's doorbell text, OpenAMP's resource table, the
+/// Zephyr hypervisor-less console (decoded), or unrecognised (with its first
+/// bytes, escaped).
 pub(super) fn name(region: &RawRegion, report: &mut RegionReport) {
+    // "virt" then Version 1 is no text a person wrote: look for the block first.
+    if console::is_hvl_zephyr(region) {
+        let (decoded, problems) = console::hvl_zephyr(region);
+        report.layout = HVL_ZEPHYR.into();
+        report.console = Some(decoded);
+        report.inconsistencies.extend(problems);
+        return;
+    }
     let mut buf = vec![0u8; MAX_RAW_MESSAGE];
     let len = raw_message::read(region, raw_message::OFFSET, &mut buf).unwrap_or(0);
     let text = std::str::from_utf8(&buf[..len]).ok().filter(|t| {

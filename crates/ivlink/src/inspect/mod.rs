@@ -1,8 +1,9 @@
 //! Decoding a live region for people: the directory, every section, each channel's
 //! members and rings with their indices, fill level and flags, each mailbox's
 //! header, member slots and boxes, each stream's header, liveness words and byte
-//! rings, each native RPMsg link's status, vrings and messages in flight, and
-//! every inconsistency found. Nothing is trusted; every value is shown as read,
+//! rings, each native RPMsg link's status, vrings and messages in flight, each
+//! console's header, virtio-mmio register block and queues, and every
+//! inconsistency found. Nothing is trusted; every value is shown as read,
 //! and whatever cannot be right becomes a problem line, never a panic.
 //!
 //! One module per section kind (a table of decoders keyed by each protocol's
@@ -11,6 +12,7 @@
 use std::fmt::{self, Write as _};
 
 use ivlink_core::channel::ChannelLayout;
+use ivlink_core::console::ConsoleLayout;
 use ivlink_core::directory::{Directory, DirectoryError, EntryState, SectionInfo, SectionKind};
 use ivlink_core::mailbox::MailboxLayout;
 use ivlink_core::ring::{RingError, RingLayout, RingSnapshot};
@@ -21,6 +23,7 @@ use ivlink_core::{RawRegion, Region, raw_message};
 use serde::Serialize;
 
 mod channel;
+mod console;
 mod foreign;
 mod mailbox;
 mod rpmsg;
@@ -28,6 +31,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use console::{
+    ConfigReport, ConsoleHeaderReport, ConsoleReport, ConsoleSideReport, QueueReport,
+    RegistersReport,
+};
 pub use mailbox::{BoxReport, MailboxReport, SlotReport};
 pub use rpmsg::{EndpointReport, MessageReport, RpmsgReport, VringReport};
 pub use stream::{SideReport, StreamReport};
@@ -83,6 +90,9 @@ pub struct SectionReport {
     /// For native RPMsg links: the decoded link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpmsg: Option<RpmsgReport>,
+    /// For native consoles: the decoded console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleReport>,
     /// Problems found in this section.
     pub problems: Vec<String>,
 }
@@ -94,13 +104,17 @@ pub struct RegionReport {
     pub size: usize,
     /// `ivlink` (a directory), `empty` (no directory, no message), a known foreign
     /// layout: `raw` (Zephyr's doorbell sample: a text string at offset 0) or
-    /// `openamp` (OpenAMP's resource table), else `unrecognised`.
+    /// `openamp` (OpenAMP's resource table) or `hvl-zephyr` (the Zephyr
+    /// hypervisor-less virtio-mmio console sample), else `unrecognised`.
     pub layout: String,
     /// The string at offset 0 for raw regions.
     pub raw_message: Option<String>,
     /// The first bytes, escaped, of a region whose layout is unrecognised.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_bytes: Option<String>,
+    /// The console of the `hvl-zephyr` layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleReport>,
     /// Directory capacity and use.
     pub max_sections: u32,
     /// Entries claimed.
@@ -134,6 +148,10 @@ impl RegionReport {
             ("empty", 0) => "empty: no directory yet".to_owned(),
             ("raw", 0) => "a foreign layout: Zephyr's doorbell sample (a text at offset 0)".to_owned(),
             ("openamp", 0) => "a foreign layout: OpenAMP's resource table".to_owned(),
+            (HVL_ZEPHYR, 0) => {
+                "a foreign layout: virtio-mmio console (the Zephyr hypervisor-less sample's layout)"
+                    .to_owned()
+            }
             (_, 0) => "consistent".to_owned(),
             (_, 1) => "1 inconsistency found".to_owned(),
             (_, n) => format!("{n} inconsistencies found"),
@@ -143,6 +161,9 @@ impl RegionReport {
 
 /// The layout name of a region nobody here knows.
 const UNRECOGNISED: &str = "unrecognised";
+/// The layout name of a region holding the Zephyr hypervisor-less console
+/// sample's register block (the CLI's `--profile hvl-zephyr`).
+const HVL_ZEPHYR: &str = "hvl-zephyr";
 
 /// Reads `region` and reports what is in it, with one count of every problem
 /// and one verdict.
@@ -158,6 +179,7 @@ fn read_region(region: &RawRegion) -> RegionReport {
         layout: String::new(),
         raw_message: None,
         first_bytes: None,
+        console: None,
         max_sections: 0,
         section_count: 0,
         sections: Vec::new(),
@@ -221,6 +243,7 @@ fn section(region: &RawRegion, info: &SectionInfo) -> SectionReport {
         mailbox: None,
         stream: None,
         rpmsg: None,
+        console: None,
         problems: Vec::new(),
     };
     if let Some((_, decode)) = DECODERS.iter().find(|(kind, _)| *kind == info.kind) {
@@ -239,11 +262,12 @@ const DECODERS: &[(SectionKind, Decode)] = &[
     (<MailboxLayout as SectionProtocol>::KIND, mailbox::decode),
     (<StreamLayout as SectionProtocol>::KIND, stream::decode),
     (<LinkLayout as SectionProtocol>::KIND, rpmsg::decode),
+    (<ConsoleLayout as SectionProtocol>::KIND, console::decode),
 ];
 
 /// How often a ring's indices are re-read when they look inconsistent: a live
 /// ring's indices move between the two loads, a damaged ring's stay wrong.
-const SNAPSHOT_ATTEMPTS: usize = 4;
+pub(super) const SNAPSHOT_ATTEMPTS: usize = 4;
 
 pub(super) fn settled_snapshot(
     ring: &RingLayout,
@@ -285,6 +309,9 @@ impl fmt::Display for RegionReport {
         if let Some(first) = &self.first_bytes {
             writeln!(f, "  first bytes: \"{first}\"")?;
         }
+        if let Some(c) = &self.console {
+            console::lines(f, c, "  ")?;
+        }
         if self.layout.starts_with("ivlink") {
             writeln!(
                 f,
@@ -323,13 +350,17 @@ impl fmt::Display for RegionReport {
             if let Some(link) = &s.rpmsg {
                 rpmsg::lines(f, link)?;
             }
+            if let Some(c) = &s.console {
+                console::lines(f, c, "      ")?;
+            }
             for p in &s.problems {
                 writeln!(f, "      PROBLEM: {p}")?;
             }
         }
-        // Only an ivlink directory can be inconsistent; the count takes in the
-        // PROBLEM lines above, so it agrees with the verdict and the exit code.
-        if self.layout.starts_with("ivlink") {
+        // Only an ivlink directory and a foreign console can be inconsistent;
+        // the count takes in the PROBLEM lines above, so it agrees with the
+        // verdict and the exit code.
+        if self.layout.starts_with("ivlink") || self.console.is_some() {
             match self.problem_count {
                 0 => writeln!(f, "inconsistencies: none")?,
                 n => writeln!(f, "inconsistencies: {n}")?,

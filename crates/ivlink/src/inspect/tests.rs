@@ -8,6 +8,8 @@ use ivlink_core::stream::{Side, StreamEnd};
 use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 
+mod console;
+
 const SHAPE: MailboxShape = MailboxShape {
     max_members: 4,
     max_data: 100,
