@@ -71,6 +71,7 @@ fn quick_json_reports_the_console_and_both_baselines() {
     assert_eq!(names, ["console", "unix", "pty"]);
     for r in results {
         let name = r["mechanism"].as_str().unwrap();
+        assert_eq!(r["bytes"], 4 << 20, "{name}");
         positive(
             &r["to_device_bytes_per_second"],
             &format!("{name} to device"),

@@ -40,7 +40,7 @@ pub struct ConsoleBenchArgs {
     pub buffers: u16,
 
     /// Console bytes per buffer (a multiple of 64, up to 64K)
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16K", value_parser = parse_size)]
     pub buffer_size: u64,
 
     /// Microseconds a console side spins before sleeping on the doorbell

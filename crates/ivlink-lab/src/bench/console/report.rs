@@ -25,6 +25,8 @@ pub struct MechanismResult {
     pub mechanism: &'static str,
     /// What it is.
     pub how: &'static str,
+    /// Bulk bytes moved each way.
+    pub bytes: u64,
     /// Bulk bytes per second, driver to device.
     pub to_device: f64,
     /// Bulk bytes per second, device to driver.
@@ -55,6 +57,7 @@ impl MechanismResult {
         MechanismResult {
             mechanism,
             how,
+            bytes,
             to_device: rate(measured.to_device_seconds),
             to_driver: rate(measured.to_driver_seconds),
             round_trip: Histogram::new(measured.round_trips_ns)
@@ -76,7 +79,8 @@ pub struct ConsoleReport {
     pub quick: bool,
     /// Which CPUs the two processes ran on.
     pub placement: Placement,
-    /// Bulk bytes each way.
+    /// Bulk bytes each way asked for (the pty moves at most
+    /// [`PTY_BYTES`](super::PTY_BYTES)).
     pub bytes: u64,
     /// Bytes per bulk write.
     pub chunk: usize,
@@ -191,14 +195,15 @@ impl ConsoleReport {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<9} {:>12} {:>12} {:>11} {:>11}",
-            "", "to device", "to driver", "RTT median", "RTT p99"
+            "{:<9} {:>9} {:>12} {:>12} {:>11} {:>11}",
+            "", "bulk", "to device", "to driver", "RTT median", "RTT p99"
         )?;
         for r in &self.results {
             writeln!(
                 out,
-                "{:<9} {:>12} {:>12} {:>11} {:>11}",
+                "{:<9} {:>9} {:>12} {:>12} {:>11} {:>11}",
                 r.mechanism,
+                format_size(usize::try_from(r.bytes).unwrap_or(usize::MAX)),
                 format_rate(r.to_device),
                 format_rate(r.to_driver),
                 format_ns(r.round_trip.p50),
@@ -251,6 +256,7 @@ impl ConsoleReport {
                 .map(|r| ResultJson {
                     mechanism: r.mechanism,
                     how: r.how,
+                    bytes: r.bytes,
                     to_device_bytes_per_second: r.to_device,
                     to_driver_bytes_per_second: r.to_driver,
                     round_trip_ns: RoundTripJson {
@@ -311,6 +317,7 @@ struct SettingsJson {
 struct ResultJson<'a> {
     mechanism: &'a str,
     how: &'a str,
+    bytes: u64,
     to_device_bytes_per_second: f64,
     to_driver_bytes_per_second: f64,
     round_trip_ns: RoundTripJson,
@@ -356,7 +363,7 @@ mod tests {
             chunk: 65_536,
             round_trips: 100,
             buffers: 64,
-            buffer_size: 65_536,
+            buffer_size: 16_384,
             spin: Duration::from_micros(50),
             region: 16 << 20,
             results: vec![
