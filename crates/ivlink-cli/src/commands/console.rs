@@ -25,6 +25,12 @@ pub enum ConsoleCommand {
     /// The console driver: the port on standard input and output
     #[command(after_help = RELAY_HELP)]
     Driver(DriverArgs),
+    /// Throughput and keystroke latency of a console between two processes,
+    /// against a UNIX socket and a pty pair measured in the same run
+    Bench(super::console_bench::ConsoleBenchArgs),
+    /// The peer process of `ivlink console bench`
+    #[command(hide = true)]
+    BenchPeer(super::bench::BenchPeerArgs),
 }
 
 impl ConsoleCommand {
@@ -33,6 +39,11 @@ impl ConsoleCommand {
         match self {
             ConsoleCommand::Device(args) => args.run(),
             ConsoleCommand::Driver(args) => args.run(),
+            ConsoleCommand::Bench(args) => args.run(),
+            ConsoleCommand::BenchPeer(args) => {
+                ivlink_lab::bench::console::run_peer(&args.job)?;
+                Ok(())
+            }
         }
     }
 }

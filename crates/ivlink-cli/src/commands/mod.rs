@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod channel;
 pub mod console;
+pub mod console_bench;
 pub mod dump;
 pub mod format;
 pub mod inspect;

@@ -212,8 +212,19 @@ impl PeerProcess {
     /// Starts `command` with `job`'s arguments and the control channel as its
     /// stdin, and hands it `fds`.
     pub fn spawn(
-        mut command: Command,
+        command: Command,
         job: &Job,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<PeerProcess, BenchError> {
+        PeerProcess::spawn_with(command, job.encode(), job.timeout, fds)
+    }
+
+    /// Starts `command` with `args` appended and the control channel as its
+    /// stdin, hands it `fds`, and waits up to `timeout` for each of its reports.
+    pub fn spawn_with(
+        mut command: Command,
+        args: Vec<String>,
+        timeout: Duration,
         fds: &[BorrowedFd<'_>],
     ) -> Result<PeerProcess, BenchError> {
         use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
@@ -225,7 +236,7 @@ impl PeerProcess {
         )
         .map_err(BenchError::io("creating the control socketpair"))?;
         let child = command
-            .args(job.encode())
+            .args(args)
             .stdin(Stdio::from(theirs))
             .spawn()
             .map_err(|e| BenchError::Io {
@@ -236,7 +247,7 @@ impl PeerProcess {
             child,
             control: ours,
             receiver: wire::Receiver::new(),
-            timeout: job.timeout,
+            timeout,
         };
         for (i, fd) in fds.iter().enumerate() {
             wire::send_blocking(peer.control.as_fd(), i as i64, Some(*fd))

@@ -15,6 +15,7 @@
 //! Targets are reported, never asserted: machines are noisy.
 
 mod baselines;
+pub mod console;
 mod drive;
 mod ends;
 mod export;
