@@ -429,8 +429,57 @@ fn lead_pty(
     // Ours closed, the master reads EIO if the peer dies instead of waiting.
     drop(slave);
     peer.ready()?;
-    let mut master = File::from(master);
+    let mut master = Bounded {
+        file: File::from(master),
+        timeout: job.timeout,
+    };
     lead_with(peer, &mut master, job)
+}
+
+/// A descriptor whose reads and writes wait at most `timeout` (a pty has no
+/// socket timeouts): past it they fail with `TimedOut`.
+struct Bounded {
+    file: File,
+    timeout: Duration,
+}
+
+impl Bounded {
+    fn ready(&self, flags: rustix::event::PollFlags) -> std::io::Result<()> {
+        let mut fds = [rustix::event::PollFd::new(&self.file, flags)];
+        let timeout = rustix::event::Timespec::try_from(self.timeout)
+            .map_err(|_| std::io::Error::other("timeout too long"))?;
+        loop {
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the pty peer went quiet",
+                    ));
+                }
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl std::io::Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.ready(rustix::event::PollFlags::IN)?;
+        self.file.read(buf)
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.ready(rustix::event::PollFlags::OUT)?;
+        self.file.write(data)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A pty pair, the slave in raw mode: bytes pass unchanged both ways.
