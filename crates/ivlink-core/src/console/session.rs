@@ -25,27 +25,12 @@
 //! it has drained everything before it. The Zephyr sample's profile has neither:
 //! its ports never end.
 
-use core::sync::atomic::Ordering;
-
 use super::{
-    CONFIG_SIZE, ConsoleConfig, ConsoleDevice, ConsoleDriver, ConsoleError, ConsoleLayout,
-    DeviceEvent, DriverEvent, EMERG_WR_OFFSET, F_EMERG_WRITE, F_MULTIPORT, MAX_QUEUES,
-    PortCounters, Side, SideKind, has,
+    ConsoleDevice, ConsoleDriver, ConsoleError, ConsoleLayout, DeviceEvent, DriverEvent,
+    EMERG_WR_OFFSET, F_MULTIPORT, PortCounters, Side, SideKind, has,
 };
-use crate::PeerId;
 use crate::region::{Le32, Region};
-use crate::virtio::id::CONSOLE;
-use crate::virtio::mmio::registers::{
-    INTERRUPT_CONFIG_CHANGE, INTERRUPT_USED_BUFFER, LEGACY_PAGE_SIZE,
-};
-use crate::virtio::mmio::{
-    self, DeviceConfig, DriverConfig, MmioBlock, MmioDevice, MmioDriver, MmioError, QueueConfig,
-    QueueSetup, Shm, Step,
-};
-use crate::virtio::virtq::{Vring, VringLayout};
-
-#[cfg(test)]
-mod tests;
+use crate::virtio::mmio::{MmioBlock, MmioError};
 
 /// What happened on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,380 +110,83 @@ fn sides(layout: &ConsoleLayout, me: SideKind) -> Option<(Side, Side)> {
     Some((layout.side(me)?, layout.side(me.other())?))
 }
 
-/// The driver side of one console.
-#[derive(Debug)]
-pub struct DriverSession {
-    layout: ConsoleLayout,
-    mmio: MmioDriver,
-    console: Option<ConsoleDriver>,
-    sides: Option<(Side, Side)>,
-    /// The device's generation when this session came up.
-    device_generation: u32,
-    /// Ports whose output this side ended (kept across restarts).
-    ended: u32,
-    /// An event found outside `poll`, handed out by the next one.
-    pending: Option<SessionEvent>,
+/// The public calls of a session, each passing through `guard`: what the other
+/// side got wrong resets the session instead of failing the call. Both sessions
+/// have the same ones, over their own `*_inner` calls and `fault`.
+macro_rules! guarded_io {
+    () => {
+        /// Advances negotiation, notices a restarted or misbehaving peer, and hands
+        /// out one event.
+        pub fn poll<R: Region + ?Sized>(
+            &mut self,
+            region: &R,
+        ) -> Result<SessionPoll, ConsoleError> {
+            if let Some(event) = self.pending.take() {
+                return Ok(SessionPoll::event(event, true));
+            }
+            let polled = self.poll_inner(region);
+            self.guard(region, polled)
+        }
+
+        /// Copies up to `buf.len()` bytes the other side sent on `port`; 0 if none
+        /// now.
+        pub fn read<R: Region + ?Sized>(
+            &mut self,
+            region: &R,
+            port: u32,
+            buf: &mut [u8],
+        ) -> Result<usize, ConsoleError> {
+            let n = self.read_inner(region, port, buf);
+            self.guard(region, n)
+        }
+
+        /// Takes as much of `data` for `port` as the buffers hold (0 while the
+        /// console is down or no buffer is free).
+        pub fn write<R: Region + ?Sized>(
+            &mut self,
+            region: &R,
+            port: u32,
+            data: &[u8],
+        ) -> Result<usize, ConsoleError> {
+            let n = self.write_inner(region, port, data);
+            self.guard(region, n)
+        }
+
+        /// Publishes what was written and read; returns whether to ring.
+        pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
+            let ring = self.flush_inner(region);
+            self.guard(region, ring)
+        }
+
+        /// Turns what the other side got wrong into a reset of the session (its
+        /// event comes from the next `poll`); passes everything else on.
+        fn guard<R: Region + ?Sized, T: Default>(
+            &mut self,
+            region: &R,
+            result: Result<T, ConsoleError>,
+        ) -> Result<T, ConsoleError> {
+            match result {
+                Err(e) if e.is_peer_fault() => {
+                    self.pending = Some(self.fault(region, e)?);
+                    Ok(T::default())
+                }
+                other => other,
+            }
+        }
+    };
 }
 
-impl DriverSession {
-    /// Advances negotiation, notices a restarted or misbehaving peer, and hands
-    /// out one event.
-    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
-        if let Some(event) = self.pending.take() {
-            return Ok(SessionPoll::event(event, true));
-        }
-        let polled = self.poll_inner(region);
-        self.guard(region, polled)
-    }
+mod device;
+mod driver;
+#[cfg(test)]
+mod tests;
 
-    /// Copies up to `buf.len()` bytes the other side sent on `port`; 0 if none
-    /// now.
-    pub fn read<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        buf: &mut [u8],
-    ) -> Result<usize, ConsoleError> {
-        let n = self.read_inner(region, port, buf);
-        self.guard(region, n)
-    }
-
-    /// Takes as much of `data` for `port` as the buffers hold (0 while the
-    /// console is down or no buffer is free).
-    pub fn write<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        data: &[u8],
-    ) -> Result<usize, ConsoleError> {
-        let n = self.write_inner(region, port, data);
-        self.guard(region, n)
-    }
-
-    /// Publishes what was written and read; returns whether to ring.
-    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
-        let ring = self.flush_inner(region);
-        self.guard(region, ring)
-    }
-
-    /// Turns what the other side got wrong into a reset of the session (its
-    /// event comes from the next `poll`); passes everything else on.
-    fn guard<R: Region + ?Sized, T: Default>(
-        &mut self,
-        region: &R,
-        result: Result<T, ConsoleError>,
-    ) -> Result<T, ConsoleError> {
-        match result {
-            Err(e) if e.is_peer_fault() => {
-                self.pending = Some(self.fault(region, e)?);
-                Ok(T::default())
-            }
-            other => other,
-        }
-    }
-    /// Starts the driver side of `layout` as peer `id`.
-    pub fn new<R: Region + ?Sized>(
-        region: &R,
-        layout: ConsoleLayout,
-        id: PeerId,
-    ) -> Result<Self, ConsoleError> {
-        let mut queues = [QueueSetup::contiguous(0, VringLayout::new(1, 4)?); MAX_QUEUES];
-        for (setup, ring) in queues.iter_mut().zip(layout.queues()) {
-            *setup = QueueSetup::contiguous(layout.map.address_of(ring.base()), ring.layout());
-        }
-        let config = DriverConfig {
-            device_id: CONSOLE,
-            version: Some(layout.version),
-            features: layout.device_features,
-            queues: &queues[..layout.queues().len()],
-            legacy_align: LEGACY_PAGE_SIZE,
-        };
-        let mmio = MmioDriver::new(MmioBlock::new(layout.block)?, layout.handshake, &config)?;
-        let sides = sides(&layout, SideKind::Driver);
-        if let Some((me, _)) = sides {
-            me.attach(region, id)?;
-        }
-        let mut session = DriverSession {
-            layout,
-            mmio,
-            console: None,
-            sides,
-            device_generation: 0,
-            ended: 0,
-            pending: None,
-        };
-        session.start_over(region)?;
-        Ok(session)
-    }
-
-    /// The layout.
-    pub fn layout(&self) -> &ConsoleLayout {
-        &self.layout
-    }
-
-    /// Whether the ports carry data.
-    pub fn is_up(&self) -> bool {
-        self.console.is_some()
-    }
-
-    /// The console, once up.
-    pub fn console(&self) -> Option<&ConsoleDriver> {
-        self.console.as_ref()
-    }
-
-    /// The device wrote something no correct device writes (or restarted under
-    /// the session): start over, reporting what was lost.
-    fn fault<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        error: ConsoleError,
-    ) -> Result<SessionEvent, ConsoleError> {
-        let restarted = match self.sides {
-            Some((_, device)) => device.generation(region)? != self.device_generation,
-            None => false,
-        };
-        let lost = match self.console.as_ref() {
-            Some(console) => {
-                let sent = totals(
-                    (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
-                );
-                match self.sides {
-                    Some((_, device)) => not_taken(sent.written, device.taken(region)?),
-                    None => sent.written - sent.acknowledged,
-                }
-            }
-            None => 0,
-        };
-        self.start_over(region)?;
-        Ok(if restarted {
-            SessionEvent::PeerRestarted { lost }
-        } else {
-            SessionEvent::PeerFault(error)
-        })
-    }
-
-    /// Drops the queues and negotiates again from a reset. The rings are zeroed
-    /// first: a device reads them only after `DRIVER_OK`, and must then find no
-    /// index left from an earlier session.
-    fn start_over<R: Region + ?Sized>(&mut self, region: &R) -> Result<(), ConsoleError> {
-        self.console = None;
-        self.mmio.reset();
-        for ring in self.layout.queues() {
-            ring.clear(region)?;
-        }
-        Ok(())
-    }
-
-    /// Advances negotiation, notices a restarted device, and hands out one event.
-    fn poll_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
-        let Some(console) = self.console.as_mut() else {
-            return match self.mmio.step(region)? {
-                Step::Ring => Ok(SessionPoll {
-                    event: None,
-                    ring: true,
-                }),
-                Step::Wait => Ok(SessionPoll::IDLE),
-                Step::Done => self.come_up(region),
-            };
-        };
-        let restarted = self.mmio.device_needs_reset(region)?
-            || match self.sides {
-                Some((_, device)) => device.generation(region)? != self.device_generation,
-                None => false,
-            };
-        if restarted {
-            let sent = totals(
-                (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
-            );
-            let lost = match self.sides {
-                Some((_, device)) => not_taken(sent.written, device.taken(region)?),
-                None => sent.written - sent.acknowledged,
-            };
-            self.start_over(region)?;
-            return Ok(SessionPoll::event(
-                SessionEvent::PeerRestarted { lost },
-                false,
-            ));
-        }
-        let bits = self.mmio.interrupt_status(region)?;
-        let mut ring = false;
-        if bits != 0 {
-            ring = self.mmio.ack_interrupt(region, bits)?;
-            if bits & INTERRUPT_CONFIG_CHANGE != 0 {
-                let mut bytes = [0u8; CONFIG_SIZE];
-                self.mmio.read_config(region, 0, &mut bytes)?;
-                if let Some(event) = console.config_changed(ConsoleConfig::from_bytes(&bytes)) {
-                    return Ok(SessionPoll::event(SessionEvent::Driver(event), ring));
-                }
-            }
-        }
-        Ok(SessionPoll {
-            event: console.poll(region)?.map(SessionEvent::Driver),
-            ring,
-        })
-    }
-
-    fn come_up<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
-        let features = self.mmio.features().unwrap_or(0);
-        let mut bytes = [0u8; CONFIG_SIZE];
-        self.mmio.read_config(region, 0, &mut bytes)?;
-        let mut console = ConsoleDriver::new(
-            region,
-            features,
-            ConsoleConfig::from_bytes(&bytes),
-            self.layout.queues(),
-            self.layout.pool,
-            self.layout.map,
-        )?;
-        if let Some((me, device)) = self.sides {
-            me.set_taken(region, 0)?;
-            me.set_ended(region, 0)?;
-            self.device_generation = device.generation(region)?;
-        }
-        // An output that ended before a restart stays ended.
-        for port in 0..console.ports() {
-            if self.ended & (1 << port) != 0 {
-                end_output(&mut console, self.sides.map(|(me, _)| me), region, port)?;
-            }
-        }
-        // The receive buffers are posted: tell the device even if it did not ask.
-        console.flush(region)?;
-        self.console = Some(console);
-        Ok(SessionPoll::event(SessionEvent::Up { features }, true))
-    }
-
-    /// Copies up to `buf.len()` bytes the device sent on `port`; 0 if none now.
-    fn read_inner<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        buf: &mut [u8],
-    ) -> Result<usize, ConsoleError> {
-        let Some(console) = self.console.as_mut() else {
-            return Ok(0);
-        };
-        console.read(region, port, buf)
-    }
-
-    /// Records, for the other side's accounting, that every byte `read` handed
-    /// out so far is taken for good (call it once they are written out: a
-    /// restart of this side then loses nothing the other side counts as taken).
-    pub fn commit_taken<R: Region + ?Sized>(&self, region: &R) -> Result<(), ConsoleError> {
-        if let (Some(console), Some((me, _))) = (self.console.as_ref(), self.sides) {
-            let taken = totals(
-                (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
-            );
-            me.set_taken(region, taken.received)?;
-        }
-        Ok(())
-    }
-
-    /// Takes as much of `data` for `port` as the free buffers hold (0 while the
-    /// console is down or every buffer is with the device).
-    fn write_inner<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        data: &[u8],
-    ) -> Result<usize, ConsoleError> {
-        match self.console.as_mut() {
-            Some(console) => console.write(region, port, data),
-            None => Ok(0),
-        }
-    }
-
-    /// Asks the other side to ring (or not) when it publishes; enabling returns
-    /// whether something arrived meanwhile (then do not sleep). Nothing to ask
-    /// while the console is down: negotiation steps always ring.
-    pub fn set_wakeups<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        enabled: bool,
-    ) -> Result<bool, ConsoleError> {
-        match self.console.as_mut() {
-            Some(console) => console.set_wakeups(region, enabled),
-            None => Ok(false),
-        }
-    }
-
-    /// Publishes what was written and read; returns whether to ring.
-    fn flush_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
-        match self.console.as_mut() {
-            Some(console) => console.flush(region),
-            None => Ok(false),
-        }
-    }
-
-    /// Ends this side's output of `port` after what was written so far (call
-    /// [`flush`](Self::flush) first). It stays ended across restarts.
-    pub fn close_output<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-    ) -> Result<(), ConsoleError> {
-        check_can_end(&self.layout, port)?;
-        self.ended |= 1 << port;
-        if let Some(console) = self.console.as_mut() {
-            end_output(console, self.sides.map(|(me, _)| me), region, port)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the device ended its output of `port` (read on until `read`
-    /// returns 0: that is the end of the stream).
-    pub fn peer_ended<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        port: u32,
-    ) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_ref() else {
-            return Ok(false);
-        };
-        if has(console.features(), F_MULTIPORT) {
-            return Ok(console.port(port)?.peer_closed);
-        }
-        match self.sides {
-            Some((_, device)) => Ok(device.ended(region)? & (1 << port) != 0),
-            None => Ok(false),
-        }
-    }
-
-    /// Whether the device took every byte this side sent.
-    pub fn all_taken<R: Region + ?Sized>(&self, region: &R) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_ref() else {
-            return Ok(false);
-        };
-        let sent =
-            totals((0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)));
-        Ok(match self.sides {
-            Some((_, device)) => not_taken(sent.written, device.taken(region)?) == 0,
-            None => sent.acknowledged == sent.written,
-        })
-    }
-
-    /// Writes one byte through `emerg_wr` (needs `F_EMERG_WRITE`). `Ok(false)`
-    /// while the device has not taken the previous one; ring after `Ok(true)`.
-    pub fn emergency_write<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        byte: u8,
-    ) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_ref() else {
-            return Ok(false);
-        };
-        let word = emerg_wr(self.mmio.block());
-        if word.load(region, Ordering::Acquire)? != 0 {
-            return Ok(false);
-        }
-        let bytes = console.emergency_write(byte)?;
-        word.store(region, u32::from_le_bytes(bytes), Ordering::Release)?;
-        Ok(true)
-    }
-}
+pub use device::DeviceSession;
+pub use driver::DriverSession;
 
 /// Ends `port`'s output: `PORT_OPEN 0` with multiport, else the ended bit in
 /// this side's header line.
-fn end_output<R: Region + ?Sized, C: EndOutput>(
+fn end_output<R: Region + ?Sized, C: PortSide>(
     console: &mut C,
     me: Option<Side>,
     region: &R,
@@ -527,493 +215,36 @@ fn check_can_end(layout: &ConsoleLayout, port: u32) -> Result<(), ConsoleError> 
     Ok(())
 }
 
-/// What [`end_output`] needs of either side's console.
-trait EndOutput {
+/// What the sessions need of either side's console.
+trait PortSide {
     fn multiport(&self) -> bool;
     fn close(&mut self, port: u32) -> Result<(), ConsoleError>;
+    /// Every port's counters, summed.
+    fn totals(&self) -> PortCounters;
 }
 
-impl EndOutput for ConsoleDriver {
-    fn multiport(&self) -> bool {
-        has(self.features(), F_MULTIPORT)
-    }
-    fn close(&mut self, port: u32) -> Result<(), ConsoleError> {
-        self.close_output(port)
-    }
+macro_rules! port_side {
+    ($console:ty) => {
+        impl PortSide for $console {
+            fn multiport(&self) -> bool {
+                has(self.features(), F_MULTIPORT)
+            }
+            fn close(&mut self, port: u32) -> Result<(), ConsoleError> {
+                self.close_output(port)
+            }
+            fn totals(&self) -> PortCounters {
+                totals((0..self.ports()).filter_map(|p| self.port(p).ok().map(|s| s.counters)))
+            }
+        }
+    };
 }
 
-impl EndOutput for ConsoleDevice {
-    fn multiport(&self) -> bool {
-        has(self.features(), F_MULTIPORT)
-    }
-    fn close(&mut self, port: u32) -> Result<(), ConsoleError> {
-        self.close_output(port)
-    }
-}
+port_side!(ConsoleDriver);
+port_side!(ConsoleDevice);
 
 /// The console config's `emerg_wr` word.
 fn emerg_wr(block: MmioBlock) -> Le32 {
     Le32::at(block.config(EMERG_WR_OFFSET))
-}
-
-/// The device side of one console.
-#[derive(Debug)]
-pub struct DeviceSession {
-    layout: ConsoleLayout,
-    mmio: MmioDevice,
-    config: ConsoleConfig,
-    queues: [Option<Vring>; MAX_QUEUES],
-    console: Option<ConsoleDevice>,
-    sides: Option<(Side, Side)>,
-    ended: u32,
-    /// Bytes completed and taken as of the last flush.
-    returned: (u64, u64),
-    /// The driver's generation when this session came up.
-    driver_generation: u32,
-    /// An event found outside `poll`, handed out by the next one.
-    pending: Option<SessionEvent>,
-}
-
-impl DeviceSession {
-    /// Advances negotiation, notices a restarted or misbehaving peer, and hands
-    /// out one event.
-    pub fn poll<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
-        if let Some(event) = self.pending.take() {
-            return Ok(SessionPoll::event(event, true));
-        }
-        let polled = self.poll_inner(region);
-        self.guard(region, polled)
-    }
-
-    /// Copies up to `buf.len()` bytes the other side sent on `port`; 0 if none
-    /// now.
-    pub fn read<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        buf: &mut [u8],
-    ) -> Result<usize, ConsoleError> {
-        let n = self.read_inner(region, port, buf);
-        self.guard(region, n)
-    }
-
-    /// Takes as much of `data` for `port` as the buffers hold (0 while the
-    /// console is down or no buffer is free).
-    pub fn write<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        data: &[u8],
-    ) -> Result<usize, ConsoleError> {
-        let n = self.write_inner(region, port, data);
-        self.guard(region, n)
-    }
-
-    /// Publishes what was written and read; returns whether to ring.
-    pub fn flush<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
-        let ring = self.flush_inner(region);
-        self.guard(region, ring)
-    }
-
-    /// Turns what the other side got wrong into a reset of the session (its
-    /// event comes from the next `poll`); passes everything else on.
-    fn guard<R: Region + ?Sized, T: Default>(
-        &mut self,
-        region: &R,
-        result: Result<T, ConsoleError>,
-    ) -> Result<T, ConsoleError> {
-        match result {
-            Err(e) if e.is_peer_fault() => {
-                self.pending = Some(self.fault(region, e)?);
-                Ok(T::default())
-            }
-            other => other,
-        }
-    }
-    /// Starts the device side of `layout` as peer `id`, offering `config`
-    /// (`max_nr_ports` is the layout's) and publishing the register block.
-    /// Returns the session and whether to ring the driver.
-    pub fn new<R: Region + ?Sized>(
-        region: &R,
-        layout: ConsoleLayout,
-        id: PeerId,
-        config: ConsoleConfig,
-    ) -> Result<(Self, bool), ConsoleError> {
-        let num_max = layout
-            .queues()
-            .first()
-            .map_or(0, |ring| ring.layout().num());
-        let queue_num_max = [num_max; MAX_QUEUES];
-        let block = MmioBlock::new(layout.block)?;
-        // The sample's driver wants to see shared memory: the register block, at
-        // the address it knows it by.
-        let shm = (layout.handshake == mmio::Handshake::OpenampHvl).then(|| Shm {
-            base: layout.map.address_of(layout.block),
-            len: super::layout::hvl::SHM_LEN.into(),
-        });
-        let mmio = MmioDevice::new(
-            block,
-            layout.handshake,
-            &DeviceConfig {
-                device_id: CONSOLE,
-                vendor_id: VENDOR_ID,
-                version: layout.version,
-                features: layout.device_features,
-                queue_num_max: &queue_num_max[..layout.queues().len()],
-                shm,
-                config_size: CONFIG_SIZE,
-            },
-        )?;
-        let config = ConsoleConfig {
-            max_nr_ports: layout.ports,
-            emerg_wr: 0,
-            ..config
-        };
-        let sides = sides(&layout, SideKind::Device);
-        if let Some((me, _)) = sides {
-            me.attach(region, id)?;
-        }
-        let mut session = DeviceSession {
-            layout,
-            mmio,
-            config,
-            queues: [None; MAX_QUEUES],
-            console: None,
-            sides,
-            ended: 0,
-            returned: (0, 0),
-            driver_generation: 0,
-            pending: None,
-        };
-        let ring = session.mmio.publish(region, &config.to_bytes())?;
-        Ok((session, ring))
-    }
-
-    /// The layout.
-    pub fn layout(&self) -> &ConsoleLayout {
-        &self.layout
-    }
-
-    /// Whether the ports carry data.
-    pub fn is_up(&self) -> bool {
-        self.console.is_some()
-    }
-
-    /// The console, once up.
-    pub fn console(&self) -> Option<&ConsoleDevice> {
-        self.console.as_ref()
-    }
-
-    /// The register block's device side (for showing what was negotiated).
-    pub fn mmio(&self) -> &MmioDevice {
-        &self.mmio
-    }
-
-    /// Serves the negotiation and hands out one event.
-    fn poll_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<SessionPoll, ConsoleError> {
-        let polled = self.mmio.poll(region)?;
-        let ring = polled.ring;
-        let Some(event) = polled.event else {
-            return self.poll_console(region);
-        };
-        use crate::virtio::mmio::DeviceEvent as Mmio;
-        Ok(match event {
-            Mmio::Reset => match self.drop_console(region)? {
-                Some(lost) => SessionPoll::event(SessionEvent::PeerRestarted { lost }, ring),
-                None => SessionPoll { event: None, ring },
-            },
-            Mmio::QueueReady(queue) => match self.accept_queue(region, queue) {
-                Ok(()) => SessionPoll { event: None, ring },
-                Err(e) => {
-                    let again = self.mmio.set_needs_reset(region)?;
-                    SessionPoll::event(SessionEvent::DriverFailed(e), ring || again)
-                }
-            },
-            Mmio::DriverOk => self.come_up(region, ring)?,
-            Mmio::Failed(e) => SessionPoll::event(SessionEvent::DriverFailed(e), ring),
-            Mmio::Status(_) | Mmio::FeaturesAccepted(_) | Mmio::FeaturesRefused { .. } => {
-                SessionPoll { event: None, ring }
-            }
-        })
-    }
-
-    fn poll_console<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-    ) -> Result<SessionPoll, ConsoleError> {
-        let Some(console) = self.console.as_mut() else {
-            return Ok(SessionPoll::IDLE);
-        };
-        if has(console.features(), F_EMERG_WRITE) {
-            let word = emerg_wr(self.mmio.block());
-            let value = word.load(region, Ordering::Acquire)?;
-            if value != 0 {
-                word.store(region, 0, Ordering::Release)?;
-                if let Some(byte) = console.emergency_write(value) {
-                    return Ok(SessionPoll::event(SessionEvent::Emergency(byte), false));
-                }
-            }
-        }
-        Ok(SessionPoll {
-            event: console.poll(region)?.map(SessionEvent::Device),
-            ring: false,
-        })
-    }
-
-    /// The driver wrote something no correct driver writes (or restarted under
-    /// the session): drop the queues and ask for a reset, reporting what was
-    /// lost.
-    fn fault<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        error: ConsoleError,
-    ) -> Result<SessionEvent, ConsoleError> {
-        let restarted = match self.sides {
-            Some((_, driver)) => driver.generation(region)? != self.driver_generation,
-            None => false,
-        };
-        let lost = self.drop_console(region)?.unwrap_or(0);
-        self.mmio.set_needs_reset(region)?;
-        Ok(if restarted {
-            SessionEvent::PeerRestarted { lost }
-        } else {
-            SessionEvent::PeerFault(error)
-        })
-    }
-
-    /// Forgets the queues of a session the driver reset; the bytes it never took,
-    /// if there was a session.
-    fn drop_console<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-    ) -> Result<Option<u64>, ConsoleError> {
-        self.queues = [None; MAX_QUEUES];
-        self.returned = (0, 0);
-        let Some(console) = self.console.take() else {
-            return Ok(None);
-        };
-        let sent =
-            totals((0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)));
-        let lost = match self.sides {
-            Some((me, driver)) => {
-                let lost = not_taken(sent.written, driver.taken(region)?);
-                me.set_taken(region, 0)?;
-                me.set_ended(region, 0)?;
-                lost
-            }
-            None => sent.buffered,
-        };
-        Ok(Some(lost))
-    }
-
-    /// Checks a queue the driver configured against the layout: its rings must
-    /// lie in the layout's vring area, in the region, where the driver said.
-    fn accept_queue<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        queue: QueueConfig,
-    ) -> Result<(), MmioError> {
-        let bad = MmioError::BadQueueLayout(queue.index);
-        let (address, layout) = queue.contiguous().ok_or(bad)?;
-        let (start, len) = self.layout.vring_area;
-        let offset = address
-            .checked_sub(self.layout.map.base())
-            .and_then(|o| usize::try_from(o).ok())
-            .ok_or(bad)?;
-        let inside = offset >= start
-            && offset
-                .checked_add(layout.size())
-                .is_some_and(|end| end <= start + len);
-        let slot = self
-            .queues
-            .get_mut(usize::from(queue.index))
-            .ok_or(MmioError::BadQueueIndex(queue.index.into()))?;
-        if !inside {
-            return Err(bad);
-        }
-        *slot = Some(Vring::new(offset, layout, region.len()).map_err(|_| bad)?);
-        Ok(())
-    }
-
-    fn come_up<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        ring: bool,
-    ) -> Result<SessionPoll, ConsoleError> {
-        let count = self.layout.queues().len();
-        let mut queues = [self.layout.queues()[0]; MAX_QUEUES];
-        for (index, (slot, got)) in queues.iter_mut().zip(&self.queues[..count]).enumerate() {
-            match got {
-                Some(ring) => *slot = *ring,
-                None => {
-                    let again = self.mmio.set_needs_reset(region)?;
-                    return Ok(SessionPoll::event(
-                        SessionEvent::DriverFailed(MmioError::QueueAbsent(index as u16)),
-                        ring || again,
-                    ));
-                }
-            }
-        }
-        let features = self.mmio.features().unwrap_or(0);
-        let mut console = ConsoleDevice::new(
-            features,
-            self.config,
-            &queues[..count],
-            self.layout.map,
-            self.layout.max_buffer_len,
-        )?;
-        for port in 0..console.ports() {
-            if self.ended & (1 << port) != 0 {
-                end_output(&mut console, self.sides.map(|(me, _)| me), region, port)?;
-            }
-        }
-        if let Some((_, driver)) = self.sides {
-            self.driver_generation = driver.generation(region)?;
-        }
-        self.console = Some(console);
-        Ok(SessionPoll::event(SessionEvent::Up { features }, ring))
-    }
-
-    /// Copies up to `buf.len()` bytes the driver sent on `port`; 0 if none now.
-    fn read_inner<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        buf: &mut [u8],
-    ) -> Result<usize, ConsoleError> {
-        let Some(console) = self.console.as_mut() else {
-            return Ok(0);
-        };
-        console.read(region, port, buf)
-    }
-
-    /// Records, for the other side's accounting, that every byte `read` handed
-    /// out so far is taken for good (call it once they are written out: a
-    /// restart of this side then loses nothing the other side counts as taken).
-    pub fn commit_taken<R: Region + ?Sized>(&self, region: &R) -> Result<(), ConsoleError> {
-        if let (Some(console), Some((me, _))) = (self.console.as_ref(), self.sides) {
-            let taken = totals(
-                (0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)),
-            );
-            me.set_taken(region, taken.received)?;
-        }
-        Ok(())
-    }
-
-    /// Puts as much of `data` for `port` into the driver's receive buffers as
-    /// they hold (0 while the console is down or no buffer is posted).
-    fn write_inner<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-        data: &[u8],
-    ) -> Result<usize, ConsoleError> {
-        match self.console.as_mut() {
-            Some(console) => console.write(region, port, data),
-            None => Ok(0),
-        }
-    }
-
-    /// Asks the other side to ring (or not) when it publishes; enabling returns
-    /// whether something arrived meanwhile (then do not sleep). Nothing to ask
-    /// while the console is down: negotiation steps always ring.
-    pub fn set_wakeups<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        enabled: bool,
-    ) -> Result<bool, ConsoleError> {
-        match self.console.as_mut() {
-            Some(console) => console.set_wakeups(region, enabled),
-            None => Ok(false),
-        }
-    }
-
-    /// Publishes what was written and read; returns whether to ring.
-    fn flush_inner<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_mut() else {
-            return Ok(false);
-        };
-        let ring = console.flush(region)?;
-        // The sample's driver asks for nothing: it learns of used buffers from
-        // InterruptStatus and a doorbell, so every returned buffer raises both.
-        let sent =
-            totals((0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)));
-        let progress = (sent.acknowledged, sent.received);
-        let returned = progress != self.returned;
-        self.returned = progress;
-        if ring || (returned && self.layout.handshake == mmio::Handshake::OpenampHvl) {
-            return Ok(self.mmio.raise_interrupt(region, INTERRUPT_USED_BUFFER)? || ring);
-        }
-        Ok(false)
-    }
-
-    /// Ends this side's output of `port` (call [`flush`](Self::flush) first).
-    pub fn close_output<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        port: u32,
-    ) -> Result<(), ConsoleError> {
-        check_can_end(&self.layout, port)?;
-        self.ended |= 1 << port;
-        if let Some(console) = self.console.as_mut() {
-            end_output(console, self.sides.map(|(me, _)| me), region, port)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the driver ended its output of `port` (read on until `read`
-    /// returns 0).
-    pub fn peer_ended<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        port: u32,
-    ) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_ref() else {
-            return Ok(false);
-        };
-        if has(console.features(), F_MULTIPORT) {
-            return Ok(console.port(port)?.driver_closed);
-        }
-        match self.sides {
-            Some((_, driver)) => Ok(driver.ended(region)? & (1 << port) != 0),
-            None => Ok(false),
-        }
-    }
-
-    /// Whether the driver took every byte this side sent.
-    pub fn all_taken<R: Region + ?Sized>(&self, region: &R) -> Result<bool, ConsoleError> {
-        let Some(console) = self.console.as_ref() else {
-            return Ok(false);
-        };
-        let sent =
-            totals((0..console.ports()).filter_map(|p| console.port(p).ok().map(|s| s.counters)));
-        Ok(match self.sides {
-            Some((_, driver)) => not_taken(sent.written, driver.taken(region)?) == 0,
-            None => sent.acknowledged == sent.written,
-        })
-    }
-
-    /// Resizes the console (`F_SIZE`): the new size reaches the driver as a
-    /// `RESIZE` message or a configuration change. Returns whether to ring.
-    pub fn resize<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        cols: u16,
-        rows: u16,
-    ) -> Result<bool, ConsoleError> {
-        self.config.cols = cols;
-        self.config.rows = rows;
-        let Some(console) = self.console.as_mut() else {
-            return Ok(self
-                .mmio
-                .write_config(region, 0, &self.config.to_bytes()[..4])?);
-        };
-        let config = console.resize(cols, rows);
-        if has(console.features(), F_MULTIPORT) {
-            return console.flush(region);
-        }
-        Ok(self.mmio.write_config(region, 0, &config.to_bytes()[..4])?)
-    }
 }
 
 /// The `VendorID` an ivlink device publishes ("IVLK").

@@ -1,10 +1,13 @@
+use core::sync::atomic::Ordering;
+
 use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::HeapRegion;
-use crate::console::{NativeShape, hvl};
+use crate::console::{ConsoleConfig, NativeShape, hvl};
+use crate::virtio::virtq::Vring;
 
 /// The shape most tests use: Miri interprets every byte of a section's setup,
 /// so it gets a small one.
