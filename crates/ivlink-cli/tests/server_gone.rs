@@ -127,3 +127,28 @@ fn a_stream_end_with_idle_input_exits_when_the_server_is_killed() {
     b.expect_line("the server went away");
     assert!(!b.wait_exit().success());
 }
+
+#[test]
+fn both_sides_of_a_console_exit_when_the_server_is_killed() {
+    kill_the_server_under(&[
+        (&["console", "device"], ""),
+        (&["console", "driver"], "console up"),
+    ]);
+}
+
+#[test]
+fn a_console_side_with_idle_input_exits_when_the_server_is_killed() {
+    // The device ends its output at once; the driver then only waits on its input.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let mut server = server(&socket, &["--memfd"]);
+    let _device = Running::start(&with_socket(&["console", "device"], &socket));
+    let (mut driver, _input) =
+        Running::start_with_stdin(&with_socket(&["console", "driver"], &socket));
+    driver.expect_line("console up");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.signal(Signal::KILL);
+    server.wait_exit();
+    driver.expect_line("the server went away");
+    assert!(!driver.wait_exit().success());
+}

@@ -356,6 +356,7 @@ impl Shared<'_> {
                 continue;
             }
             engine.check_present(device).map_err(console_io)?;
+            self.notice_server_gone()?;
             let slice = deadline.map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             self.sleep(engine, slice)?;
         }
@@ -467,7 +468,23 @@ impl Shared<'_> {
     fn check(&self) -> io::Result<()> {
         let mut engine = lock(&self.engine);
         self.serve(&mut engine)?;
-        engine.check_present(self.device).map_err(console_io)
+        engine.check_present(self.device).map_err(console_io)?;
+        self.notice_server_gone()
+    }
+
+    /// Fails once the server is gone. Peer events themselves are not needed:
+    /// who is there comes from the peer list.
+    fn notice_server_gone(&self) -> io::Result<()> {
+        while let Some(event) = self
+            .device
+            .wait(WaitFor::PEER_EVENTS, Some(Duration::ZERO))
+            .map_err(|e| console_io(e.into()))?
+        {
+            if event == crate::device::Event::ServerGone {
+                return Err(console_io(DeviceError::ServerGone.into()));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -220,6 +220,7 @@ fn upstream<W: PortWrite>(
                 break;
             }
             Got::Woken => break,
+            Got::Idle => tx.check().map_err(RelayError::WriteStream)?,
         }
     }
     if !escaped && wake.state() != WakeState::Stop {

@@ -81,23 +81,44 @@ impl Wake {
 /// Waits until `fd` has one of `events`, or the wake was raised (`Ok(false)`).
 pub(crate) fn wait_fd(fd: BorrowedFd<'_>, events: PollFlags, wake: &Wake) -> io::Result<bool> {
     loop {
+        if let Some(ready) = wait_fd_for(fd, events, wake, Duration::from_secs(3600))? {
+            return Ok(ready);
+        }
+    }
+}
+
+/// [`wait_fd`] for at most `timeout`: `None` if neither became ready.
+fn wait_fd_for(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    wake: &Wake,
+    timeout: Duration,
+) -> io::Result<Option<bool>> {
+    let timeout = rustix::event::Timespec::try_from(timeout)
+        .map_err(|_| io::Error::other("timeout too long"))?;
+    loop {
         let mut fds = [
             PollFd::from_borrowed_fd(wake.fd(), PollFlags::IN),
             PollFd::from_borrowed_fd(fd, events),
         ];
-        match poll(&mut fds, None) {
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
         if !fds[0].revents().is_empty() {
-            return Ok(false);
+            return Ok(Some(false));
         }
         if !fds[1].revents().is_empty() {
-            return Ok(true);
+            return Ok(Some(true));
         }
     }
 }
+
+/// How long a source may stay quiet before the relay looks at the port (an idle
+/// input must not hide a vanished peer or server).
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// What a [`Source`] read gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +129,8 @@ pub(crate) enum Got {
     Eof,
     /// The wake was raised first.
     Woken,
+    /// Nothing came for a while: time to see whether the port is still there.
+    Idle,
 }
 
 /// Where the bytes for the port come from.
@@ -191,7 +214,7 @@ impl Source {
                         *pending = chunk?;
                         *at = 0;
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Got::Idle),
                     Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Got::Eof),
                 }
             },
@@ -202,8 +225,10 @@ impl Source {
 /// One poll-then-read of `fd`: the outer error is poll's, the inner the read's.
 fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8], wake: &Wake) -> io::Result<Result<Got, Errno>> {
     let ready = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
-    if !wait_fd(fd, ready, wake)? {
-        return Ok(Ok(Got::Woken));
+    match wait_fd_for(fd, ready, wake, IDLE_AFTER)? {
+        Some(true) => {}
+        Some(false) => return Ok(Ok(Got::Woken)),
+        None => return Ok(Ok(Got::Idle)),
     }
     Ok(match rustix::io::read(fd, buf) {
         Ok(0) => Ok(Got::Eof),
