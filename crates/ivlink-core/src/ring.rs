@@ -44,11 +44,9 @@ const TAIL: Le64 = Le64::at(128);
 const WANT_DATA: Le32 = Le32::at(136);
 const CONSUMER_STATE: Le32 = Le32::at(140);
 
-// A record: its length, a reserved word (zero), then the message. Records start
-// at multiples of 8 in a power-of-two data area, so a header never wraps.
+// A record: its length (le32), a reserved word (zero), then the message. Records
+// start at multiples of 8 in a power-of-two data area, so a header never wraps.
 const RECORD_ALIGN: u64 = 8;
-const RECORD_LEN: Le32 = Le32::at(0);
-const RECORD_RESERVED: Le32 = Le32::at(4);
 
 const ATTACHED: u32 = 1;
 const CLOSED: u32 = 2;
@@ -469,13 +467,12 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
                 return Ok(false);
             }
         }
-        let record = self.layout.data_offset(self.head);
-        RECORD_LEN
-            .of(record)
-            .store(self.region, message.len() as u32, Ordering::Relaxed)?;
-        RECORD_RESERVED
-            .of(record)
-            .store(self.region, 0, Ordering::Relaxed)?;
+        // One copy of the whole header: atomics here would mix sizes with the
+        // message bytes later written over the same place.
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(&(message.len() as u32).to_le_bytes());
+        self.region
+            .write(self.layout.data_offset(self.head), &header)?;
         self.layout.write_wrapping(
             self.region,
             self.head.wrapping_add(RECORD_HEADER as u64),
@@ -619,9 +616,10 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         if available < RECORD_HEADER as u64 {
             return self.poison(Corruption::RecordLength { len: 0, available });
         }
-        let len = RECORD_LEN
-            .of(self.layout.data_offset(self.tail))
-            .load(self.region, Ordering::Relaxed)?;
+        let mut header = [0u8; RECORD_HEADER];
+        self.region
+            .read(self.layout.data_offset(self.tail), &mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let size = record_size(len as usize) as u64;
         if len as usize > self.layout.max_message() || size > available {
             return self.poison(Corruption::RecordLength { len, available });
