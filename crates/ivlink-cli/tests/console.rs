@@ -304,3 +304,53 @@ fn the_samples_layout_is_refused_on_a_region_too_small() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_port_chosen_by_name_carries_the_lines_and_an_unknown_name_gets_one_line() {
+    let (_dir, _server, sock) = private_server();
+    let named = ["--ports", "2", "--port-names", "console,log"];
+    let device = console(
+        "device",
+        &sock,
+        &[&named[..], &["--port", "log"]].concat(),
+        None,
+    );
+    let driver = console(
+        "driver",
+        &sock,
+        &["--port", "log"],
+        Some(b"one\ntwo\n".to_vec()),
+    );
+    let (driver_status, _, driver_err) = driver.finish();
+    let (device_status, out, device_err) = device.finish();
+    assert!(driver_status.success(), "driver: {driver_err}");
+    assert!(device_status.success(), "device: {device_err}");
+    assert_eq!(out, b"one\ntwo\n", "device printed: {device_err}");
+
+    let device = console(
+        "device",
+        &sock,
+        &[&named[..], &["--keep-open"]].concat(),
+        None,
+    );
+    let unknown = console("driver", &sock, &["--port", "data"], None);
+    let (status, _, err) = unknown.finish();
+    assert!(!status.success());
+    assert!(
+        err.contains("no port named 'data' (ports: console, log)") && err.lines().count() == 1,
+        "{err}"
+    );
+    drop(device);
+    let own = console(
+        "device",
+        &sock,
+        &[&named[..], &["--port", "data"]].concat(),
+        None,
+    );
+    let (status, _, err) = own.finish();
+    assert!(!status.success());
+    assert!(
+        err.contains("no port named 'data' (ports: console, log)") && err.lines().count() == 1,
+        "{err}"
+    );
+}
