@@ -120,9 +120,9 @@ fn names_list(names: &[String]) -> String {
 pub enum PortSelector {
     /// Port `n` (0 is the console port).
     Number(u32),
-    /// The port the device names so: on the driver, it is known once the device
-    /// has named its ports; on the device, it is one of
-    /// [`ConsoleOptions::port_names`].
+    /// The port the device names so: on the driver, [`Console::open`] waits until
+    /// the device has named its ports (and keeps that port across restarts); on
+    /// the device, it is one of [`ConsoleOptions::port_names`].
     Name(String),
 }
 
@@ -370,6 +370,10 @@ fn own_port_named(options: &ConsoleOptions, name: &str) -> Result<u32, ConsoleFa
 
 /// Gives the device's ports their names, refusing two alike.
 fn name_ports(session: &mut DeviceSession, names: &[String]) -> Result<(), ConsoleFailure> {
+    if names.len() > session.layout().ports as usize {
+        // The section may be older than these options, made by the other side.
+        return Err(ConsoleError::Layout("more port names than the console has ports").into());
+    }
     for (port, name) in (0u32..).zip(names) {
         if !name.is_empty() && names[..port as usize].contains(name) {
             return Err(ConsoleError::Layout("two ports have the same name").into());
