@@ -136,6 +136,7 @@ fn private_server() -> (tempfile::TempDir, common::Running, String) {
 fn lines_from_the_driver_reach_the_device_in_either_start_order() {
     for device_first in [true, false] {
         let (_dir, _server, sock) = private_server();
+        // Whichever side comes first creates the section: both give its shape.
         let start_device = || console("device", &sock, &[], None);
         let start_driver = || console("driver", &sock, &[], Some(b"a\nb\n".to_vec()));
         let (device, driver) = if device_first {
@@ -336,4 +337,50 @@ fn a_pty_on_the_device_is_opened_twice_by_another_program() {
     drop(to_driver);
     assert!(driver.wait_exit().success(), "driver");
     assert!(device.wait_exit().success(), "device");
+}
+
+#[test]
+fn a_port_chosen_by_name_carries_the_lines_and_an_unknown_name_gets_one_line() {
+    let named = ["--ports", "2", "--port-names", "console,log"];
+    let with = |extra: &[&'static str]| [&named[..], extra].concat();
+    for device_first in [true, false] {
+        let (_dir, _server, sock) = private_server();
+        // Whichever side comes first creates the section: both give its shape.
+        let start_device = || console("device", &sock, &with(&["--port", "log"]), None);
+        let start_driver = || {
+            let lines = Some(b"one\ntwo\n".to_vec());
+            console("driver", &sock, &["--ports", "2", "--port", "log"], lines)
+        };
+        let (device, driver) = if device_first {
+            let device = start_device();
+            (device, start_driver())
+        } else {
+            let driver = start_driver();
+            std::thread::sleep(Duration::from_millis(200));
+            (start_device(), driver)
+        };
+        let (driver_status, _, driver_err) = driver.finish();
+        let (device_status, out, device_err) = device.finish();
+        assert!(driver_status.success(), "driver: {driver_err}");
+        assert!(device_status.success(), "device: {device_err}");
+        assert_eq!(out, b"one\ntwo\n", "device printed: {device_err}");
+    }
+
+    let (_dir, _server, sock) = private_server();
+    let device = console("device", &sock, &with(&["--keep-open"]), None);
+    let unknown = console("driver", &sock, &["--ports", "2", "--port", "data"], None);
+    let (status, _, err) = unknown.finish();
+    assert!(!status.success());
+    assert!(
+        err.contains("no port named 'data' (ports: console, log)") && err.lines().count() == 1,
+        "{err}"
+    );
+    drop(device);
+    let own = console("device", &sock, &with(&["--port", "data"]), None);
+    let (status, _, err) = own.finish();
+    assert!(!status.success());
+    assert!(
+        err.contains("no port named 'data' (ports: console, log)") && err.lines().count() == 1,
+        "{err}"
+    );
 }

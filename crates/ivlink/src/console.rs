@@ -9,7 +9,9 @@
 //! [`DuplexPort`](crate::relay::DuplexPort)). Both halves share one session: the
 //! one that sleeps on the doorbell wakes the other.
 
+use std::fmt;
 use std::io;
+use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use ivlink_core::{PeerId, Region, Vector};
 use crate::device::{Device, DeviceError, WaitFor};
 use crate::section::OpenFailure;
 
-pub use ivlink_core::console::{NativeShape, Profile, hvl};
+pub use ivlink_core::console::{MAX_PORT_NAME, MAX_PORTS, NativeShape, Profile, hvl};
 
 mod engine;
 mod notice;
@@ -86,6 +88,14 @@ pub enum ConsoleFailure {
         /// How long this side waited.
         waited: Duration,
     },
+    /// No port has the name asked for.
+    #[error("no port named '{name}' (ports: {})", names_list(names))]
+    NoPortNamed {
+        /// The name asked for.
+        name: String,
+        /// The ports' names, port 0 first ("-" for a port without one).
+        names: Vec<String>,
+    },
     /// Another driver or device is connected to this console.
     #[error("console {section:?} already has a {role} (peer {peer}); stop it first")]
     Taken {
@@ -96,6 +106,51 @@ pub enum ConsoleFailure {
         /// Its peer.
         peer: PeerId,
     },
+}
+
+fn names_list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none named".to_owned();
+    }
+    names.join(", ")
+}
+
+/// A port by number, or by the name its device gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSelector {
+    /// Port `n` (0 is the console port).
+    Number(u32),
+    /// The port the device names so: on the driver, [`Console::open`] waits until
+    /// the device has named its ports (and keeps that port across restarts); on
+    /// the device, it is one of [`ConsoleOptions::port_names`].
+    Name(String),
+}
+
+impl Default for PortSelector {
+    fn default() -> Self {
+        PortSelector::Number(0)
+    }
+}
+
+impl FromStr for PortSelector {
+    type Err = std::convert::Infallible;
+
+    /// Digits are a number, anything else a name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse() {
+            Ok(n) => PortSelector::Number(n),
+            Err(_) => PortSelector::Name(s.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for PortSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSelector::Number(n) => write!(f, "{n}"),
+            PortSelector::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 impl OpenFailure<ConsoleLayout> for ConsoleFailure {
@@ -116,7 +171,10 @@ pub struct ConsoleOptions {
     /// Native: ports, queue size and buffer size (used by whoever creates it).
     pub shape: NativeShape,
     /// The port this console reads and writes.
-    pub port: u32,
+    pub port: PortSelector,
+    /// Device: the ports' names, port 0 first (multiport sends them to the
+    /// driver; fewer names than ports leave the rest unnamed).
+    pub port_names: Vec<String>,
     /// The doorbell vector.
     pub vector: Vector,
     /// The peer to ring; `None`: the native header says, or the profile's rule
@@ -144,7 +202,8 @@ impl ConsoleOptions {
             role,
             section: "console".to_owned(),
             shape: NativeShape::default(),
-            port: 0,
+            port: PortSelector::Number(0),
+            port_names: Vec::new(),
             vector: 0,
             peer: None,
             address_base: HVL_ZEPHYR_ADDRESS_BASE,
@@ -163,6 +222,8 @@ struct Shared<'d> {
     /// Bumped whenever the half sleeping on the doorbell wakes.
     woke: Condvar,
     options: ConsoleOptions,
+    /// The port read and written, as resolved from `options.port`.
+    port: u32,
     observer: Mutex<Option<Observer>>,
 }
 
@@ -185,8 +246,17 @@ impl<'d> Console<'d> {
             Profile::Native => open_native(device, options)?,
             Profile::HvlZephyr => ConsoleLayout::hvl_zephyr(region.len(), options.address_base)?,
         };
-        if options.port >= layout.ports {
-            return Err(ConsoleError::NoSuchPort(options.port).into());
+        let port = match &options.port {
+            PortSelector::Number(n) => Some(*n),
+            PortSelector::Name(name) => match options.role {
+                ConsoleRole::Device => Some(own_port_named(options, name)?),
+                ConsoleRole::Driver => None,
+            },
+        };
+        if let Some(port) = port
+            && port >= layout.ports
+        {
+            return Err(ConsoleError::NoSuchPort(port).into());
         }
         refuse_a_second(device, &layout, options)?;
         let engine = match options.role {
@@ -200,24 +270,46 @@ impl<'d> Console<'d> {
                     max_nr_ports: layout.ports,
                     emerg_wr: 0,
                 };
-                let (session, ring) = DeviceSession::new(region, layout, device.id(), config)?;
+                let (mut session, ring) = DeviceSession::new(region, layout, device.id(), config)?;
+                name_ports(&mut session, &options.port_names)?;
                 let mut engine = Engine::device(session, options);
                 engine.ring_later(ring);
                 engine
             }
         };
-        let shared = Arc::new(Shared {
+        let mut shared = Shared {
             device,
             engine: Mutex::new(engine),
             woke: Condvar::new(),
             options: options.clone(),
+            port: port.unwrap_or(0),
             observer: Mutex::new(None),
-        });
+        };
+        if let (None, PortSelector::Name(name)) = (port, &options.port) {
+            // Bounded by the absence timeout: the device names its ports as
+            // soon as the driver is up.
+            shared.port = shared
+                .wait_for(None, |engine, _| engine.port_named(name))
+                .map_err(|e| {
+                    e.downcast::<ConsoleFailure>().unwrap_or_else(|error| {
+                        DeviceError::Io {
+                            context: "waiting for the port's name",
+                            error,
+                        }
+                        .into()
+                    })
+                })?;
+        }
         Ok(Console {
-            shared,
+            shared: Arc::new(shared),
             read_timeout: None,
             write_timeout: None,
         })
+    }
+
+    /// The port this console reads and writes (a name resolved).
+    pub fn port(&self) -> u32 {
+        self.shared.port
     }
 
     /// Calls `observer` with every [`Notice`] (negotiation done, the other side
@@ -263,6 +355,32 @@ impl<'d> Console<'d> {
             },
         )
     }
+}
+
+/// The device's own port named `name`.
+fn own_port_named(options: &ConsoleOptions, name: &str) -> Result<u32, ConsoleFailure> {
+    let found = options.port_names.iter().position(|n| n == name);
+    found
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| ConsoleFailure::NoPortNamed {
+            name: name.to_owned(),
+            names: options.port_names.clone(),
+        })
+}
+
+/// Gives the device's ports their names, refusing two alike.
+fn name_ports(session: &mut DeviceSession, names: &[String]) -> Result<(), ConsoleFailure> {
+    if names.len() > session.layout().ports as usize {
+        // The section may be older than these options, made by the other side.
+        return Err(ConsoleError::Layout("more port names than the console has ports").into());
+    }
+    for (port, name) in (0u32..).zip(names) {
+        if !name.is_empty() && names[..port as usize].contains(name) {
+            return Err(ConsoleError::Layout("two ports have the same name").into());
+        }
+        session.set_port_name(port, name)?;
+    }
+    Ok(())
 }
 
 /// Finds or creates the native section.
@@ -419,7 +537,7 @@ impl Shared<'_> {
             return Ok(0);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let port = self.options.port;
+        let port = self.port;
         self.wait_for(deadline, |engine, device| {
             let n = engine.read(device, port, buf)?;
             if n > 0 {
@@ -439,7 +557,7 @@ impl Shared<'_> {
             return Ok(0);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let port = self.options.port;
+        let port = self.port;
         self.wait_for(deadline, |engine, device| {
             let n = engine.write(device, port, data)?;
             Ok((n > 0).then_some(n))
@@ -460,9 +578,7 @@ impl Shared<'_> {
     fn close(&self) -> io::Result<()> {
         let mut engine = lock(&self.engine);
         self.serve(&mut engine)?;
-        engine
-            .close(self.device, self.options.port)
-            .map_err(console_io)
+        engine.close(self.device, self.port).map_err(console_io)
     }
 
     fn check(&self) -> io::Result<()> {

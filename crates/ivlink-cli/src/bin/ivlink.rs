@@ -69,9 +69,13 @@ enum Command {
     #[command(subcommand)]
     Rpmsg(ivlink_cli::commands::rpmsg::RpmsgCommand),
     /// Virtio console without a hypervisor (virtio-mmio in the region): device or driver side
-    #[command(subcommand)]
+    #[command(subcommand, after_help = CONSOLE_HELP)]
     Console(ivlink_cli::commands::console::ConsoleCommand),
 }
+
+/// How `ivlink console` picks a port of several.
+const CONSOLE_HELP: &str = "Several ports: `device --ports 3 --port-names console,log,data` names them, \
+and either side picks one with `--port log` (or by number, `--port 1`).";
 
 /// Options of `ivlink client`.
 #[derive(Debug, clap::Args)]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use ivlink::console::{
-    Console, ConsoleOptions, ConsoleRole, HVL_ZEPHYR_ADDRESS_BASE, NativeShape, Notice, Profile,
+    Console, ConsoleOptions, ConsoleRole, HVL_ZEPHYR_ADDRESS_BASE, MAX_PORT_NAME, MAX_PORTS,
+    NativeShape, Notice, PortSelector, Profile,
 };
 use ivlink::relay::{PortRead, PortWrite};
 
@@ -77,9 +78,10 @@ pub struct SideArgs {
     #[arg(long, value_name = "NAME", default_value = "console")]
     pub section: String,
 
-    /// The port to use (multiport consoles have several)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub port: u32,
+    /// The port to use, by number or by the name the device gives it (multiport
+    /// consoles have several)
+    #[arg(long, value_name = "N|NAME", default_value = "0")]
+    pub port: PortSelector,
 
     /// native, if creating: ports (more than 1 negotiates multiport)
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -135,7 +137,7 @@ impl SideArgs {
                 num: self.buffers,
                 buf_size: self.buffer_size,
             },
-            port: self.port,
+            port: self.port.clone(),
             vector: self.vector,
             peer: self.peer,
             address_base: self.address_base,
@@ -153,9 +155,39 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "COLSxROWS", value_parser = parse_size, default_value = "80x25")]
     pub size: (u16, u16),
 
+    /// The ports' names, port 0 first, sent to the driver (multiport), which may
+    /// then choose a port by name: `--port-names console,log`
+    #[arg(long, value_name = "NAME,...", value_parser = parse_port_names)]
+    pub port_names: Option<PortNames>,
+
     /// The console
     #[command(flatten)]
     pub side: SideArgs,
+}
+
+/// The names of `--port-names`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortNames(Vec<String>);
+
+fn parse_port_names(s: &str) -> Result<PortNames, String> {
+    let names: Vec<String> = s.split(',').map(str::to_owned).collect();
+    if names.len() > MAX_PORTS {
+        return Err(format!("at most {MAX_PORTS} names"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.len() > MAX_PORT_NAME {
+            return Err(format!("'{name}': a name is 1 to {MAX_PORT_NAME} bytes"));
+        }
+        if name.parse::<u32>().is_ok() {
+            return Err(format!(
+                "'{name}': a name is not a number (--port takes both)"
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(format!("'{name}' names two ports"));
+        }
+    }
+    Ok(PortNames(names))
 }
 
 fn parse_size(s: &str) -> Result<(u16, u16), String> {
@@ -172,8 +204,17 @@ impl DeviceArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let relay = self.side.relay.prepare("console")?;
         let device = self.side.transport.transport().open()?;
+        let names = self.port_names.as_ref().map_or(&[][..], |n| &n.0[..]);
+        if names.len() > self.side.ports as usize {
+            anyhow::bail!(
+                "--port-names gives {} names to {} ports (--ports)",
+                names.len(),
+                self.side.ports
+            );
+        }
         let options = ConsoleOptions {
             size: self.size,
+            port_names: names.to_vec(),
             ..self.side.options(ConsoleRole::Device)
         };
         let console = Console::open(&*device, &options).context("opening the console")?;
@@ -284,6 +325,13 @@ mod tests {
         assert_eq!(parse_size("132x43"), Ok((132, 43)));
         assert!(parse_size("80").is_err());
         assert!(parse_size("80x-1").is_err());
+        assert_eq!(
+            parse_port_names("console,log"),
+            Ok(PortNames(vec!["console".into(), "log".into()]))
+        );
+        for bad in ["a,,b", "a,a", "7", &"x".repeat(57), "a,b,c,d,e,f,g,h,i"] {
+            assert!(parse_port_names(bad).is_err(), "{bad}");
+        }
         assert_eq!(
             demo_line(8010, "qemu_cortex_a53"),
             "[8010]: Hello World I'm qemu_cortex_a53 sending data over Virtio-MMIO Serial Port\n"

@@ -206,6 +206,31 @@ impl Engine {
         Ok(n)
     }
 
+    /// Driver: the port the device named `name`; `None` while its names may
+    /// still come, and an error once they all came without it.
+    pub(super) fn port_named(&self, name: &str) -> Result<Option<u32>, ConsoleFailure> {
+        let Side::Driver(s) = &self.side else {
+            return Ok(None);
+        };
+        if let Some(port) = s.port_named(name) {
+            return Ok(Some(port));
+        }
+        let Some(console) = s.console().filter(|_| s.names_known()) else {
+            return Ok(None);
+        };
+        let names = (0..console.ports())
+            .filter_map(|p| console.port(p).ok())
+            .map(|p| match p.name.as_str() {
+                "" => "-".to_owned(),
+                name => name.to_owned(),
+            })
+            .collect();
+        Err(ConsoleFailure::NoPortNamed {
+            name: name.to_owned(),
+            names,
+        })
+    }
+
     pub(super) fn peer_ended(&self, region: &RawRegion, port: u32) -> Result<bool, ConsoleFailure> {
         Ok(either!(&self.side, s => s.peer_ended(region, port))?)
     }

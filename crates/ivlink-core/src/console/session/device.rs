@@ -11,7 +11,7 @@ use super::{
 use crate::PeerId;
 use crate::console::{
     CONFIG_SIZE, ConsoleConfig, ConsoleDevice, ConsoleError, ConsoleLayout, F_EMERG_WRITE,
-    F_MULTIPORT, MAX_QUEUES, Side, SideKind, has,
+    F_MULTIPORT, MAX_PORTS, MAX_QUEUES, PortName, Side, SideKind, has,
 };
 use crate::region::Region;
 use crate::virtio::id::CONSOLE;
@@ -29,6 +29,8 @@ pub struct DeviceSession {
     console: Option<ConsoleDevice>,
     sides: Option<(Side, Side)>,
     ended: u32,
+    /// Each port's name (kept across restarts).
+    names: [PortName; MAX_PORTS],
     /// Bytes completed and taken as of the last flush.
     returned: (u64, u64),
     /// The driver's generation when this session came up.
@@ -90,6 +92,7 @@ impl DeviceSession {
             console: None,
             sides,
             ended: 0,
+            names: [PortName::EMPTY; MAX_PORTS],
             returned: (0, 0),
             driver_generation: 0,
             pending: None,
@@ -111,6 +114,31 @@ impl DeviceSession {
     /// The console, once up.
     pub fn console(&self) -> Option<&ConsoleDevice> {
         self.console.as_ref()
+    }
+
+    /// Names `port`: with multiport the driver gets a `PORT_NAME` when it reports
+    /// the port ready, also after every restart of the driver.
+    pub fn set_port_name(&mut self, port: u32, name: &str) -> Result<(), ConsoleError> {
+        let name = PortName::new(name)?;
+        let slot = self
+            .names
+            .get_mut(port as usize)
+            .filter(|_| port < self.layout.ports)
+            .ok_or(ConsoleError::NoSuchPort(port))?;
+        *slot = name;
+        if let Some(console) = self.console.as_mut() {
+            console.set_port_name(port, name.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// The port this side named `name`.
+    pub fn port_named(&self, name: &str) -> Option<u32> {
+        (0..self.layout.ports).find(|&p| {
+            self.names
+                .get(p as usize)
+                .is_some_and(|n| !n.is_empty() && n.as_str() == name)
+        })
     }
 
     /// The register block's device side (for showing what was negotiated).
@@ -271,6 +299,10 @@ impl DeviceSession {
             self.layout.max_buffer_len,
         )?;
         for port in 0..console.ports() {
+            let name = self.names.get(port as usize).copied().unwrap_or_default();
+            if !name.is_empty() {
+                console.set_port_name(port, name.as_str())?;
+            }
             if self.ended & (1 << port) != 0 {
                 end_output(&mut console, self.sides.map(|(me, _)| me), region, port)?;
             }

@@ -84,6 +84,26 @@ impl DriverSession {
         self.console.as_ref()
     }
 
+    /// The port the device named `name`, once its `PORT_NAME` arrived.
+    pub fn port_named(&self, name: &str) -> Option<u32> {
+        let console = self.console.as_ref()?;
+        (0..console.ports()).find(|&p| {
+            console
+                .port(p)
+                .is_ok_and(|s| !s.name.is_empty() && s.name.as_str() == name)
+        })
+    }
+
+    /// Whether every port's name (if it has one) is known: the console is up and
+    /// the device opened or closed each port, which it does after naming it. A
+    /// name [`port_named`](Self::port_named) does not find by then is no port's.
+    pub fn names_known(&self) -> bool {
+        self.console.as_ref().is_some_and(|console| {
+            (0..console.ports())
+                .all(|p| console.port(p).is_ok_and(|s| s.peer_open || s.peer_closed))
+        })
+    }
+
     /// The device wrote something no correct device writes (or restarted under
     /// the session): start over, reporting what was lost.
     fn fault<R: Region + ?Sized>(

@@ -343,3 +343,63 @@ fn the_samples_block_holds_its_values() {
     assert_eq!(word(0x0b0), hvl::SHM_LEN, "SHMLenLow");
     let _ = Le32::at(0);
 }
+
+#[test]
+fn the_devices_port_names_reach_the_driver_again_after_a_restart() {
+    let shape = NativeShape {
+        ports: 3,
+        ..shape()
+    };
+    let (region, layout) = native(shape);
+    let mut dev = device(&region, layout);
+    dev.set_port_name(0, "console").unwrap();
+    dev.set_port_name(2, "log").unwrap();
+    assert!(dev.set_port_name(3, "data").is_err(), "no port 3");
+    assert!(dev.set_port_name(1, &"x".repeat(57)).is_err(), "too long");
+    assert_eq!(dev.port_named("log"), Some(2));
+    assert_eq!(dev.port_named(""), None, "port 1 has no name");
+    for _restart in 0..2 {
+        let mut drv = driver(&region, layout);
+        assert!(!drv.names_known());
+        settle(&region, &mut drv, &mut dev);
+        assert!(drv.names_known());
+        assert_eq!(drv.port_named("log"), Some(2));
+        assert_eq!(drv.port_named("console"), Some(0));
+        assert_eq!(drv.port_named("data"), None);
+        assert_eq!(drv.port_named(""), None);
+    }
+}
+
+#[test]
+fn a_port_name_corrupted_in_the_region_makes_the_driver_start_over() {
+    let shape = NativeShape {
+        ports: 2,
+        ..shape()
+    };
+    let (region, layout) = native(shape);
+    let mut dev = device(&region, layout);
+    let mut drv = driver(&region, layout);
+    settle(&region, &mut drv, &mut dev);
+    dev.set_port_name(1, "xyz").unwrap();
+    dev.flush(&*region).unwrap();
+    let pool = layout.pool.offset..region.len() - 3;
+    let at = pool
+        .into_iter()
+        .find(|&at| {
+            let mut b = [0u8; 3];
+            region.read(at, &mut b).unwrap();
+            &b == b"xyz"
+        })
+        .expect("the name is in a control buffer");
+    region.write(at, &[0xff]).unwrap();
+    let seen = settle(&region, &mut drv, &mut dev);
+    assert!(
+        seen.driver
+            .iter()
+            .any(|e| matches!(e, SessionEvent::PeerFault(ConsoleError::Corrupt(_)))),
+        "{seen:?}"
+    );
+    // Negotiated again, the name arrives intact.
+    assert!(up(&seen.driver), "{seen:?}");
+    assert_eq!(drv.port_named("xyz"), Some(1));
+}
