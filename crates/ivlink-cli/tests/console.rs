@@ -384,3 +384,21 @@ fn a_port_chosen_by_name_carries_the_lines_and_an_unknown_name_gets_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn emergency_text_from_the_driver_is_printed_by_the_device() {
+    let (_dir, _server, sock) = private_server();
+    let device = console("device", &sock, &[], None);
+    let driver = console(
+        "driver",
+        &sock,
+        &["--emergency", "oops: early panic"],
+        Some(b"after\n".to_vec()),
+    );
+    let (driver_status, _, driver_err) = driver.finish();
+    let (device_status, out, err) = device.finish();
+    assert!(driver_status.success(), "driver: {driver_err}");
+    assert!(device_status.success(), "device: {err}");
+    assert!(err.contains("oops: early panic"), "{err}");
+    assert_eq!(out, b"after\n");
+}

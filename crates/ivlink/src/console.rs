@@ -96,6 +96,9 @@ pub enum ConsoleFailure {
         /// The ports' names, port 0 first ("-" for a port without one).
         names: Vec<String>,
     },
+    /// Only the driver side does this.
+    #[error("only the console driver sends {0}")]
+    DriverOnly(&'static str),
     /// Another driver or device is connected to this console.
     #[error("console {section:?} already has a {role} (peer {peer}); stop it first")]
     Taken {
@@ -335,6 +338,23 @@ impl<'d> Console<'d> {
     /// Bytes sent that the other side never took because it restarted, so far.
     pub fn lost(&self) -> u64 {
         lock(&self.shared.engine).lost()
+    }
+
+    /// Driver: writes `text` through the emergency register (`F_EMERG_WRITE`),
+    /// a byte at a time, each once the device took the one before; the device
+    /// reports them as [`Notice::Emergency`]. Fails on the device side, and
+    /// past `timeout` for a byte the device does not take.
+    pub fn emergency_write(&self, text: &[u8], timeout: Duration) -> io::Result<()> {
+        for &byte in text {
+            let deadline = Instant::now() + timeout;
+            self.shared.wait_for(Some(deadline), |engine, device| {
+                match engine.emergency_write(device, byte)? {
+                    Some(written) => Ok(written.then_some(())),
+                    None => Err(ConsoleFailure::DriverOnly("emergency writes")),
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Ends this side's output (the other side reads end of file after the data).

@@ -225,7 +225,14 @@ impl DeviceArgs {
 
 /// Tells on standard error what the console does.
 fn print_notice(notice: &Notice) {
-    eprintln!("{notice}");
+    match notice {
+        // Emergency output is the driver's text, as it comes.
+        Notice::Emergency(byte) => {
+            let mut err = std::io::stderr();
+            let _ = err.write_all(&[*byte]).and_then(|()| err.flush());
+        }
+        notice => eprintln!("{notice}"),
+    }
 }
 
 /// Options of `ivlink console driver`.
@@ -243,6 +250,11 @@ pub struct DriverArgs {
     #[arg(long, value_name = "N", default_value_t = 0, requires = "demo")]
     pub count: u64,
 
+    /// Write TEXT through the emergency register (F_EMERG_WRITE) first; the
+    /// device prints it on standard error
+    #[arg(long, value_name = "TEXT")]
+    pub emergency: Option<String>,
+
     /// The console
     #[command(flatten)]
     pub side: SideArgs,
@@ -259,6 +271,12 @@ impl DriverArgs {
         let console = Console::open(&*device, &self.side.options(ConsoleRole::Driver))
             .context("opening the console")?;
         console.set_observer(Box::new(print_notice));
+        if let Some(text) = &self.emergency {
+            let timeout = Duration::from_secs_f64(self.side.timeout.max(1.0));
+            console
+                .emergency_write(text.as_bytes(), timeout)
+                .context("writing through the emergency register")?;
+        }
         relay.run(console)
     }
 

@@ -231,6 +231,23 @@ impl Engine {
         })
     }
 
+    /// Driver: writes `byte` through `emerg_wr` and rings; `Some(false)` while
+    /// the device has not taken the previous one, `None` on the device side.
+    pub(super) fn emergency_write(
+        &mut self,
+        device: &dyn Device,
+        byte: u8,
+    ) -> Result<Option<bool>, ConsoleFailure> {
+        let Side::Driver(s) = &self.side else {
+            return Ok(None);
+        };
+        let written = s.emergency_write(device.region(), byte)?;
+        if written {
+            self.ring(device);
+        }
+        Ok(Some(written))
+    }
+
     pub(super) fn peer_ended(&self, region: &RawRegion, port: u32) -> Result<bool, ConsoleFailure> {
         Ok(either!(&self.side, s => s.peer_ended(region, port))?)
     }
