@@ -315,24 +315,9 @@ fn a_pty_on_the_device_is_opened_twice_by_another_program() {
     assert!(path.starts_with("/dev/pts/"), "{line}");
     let (mut driver, mut to_driver) =
         common::Running::start_with_stdin(&["console", "driver", "-S", &sock]);
-    for round in 0..2 {
-        let mut terminal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .expect("open the pty");
-        writeln!(terminal, "ping {round}").unwrap();
-        driver.expect_line(&format!("ping {round}"));
-        writeln!(to_driver, "pong {round}").unwrap();
-        let (got_tx, got) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 7];
-            let _ = got_tx.send(terminal.read_exact(&mut buf).map(|()| buf));
-            // The terminal closes here, at the end of the round.
-        });
-        let reply = got.recv_timeout(WAIT).expect("a reply through the pty");
-        assert_eq!(&reply.unwrap(), format!("pong {round}\n").as_bytes());
-    }
+    common::pty_opened_twice(&path, &mut to_driver, |line| {
+        driver.expect_line(line);
+    });
     // The driver's end of input ends the pty side too, and both exit 0.
     drop(to_driver);
     assert!(driver.wait_exit().success(), "driver");

@@ -1,6 +1,8 @@
 //! `ivlink stream` end to end: two processes on a private server pipe their
 //! standard input to each other, like two `nc`s.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -307,24 +309,9 @@ fn a_pty_is_opened_and_closed_twice_by_another_program() {
     let mut to_pty = other.stdin.take().unwrap();
     let from_pty = lines([other.stdout.take().unwrap()]);
     let mut other = Killed(other);
-    for round in 0..2 {
-        let mut terminal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .expect("open the pty");
-        writeln!(terminal, "ping {round}").unwrap();
-        expect_line(&from_pty, &format!("ping {round}"));
-        writeln!(to_pty, "pong {round}").unwrap();
-        let (got_tx, got) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 7];
-            let _ = got_tx.send(terminal.read_exact(&mut buf).map(|()| buf));
-            // The terminal closes here, at the end of the round.
-        });
-        let reply = got.recv_timeout(WAIT).expect("a reply through the pty");
-        assert_eq!(&reply.unwrap(), format!("pong {round}\n").as_bytes());
-    }
+    common::pty_opened_twice(&path, &mut to_pty, |line| {
+        expect_line(&from_pty, line);
+    });
     // The other side's end ends the pty side, and both exit 0.
     drop(to_pty);
     wait_success(&mut other);

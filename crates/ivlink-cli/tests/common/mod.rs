@@ -174,3 +174,32 @@ impl Drop for ShmName {
         let _ = std::fs::remove_file(self.path());
     }
 }
+
+/// Opens the pty at `path` twice, in turn: each time a line written to the
+/// terminal must reach the other side (`expect_from_other`) and a line written
+/// to the other side (`to_other`) must come back through the terminal.
+pub fn pty_opened_twice(
+    path: &str,
+    to_other: &mut impl std::io::Write,
+    expect_from_other: impl Fn(&str),
+) {
+    use std::io::{Read, Write};
+    for round in 0..2 {
+        let mut terminal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open the pty");
+        writeln!(terminal, "ping {round}").unwrap();
+        expect_from_other(&format!("ping {round}"));
+        writeln!(to_other, "pong {round}").unwrap();
+        let (got_tx, got) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 7];
+            let _ = got_tx.send(terminal.read_exact(&mut buf).map(|()| buf));
+            // The terminal closes here, at the end of the round.
+        });
+        let reply = got.recv_timeout(WAIT).expect("a reply through the pty");
+        assert_eq!(&reply.unwrap(), format!("pong {round}\n").as_bytes());
+    }
+}
