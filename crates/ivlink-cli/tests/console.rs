@@ -119,6 +119,29 @@ impl Side {
     }
 }
 
+/// Starts both sides, `device_first` or the driver first, and waits until both
+/// exit 0; the device's standard output and standard error.
+fn both_succeed(
+    device_first: bool,
+    start_device: impl Fn() -> Side,
+    start_driver: impl Fn() -> Side,
+) -> (Vec<u8>, String) {
+    let (device, driver) = if device_first {
+        let device = start_device();
+        std::thread::sleep(Duration::from_millis(200));
+        (device, start_driver())
+    } else {
+        let driver = start_driver();
+        std::thread::sleep(Duration::from_millis(200));
+        (start_device(), driver)
+    };
+    let (driver_status, _, driver_err) = driver.finish();
+    let (device_status, out, device_err) = device.finish();
+    assert!(driver_status.success(), "driver: {driver_err}");
+    assert!(device_status.success(), "device: {device_err}");
+    (out, device_err)
+}
+
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     (0..len as u64)
         .map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
@@ -139,19 +162,7 @@ fn lines_from_the_driver_reach_the_device_in_either_start_order() {
         // Whichever side comes first creates the section: both give its shape.
         let start_device = || console("device", &sock, &[], None);
         let start_driver = || console("driver", &sock, &[], Some(b"a\nb\n".to_vec()));
-        let (device, driver) = if device_first {
-            let device = start_device();
-            std::thread::sleep(Duration::from_millis(200));
-            (device, start_driver())
-        } else {
-            let driver = start_driver();
-            std::thread::sleep(Duration::from_millis(200));
-            (start_device(), driver)
-        };
-        let (driver_status, _, driver_err) = driver.finish();
-        let (device_status, out, err) = device.finish();
-        assert!(driver_status.success(), "driver: {driver_err}");
-        assert!(device_status.success(), "device: {err}");
+        let (out, err) = both_succeed(device_first, start_device, start_driver);
         assert_eq!(out, b"a\nb\n", "device printed: {err}");
         assert!(err.contains("VIRTIO_MMIO_DEVICE_ID: 0x3"), "{err}");
         assert!(err.contains("Config Status DRIVER_OK"), "{err}");
@@ -336,18 +347,7 @@ fn a_port_chosen_by_name_carries_the_lines_and_an_unknown_name_gets_one_line() {
             let lines = Some(b"one\ntwo\n".to_vec());
             console("driver", &sock, &["--ports", "2", "--port", "log"], lines)
         };
-        let (device, driver) = if device_first {
-            let device = start_device();
-            (device, start_driver())
-        } else {
-            let driver = start_driver();
-            std::thread::sleep(Duration::from_millis(200));
-            (start_device(), driver)
-        };
-        let (driver_status, _, driver_err) = driver.finish();
-        let (device_status, out, device_err) = device.finish();
-        assert!(driver_status.success(), "driver: {driver_err}");
-        assert!(device_status.success(), "device: {device_err}");
+        let (out, device_err) = both_succeed(device_first, start_device, start_driver);
         assert_eq!(out, b"one\ntwo\n", "device printed: {device_err}");
     }
 
