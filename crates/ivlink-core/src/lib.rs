@@ -21,6 +21,7 @@ pub mod directory;
 pub mod mailbox;
 pub mod members;
 pub mod notify;
+pub mod ntb;
 pub mod raw_message;
 pub mod region;
 pub mod ring;

@@ -5,7 +5,7 @@
 //!
 //! One section (directory kind [`SectionKind::Ntb`](crate::SectionKind)) holds a
 //! switch of `ports` ports (2..=[`MAX_PORTS`]), like the partitions of an IDT
-//! switch. A process takes a port ([`NtbLayout::claim`]); every other port is one
+//! switch. A process takes a port (`claim`); every other port is one
 //! of its peers, by a dense peer index (`pidx`) in port order without itself.
 //! Every register lives in the region and changes only by atomic operations: a
 //! doorbell ring is a `fetch_or`, a clear a `fetch_and`, a message a
@@ -41,9 +41,9 @@
 //! | 64 | 4 | anyone | `events`: pending event bits ([`Events`]), taken by the owner |
 //! | 68 | 4 | owner, anyone | `want`: 1 = the owner sleeps; the next raiser clears it and rings |
 //! | 128 | 8 | peers, owner | `db`: the inbound doorbell register |
-//! | 192 | 8 · msg_count | peers, owner | inbound message registers ([`MessageWord`]) |
+//! | 192 | 8 · msg_count | peers, owner | inbound message registers (data, source port + 1, full bit) |
 //! | spads | 4 · spad_count | peers, owner | scratchpads |
-//! | inbound | 32 · mw_count | owner | inbound window translations ([`Translation`]) |
+//! | inbound | 32 · mw_count | owner | inbound window translations (peer port + 1, offset, size) |
 //! | outbound | 32 · mw_count | owner | outbound window translations |
 //!
 //! The windows follow, at the first 4 KiB boundary of the region after the
@@ -64,7 +64,7 @@
 //! - **Messages.** An inbound register is one 64-bit word: data, source port and a
 //!   full bit, written by one compare-and-exchange from empty. A write into a full
 //!   register fails and sets the writer's outbound status bit. The owner clears
-//!   the full bit ([`NtbLayout::msg_clear_sts`]) to free the register.
+//!   the full bit (`msg_clear_sts`) to free the register.
 //! - **Links.** Port `p` sees the link to `q` up when both are owned, both enabled
 //!   their link and (checked by the std layer) both owners are connected.
 //! - **Windows.** The owner of an inbound window translates it for one peer (an
@@ -81,17 +81,15 @@ use core::fmt;
 
 use crate::setup::{SetupError, SetupWord};
 
+mod doorbell;
 mod layout;
-mod port;
-mod snapshot;
+mod message;
 #[cfg(test)]
 mod tests;
-mod window;
 
-pub use layout::{NtbLayout, NtbShape};
-pub use port::{Claim, MessageWord, MsgWrite, Owner};
-pub use snapshot::{NtbHeader, PortSnapshot};
-pub use window::{MwAlign, Translation, Window};
+pub use doorbell::Ring;
+pub use layout::{NtbHeader, NtbLayout, NtbShape};
+pub use message::{Message, MsgWrite};
 
 /// Most ports a switch can have.
 pub const MAX_PORTS: u32 = 16;
@@ -227,7 +225,11 @@ impl From<SetupError> for NtbLayoutError {
 }
 
 /// `Err(NoSuch)` unless `index < count`.
-pub(crate) fn check_index(what: &'static str, index: u64, count: u64) -> Result<(), NtbLayoutError> {
+pub(crate) fn check_index(
+    what: &'static str,
+    index: u64,
+    count: u64,
+) -> Result<(), NtbLayoutError> {
     if index < count {
         Ok(())
     } else {
