@@ -276,6 +276,11 @@ impl NtbLayout {
         Ok(self.base + HEADER + port as usize * self.block_size)
     }
 
+    /// Bytes of one port's register block.
+    pub(crate) fn block_len(&self) -> usize {
+        self.block_size
+    }
+
     /// The region offset of `port`'s inbound window `widx`.
     pub fn window_offset(&self, port: u32, widx: u32) -> Result<usize, NtbLayoutError> {
         check_index("port", port.into(), self.shape.ports.into())?;

@@ -84,12 +84,14 @@ use crate::setup::{SetupError, SetupWord};
 mod doorbell;
 mod layout;
 mod message;
+mod port;
 #[cfg(test)]
 mod tests;
 
 pub use doorbell::Ring;
 pub use layout::{NtbHeader, NtbLayout, NtbShape};
 pub use message::{Message, MsgWrite};
+pub use port::{Claim, Owner, Rings};
 
 /// Most ports a switch can have.
 pub const MAX_PORTS: u32 = 16;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::HeapRegion;
 use crate::Region;
+use crate::notify::PeerId;
 use crate::section::SectionProtocol;
 use proptest::prelude::*;
 
@@ -501,4 +502,141 @@ fn scratchpads_are_checked_32_bit_registers() {
             count: 16
         })
     ));
+}
+
+fn claim(peer: PeerId, port: Option<u32>) -> Claim {
+    Claim {
+        peer,
+        session: u32::from(peer) * 7 + 1,
+        port,
+    }
+}
+
+#[test]
+fn links_are_up_only_between_owned_enabled_live_ports() {
+    let (region, layout, _) = switch(small_shape());
+    let nobody_gone = |_| false;
+    let (a, _) = layout
+        .claim(&*region, claim(10, None), nobody_gone)
+        .unwrap();
+    let (b, _) = layout
+        .claim(&*region, claim(11, None), nobody_gone)
+        .unwrap();
+    assert_eq!((a, b), (0, 1));
+    assert_eq!(layout.link_is_up(&*region, 0, nobody_gone).unwrap(), 0);
+    let _ = layout.set_link(&*region, 0, true).unwrap();
+    assert_eq!(layout.link_is_up(&*region, 0, nobody_gone).unwrap(), 0);
+    // Port 1's claim raised a link event on port 0.
+    assert!(
+        layout
+            .take_events(&*region, 0)
+            .unwrap()
+            .contains(Events::LINK)
+    );
+    assert!(layout.arm(&*region, 0).unwrap());
+    let rings = layout.set_link(&*region, 1, true).unwrap();
+    assert_eq!(rings.peers(), &[10]);
+    assert!(
+        layout
+            .take_events(&*region, 0)
+            .unwrap()
+            .contains(Events::LINK)
+    );
+    assert_eq!(layout.link_is_up(&*region, 0, nobody_gone).unwrap(), 0b01);
+    assert_eq!(layout.link_is_up(&*region, 1, nobody_gone).unwrap(), 0b01);
+    // Port 1's owner is reported gone: the link is down, and a newcomer takes
+    // the port with fresh registers and a new generation.
+    assert_eq!(layout.link_is_up(&*region, 0, |p| p == 11).unwrap(), 0);
+    layout.spad_write(&*region, 1, 0, 99).unwrap();
+    let before = layout.owner(&*region, 1).unwrap().unwrap().generation;
+    assert!(matches!(
+        layout.claim(&*region, claim(12, Some(1)), nobody_gone),
+        Err(NtbLayoutError::PortTaken { port: Some(1) })
+    ));
+    let (port, _) = layout
+        .claim(&*region, claim(12, Some(1)), |p| p == 11)
+        .unwrap();
+    assert_eq!(port, 1);
+    let owner = layout.owner(&*region, 1).unwrap().unwrap();
+    assert_eq!((owner.peer, owner.generation), (12, before + 1));
+    assert_eq!(layout.spad_read(&*region, 1, 0).unwrap(), 0);
+    assert!(
+        !layout
+            .holds(&*region, 1, 11, claim(11, None).session)
+            .unwrap()
+    );
+    let _ = layout.set_link(&*region, 1, true).unwrap();
+    assert_eq!(layout.link_is_up(&*region, 0, nobody_gone).unwrap(), 0b01);
+    // Leaving takes the link down for the peers.
+    let _ = layout
+        .release(&*region, 1, 12, claim(12, None).session)
+        .unwrap();
+    assert_eq!(layout.link_is_up(&*region, 0, nobody_gone).unwrap(), 0);
+    assert_eq!(layout.evict(&*region, 10).unwrap(), 0b1);
+    assert_eq!(layout.owner(&*region, 0).unwrap(), None);
+}
+
+#[test]
+fn a_damaged_owner_word_is_reported_and_the_port_can_be_retaken() {
+    let (region, layout, _) = switch(small_shape());
+    let owner = layout.port_block(2).unwrap();
+    region
+        .store_u32(owner, 0x7000_0000, core::sync::atomic::Ordering::Relaxed)
+        .unwrap();
+    assert!(matches!(
+        layout.owner(&*region, 2),
+        Err(NtbLayoutError::Damaged(_))
+    ));
+    assert!(!layout.link_enabled(&*region, 2).unwrap());
+    let (port, _) = layout
+        .claim(&*region, claim(3, Some(2)), |_| false)
+        .unwrap();
+    assert_eq!(port, 2);
+}
+
+/// Two peers ring and write messages into one port at once, from real threads:
+/// every doorbell bit survives (no read-modify-write race), and each message
+/// register ends up holding exactly one writer's data with that writer as source.
+#[test]
+fn writers_racing_on_one_port_lose_no_bit_and_mix_no_message() {
+    let (region, layout, _) = switch(small_shape());
+    let rounds = if cfg!(miri) { 4 } else { 2000 };
+    let refused = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        for from in [1u32, 2] {
+            let (region, layout, refused) = (&region, layout, &refused);
+            scope.spawn(move || {
+                for round in 0..rounds {
+                    let bit = 1u64 << ((round % 32) * 2 + from - 1);
+                    let _ = layout.db_set(&**region, 0, bit).unwrap();
+                    let data = from << 24 | round;
+                    if let MsgWrite::Refused(_) = layout
+                        .peer_msg_write(&**region, from, 0, round % 4, data)
+                        .unwrap()
+                    {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let every_bit = if rounds >= 32 {
+        u64::MAX
+    } else {
+        (1 << (2 * rounds)) - 1
+    };
+    assert_eq!(layout.db_read(&*region, 0).unwrap(), every_bit);
+    let mut delivered = 0;
+    for midx in 0..4 {
+        let message = layout.msg_read(&*region, 0, midx).unwrap();
+        assert!(message.full);
+        let from = message.from.unwrap();
+        assert_eq!(
+            message.data >> 24,
+            from,
+            "register {midx} mixes two writers"
+        );
+        delivered += 1;
+    }
+    assert_eq!(delivered + refused.into_inner(), 2 * rounds);
 }
