@@ -27,7 +27,7 @@ const LINE: usize = 64;
 const SPADS_IN_BLOCK: usize = 256;
 
 /// Bytes of one translation record.
-const TRANSLATION_SIZE: usize = 32;
+pub(crate) const TRANSLATION_SIZE: usize = 32;
 
 /// How a new switch is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +274,11 @@ impl NtbLayout {
     pub fn port_block(&self, port: u32) -> Result<usize, NtbLayoutError> {
         check_index("port", port.into(), self.shape.ports.into())?;
         Ok(self.base + HEADER + port as usize * self.block_size)
+    }
+
+    /// Where the translation records start in a port's block.
+    pub(crate) fn translations_in_block(&self) -> usize {
+        (SPADS_IN_BLOCK + 4 * self.shape.spad_count as usize).next_multiple_of(LINE)
     }
 
     /// Bytes of one port's register block.

@@ -87,11 +87,13 @@ mod message;
 mod port;
 #[cfg(test)]
 mod tests;
+mod window;
 
 pub use doorbell::Ring;
 pub use layout::{NtbHeader, NtbLayout, NtbShape};
 pub use message::{Message, MsgWrite};
 pub use port::{Claim, Owner, Rings};
+pub use window::{MwAlign, Translation, Window};
 
 /// Most ports a switch can have.
 pub const MAX_PORTS: u32 = 16;

@@ -640,3 +640,73 @@ fn writers_racing_on_one_port_lose_no_bit_and_mix_no_message() {
     }
     assert_eq!(delivered + refused.into_inner(), 2 * rounds);
 }
+
+#[test]
+fn an_outbound_window_reaches_only_what_the_peer_granted() {
+    let (region, layout, _) = switch(small_shape());
+    let buffer = layout.mw_buffer(1, 0).unwrap();
+    assert_eq!(buffer.len, 4096);
+    // Port 0 cannot point at port 1's memory before port 1 grants it.
+    let addr = buffer.offset as u64;
+    assert_eq!(
+        layout.peer_mw_set_trans(&*region, 0, 1, 0, addr, 4096),
+        Err(NtbLayoutError::NotGranted)
+    );
+    assert_eq!(
+        layout.mw_set_trans(&*region, 1, 0, 0, addr + 1, 4096),
+        Err(NtbLayoutError::BadTranslation)
+    );
+    assert_eq!(
+        layout.mw_set_trans(&*region, 1, 0, 0, addr, 8192),
+        Err(NtbLayoutError::BadTranslation)
+    );
+    layout.mw_set_trans(&*region, 1, 0, 0, addr, 4096).unwrap();
+    let grant = layout.mw_trans(&*region, 1, 0).unwrap().unwrap();
+    assert_eq!((grant.port, grant.window), (0, buffer));
+    // Port 2 is not the one granted.
+    assert_eq!(
+        layout.peer_mw_set_trans(&*region, 2, 1, 0, addr, 4096),
+        Err(NtbLayoutError::NotGranted)
+    );
+    layout
+        .peer_mw_set_trans(&*region, 0, 1, 0, addr, 4096)
+        .unwrap();
+    let out = layout.peer_mw_get_addr(&*region, 0, 0).unwrap().unwrap();
+    assert_eq!((out.port, out.window), (1, buffer));
+    // Writes through it land in port 1's buffer.
+    region.write(out.window.offset + 100, b"zero copy").unwrap();
+    let mut seen = [0u8; 9];
+    region.read(buffer.offset + 100, &mut seen).unwrap();
+    assert_eq!(&seen, b"zero copy");
+    // Once port 1 closes its window, port 0's outbound window reaches nothing.
+    layout.mw_clear_trans(&*region, 1, 0).unwrap();
+    assert_eq!(
+        layout.peer_mw_get_addr(&*region, 0, 0),
+        Err(NtbLayoutError::NotGranted)
+    );
+    layout.peer_mw_clear_trans(&*region, 0, 0).unwrap();
+    assert_eq!(layout.peer_mw_get_addr(&*region, 0, 0).unwrap(), None);
+}
+
+#[test]
+fn a_hostile_translation_never_reaches_outside_the_window() {
+    let (region, layout, _) = switch(small_shape());
+    let buffer = layout.mw_buffer(2, 1).unwrap();
+    layout
+        .mw_set_trans(&*region, 2, 0, 1, buffer.offset as u64, 4096)
+        .unwrap();
+    // Port 2 lies: its record now claims 1 GiB.
+    let translations = layout.port_block(2).unwrap() + layout.translations_in_block();
+    let record = translations + 32;
+    region
+        .store_u64(record + 16, 1 << 30, core::sync::atomic::Ordering::Relaxed)
+        .unwrap();
+    assert!(matches!(
+        layout.mw_trans(&*region, 2, 1),
+        Err(NtbLayoutError::Damaged(_))
+    ));
+    assert_eq!(
+        layout.peer_mw_set_trans(&*region, 0, 2, 0, buffer.offset as u64, 1 << 30),
+        Err(NtbLayoutError::NotGranted)
+    );
+}
