@@ -18,13 +18,6 @@ const DB: Le64 = Le64::at(128);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ring(pub bool);
 
-impl Ring {
-    /// Either raise asked for a ring.
-    pub fn or(self, other: Ring) -> Ring {
-        Ring(self.0 || other.0)
-    }
-}
-
 impl NtbLayout {
     /// Raises `events` on `port`; rings if its owner sleeps on them.
     pub fn raise<R: Region + ?Sized>(

@@ -14,8 +14,8 @@ const GENERATION: Le32 = Le32::at(8);
 const LINK: Le32 = Le32::at(12);
 /// Marks an owner word while its new owner resets the port.
 const JOINING: u32 = 1 << 31;
-/// Bytes of a block the claimer resets: everything after the owner word up to
-/// the windows' translations included.
+/// Where the claimer starts resetting a port's block: everything after the
+/// owner word, translations included.
 const RESET_FROM: usize = 4;
 
 /// A port's owner as recorded.
@@ -184,11 +184,7 @@ impl NtbLayout {
         region: &R,
         port: u32,
     ) -> Result<bool, NtbLayoutError> {
-        let on = LINK
-            .of(self.port_block(port)?)
-            .load(region, Ordering::SeqCst)?
-            == 1;
-        Ok(on && matches!(self.owner(region, port), Ok(Some(_))))
+        self.live_and_enabled(region, port, |_| false)
     }
 
     /// The peers of `port` whose link is up, as a bitmask of peer indices: both
@@ -199,20 +195,29 @@ impl NtbLayout {
         port: u32,
         gone: impl Fn(PeerId) -> bool,
     ) -> Result<u64, NtbLayoutError> {
-        let alive = |p: u32| -> Result<bool, NtbLayoutError> {
-            Ok(self.link_enabled(region, p)?
-                && matches!(self.owner(region, p), Ok(Some(o)) if !gone(o.peer)))
-        };
-        if !alive(port)? {
+        if !self.live_and_enabled(region, port, &gone)? {
             return Ok(0);
         }
         let mut up = 0;
         for pidx in 0..self.shape().ports - 1 {
-            if alive(self.peer_port(port, pidx)?)? {
+            if self.live_and_enabled(region, self.peer_port(port, pidx)?, &gone)? {
                 up |= 1 << pidx;
             }
         }
         Ok(up)
+    }
+
+    fn live_and_enabled<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        port: u32,
+        gone: impl Fn(PeerId) -> bool,
+    ) -> Result<bool, NtbLayoutError> {
+        let on = LINK
+            .of(self.port_block(port)?)
+            .load(region, Ordering::SeqCst)?
+            == 1;
+        Ok(on && matches!(self.owner(region, port), Ok(Some(o)) if !gone(o.peer)))
     }
 
     /// Raises a link event on every owned port but `port`.

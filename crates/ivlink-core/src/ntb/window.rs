@@ -98,8 +98,9 @@ impl NtbLayout {
         Ok(())
     }
 
-    /// Reads a record and checks it against `window` (of `mw_size` bytes).
-    fn load_record<R: Region + ?Sized>(
+    /// Reads a record: the port it names (validated), its offset and size as
+    /// read.
+    fn load_raw<R: Region + ?Sized>(
         &self,
         region: &R,
         at: usize,
@@ -111,10 +112,22 @@ impl NtbLayout {
         };
         let offset = OFFSET.of(at).load(region, Ordering::Relaxed)?;
         let size = SIZE.of(at).load(region, Ordering::Relaxed)?;
-        if !self.fits(offset, size) {
+        Ok(Some((port, offset, size)))
+    }
+
+    /// Reads an inbound record, whose offset and size must fit its window.
+    fn load_record<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        at: usize,
+    ) -> Result<Option<(u32, u64, u64)>, NtbLayoutError> {
+        let record = self.load_raw(region, at)?;
+        if let Some((_, offset, size)) = record
+            && !self.fits(offset, size)
+        {
             return Err(NtbLayoutError::Damaged("translation outside its window"));
         }
-        Ok(Some((port, offset, size)))
+        Ok(record)
     }
 
     fn fits(&self, offset: u64, size: u64) -> bool {
@@ -220,16 +233,11 @@ impl NtbLayout {
         widx: u32,
     ) -> Result<Option<Translation>, NtbLayoutError> {
         let at = self.record(port, Table::Outbound, widx)?;
-        // The outbound record holds a region offset, not a window offset.
-        let port_plus_one = FOR_PORT.of(at).load(region, Ordering::Acquire)?;
-        if port_plus_one == 0 {
+        // An outbound record holds a region offset, checked against the peer's
+        // grant rather than against a window of its own.
+        let Some((peer, addr, size)) = self.load_raw(region, at)? else {
             return Ok(None);
-        }
-        let peer = port_plus_one - 1;
-        check_index("port", peer.into(), self.shape().ports.into())
-            .map_err(|_| NtbLayoutError::Damaged("outbound window to no port"))?;
-        let addr = OFFSET.of(at).load(region, Ordering::Relaxed)?;
-        let size = SIZE.of(at).load(region, Ordering::Relaxed)?;
+        };
         let window = self.granted(region, port, peer, addr, size)?;
         Ok(Some(Translation { port: peer, window }))
     }
