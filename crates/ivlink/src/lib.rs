@@ -19,6 +19,7 @@ pub mod doorbell;
 pub mod inspect;
 pub mod mailbox;
 pub mod mapping;
+pub mod ntb;
 pub mod raw_message;
 pub mod relay;
 pub mod server;
