@@ -71,6 +71,9 @@ enum Command {
     /// Virtio console without a hypervisor (virtio-mmio in the region): device or driver side
     #[command(subcommand, after_help = CONSOLE_HELP)]
     Console(ivlink_cli::commands::console::ConsoleCommand),
+    /// NTB switch on the region: the kernel's ntb_tool, ntb_pingpong and ntb_perf
+    #[command(subcommand)]
+    Ntb(ivlink_cli::commands::ntb::NtbCommand),
 }
 
 /// How `ivlink console` picks a port of several.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::BenchPeer(args) => args.run(),
         Command::Stream(args) => args.run(),
         Command::Rpmsg(command) => command.run(),
+        Command::Ntb(command) => command.run(),
         Command::Console(command) => command.run(),
     };
     match result {

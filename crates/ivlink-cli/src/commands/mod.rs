@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod listen;
 pub mod mailbox;
 pub mod notify;
+pub mod ntb;
 pub mod rpmsg;
 pub mod stream_cmd;
 pub mod stress;
