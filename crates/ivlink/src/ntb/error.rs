@@ -46,7 +46,7 @@ pub enum NtbError {
 impl NtbError {
     /// The errno the kernel's NTB API (and ntb_tool's debugfs files) give for this
     /// failure: `EINVAL` for a bad index or translation, `EBUSY` for a port taken,
-    /// `ENOLINK` for a link that is down, `EIO` for a damaged switch or a failed
+    /// `ENOTCONN` for a link that is down (as `mw_transM` gives), `EIO` for a damaged switch or a failed
     /// device.
     pub fn errno(&self) -> i32 {
         match self {
@@ -59,7 +59,7 @@ impl NtbError {
                 NtbLayoutError::PortLost { .. } => libc::ENODEV,
                 NtbLayoutError::Damaged(_) | NtbLayoutError::Region(_) => libc::EIO,
             },
-            NtbError::NotConnected { .. } => libc::ENOLINK,
+            NtbError::NotConnected { .. } => libc::ENOTCONN,
             NtbError::SetupTimeout(_) => libc::ETIMEDOUT,
             NtbError::Directory(_) | NtbError::Notify { .. } | NtbError::Device(_) => libc::EIO,
         }

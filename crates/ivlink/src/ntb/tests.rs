@@ -112,7 +112,7 @@ fn a_window_granted_by_its_owner_is_written_in_place_and_nowhere_else() {
 }
 
 #[test]
-fn writes_to_a_peer_whose_link_is_down_fail_with_enolink() {
+fn writes_to_a_peer_whose_link_is_down_fail_with_enotconn() {
     let dir = tempfile::tempdir().unwrap();
     let devices = peers(&dir, 2);
     let a = open(&devices[0], 2, None);
@@ -124,7 +124,7 @@ fn writes_to_a_peer_whose_link_is_down_fail_with_enolink() {
         a.peer_msg_write(0, 0, 1).unwrap_err(),
         a.peer_spad_write(0, 0, 1).unwrap_err(),
     ] {
-        assert_eq!(error.errno(), libc::ENOLINK, "{error}");
+        assert_eq!(error.errno(), libc::ENOTCONN, "{error}");
     }
     assert_eq!(a.spad_write(99, 1).unwrap_err().errno(), libc::EINVAL);
     assert_eq!(a.peer_spad_read(5, 0).unwrap_err().errno(), libc::EINVAL);
