@@ -1,9 +1,9 @@
 //! `ivlink inspect` on a live region (private server, `--memfd`) decodes a
 //! mailbox (header, members, boxes with busy bit and completion), a stream
 //! (header, liveness of each end, both byte rings) and a native RPMsg link
-//! (generation, status, attachment, vrings) and a native console (both sides'
-//! header lines, the virtio-mmio register block, the queues) in text and in
-//! JSON.
+//! (generation, status, attachment, vrings), a native console (both sides'
+//! header lines, the virtio-mmio register block, the queues) and an NTB switch
+//! (ports, owners, links, registers, windows) in text and in JSON.
 
 mod common;
 
@@ -731,4 +731,92 @@ fn inspect_names_and_decodes_the_zephyr_samples_console_layout() {
             "verdict: a foreign layout: virtio-mmio console (the Zephyr hypervisor-less sample's layout)",
         ],
     );
+}
+
+/// A 1 MiB region file holding NTB switch "ntb" of 3 ports: peer 3 owns port 0
+/// and peer 5 port 1, both with their link enabled; port 1 rang port 0's
+/// doorbell bit 1, wrote a message and a scratchpad of port 0, and reaches port
+/// 0's window 0, which port 0 granted it. Returns the file and port 1's block.
+fn region_with_a_switch(dir: &tempfile::TempDir) -> (std::path::PathBuf, usize) {
+    use ivlink_core::directory::{Directory, SectionKind, SectionSpec};
+    use ivlink_core::ntb::{Claim, MW_ALIGN, NtbLayout, NtbShape};
+    use ivlink_core::{HeapRegion, Region};
+
+    let region = HeapRegion::new(1 << 20);
+    let r = &*region;
+    let shape = NtbShape {
+        mw_size: MW_ALIGN,
+        ..NtbShape::new(3)
+    };
+    let size = shape.section_size().unwrap();
+    let spec = SectionSpec::new("ntb", SectionKind::Ntb, size).with_align(4096);
+    let info = Directory::open_or_create(r, 8).unwrap().add(&spec).unwrap();
+    let layout = NtbLayout::create(r, info.offset, size, shape).unwrap();
+    for (peer, port) in [(3, 0), (5, 1)] {
+        let claim = Claim {
+            peer,
+            session: 1,
+            port: Some(port),
+        };
+        layout.claim(r, claim, |_| false).unwrap();
+        let _ = layout.set_link(r, port, true).unwrap();
+    }
+    let _ = layout.db_set(r, 0, 0b10).unwrap();
+    let _ = layout.peer_msg_write(r, 1, 0, 2, 0xcafe).unwrap();
+    layout.spad_write(r, 0, 5, 0xabcd).unwrap();
+    let window = layout.mw_buffer(0, 0).unwrap().offset as u64;
+    layout.mw_set_trans(r, 0, 1, 0, window, MW_ALIGN).unwrap();
+    layout
+        .peer_mw_set_trans(r, 1, 0, 0, window, MW_ALIGN)
+        .unwrap();
+
+    let mut bytes = vec![0u8; region.len()];
+    region.read(0, &mut bytes).unwrap();
+    let file = dir.path().join("region");
+    std::fs::write(&file, &bytes).unwrap();
+    (file, layout.port_block(1).unwrap())
+}
+
+#[test]
+fn inspect_decodes_an_ntb_switch_and_reports_a_damaged_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, port1) = region_with_a_switch(&dir);
+    let path = file.to_str().unwrap();
+    let output = run(&["inspect", "--file", path]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    line_with(&shown, &["ntb: magic NTB1, state ready (2), 3 ports"]);
+    line_with(&shown, &["port 0: peer 3", "link enabled, up with port 1"]);
+    line_with(&shown, &["doorbell 0x0000000000000002"]);
+    line_with(&shown, &["messages:", "2: 0x0000cafe from port 1 (full)"]);
+    line_with(&shown, &["scratchpads: 5: 0x0000abcd"]);
+    line_with(&shown, &["outbound window 0: port 0 at"]);
+    line_with(&shown, &["port 2: free, link disabled, no link up"]);
+
+    let json = run(&["inspect", "--file", path, "--json"]);
+    assert!(json.status.success(), "{}", text(&json));
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let ntb = &section(&report, "ntb")["ntb"];
+    assert_eq!(ntb["port_count"], 3, "{ntb:#}");
+    let ports = ntb["ports"].as_array().unwrap();
+    assert_eq!(ports[0]["owner"]["peer"], 3);
+    assert_eq!(ports[0]["link_up"], serde_json::json!([1]));
+    assert_eq!(ports[0]["messages"][2]["data"], 0xcafe);
+    assert_eq!(ports[0]["spads"][5], 0xabcd);
+    assert_eq!(ports[1]["outbound"][0]["reaches"]["port"], 0);
+    assert!(ports[2]["owner"].is_null());
+
+    // A hostile write over port 1's owner word: a problem, and the exit code.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[port1..port1 + 4].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+    std::fs::write(&file, &bytes).unwrap();
+    let output = run(&["inspect", "--file", path]);
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    line_with(
+        &shown,
+        &["PROBLEM: port 1 owner: damaged NTB register: port owner"],
+    );
+    line_with(&shown, &["port 1: free"]);
+    line_with(&shown, &["verdict: 1 inconsistency found"]);
 }

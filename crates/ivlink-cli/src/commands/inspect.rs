@@ -1,5 +1,6 @@
 //! `ivlink inspect`: decode a live region (directory, sections, channels and their
-//! rings, mailboxes and their boxes, streams and their ends, RPMsg links, consoles).
+//! rings, mailboxes and their boxes, streams and their ends, RPMsg links, consoles,
+//! NTB switches and their ports).
 
 use clap::Args;
 

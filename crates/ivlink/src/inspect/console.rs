@@ -8,8 +8,9 @@
 //! - A console is read while both sides run, and several of its words are written
 //!   in two steps (a side's peer, then its generation; `MagicValue` cleared, then
 //!   set again when a device starts; the sequence words). A reading that finds a
-//!   problem is therefore taken again, up to [`SNAPSHOT_ATTEMPTS`] times, and only
-//!   what stays wrong is reported, as the ring decoders do.
+//!   problem is therefore taken again, up to
+//!   [`SNAPSHOT_ATTEMPTS`](super::SNAPSHOT_ATTEMPTS) times, and only what stays
+//!   wrong is reported, as the ring decoders do.
 //! - Only the register block's current selections are visible: `DeviceFeatures`
 //!   and `DriverFeatures` are the words `DeviceFeaturesSel`/`DriverFeaturesSel`
 //!   select, and `QueueNumMax`, `QueuePFN`/`QueueReady` and the queue addresses
@@ -37,7 +38,7 @@ use ivlink_core::virtio::{id, status};
 use ivlink_core::{RawRegion, Region};
 use serde::Serialize;
 
-use super::{SNAPSHOT_ATTEMPTS, SectionReport, state_name};
+use super::{SectionReport, settled, state_name};
 
 mod registers;
 
@@ -137,18 +138,6 @@ pub(super) fn is_hvl_zephyr(region: &RawRegion) -> bool {
         && block.magic(region) == Ok(reg::MAGIC)
         && block.version(region) == Ok(reg::VERSION_LEGACY)
         && block.device_id(region) == Ok(id::CONSOLE)
-}
-
-/// Takes readings until one has no problem, at most [`SNAPSHOT_ATTEMPTS`].
-fn settled<T>(mut read: impl FnMut() -> (T, Vec<String>)) -> (T, Vec<String>) {
-    let mut reading = read();
-    for _ in 1..SNAPSHOT_ATTEMPTS {
-        if reading.1.is_empty() {
-            break;
-        }
-        reading = read();
-    }
-    reading
 }
 
 fn read_native(region: &RawRegion, info: &SectionInfo) -> (Option<ConsoleReport>, Vec<String>) {

@@ -2,8 +2,9 @@
 //! members and rings with their indices, fill level and flags, each mailbox's
 //! header, member slots and boxes, each stream's header, liveness words and byte
 //! rings, each native RPMsg link's status, vrings and messages in flight, each
-//! console's header, virtio-mmio register block and queues, and every
-//! inconsistency found. Nothing is trusted; every value is shown as read,
+//! console's header, virtio-mmio register block and queues, each NTB switch's
+//! header and ports (owner, link, doorbell and message registers, scratchpads,
+//! window translations), and every inconsistency found. Nothing is trusted; every value is shown as read,
 //! and whatever cannot be right becomes a problem line, never a panic.
 //!
 //! One module per section kind (a table of decoders keyed by each protocol's
@@ -15,6 +16,7 @@ use ivlink_core::channel::ChannelLayout;
 use ivlink_core::console::ConsoleLayout;
 use ivlink_core::directory::{Directory, DirectoryError, EntryState, SectionInfo, SectionKind};
 use ivlink_core::mailbox::MailboxLayout;
+use ivlink_core::ntb::NtbLayout;
 use ivlink_core::ring::{RingError, RingLayout, RingSnapshot};
 use ivlink_core::rpmsg::LinkLayout;
 use ivlink_core::section::SectionProtocol;
@@ -26,6 +28,7 @@ mod channel;
 mod console;
 mod foreign;
 mod mailbox;
+mod ntb;
 mod rpmsg;
 mod stream;
 #[cfg(test)]
@@ -36,6 +39,10 @@ pub use console::{
     RegistersReport,
 };
 pub use mailbox::{BoxReport, MailboxReport, SlotReport};
+pub use ntb::{
+    NtbInboundReport, NtbMessageReport, NtbOutboundReport, NtbOwnerReport, NtbPortReport,
+    NtbReport, NtbTranslationReport,
+};
 pub use rpmsg::{EndpointReport, MessageReport, RpmsgReport, VringReport};
 pub use stream::{SideReport, StreamReport};
 
@@ -93,6 +100,9 @@ pub struct SectionReport {
     /// For native consoles: the decoded console.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleReport>,
+    /// For NTB switches: the decoded switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ntb: Option<NtbReport>,
     /// Problems found in this section.
     pub problems: Vec<String>,
 }
@@ -244,6 +254,7 @@ fn section(region: &RawRegion, info: &SectionInfo) -> SectionReport {
         stream: None,
         rpmsg: None,
         console: None,
+        ntb: None,
         problems: Vec::new(),
     };
     if let Some((_, decode)) = DECODERS.iter().find(|(kind, _)| *kind == info.kind) {
@@ -263,11 +274,25 @@ const DECODERS: &[(SectionKind, Decode)] = &[
     (<StreamLayout as SectionProtocol>::KIND, stream::decode),
     (<LinkLayout as SectionProtocol>::KIND, rpmsg::decode),
     (<ConsoleLayout as SectionProtocol>::KIND, console::decode),
+    (<NtbLayout as SectionProtocol>::KIND, ntb::decode),
 ];
 
 /// How often a ring's indices are re-read when they look inconsistent: a live
 /// ring's indices move between the two loads, a damaged ring's stay wrong.
 pub(super) const SNAPSHOT_ATTEMPTS: usize = 4;
+
+/// Takes readings until one has no problem, at most [`SNAPSHOT_ATTEMPTS`]: a
+/// section read while its peers run may be caught between two related writes.
+pub(super) fn settled<T>(mut read: impl FnMut() -> (T, Vec<String>)) -> (T, Vec<String>) {
+    let mut reading = read();
+    for _ in 1..SNAPSHOT_ATTEMPTS {
+        if reading.1.is_empty() {
+            break;
+        }
+        reading = read();
+    }
+    reading
+}
 
 pub(super) fn settled_snapshot(
     ring: &RingLayout,
@@ -328,6 +353,9 @@ impl fmt::Display for RegionReport {
             if let Some(m) = &s.mailbox {
                 mailbox::header_line(f, m)?;
             }
+            if let Some(n) = &s.ntb {
+                ntb::header_line(f, n)?;
+            }
             if !s.members.is_empty() {
                 let members = s
                     .members
@@ -352,6 +380,9 @@ impl fmt::Display for RegionReport {
             }
             if let Some(c) = &s.console {
                 console::lines(f, c, "      ")?;
+            }
+            if let Some(n) = &s.ntb {
+                ntb::lines(f, n)?;
             }
             for p in &s.problems {
                 writeln!(f, "      PROBLEM: {p}")?;

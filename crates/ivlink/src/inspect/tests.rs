@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 
 mod console;
+mod ntb;
 
 const SHAPE: MailboxShape = MailboxShape {
     max_members: 4,
