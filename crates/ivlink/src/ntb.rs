@@ -658,19 +658,27 @@ impl<'d> Ntb<'d> {
             let event = self.device.wait(what, left);
             self.layout.disarm(region, self.port)?;
             match event? {
-                Some(Event::PeerLeft { peer }) => self.peer_left(peer)?,
-                Some(Event::ServerGone) => self.log.record(Events::LINK),
+                Some(Event::PeerLeft { peer }) => {
+                    if self.peer_left(peer)? {
+                        return Ok(());
+                    }
+                }
+                Some(Event::ServerGone) => {
+                    self.log.record(Events::LINK);
+                    return Ok(());
+                }
                 Some(Event::Notified { .. } | Event::PeerJoined { .. }) | None => {}
             }
         }
     }
 
     /// The server reported `peer` gone: free its ports, and tell every other
-    /// port (guests cannot see the server) that a link went down.
-    fn peer_left(&self, peer: PeerId) -> Result<(), NtbError> {
+    /// port (guests cannot see the server) that a link went down. Whether it
+    /// held any.
+    fn peer_left(&self, peer: PeerId) -> Result<bool, NtbError> {
         let region = self.region();
         if self.layout.evict(region, peer)? == 0 {
-            return Ok(());
+            return Ok(false);
         }
         tracing::debug!(peer, "an NTB peer left; its ports are free");
         for port in (0..self.port_count()).filter(|&p| p != self.port) {
@@ -680,7 +688,7 @@ impl<'d> Ntb<'d> {
             }
         }
         self.log.record(Events::LINK);
-        Ok(())
+        Ok(true)
     }
 
     // ---- helpers ----
