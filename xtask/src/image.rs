@@ -2,7 +2,7 @@
 //!
 //! - kernel: `linux-image-<release>` (the one `linux-image-amd64` depends on),
 //!   fetched with `apt-get download` into `<out>/.work` and unpacked with `dpkg -x`;
-//! - the VFIO modules of [`MODULES`], in load order (built-in ones are skipped);
+//! - the VFIO and FUSE modules of [`MODULES`], in load order (built-in ones are skipped);
 //! - busybox from `busybox-static` (fetched the same way: nothing is installed);
 //! - `ivlink`, linked statically (`target/guest`, a target dir of its own);
 //! - `/init` from `xtask/guest/init`.
@@ -33,7 +33,8 @@ use ivlink_lab::vm::{INITRD_FILE, KERNEL_FILE, VMLINUX_FILE};
 
 use crate::cpio::Archive;
 
-/// Kernel modules for VFIO with an emulated IOMMU, in load order.
+/// Kernel modules, in load order: VFIO with an emulated IOMMU, and FUSE for
+/// `ivlink ntb tool --mount`.
 pub const MODULES: &[&str] = &[
     "irqbypass",
     "vfio",
@@ -41,6 +42,7 @@ pub const MODULES: &[&str] = &[
     "vfio_virqfd",
     "vfio-pci-core",
     "vfio-pci",
+    "fuse",
 ];
 
 /// The guest's `/init`.
