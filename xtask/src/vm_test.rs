@@ -3,7 +3,8 @@
 //! message seen in the region, guest to host peer and back, a guest that powers off
 //! reported as gone, a new guest joining, and a token ring over guests and a host
 //! peer, the seed's virtio console between two guests (its demo lines, and a
-//! shell in one guest driven from the other). Serial logs are kept when anything
+//! shell in one guest driven from the other), seed 004's NTB tools between two
+//! guests (ntb_tool's files through FUSE, pingpong, perf). Serial logs are kept when anything
 //! fails; every wait is bounded.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use ivlink_lab::testbed::{self, PeerPlan};
 use ivlink_lab::vm::{Guest, GuestConfig, find_qemu};
 
 use crate::harness::{GuestArgs, ServerProcess, build_host_ivlink, prepare_image};
+
+mod ntb;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, Args)]
@@ -209,6 +212,7 @@ fn scenario(bed: &mut Bed, ivlink: &Path) -> Result<()> {
     stress_between(bed, &host, [(b, id_b), (c, id_c)])?;
     rpmsg_between(bed, b, c)?;
     console_between(bed, b, c)?;
+    ntb::ntb_between(bed, b, c)?;
     plain_device(bed)?;
 
     for index in [b, c] {
