@@ -204,3 +204,69 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     bytes.truncate(len);
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_whole_chunks_inside_the_window() {
+        let plan = Plan {
+            chunk: 1 << 19,
+            total: 1 << 30,
+            threads: 3,
+        };
+        let parts = Parts::new(1 << 20, &plan).unwrap();
+        assert_eq!(parts.stride, (1 << 20) / 3 / 64 * 64);
+        assert_eq!(parts.chunk, parts.stride, "a chunk never outgrows a part");
+        assert!(2 * parts.stride + parts.len <= 1 << 20);
+        let tiny = Plan {
+            threads: 32,
+            ..plan
+        };
+        assert!(Parts::new(1024, &tiny).is_err());
+    }
+
+    #[test]
+    fn wraps_around_the_part_and_ends_on_the_total() {
+        let parts = Parts {
+            stride: 4096,
+            len: 3000,
+            chunk: 1000,
+        };
+        let source = random_bytes(3000, 1);
+        let mut writes = Vec::new();
+        let last = copy_chunks(4500, parts, &source, |at, bytes| {
+            writes.push((at, bytes.len()));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            writes,
+            [
+                (0, 1000),
+                (1000, 1000),
+                (2000, 1000),
+                (0, 1000),
+                (1000, 500)
+            ]
+        );
+        assert_eq!(last, (1000, 500));
+    }
+
+    #[test]
+    fn mbytes_per_second_is_bytes_per_microsecond_rounded_down() {
+        let copied = Copied {
+            bytes: 1999,
+            elapsed: Duration::from_micros(1000),
+        };
+        assert_eq!(copied.mbytes_per_s(), 1);
+        let instant = Copied {
+            bytes: 10,
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(instant.mbytes_per_s(), 10);
+        let both = Copied::total(&[copied, instant]);
+        assert_eq!((both.bytes, both.usecs()), (2009, 1000));
+    }
+}

@@ -58,8 +58,8 @@ pub struct Service<'a, 'd> {
     peers: Vec<PeerState>,
     /// `BIT(local port)`, rung by a measurer timing the doorbell.
     in_db: u64,
-    /// The doorbell bit answered with while echoing.
-    echo: Option<u64>,
+    /// While echoing: the peer asking, and the doorbell bit answered with.
+    echo: Option<(u32, u64)>,
     /// Commands taken off the registers while sending one.
     queue: VecDeque<Command>,
     /// Whether to say on standard error what the handshake does.
@@ -117,7 +117,7 @@ impl<'a, 'd> Service<'a, 'd> {
         while let Some(command) = self.queue.pop_front() {
             self.execute(command)?;
         }
-        if let Some(echo) = self.echo {
+        if let Some((_, echo)) = self.echo {
             if self.ntb.db_read()? & self.in_db != 0 {
                 self.ntb.db_clear(self.in_db)?;
                 ignore_link_down(self.ntb.peer_db_set(echo))?;
@@ -239,7 +239,7 @@ impl<'a, 'd> Service<'a, 'd> {
             }
             CMD_ECHO if data < 64 => {
                 // The first ring may be here already: it is not cleared.
-                self.echo = Some(1 << data);
+                self.echo = Some((from, 1 << data));
                 Ok(self.ntb.db_clear_mask(self.in_db)?)
             }
             _ => {
@@ -307,6 +307,10 @@ impl<'a, 'd> Service<'a, 'd> {
             self.ntb.peer_mw_clear_trans(pidx, widx)?;
         }
         self.peers[pidx as usize].link = peer.link;
+        if self.echo.is_some_and(|(asking, _)| asking == pidx) {
+            self.echo = None;
+            self.ntb.db_set_mask(self.in_db)?;
+        }
         Ok(())
     }
 
