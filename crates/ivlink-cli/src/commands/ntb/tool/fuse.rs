@@ -381,12 +381,36 @@ pub fn serve(
     while shared.waiting.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if let Err(error) = background.umount_and_join() {
-        // Busy (a shell still inside, a file still open): detach it, so the
-        // mount point is free and the rest goes when its last user does.
-        tracing::debug!(%error, "unmount refused; detaching");
-        rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH)
-            .with_context(|| format!("cannot unmount {}", dir.display()))?;
+    unmount(dir, background)
+}
+
+/// Unmounts `dir` and ends the session. A caller that has just been answered
+/// may still hold its file open for a moment, so a busy mount is tried again
+/// for a while before it is detached (the mount point is free at once, the
+/// rest goes with its last user).
+fn unmount(dir: &Path, background: fuser::BackgroundSession) -> anyhow::Result<()> {
+    use rustix::mount::{UnmountFlags, unmount};
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match unmount(dir, UnmountFlags::empty()) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::BUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::BUSY) => {
+                tracing::debug!("mount still busy; detaching it");
+                unmount(dir, UnmountFlags::DETACH)
+                    .with_context(|| format!("cannot unmount {}", dir.display()))?;
+                return Ok(());
+            }
+            // Not root: fuser unmounts through fusermount.
+            Err(rustix::io::Errno::PERM) => {
+                return background
+                    .umount_and_join()
+                    .with_context(|| format!("cannot unmount {}", dir.display()));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot unmount {}", dir.display())),
+        }
     }
-    Ok(())
+    background.join().context("the FUSE session failed")
 }
