@@ -126,6 +126,13 @@ fn two_mounts_ring_message_and_refuse_like_ntb_tool() {
     a.write("peer0/msg0", "0xdeadbeef\n").unwrap();
     assert_eq!(b.read("msg0"), "0xdeadbeef<-0\n");
     assert_eq!(b.read("msg_sts"), "0x10000\n");
+    // A full register refuses the next message; as on IDT, the write succeeds
+    // and the sender's outbound status bit tells.
+    a.write("peer0/msg0", "0x1").unwrap();
+    assert_eq!(b.read("msg0"), "0xdeadbeef<-0\n");
+    assert_eq!(a.read("msg_sts"), "0x1\n");
+    a.write("msg_sts", "c 0x1").unwrap();
+    assert_eq!(a.read("msg_sts"), "0x0\n");
     b.write("msg_sts", "c 0xffffffff\n").unwrap();
     assert_eq!(b.read("msg_sts"), "0x0\n");
 
