@@ -82,20 +82,31 @@ impl Mount {
     }
 
     /// SIGTERM, a clean exit, and nothing left mounted.
-    fn stop(mut self) {
+    fn stop(&mut self) {
         self.process.signal(rustix::process::Signal::TERM);
         assert!(self.process.wait_exit().success());
         assert_unmounted(&self.dir);
     }
 }
 
-fn assert_unmounted(dir: &Path) {
+impl Drop for Mount {
+    /// A test that failed half way kills the tool (by pid) and would leave a
+    /// dead mount behind: detach it.
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+fn is_mounted(dir: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let dir = dir.to_str().unwrap();
-    assert!(
-        !mounts.lines().any(|l| l.split(' ').nth(1) == Some(dir)),
-        "{dir} is still mounted"
-    );
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(dir))
+}
+
+fn assert_unmounted(dir: &Path) {
+    assert!(!is_mounted(dir), "{} is still mounted", dir.display());
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
 }
 
@@ -112,8 +123,8 @@ fn two_mounts_ring_message_and_refuse_like_ntb_tool() {
         return;
     }
     let (dir, _server, sock) = private_server();
-    let a = Mount::start(&sock, dir.path().join("a"));
-    let b = Mount::start(&sock, dir.path().join("b"));
+    let mut a = Mount::start(&sock, dir.path().join("a"));
+    let mut b = Mount::start(&sock, dir.path().join("b"));
     assert_eq!(a.read("port"), "0\n");
     assert_eq!(b.read("port"), "1\n");
     assert_eq!(a.read("peer0/port"), "1\n");
@@ -196,7 +207,7 @@ fn one_shot_read_and_write_reach_a_mounted_peer() {
         return;
     }
     let (dir, _server, sock) = private_server();
-    let a = Mount::start(&sock, dir.path().join("a"));
+    let mut a = Mount::start(&sock, dir.path().join("a"));
     let sock = sock.to_str().unwrap();
     let tool = |args: &[&str]| {
         let mut all = vec!["ntb", "tool", "-S", sock];
