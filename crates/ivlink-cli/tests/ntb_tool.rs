@@ -250,3 +250,18 @@ fn one_shot_read_and_write_reach_a_mounted_peer() {
     assert!(said.contains("ivlink ntb tool read FILE"), "{said}");
     a.stop();
 }
+
+#[test]
+fn a_mount_whose_server_goes_away_says_so_and_unmounts() {
+    if fuse_missing() {
+        return;
+    }
+    let (dir, mut server, sock) = private_server();
+    let mut mount = Mount::start(&sock, dir.path().join("a"));
+    assert_eq!(mount.read("port"), "0\n");
+    server.signal(rustix::process::Signal::KILL);
+    server.wait_exit();
+    assert!(!mount.process.wait_exit().success());
+    mount.process.expect_line("the server went away");
+    assert_unmounted(&mount.dir);
+}

@@ -17,7 +17,8 @@ use fuser::{
     MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, WriteFlags,
 };
-use ivlink::ntb::Ntb;
+use ivlink::DeviceError;
+use ivlink::ntb::{Ntb, NtbError};
 
 use super::files::{Dir, File};
 use super::ops;
@@ -372,16 +373,36 @@ pub fn serve(
         .with_context(|| format!("cannot mount ntb_tool's files on {}; {hint}", dir.display()))?;
     let background = session.spawn().context("cannot serve the FUSE mount")?;
     announce(&shared.ntb);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let outcome = watch(&shared.ntb, &stop, dir);
+    stop.store(true, Ordering::SeqCst);
     // Blocking writes see the flag within a tick and answer EINTR; their
     // callers then close their files, which lets the unmount through.
     let deadline = Instant::now() + Duration::from_secs(2);
     while shared.waiting.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    unmount(dir, background)
+    unmount(dir, background)?;
+    outcome
+}
+
+/// Until stopped, takes the port's events as they come, so that a peer the
+/// server reports gone has its ports freed (guests learn of it only so), and
+/// notices the server going away: then the mount ends with that error.
+fn watch(ntb: &Ntb<'_>, stop: &AtomicBool, dir: &Path) -> anyhow::Result<()> {
+    let mut seen = ntb.events();
+    while !stop.load(Ordering::Relaxed) {
+        match ntb.wait_events(&mut seen, Some(Duration::from_millis(50))) {
+            Ok(_) => {}
+            Err(NtbError::Device(DeviceError::ServerGone)) => {
+                bail!("the server went away; unmounted {}", dir.display())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the port's events");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts `dir` and ends the session. A caller that has just been answered
