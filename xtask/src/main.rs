@@ -4,10 +4,12 @@
 //!   packages and a static `ivlink`, into `target/vm-image`.
 //! - `vm-smoke`: boots one guest on an `ivlink server` and checks it works.
 //! - `vm-test`: the VM tests: guests and a host peer on one server, end to end.
+//! - `man`: the man pages, generated from the command line's definitions.
 
 mod cpio;
 mod harness;
 mod image;
+mod man;
 mod smoke;
 mod vm_test;
 
@@ -37,6 +39,12 @@ enum Task {
     /// Run the VM tests: two guests and a host peer, notifications both ways, a
     /// guest leaving and a new one joining
     VmTest(vm_test::VmTestArgs),
+    /// Write the man pages (ivlink.1, one per command, the drop-in tools')
+    Man {
+        /// Output directory [default: target/man]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +57,12 @@ fn main() -> ExitCode {
         }
         Task::VmSmoke(args) => smoke::run(&root, &args),
         Task::VmTest(args) => vm_test::run(&root, &args),
+        Task::Man { out } => {
+            let out = out.unwrap_or_else(|| root.join("target").join("man"));
+            man::generate(&root, &out).map(|pages| {
+                println!("{} man pages in {}", pages.len(), out.display());
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod dropin_server;

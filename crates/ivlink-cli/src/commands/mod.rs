@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod channel;
+pub mod completions;
 pub mod console;
 pub mod console_bench;
 pub mod dump;
