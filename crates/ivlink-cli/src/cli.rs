@@ -47,7 +47,7 @@ pub enum Command {
     /// `ivlink channel recv`, as spelled before channels had their own command
     #[command(hide = true)]
     Recv(channel::RecvArgs),
-    /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, show limits
+    /// Zephyr-IPM-like mailbox: send an id and data to a peer, listen, info
     #[command(subcommand, visible_alias = "ipm")]
     Mailbox(mailbox::MailboxCommand),
     /// Give the region an empty ivlink directory (forgets every section; takes over foreign contents)
