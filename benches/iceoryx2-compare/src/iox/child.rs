@@ -29,6 +29,7 @@ impl PeerChild {
         let child = Command::new(exe)
             .arg(SUBCOMMAND)
             .args(args.to_args())
+            .envs(super::domain::get().env())
             .stdin(Stdio::null())
             .stdout(Stdio::from(stderr))
             .spawn()

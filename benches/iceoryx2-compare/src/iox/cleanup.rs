@@ -4,7 +4,8 @@
 //! stale resources removed, before anything is counted.
 //!
 //! iceoryx2's domain-wide files (a node-counter segment, the service and node
-//! directories) are shared with every iceoryx2 user of the machine and stay.
+//! directories) live in the run's own domain (see `domain`), which is removed
+//! after these are counted.
 
 use anyhow::Context;
 use iceoryx2::node::NodeView;

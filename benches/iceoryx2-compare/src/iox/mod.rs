@@ -5,6 +5,7 @@
 
 mod child;
 mod cleanup;
+mod domain;
 mod leader;
 mod names;
 pub mod peer;
@@ -67,7 +68,8 @@ fn measure_pinned(
     let result = measure_all(&mut session, settings, progress);
     let prefix = session.prefix().to_owned();
     drop(session);
-    let leftovers = cleanup::leftovers(&prefix)?;
+    let mut leftovers = cleanup::leftovers(&prefix)?;
+    leftovers.extend(domain::get().remove());
     Ok(Iceoryx2Results {
         leftovers,
         ..result?

@@ -17,10 +17,9 @@ pub type Ipc = ipc::Service;
 /// A publish-subscribe service of byte slices.
 pub type Service = PortFactory<Ipc, [u8], ()>;
 
-/// iceoryx2's default configuration (a config file on the machine is not
-/// read, so every run measures the same setup).
+/// iceoryx2's default configuration, in this run's own domain.
 pub fn config() -> Config {
-    Config::default()
+    super::domain::get().config()
 }
 
 /// A node that leaves signals alone (Ctrl-C ends the run as usual).
