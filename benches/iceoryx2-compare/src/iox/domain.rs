@@ -25,26 +25,31 @@ pub struct Domain {
 /// This process's domain: inherited from the leader, or picked now.
 pub fn get() -> &'static Domain {
     static DOMAIN: OnceLock<Domain> = OnceLock::new();
-    DOMAIN.get_or_init(|| match (std::env::var(ROOT_VAR), std::env::var(PREFIX_VAR)) {
-        (Ok(root), Ok(prefix)) => Domain {
-            root: root.into(),
-            prefix,
+    DOMAIN.get_or_init(
+        || match (std::env::var(ROOT_VAR), std::env::var(PREFIX_VAR)) {
+            (Ok(root), Ok(prefix)) => Domain {
+                root: root.into(),
+                prefix,
+            },
+            _ => Domain::pick(),
         },
-        _ => {
-            let pid = std::process::id();
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            Domain {
-                root: std::env::temp_dir().join(format!("ivlink-iox2-{pid}-{nanos:x}")),
-                prefix: format!("ivl{pid}x{nanos:x}_"),
-            }
-        }
-    })
+    )
 }
 
 impl Domain {
+    /// A domain no other run has: named after this process and the time.
+    fn pick() -> Domain {
+        let pid = std::process::id();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Domain {
+            root: std::env::temp_dir().join(format!("ivlink-iox2-{pid}-{nanos:x}")),
+            prefix: format!("ivl{pid}x{nanos:x}_"),
+        }
+    }
+
     /// The variables a peer process needs to join this domain.
     pub fn env(&self) -> [(&'static str, String); 2] {
         [
