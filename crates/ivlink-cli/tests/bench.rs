@@ -118,6 +118,14 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
             .iter()
             .any(|e| e["mechanism"] == "ivlink-batch1" && e["size_bytes"] == 64)
     );
+    for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 512 << 10] {
+        let entry = throughput
+            .iter()
+            .find(|e| e["mechanism"] == "ntb-window" && e["size_bytes"] == size)
+            .unwrap_or_else(|| panic!("no NTB window stream of {size} B chunks"));
+        positive(&entry["gb_per_s"], "gb_per_s");
+        positive(&entry["doorbells"], "doorbells");
+    }
 
     let ratios = report["ratios"].as_array().expect("ratios array");
     let ratio = |name: &str, size: Option<u64>| {
@@ -136,6 +144,7 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
     ratio("ivlink-busy/memcpy-ring-busy", None);
     ratio("ivlink-sleep/eventfd", None);
     ratio("ntb-sleep/eventfd", None);
+    ratio("ntb-window/memcpy-ring", Some(4096));
     for baseline in ["memcpy-ring", "unix", "pipe"] {
         let name = format!("ivlink/{baseline}");
         ratio(&name, None);

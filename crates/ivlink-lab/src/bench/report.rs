@@ -215,6 +215,15 @@ impl Report {
             .collect()
     }
 
+    /// Chunk sizes streamed through the NTB window, in run order.
+    pub(super) fn ntb_window_sizes(&self) -> Vec<usize> {
+        self.throughput
+            .iter()
+            .filter(|r| r.mechanism == "ntb-window")
+            .map(|r| r.size)
+            .collect()
+    }
+
     pub(super) fn latency_ratio(&self, a: &str, b: &str) -> Option<f64> {
         Some(self.latency(a)?.one_way.p50 / self.latency(b)?.one_way.p50)
     }
@@ -272,6 +281,16 @@ impl Report {
                     metric: "throughput, geometric mean over sizes",
                     size: None,
                     value: mean,
+                });
+            }
+        }
+        for size in self.ntb_window_sizes() {
+            if let Some(value) = self.stream_ratio("ntb-window", "memcpy-ring", size) {
+                out.push(Ratio {
+                    name: "ntb-window/memcpy-ring".into(),
+                    metric: "throughput",
+                    size: Some(size),
+                    value,
                 });
             }
         }
@@ -418,6 +437,8 @@ mod tests {
             throughput.push(stream("pipe", size, 0.8e-4));
         }
         throughput.push(stream("ivlink-batch1", 64, 2e-5));
+        throughput.push(stream("ntb-window", 4096, 1.7e-5));
+        throughput.push(stream("ntb-window", 1 << 19, 1e-2));
         Report {
             settings: Settings {
                 quick: true,
@@ -470,6 +491,13 @@ mod tests {
             "geometric mean"
         );
         assert!((get("ivlink/ivlink-batch1", Some(64)) - 2.0).abs() < 1e-9);
+        assert!((get("ntb-window/memcpy-ring", Some(4096)) - 0.5).abs() < 1e-9);
+        assert!(
+            !ratios
+                .iter()
+                .any(|r| r.name == "ntb-window/memcpy-ring" && r.size == Some(1 << 19)),
+            "no memcpy ring at 512 KiB to compare with"
+        );
     }
 
     #[test]
@@ -520,6 +548,11 @@ mod tests {
         assert!(table.contains("1.25x memcpy-ring-busy"));
         assert!(table.contains("1.20x eventfd"));
         assert!(table.contains("NTB doorbell to db_event wake"));
+        assert!(table.contains("NTB window streaming"));
+        assert!(
+            table.contains("0.50x"),
+            "ntb-window over memcpy-ring at 4 KiB"
+        );
         assert!(table.contains("Targets (reported, not asserted)"));
         let json = report.to_json();
         assert!(json.starts_with('{') && json.ends_with('}'));

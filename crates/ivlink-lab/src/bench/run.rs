@@ -165,7 +165,8 @@ fn run_pinned(
         yield_spin: placement.shared_cpu(),
         timeout: config.timeout,
     };
-    let total = LATENCY.len() + (config.sizes.len() * 4 + 1) * config.rounds;
+    let total =
+        LATENCY.len() + (config.sizes.len() * 4 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
     let mut step = 0;
     let mut say = |what: &str| {
         step += 1;
@@ -173,7 +174,8 @@ fn run_pinned(
     };
 
     let latency = measure_latency(config, &leader, &base, &mut say)?;
-    let streams = stream_jobs(config, &base);
+    let ntb_base = ntb_job(&leader, base.clone())?;
+    let streams = stream_jobs(config, &base, &ntb_base);
     let throughput = measure_throughput(config, &leader, &streams, &mut say)?;
     drop(host);
     drop(ntb_host);
@@ -257,7 +259,7 @@ fn ntb_job(leader: &Leader<'_>, job: Job) -> Result<Job, BenchError> {
 type StreamJob = (&'static str, &'static str, Job);
 
 /// The throughput measurements of the run, in report order.
-fn stream_jobs(config: &BenchConfig, base: &Job) -> Vec<StreamJob> {
+fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJob> {
     // Every stream, run `rounds` times in turn (interleaved, so that a burst of
     // load hits all mechanisms alike); the median round is reported.
     let mut streams: Vec<StreamJob> = Vec::new();
@@ -315,6 +317,20 @@ fn stream_jobs(config: &BenchConfig, base: &Job) -> Vec<StreamJob> {
             ..base.clone()
         },
     ));
+    for size in ntb::STREAM_SIZES {
+        streams.push((
+            "ntb-window",
+            "NTB window: peer_mw_write of each chunk into a slot of the peer's inbound window (up to 16 slots), a doorbell bit per slot each way; the receiver copies out with mw_read; both spin 50 µs then sleep",
+            Job {
+                mechanism: Mechanism::Ntb,
+                pattern: Pattern::Stream,
+                size,
+                batch: 1,
+                spin: Some(STREAM_SPIN),
+                ..ntb_base.clone()
+            },
+        ));
+    }
     streams
 }
 
@@ -340,6 +356,7 @@ fn measure_throughput(
             };
             let run = match job.mechanism {
                 Mechanism::Ivlink => ivlink::lead_stream(leader, job, &plan)?,
+                Mechanism::Ntb => ntb::lead_stream(leader, job, &plan)?,
                 _ => baselines::lead_stream(leader, job, &plan)?,
             };
             runs.push(ThroughputResult {
