@@ -30,6 +30,9 @@ const END: u64 = 2;
 const WINDOW: u32 = 0;
 /// Most slots of the window in use at once: a doorbell bit each.
 const MAX_SLOTS: usize = 16;
+/// Bytes of the window streamed through at most (unless two chunks need
+/// more), as the rings' data area: what stays in cache is what is measured.
+const STREAM_SPAN: usize = 256 << 10;
 /// The doorbell bit of slot 0 (full, to the receiver; free, to the sender).
 const SLOT_BIT: u32 = 2;
 
@@ -156,7 +159,7 @@ fn slots(size: usize) -> Result<usize, BenchError> {
             "NTB window chunks must be 1 to {window} bytes (got {size})"
         )));
     }
-    Ok((window / size).min(MAX_SLOTS))
+    Ok((STREAM_SPAN / size).clamp(2, MAX_SLOTS).min(window / size))
 }
 
 fn slot_bit(slot: usize) -> u64 {
@@ -347,6 +350,8 @@ mod tests {
     #[test]
     fn chunks_get_slots_of_the_window_and_bits_of_their_own() {
         assert_eq!(slots(4 << 10).unwrap(), MAX_SLOTS);
+        assert_eq!(slots(64 << 10).unwrap(), 4, "a quarter of the span each");
+        assert_eq!(slots(256 << 10).unwrap(), 2, "two at least");
         assert_eq!(slots(512 << 10).unwrap(), 2);
         assert_eq!(slots(1 << 20).unwrap(), 1);
         assert!(slots(0).is_err());
