@@ -71,6 +71,8 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
         "ivlink-busy",
         "memcpy-ring-busy",
         "ivlink-sleep",
+        "ntb-busy",
+        "ntb-sleep",
         "eventfd",
         "unix",
         "pipe",
@@ -90,11 +92,13 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
         }
         assert!(entry["strategy"].is_string());
     }
-    let sleeping = latency
-        .iter()
-        .find(|e| e["mechanism"] == "ivlink-sleep")
-        .unwrap();
-    positive(&sleeping["doorbells"], "doorbells of the sleeping receiver");
+    for mechanism in ["ivlink-sleep", "ntb-busy", "ntb-sleep"] {
+        let entry = latency
+            .iter()
+            .find(|e| e["mechanism"] == mechanism)
+            .unwrap();
+        positive(&entry["doorbells"], "doorbells rung");
+    }
 
     let throughput = report["throughput"].as_array().expect("throughput array");
     let sizes = [64, 256, 1024, 4096, 16384, 65536];
@@ -114,6 +118,14 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
             .iter()
             .any(|e| e["mechanism"] == "ivlink-batch1" && e["size_bytes"] == 64)
     );
+    for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 512 << 10] {
+        let entry = throughput
+            .iter()
+            .find(|e| e["mechanism"] == "ntb-window" && e["size_bytes"] == size)
+            .unwrap_or_else(|| panic!("no NTB window stream of {size} B chunks"));
+        positive(&entry["gb_per_s"], "gb_per_s");
+        positive(&entry["doorbells"], "doorbells");
+    }
 
     let ratios = report["ratios"].as_array().expect("ratios array");
     let ratio = |name: &str, size: Option<u64>| {
@@ -131,6 +143,8 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
     };
     ratio("ivlink-busy/memcpy-ring-busy", None);
     ratio("ivlink-sleep/eventfd", None);
+    ratio("ntb-sleep/eventfd", None);
+    ratio("ntb-window/memcpy-ring", Some(4096));
     for baseline in ["memcpy-ring", "unix", "pipe"] {
         let name = format!("ivlink/{baseline}");
         ratio(&name, None);
@@ -140,7 +154,12 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
     }
 
     let targets = report["targets"].as_array().expect("targets array");
-    assert_eq!(targets.len(), 5);
+    assert_eq!(targets.len(), 6);
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["name"] == "ntb-doorbell-vs-eventfd")
+    );
     for target in targets {
         positive(&target["measured"], "target measurement");
         assert!(target["met"].is_boolean(), "{target}");
@@ -149,7 +168,7 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
 
     let plot = std::fs::read_to_string(&svg).expect("the SVG plot was written");
     assert!(plot.starts_with("<svg"));
-    assert_eq!(plot.matches("<polyline").count(), 6);
+    assert_eq!(plot.matches("<polyline").count(), 8);
 }
 
 #[test]

@@ -340,6 +340,15 @@ pub trait Device: Notify + Send + Sync {
         false
     }
 
+    /// Whether `peer` is among the peers this device has heard of, looking for
+    /// news only when it is not: for hot paths, where [`Device::peers`] would
+    /// ask the server's socket (a system call) and build a list every time. A
+    /// departure not yet read is taken in by the next look at the socket (any
+    /// wait for peer events, or [`Device::peers`]).
+    fn knows_peer(&self, peer: PeerId) -> bool {
+        self.peers().iter().any(|p| p.id == peer)
+    }
+
     /// Waits for the next event that `what` asks for; other events stay pending for
     /// later calls. `None` waits forever; returns `Ok(None)` on timeout. Once the
     /// server is gone, events already pending are still returned, then

@@ -13,7 +13,9 @@
 //! [`Ntb::peer_port_count`]), the other ports in port order. Doorbells are
 //! rung on every peer whose link is up (`peer_db_set`), scratchpads, messages
 //! and windows on one peer. A write to a peer whose link is down fails with
-//! [`NtbError::NotConnected`] rather than vanish.
+//! [`NtbError::NotConnected`] rather than vanish. Writes judge a peer's owner
+//! alive by what this process has heard from the server (no system call per
+//! doorbell); [`Ntb::link_is_up`] asks the server's socket for news each time.
 //!
 //! A guest sees a host peer die only through a host peer of the same region,
 //! which frees the dead peer's ports when the server reports it gone: there is
@@ -705,10 +707,19 @@ impl<'d> Ntb<'d> {
         }
     }
 
+    /// [`link_is_up`](Self::link_is_up) by what this process has heard from
+    /// the server: a departure not yet read counts from the next wait (or
+    /// `link_is_up`), as if the peer had died just after this look.
+    fn linked_as_heard(&self) -> Result<u64, NtbError> {
+        Ok(self.layout.link_is_up(self.region(), self.port, |peer| {
+            gone_as_heard(self.device, peer)
+        })?)
+    }
+
     /// The port of peer `pidx`, if the link to it is up.
     fn linked_peer(&self, pidx: u32) -> Result<u32, NtbError> {
         let port = self.peer_port_number(pidx)?;
-        if self.link_is_up()? & (1 << pidx) == 0 {
+        if self.linked_as_heard()? & (1 << pidx) == 0 {
             return Err(NtbError::NotConnected { pidx: Some(pidx) });
         }
         Ok(port)
@@ -716,7 +727,7 @@ impl<'d> Ntb<'d> {
 
     /// The ports of every peer whose link is up; at least one.
     fn linked_peer_ports(&self) -> Result<impl Iterator<Item = u32> + use<'_, 'd>, NtbError> {
-        let up = self.link_is_up()?;
+        let up = self.linked_as_heard()?;
         if up == 0 {
             return Err(NtbError::NotConnected { pidx: None });
         }
@@ -769,6 +780,12 @@ impl Drop for Ntb<'_> {
 /// see other peers).
 fn gone(device: &dyn Device, peer: PeerId) -> bool {
     device.knows_peers() && peer != device.id() && !device.peers().iter().any(|p| p.id == peer)
+}
+
+/// [`gone`] by what `device` has heard, asking the server only about a peer it
+/// has not heard of.
+fn gone_as_heard(device: &dyn Device, peer: PeerId) -> bool {
+    device.knows_peers() && peer != device.id() && !device.knows_peer(peer)
 }
 
 /// The region offset of `len` bytes at `at` inside `window`.

@@ -434,6 +434,10 @@ fn peers_and_knows_peers<F: Fixture>() {
     assert_eq!(first.knows_peers(), F::CAPS.knows_peers);
     assert_eq!(second.knows_peers(), F::CAPS.knows_peers);
     if F::CAPS.knows_peers {
+        // Without a wait or a listing: a peer not heard of yet is looked for.
+        common::wait_until("the first peer knows of the second", || first.knows_peer(1));
+        assert!(second.knows_peer(0));
+        assert!(!first.knows_peer(7));
         let expected = vec![ivlink::PeerInfo {
             id: 1,
             vectors: F::CAPS.vectors,
@@ -452,6 +456,7 @@ fn peers_and_knows_peers<F: Fixture>() {
         // Not knowing, it lists nobody: an empty list then says nothing.
         assert!(first.peers().is_empty());
         assert!(second.peers().is_empty());
+        assert!(!first.knows_peer(1));
     }
 }
 
@@ -480,6 +485,7 @@ fn the_other_peer_coming_and_going<F: Fixture>() {
     );
     assert_eq!(first.notify(1, 0), Err(NotifyError::UnknownPeer(1)));
     if F::CAPS.knows_peers {
+        assert!(!first.knows_peer(1), "a departure read is known");
         assert!(first.peers().is_empty());
     }
     let first: std::sync::Arc<dyn Device> = first.into();

@@ -113,6 +113,11 @@ fn a_vanished_peer_takes_its_link_down_and_its_port_is_taken_again() {
     wait_link(&a, 0b10);
     wait_link(&c, 0b01);
     assert!(started.elapsed() < TIMEOUT);
+    // Writes judge the link as this process heard it: down, once waits took
+    // the departure in.
+    let err = c.peer_spad_write(1, 0, 1).unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTCONN);
+    c.peer_db_set(1).unwrap();
 
     let db = peer(&server);
     let b = open(&db, 3, Some(1));

@@ -56,7 +56,10 @@ pub fn lead_ping_pong(
             let link = Duplex(WriteEnd::new(we_write, false), ReadEnd::new(we_read, true));
             ping_pong(peer, link, job, plan)
         }
-        Mechanism::Ivlink => Err(BenchError::BadJob("ivlink is not a baseline".into())),
+        Mechanism::Ivlink | Mechanism::Ntb => Err(BenchError::BadJob(format!(
+            "{} is not a baseline",
+            job.mechanism.name()
+        ))),
     }
 }
 
@@ -88,10 +91,9 @@ pub fn lead_stream(
             drop(peer_reads);
             stream(peer, WriteEnd::new(we_write, false), job, plan)
         }
-        Mechanism::Eventfd | Mechanism::Ivlink => Err(BenchError::BadJob(format!(
-            "no {} stream baseline",
-            job.mechanism.name()
-        ))),
+        Mechanism::Eventfd | Mechanism::Ivlink | Mechanism::Ntb => Err(BenchError::BadJob(
+            format!("no {} stream baseline", job.mechanism.name()),
+        )),
     }
 }
 

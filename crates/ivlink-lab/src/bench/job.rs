@@ -24,6 +24,9 @@ pub enum Mechanism {
     Unix,
     /// Pipes.
     Pipe,
+    /// Doorbells (and windows) of an NTB switch in a region from an ivshmem
+    /// server of its own.
+    Ntb,
 }
 
 /// What the two sides do.
@@ -140,7 +143,7 @@ impl Job {
     /// How many fds the leader hands the peer.
     pub fn fd_count(&self) -> usize {
         match (self.mechanism, self.pattern) {
-            (Mechanism::Ivlink, _) => 0,
+            (Mechanism::Ivlink | Mechanism::Ntb, _) => 0,
             (Mechanism::MemRing | Mechanism::Unix, _) => 1,
             (Mechanism::Pipe, Pattern::Stream) => 1,
             (Mechanism::Pipe | Mechanism::Eventfd, _) => 2,
@@ -157,6 +160,7 @@ impl Mechanism {
             Mechanism::Eventfd => "eventfd",
             Mechanism::Unix => "unix",
             Mechanism::Pipe => "pipe",
+            Mechanism::Ntb => "ntb",
         }
     }
 
@@ -167,6 +171,7 @@ impl Mechanism {
             Mechanism::Eventfd,
             Mechanism::Unix,
             Mechanism::Pipe,
+            Mechanism::Ntb,
         ]
         .into_iter()
         .find(|m| m.name() == name)

@@ -8,7 +8,8 @@
 //!
 //! - Latency: one-way = RTT / 2 of a ping-pong, per-iteration percentiles, for
 //!   ivlink busy-polling and with a sleeping receiver, against the plain memcpy
-//!   ring, a bare eventfd, a UNIX socketpair and pipes.
+//!   ring, a bare eventfd, a UNIX socketpair and pipes; and an NTB switch's
+//!   doorbell (`peer_db_set` to the other port's wait) on a server of its own.
 //! - Throughput: streaming messages of several sizes through ivlink's ring,
 //!   against the memcpy ring, the UNIX socket and a pipe.
 //!
@@ -23,6 +24,7 @@ pub mod histogram;
 mod ivlink;
 mod job;
 mod memring;
+mod ntb;
 pub mod placement;
 pub mod report;
 pub mod rpmsg_rtt;
@@ -209,6 +211,8 @@ impl From<::ivlink::wait::WaitError<ivlink_core::ring::RingError>> for BenchErro
 struct Leader<'a> {
     command: &'a dyn Fn() -> Command,
     host: Option<&'a HostPeer>,
+    /// A host peer of the NTB switch's server, and that server's socket.
+    ntb: Option<(&'a HostPeer, &'a Path)>,
 }
 
 impl Leader<'_> {
@@ -219,6 +223,12 @@ impl Leader<'_> {
     fn host(&self) -> Result<&HostPeer, BenchError> {
         self.host
             .ok_or_else(|| BenchError::Config("no ivshmem server for ivlink".into()))
+    }
+
+    fn ntb_host(&self) -> Result<&HostPeer, BenchError> {
+        self.ntb
+            .map(|(host, _)| host)
+            .ok_or_else(|| BenchError::Config("no ivshmem server for the NTB switch".into()))
     }
 }
 
@@ -274,6 +284,7 @@ pub fn run_peer(args: &[String]) -> Result<(), BenchError> {
     }
     let done = match job.mechanism {
         Mechanism::Ivlink => ivlink::follow(&job, &control)?,
+        Mechanism::Ntb => ntb::follow(&job, &control)?,
         _ => baselines::follow(&job, &control, fds)?,
     };
     control.done(done)

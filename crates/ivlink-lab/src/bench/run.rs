@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::drive::{PingPongPlan, StreamPlan};
 use super::job::{Job, Mechanism, Pattern};
 use super::report::{LatencyResult, Report, Settings, ThroughputResult};
-use super::{BenchConfig, BenchError, Leader, Placement, baselines, ivlink, placement};
+use super::{BenchConfig, BenchError, Leader, Placement, baselines, ivlink, ntb, placement};
 use ::ivlink::Device;
 use ::ivlink::server::{ServerConfig, ServerThread};
 use ::ivlink::shm::ShmBacking;
@@ -22,7 +22,7 @@ struct LatencySpec {
     blocking: bool,
 }
 
-const LATENCY: [LatencySpec; 6] = [
+const LATENCY: [LatencySpec; 8] = [
     LatencySpec {
         name: "ivlink-busy",
         how: "ivlink rings, both sides busy-poll; publish per message, release per batch",
@@ -41,6 +41,20 @@ const LATENCY: [LatencySpec; 6] = [
         name: "ivlink-sleep",
         how: "ivlink rings, spin budget 0 then sleep: a doorbell (eventfd via epoll) per message",
         mechanism: Mechanism::Ivlink,
+        spin: Some(Duration::ZERO),
+        blocking: true,
+    },
+    LatencySpec {
+        name: "ntb-busy",
+        how: "NTB doorbell: peer_db_set to the other port, which busy-polls db_read, then db_clear; no payload",
+        mechanism: Mechanism::Ntb,
+        spin: None,
+        blocking: false,
+    },
+    LatencySpec {
+        name: "ntb-sleep",
+        how: "NTB doorbell, sleeping receiver: peer_db_set, the other port sleeps in wait_until (spin 0), then db_clear; no payload",
+        mechanism: Mechanism::Ntb,
         spin: Some(Duration::ZERO),
         blocking: true,
     },
@@ -119,9 +133,24 @@ fn run_pinned(
         vectors: Some(1),
         setup_timeout: config.timeout,
     })?;
+    // The NTB switch gets a region of its own: its directory would sit where
+    // the ivlink rings are.
+    let ntb_server = ServerThread::start(ServerConfig {
+        socket_path: dir.path().join("ntb.sock"),
+        shm: ShmBacking::Memfd,
+        size: ntb::region_size(),
+        vectors: 1,
+        ..ServerConfig::default()
+    })?;
+    let ntb_host = HostPeer::connect(&HostConfig {
+        socket_path: ntb_server.socket_path().to_owned(),
+        vectors: Some(1),
+        setup_timeout: config.timeout,
+    })?;
     let leader = Leader {
         command,
         host: Some(&host),
+        ntb: Some((&ntb_host, ntb_server.socket_path())),
     };
     let base = Job {
         mechanism: Mechanism::Ivlink,
@@ -136,7 +165,8 @@ fn run_pinned(
         yield_spin: placement.shared_cpu(),
         timeout: config.timeout,
     };
-    let total = LATENCY.len() + (config.sizes.len() * 4 + 1) * config.rounds;
+    let total =
+        LATENCY.len() + (config.sizes.len() * 4 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
     let mut step = 0;
     let mut say = |what: &str| {
         step += 1;
@@ -144,10 +174,13 @@ fn run_pinned(
     };
 
     let latency = measure_latency(config, &leader, &base, &mut say)?;
-    let streams = stream_jobs(config, &base);
+    let ntb_base = ntb_job(&leader, base.clone())?;
+    let streams = stream_jobs(config, &base, &ntb_base);
     let throughput = measure_throughput(config, &leader, &streams, &mut say)?;
     drop(host);
+    drop(ntb_host);
     server.stop()?;
+    ntb_server.stop()?;
     Ok(Report {
         settings: Settings {
             quick: config.quick,
@@ -194,6 +227,7 @@ fn measure_latency(
         };
         let run = match spec.mechanism {
             Mechanism::Ivlink => ivlink::lead_ping_pong(leader, &job, &plan)?,
+            Mechanism::Ntb => ntb::lead_ping_pong(leader, &ntb_job(leader, job)?, &plan)?,
             _ => baselines::lead_ping_pong(leader, &job, &plan)?,
         };
         latency.push(LatencyResult::new(
@@ -209,11 +243,23 @@ fn measure_latency(
     Ok(latency)
 }
 
+/// `job` on the NTB switch's server.
+fn ntb_job(leader: &Leader<'_>, job: Job) -> Result<Job, BenchError> {
+    let (host, socket) = leader
+        .ntb
+        .ok_or_else(|| BenchError::Config("no ivshmem server for the NTB switch".into()))?;
+    Ok(Job {
+        socket: Some(socket.to_owned()),
+        leader: host.id(),
+        ..job
+    })
+}
+
 /// One throughput measurement: its name, how it works, and the job.
 type StreamJob = (&'static str, &'static str, Job);
 
 /// The throughput measurements of the run, in report order.
-fn stream_jobs(config: &BenchConfig, base: &Job) -> Vec<StreamJob> {
+fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJob> {
     // Every stream, run `rounds` times in turn (interleaved, so that a burst of
     // load hits all mechanisms alike); the median round is reported.
     let mut streams: Vec<StreamJob> = Vec::new();
@@ -271,6 +317,20 @@ fn stream_jobs(config: &BenchConfig, base: &Job) -> Vec<StreamJob> {
             ..base.clone()
         },
     ));
+    for size in ntb::STREAM_SIZES {
+        streams.push((
+            "ntb-window",
+            "NTB window: peer_mw_write of each chunk into a slot of the peer's inbound window (up to 16 slots), a doorbell bit per slot each way; the receiver copies out with mw_read; both spin 50 µs then sleep",
+            Job {
+                mechanism: Mechanism::Ntb,
+                pattern: Pattern::Stream,
+                size,
+                batch: 1,
+                spin: Some(STREAM_SPIN),
+                ..ntb_base.clone()
+            },
+        ));
+    }
     streams
 }
 
@@ -296,6 +356,7 @@ fn measure_throughput(
             };
             let run = match job.mechanism {
                 Mechanism::Ivlink => ivlink::lead_stream(leader, job, &plan)?,
+                Mechanism::Ntb => ntb::lead_stream(leader, job, &plan)?,
                 _ => baselines::lead_stream(leader, job, &plan)?,
             };
             runs.push(ThroughputResult {

@@ -11,6 +11,7 @@ impl Report {
         self.write_settings(out)?;
         self.write_latency(out)?;
         self.write_throughput(out)?;
+        self.write_ntb_window(out)?;
         self.write_message_rate(out)?;
         self.write_strategies(out)?;
         self.write_targets(out)
@@ -148,6 +149,43 @@ impl Report {
             mean("unix"),
             mean("pipe")
         )?;
+        Ok(())
+    }
+
+    /// Streaming through an NTB window, against the memcpy ring where it ran
+    /// at the same size.
+    fn write_ntb_window(&self, out: &mut dyn Write) -> io::Result<()> {
+        let sizes = self.ntb_window_sizes();
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nNTB window streaming, GB/s (M chunks/s): peer_mw_write into the peer's window, mw_read out"
+        )?;
+        writeln!(
+            out,
+            "{:<8} {:>17} {:>17}  {:>10}  {:>9}",
+            "chunk", "ntb-window", "memcpy-ring", "/memcpy", "doorbells"
+        )?;
+        for size in sizes {
+            let cell = |mechanism: &str| {
+                self.throughput(mechanism, size).map_or("-".into(), |r| {
+                    format!("{:.2} ({:.2})", r.gb_per_s(), r.messages_per_s() / 1e6)
+                })
+            };
+            writeln!(
+                out,
+                "{:<8} {:>17} {:>17}  {:>10}  {:>9}",
+                format_size(size),
+                cell("ntb-window"),
+                cell("memcpy-ring"),
+                self.stream_ratio("ntb-window", "memcpy-ring", size)
+                    .map_or("-".into(), |v| format!("{v:.2}x")),
+                self.throughput("ntb-window", size)
+                    .map_or(0, |r| r.doorbells)
+            )?;
+        }
         Ok(())
     }
 

@@ -28,6 +28,9 @@ struct Log {
     raised_at: [u64; KINDS.len()],
     /// A waiter is sleeping on the doorbell.
     pumping: bool,
+    /// Waiters sleeping on the condition variable: with none, nobody is
+    /// signalled (a signal costs a system call even when no one listens).
+    sleepers: usize,
 }
 
 impl Log {
@@ -82,7 +85,18 @@ impl EventLog {
     /// Records `events` taken from the region and wakes every waiter.
     pub(super) fn record(&self, events: Events) {
         if !events.is_empty() {
-            self.lock().record(events);
+            let mut log = self.lock();
+            log.record(events);
+            self.wake_sleepers(log);
+        }
+    }
+
+    /// Signals the waiters on the condition variable, if there are any. They
+    /// count themselves in under the lock before they sleep, so none is missed.
+    fn wake_sleepers(&self, log: MutexGuard<'_, Log>) {
+        let sleepers = log.sleepers;
+        drop(log);
+        if sleepers > 0 {
             self.changed.notify_all();
         }
     }
@@ -109,18 +123,21 @@ impl EventLog {
             // Bounded even without a deadline: a pump that ends without news
             // hands over the doorbell through the same signal.
             let slice = left.unwrap_or(IDLE_CHECK).min(IDLE_CHECK);
+            log.sleepers += 1;
             log = self
                 .changed
                 .wait_timeout(log, slice)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            log.sleepers -= 1;
         }
     }
 
     /// The pumping waiter is done sleeping on the doorbell.
     pub(super) fn end_pump(&self) {
-        self.lock().pumping = false;
-        self.changed.notify_all();
+        let mut log = self.lock();
+        log.pumping = false;
+        self.wake_sleepers(log);
     }
 }
 
@@ -167,5 +184,41 @@ mod tests {
         });
         assert!(matches!(log.turn(&mut a, None), Turn::News(Events::MSG)));
         assert!(matches!(log.turn(&mut a, None), Turn::Pump));
+    }
+
+    /// Only sleepers are signalled: the count must let none sleep through an
+    /// event until its idle check.
+    #[test]
+    fn a_sleeping_waiter_wakes_at_once_for_news_and_for_the_pump_ending() {
+        let log = EventLog::default();
+        let mut pump = log.now();
+        assert!(matches!(log.turn(&mut pump, None), Turn::Pump));
+        let behind = log.now();
+        let sleeping = || {
+            while log.lock().sleepers == 0 {
+                std::thread::yield_now();
+            }
+        };
+        let wait = |mut seen: EventCount| {
+            let started = Instant::now();
+            let turn = log.turn(&mut seen, None);
+            (turn, seen, started.elapsed())
+        };
+        std::thread::scope(|s| {
+            let waiter = s.spawn(move || wait(behind));
+            sleeping();
+            log.record(Events::DB);
+            let (turn, seen, took) = waiter.join().unwrap();
+            assert!(matches!(turn, Turn::News(Events::DB)));
+            assert!(took < IDLE_CHECK / 2, "woken after {took:?}");
+
+            let waiter = s.spawn(move || wait(seen));
+            sleeping();
+            log.end_pump();
+            let (turn, _, took) = waiter.join().unwrap();
+            assert!(matches!(turn, Turn::Pump), "the pump is handed over");
+            assert!(took < IDLE_CHECK / 2, "woken after {took:?}");
+        });
+        assert_eq!(log.lock().sleepers, 0);
     }
 }

@@ -508,6 +508,16 @@ impl Device for HostPeer {
         true
     }
 
+    fn knows_peer(&self, peer: PeerId) -> bool {
+        let mut state = self.lock();
+        if state.peers.contains_key(&peer) {
+            return true;
+        }
+        // It may have joined since we last looked at the socket.
+        let _ = self.drain_socket(&mut state);
+        state.peers.contains_key(&peer)
+    }
+
     fn wait(&self, what: WaitFor, timeout: Option<Duration>) -> Result<Option<Event>, DeviceError> {
         let found = crate::wait::wait_epoll(
             self.epoll.as_fd(),
