@@ -934,7 +934,7 @@ fn program_headers(elf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
 }
 
 /// Compresses `data` into `path` with `gzip -9 -n`.
-fn gzip(data: &[u8], path: &Path) -> Result<()> {
+pub(crate) fn gzip(data: &[u8], path: &Path) -> Result<()> {
     let out = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut child = Command::new("gzip")
         .args(["-9", "-n", "-c"])

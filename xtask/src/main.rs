@@ -5,8 +5,10 @@
 //! - `vm-smoke`: boots one guest on an `ivlink server` and checks it works.
 //! - `vm-test`: the VM tests: guests and a host peer on one server, end to end.
 //! - `man`: the man pages, generated from the command line's definitions.
+//! - `deb`: the Debian package (binaries, man pages, completions, systemd units).
 
 mod cpio;
+mod deb;
 mod harness;
 mod image;
 mod man;
@@ -45,6 +47,12 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Build the Debian package (release binaries, man pages, completions, systemd units)
+    Deb {
+        /// Output directory [default: target/debian]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +70,10 @@ fn main() -> ExitCode {
             man::generate(&root, &out).map(|pages| {
                 println!("{} man pages in {}", pages.len(), out.display());
             })
+        }
+        Task::Deb { out } => {
+            let out = out.unwrap_or_else(|| root.join("target").join("debian"));
+            deb::build(&root, &out).map(|deb| println!("{}", deb.display()))
         }
     };
     match result {
