@@ -553,3 +553,36 @@ fn the_unit_files_pass_systemd_analyze_verify() {
         "systemd-analyze verify complains:\n{all}"
     );
 }
+
+#[test]
+fn the_sysusers_entry_creates_the_service_user() {
+    if !available("systemd-sysusers") {
+        return;
+    }
+    let entry = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../packaging/sysusers.d/ivshmem-server.conf")
+        .canonicalize()
+        .unwrap();
+    // A private root holding copies of the user database: the system's is untouched.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    for file in ["passwd", "group"] {
+        std::fs::copy(
+            Path::new("/etc").join(file),
+            root.path().join("etc").join(file),
+        )
+        .unwrap();
+    }
+    let output = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", path_str(root.path())))
+        .arg(&entry)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let user = passwd
+        .lines()
+        .find(|line| line.starts_with("ivshmem-server:"))
+        .unwrap_or_else(|| panic!("no ivshmem-server user:\n{passwd}"));
+    assert!(user.contains(":ivshmem server:/nonexistent:"), "{user}");
+}
