@@ -11,7 +11,9 @@
 //! - startup failures print one line saying what failed and why, and happen
 //!   before the shared memory is touched (QEMU's server resizes it first);
 //! - an existing shared memory object of another size is refused, not resized:
-//!   peers mapping it would crash (remove it, or give its size).
+//!   peers mapping it would crash (remove it, or give its size);
+//! - under a service manager it takes a socket passed by socket activation and
+//!   sends readiness notifications, as `ivlink server` does.
 
 use std::ffi::OsString;
 use std::io::Write;

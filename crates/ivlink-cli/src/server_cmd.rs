@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use ivlink::server::{IdPolicy, ServerError};
+use ivlink::server::{IdPolicy, MAX_VECTORS, ServerError, systemd};
 use ivlink::shm::{ShmBacking, ShmError};
 use ivlink::{Server, ServerConfig};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::logging::{self, LogFormat, LogTarget};
 
@@ -54,11 +54,25 @@ pub struct ServerArgs {
     pub memfd: bool,
 
     /// Shared memory size, K/M/G/T suffixes; rounded up to a power of two
-    #[arg(short = 'l', long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    #[arg(
+        short = 'l',
+        long,
+        value_name = "SIZE",
+        default_value = "4M",
+        value_parser = parse_size,
+        allow_negative_numbers = true
+    )]
     pub size: u64,
 
     /// Vectors per peer (at most 64; Zephyr guests expect 2)
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = parse_vectors,
+        allow_negative_numbers = true
+    )]
     pub vectors: u16,
 
     /// Stay in the foreground (otherwise daemonize, like QEMU's server)
@@ -187,7 +201,24 @@ pub struct RunOptions {
 /// Binds, daemonizes unless in the foreground, and serves until SIGINT or SIGTERM.
 /// On a signal every peer is disconnected (the others are told) and the socket
 /// file is removed.
+///
+/// Under a service manager: a listening socket it passed (socket activation,
+/// `LISTEN_PID`/`LISTEN_FDS`) is served on as it is, and `config.socket_path`
+/// ignored; with `NOTIFY_SOCKET` set, the server reports `READY=1`, its status
+/// and `STOPPING=1` (a daemonized server also sends `MAINPID=`, which the
+/// manager takes only with `NotifyAccess=all`: under systemd, run in the
+/// foreground). Call it before any thread starts: the variables are taken out
+/// of the environment.
 pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
+    let adopted = systemd::take_listener()?;
+    let notifier = match systemd::Notifier::from_env() {
+        Some(Ok(notifier)) => Some(notifier),
+        Some(Err(e)) => {
+            warn!("{e}; the service manager will not hear from this server");
+            None
+        }
+        None => None,
+    };
     let pid_err = || format!("cannot write pid file {}", options.pidfile.display());
     // The pid file is opened before the server binds: a failure is then found
     // before the socket and the shared memory are touched, and reported by the
@@ -205,7 +236,21 @@ pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
             .with_context(pid_err)?;
         Some((file, existed))
     };
-    let server = match Server::bind(config) {
+    let bound = match adopted {
+        Some(listener) => {
+            if listener.path() != config.socket_path {
+                info!(
+                    "socket activation: serving on {}, the socket the service manager passed; \
+                     -S {} is ignored",
+                    listener.path().display(),
+                    config.socket_path.display()
+                );
+            }
+            Server::bind_adopted(config, listener)
+        }
+        None => Server::bind(config),
+    };
+    let mut server = match bound {
         Ok(server) => server,
         Err(e) => {
             if let Some((_, false)) = pidfile {
@@ -219,6 +264,14 @@ pub fn run(config: ServerConfig, options: &RunOptions) -> anyhow::Result<()> {
         use std::io::Write;
         pidfile.set_len(0).with_context(pid_err)?;
         writeln!(pidfile, "{}", std::process::id()).with_context(pid_err)?;
+        if let Some(notifier) = &notifier
+            && let Err(e) = notifier.send(&format!("MAINPID={}", std::process::id()))
+        {
+            warn!("cannot notify {}: {e}", notifier.address());
+        }
+    }
+    if let Some(notifier) = notifier {
+        server.notify_service_manager(notifier);
     }
     let handle = server.handle();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -242,6 +295,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     ivlink::size::parse_size(text).map_err(|e| e.to_string())
 }
 
+/// Parses a number of vectors per peer, 0 to [`MAX_VECTORS`].
+pub fn parse_vectors(text: &str) -> Result<u16, String> {
+    let digits = text.trim();
+    if let Some(magnitude) = digits.strip_prefix('-') {
+        if !magnitude.is_empty() && magnitude.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "a number of vectors cannot be negative (0 to {MAX_VECTORS})"
+            ));
+        }
+    }
+    let too_many = || format!("too many vectors: at most {MAX_VECTORS} per peer (QEMU's limit)");
+    match digits.parse::<u64>() {
+        Ok(n) if n <= u64::from(MAX_VECTORS) => Ok(n as u16),
+        Ok(_) => Err(too_many()),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(too_many()),
+        Err(_) => Err(format!("not a number of vectors (0 to {MAX_VECTORS})")),
+    }
+}
+
 /// Parses an octal mode such as `0660` or `660`.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
@@ -261,6 +333,27 @@ pub fn resolve_group(name: &str) -> anyhow::Result<rustix::fs::Gid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vectors_are_refused_with_the_reason() {
+        assert_eq!(parse_vectors("0"), Ok(0));
+        assert_eq!(parse_vectors("64"), Ok(64));
+        for too_many in ["65", "65536", "100000000000", "99999999999999999999999"] {
+            assert_eq!(
+                parse_vectors(too_many),
+                Err("too many vectors: at most 64 per peer (QEMU's limit)".into()),
+                "{too_many}"
+            );
+        }
+        assert_eq!(
+            parse_vectors("-1"),
+            Err("a number of vectors cannot be negative (0 to 64)".into())
+        );
+        assert_eq!(
+            parse_vectors("two"),
+            Err("not a number of vectors (0 to 64)".into())
+        );
+    }
 
     #[test]
     fn parses_octal_modes() {

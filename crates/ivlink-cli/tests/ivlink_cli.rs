@@ -300,7 +300,7 @@ fn bad_server_arguments_are_refused_clearly() {
     let sock = sock.to_str().unwrap();
     let vectors = run(&["server", "-F", "-S", sock, "--memfd", "-n", "65"]);
     assert!(
-        text(&vectors).contains("too many requested vectors (max is 64)"),
+        text(&vectors).contains("too many vectors: at most 64 per peer"),
         "{}",
         text(&vectors)
     );

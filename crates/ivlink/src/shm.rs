@@ -255,6 +255,44 @@ impl SharedMemory {
         self.size
     }
 
+    /// A warning when the memory cannot really hold [`size`](Self::size) bytes:
+    /// files and memfds are filled lazily, so a region larger than its
+    /// filesystem's free space (or, for a memfd, than RAM and swap) starts fine
+    /// and its peers get SIGBUS once the space runs out. `None` when it fits or
+    /// the space cannot be learnt.
+    pub fn capacity_warning(&self) -> Option<String> {
+        let stat = rustix::fs::fstatvfs(&self.fd).ok()?;
+        // A filesystem without a size (a memfd's) is bounded by memory only.
+        let unlimited = stat.f_blocks == 0;
+        let free = if unlimited {
+            let info = rustix::system::sysinfo();
+            let memory = (info.totalram as u64).saturating_add(info.totalswap as u64);
+            memory.saturating_mul(u64::from(info.mem_unit.max(1)))
+        } else {
+            stat.f_bavail.saturating_mul(stat.f_frsize)
+        };
+        // Blocks the object holds already count as room for it.
+        let held = rustix::fs::fstat(&self.fd)
+            .map(|st| (st.st_blocks as u64).saturating_mul(512))
+            .unwrap_or(0);
+        let room = free.saturating_add(held);
+        if self.size <= room {
+            return None;
+        }
+        let room = format!("{room} bytes ({})", approx_size(room));
+        let limit = if unlimited {
+            format!("the machine has only {room} of RAM and swap")
+        } else {
+            format!("only {room} are free on its filesystem")
+        };
+        Some(format!(
+            "{} is {} bytes ({}) but {limit}: a peer writing beyond that gets SIGBUS",
+            self.backing,
+            self.size,
+            approx_size(self.size)
+        ))
+    }
+
     /// Where it lives.
     pub fn backing(&self) -> &ShmBacking {
         &self.backing
@@ -268,6 +306,25 @@ impl SharedMemory {
             ShmBacking::File(path) => std::fs::remove_file(path),
             ShmBacking::Dir(_) | ShmBacking::Memfd => Ok(()),
         }
+    }
+}
+
+/// A byte count rounded for people: `1.0 TiB`, `23.5 GiB`, `512 B`.
+fn approx_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    if unit == "B" {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {unit}")
     }
 }
 
@@ -522,6 +579,46 @@ mod tests {
             rustix::shm::open(name.as_str(), rustix::shm::OFlags::RDONLY, Mode::empty()).is_ok()
         );
         shm.unlink().unwrap();
+    }
+
+    #[test]
+    fn a_region_larger_than_memory_is_warned_about() {
+        let small = SharedMemory::create(ShmBacking::Memfd, 4096, None, None, false).unwrap();
+        assert_eq!(small.capacity_warning(), None);
+        // Sized, never touched: a memfd is allocated as it is written.
+        let huge = SharedMemory::create(ShmBacking::Memfd, 1 << 50, None, None, false).unwrap();
+        let warning = huge.capacity_warning().expect("1 PiB exceeds RAM and swap");
+        assert!(
+            warning.contains("(1.0 PiB) but the machine has only"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("of RAM and swap: a peer writing beyond"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn a_file_larger_than_its_filesystem_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = ShmBacking::Dir(dir.path().into());
+        let fits = SharedMemory::create(backing.clone(), 4096, None, None, false).unwrap();
+        assert_eq!(fits.capacity_warning(), None);
+        let stat = rustix::fs::statvfs(dir.path()).unwrap();
+        let beyond = (stat.f_bavail * stat.f_frsize + 1).next_power_of_two();
+        let huge = SharedMemory::create(backing, beyond, None, None, false).unwrap();
+        let warning = huge.capacity_warning().expect("larger than the free space");
+        assert!(
+            warning.contains(") are free on its filesystem"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn sizes_read_for_people() {
+        assert_eq!(approx_size(512), "512 B");
+        assert_eq!(approx_size(1536), "1.5 KiB");
+        assert_eq!(approx_size(1 << 40), "1.0 TiB");
     }
 
     #[test]

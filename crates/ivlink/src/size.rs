@@ -1,5 +1,7 @@
 //! Sizes as users write them: `4M`, `1G`, `65536` (1K = 1024, like QEMU's tools).
 
+use std::num::IntErrorKind;
+
 use thiserror::Error;
 
 /// A size string that could not be understood.
@@ -31,14 +33,26 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
         Some(_) => (upper, 0),
         None => return Err(err("empty")),
     };
-    let value: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| err("expected a number with an optional K, M, G or T suffix"))?;
+    let digits = digits.trim();
+    if digits.starts_with('-') {
+        return Err(err("a size cannot be negative"));
+    }
+    let value: u64 = match digits.parse() {
+        Ok(value) => value,
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => return Err(err(TOO_LARGE)),
+        Err(_) => {
+            return Err(err(
+                "expected a number with an optional K, M, G or T suffix",
+            ));
+        }
+    };
     value
         .checked_mul(1u64 << shift)
-        .ok_or_else(|| err("too large"))
+        .ok_or_else(|| err(TOO_LARGE))
 }
+
+/// Why a size beyond 64 bits is refused.
+const TOO_LARGE: &str = "too large: sizes go up to 2^64 - 1 bytes (16 EiB)";
 
 /// Formats a byte count the short way (`4M`, `1536K`, `100`).
 pub fn format_size(bytes: u64) -> String {
@@ -70,8 +84,18 @@ mod tests {
         assert!(parse_size("M").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("4X").is_err());
-        assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("20000000T").is_err());
+    }
+
+    #[test]
+    fn says_why_a_number_is_refused() {
+        let reason = |text| parse_size(text).unwrap_err().to_string();
+        for too_large in ["99999999999999999999", "20000000T", "18446744073709551616"] {
+            assert!(reason(too_large).ends_with(TOO_LARGE), "{too_large}");
+        }
+        assert!(reason("-1").ends_with("a size cannot be negative"));
+        assert!(reason("-4M").ends_with("a size cannot be negative"));
+        assert!(reason("4X").contains("expected a number"));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
     }
 
     #[test]

@@ -31,14 +31,27 @@ impl Running {
         (running, stdin)
     }
 
+    /// Like [`start`](Self::start) for any program, with `env` added to its
+    /// environment.
+    pub fn start_program(program: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        Self::spawn_command(command, Stdio::null())
+    }
+
     fn spawn(args: &[&str], stdin: Stdio) -> Running {
-        let mut child = Command::new(IVLINK)
-            .args(args)
+        let mut command = Command::new(IVLINK);
+        command.args(args);
+        Self::spawn_command(command, stdin)
+    }
+
+    fn spawn_command(mut command: Command, stdin: Stdio) -> Running {
+        let mut child = command
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn ivlink");
+            .expect("spawn the program");
         let (tx, lines) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use rustix::io::Errno;
@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::ids::IdAllocator;
 use super::listener::{self, Listener};
 use super::peer::{Flush, Peer};
+use super::systemd::{Notifier, Readiness};
 use super::{MAX_PEERS, MAX_VECTORS, ServerConfig, ServerError, ServerHandle};
 use crate::doorbell;
 use crate::shm::{self, SharedMemory};
@@ -47,6 +48,8 @@ pub struct Server {
     doomed: Vec<(u64, String)>,
     /// An fd held in reserve so a connection can be refused when fds run out.
     spare_fd: Option<OwnedFd>,
+    /// The service manager to tell about readiness, peers and stopping.
+    readiness: Option<Readiness>,
 }
 
 impl Server {
@@ -59,6 +62,18 @@ impl Server {
     /// [`SharedMemory::create`]) before it is changed; a failed start removes what
     /// it created and changes nothing else.
     pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        Self::start(config, None)
+    }
+
+    /// Like [`bind`](Self::bind), serving on a socket that is already listening
+    /// (socket activation, see [`super::systemd::take_listener`]) instead of
+    /// binding `config.socket_path`; the socket's mode and owner are its
+    /// creator's, and its file stays when the server stops.
+    pub fn bind_adopted(config: ServerConfig, listener: Listener) -> Result<Self, ServerError> {
+        Self::start(config, Some(listener))
+    }
+
+    fn start(config: ServerConfig, adopted: Option<Listener>) -> Result<Self, ServerError> {
         if config.vectors > MAX_VECTORS {
             return Err(ServerError::Config(format!(
                 "too many requested vectors (max is {MAX_VECTORS})"
@@ -95,7 +110,10 @@ impl Server {
         // The socket before the shared memory: binding it also claims the path
         // against a second server started at the same time, and dropping it on a
         // later error removes the file.
-        let listener = Listener::bind(&config.socket_path, config.socket_mode, config.group)?;
+        let listener = match adopted {
+            Some(listener) => listener,
+            None => Listener::bind(&config.socket_path, config.socket_mode, config.group)?,
+        };
         epoll::add(
             &epoll,
             listener.socket(),
@@ -122,7 +140,17 @@ impl Server {
         };
         // Logged once the start can no longer fail.
         info!("using {}, {} bytes", shm.backing(), shm.size());
-        info!("create & bind socket {}", config.socket_path.display());
+        if let Some(warning) = shm.capacity_warning() {
+            warn!("{warning}");
+        }
+        if listener.is_adopted() {
+            info!(
+                "serving on {}, the socket the service manager passed",
+                listener.path().display()
+            );
+        } else {
+            info!("create & bind socket {}", config.socket_path.display());
+        }
         let ids = IdAllocator::new(config.id_policy, config.first_id);
         Ok(Server {
             handle: ServerHandle {
@@ -140,7 +168,23 @@ impl Server {
             next_token: FIRST_PEER_TOKEN,
             doomed: Vec::new(),
             spare_fd: reserve_spare_fd(),
+            readiness: None,
         })
+    }
+
+    /// Tells a service manager (`sd_notify(3)`) through `notifier`: `READY=1`
+    /// with a `STATUS=` line (socket, size, vectors) once [`run`](Self::run)
+    /// starts, the peer count as it changes (at most twice a second), and
+    /// `STOPPING=1` when the server stops.
+    pub fn notify_service_manager(&mut self, notifier: Notifier) {
+        let listening = format!(
+            "listening on {}, {} bytes, {} vector{}",
+            self.listener.path().display(),
+            self.shm.size(),
+            self.config.vectors,
+            if self.config.vectors == 1 { "" } else { "s" }
+        );
+        self.readiness = Some(Readiness::new(notifier, listening));
     }
 
     /// A handle to stop the server from another thread or a signal handler.
@@ -160,6 +204,9 @@ impl Server {
 
     /// Serves peers until stopped, then disconnects them all and removes the socket.
     pub fn run(mut self) -> Result<(), ServerError> {
+        if let Some(readiness) = &mut self.readiness {
+            readiness.ready(Instant::now());
+        }
         let result = self.serve();
         self.shutdown();
         result
@@ -169,7 +216,16 @@ impl Server {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
             let retrying = self.peers.values().any(|p| p.retry);
-            let timeout = retrying.then(|| doorbell::to_timespec(RETRY_INTERVAL));
+            let status_due = self
+                .readiness
+                .as_ref()
+                .and_then(Readiness::deadline)
+                .map(|due| due.saturating_duration_since(Instant::now()));
+            let timeout = [retrying.then_some(RETRY_INTERVAL), status_due]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(doorbell::to_timespec);
             events.clear();
             match epoll::wait(
                 &self.epoll,
@@ -209,6 +265,9 @@ impl Server {
                 }
             }
             self.remove_doomed();
+            if let Some(readiness) = &mut self.readiness {
+                readiness.peers(self.peers.len(), Instant::now());
+            }
         }
     }
 
@@ -437,6 +496,9 @@ impl Server {
     }
 
     fn shutdown(&mut self) {
+        if let Some(readiness) = &mut self.readiness {
+            readiness.stopping();
+        }
         info!("close server: disconnecting {} peer(s)", self.peers.len());
         while let Some(&token) = self.peers.keys().next() {
             self.remove_peer(token, "the server is stopping");

@@ -1,7 +1,10 @@
 //! The server's listening socket: refuses to steal a live server's path, replaces a
-//! stale one, and removes only its own socket file on exit.
+//! stale one, and removes only its own socket file on exit. A socket handed in by
+//! a service manager is used as it is and its file never removed.
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,9 @@ use super::ServerError;
 pub struct Listener {
     socket: UnixListener,
     path: PathBuf,
-    identity: (u64, u64),
+    /// Device and inode of the socket file this listener created; none for a
+    /// socket handed in, whose file belongs to whoever made it.
+    identity: Option<(u64, u64)>,
 }
 
 impl Listener {
@@ -31,7 +36,7 @@ impl Listener {
         };
         let socket = UnixListener::bind(path).map_err(bind_err)?;
         let identity = match std::fs::symlink_metadata(path) {
-            Ok(meta) => (meta.dev(), meta.ino()),
+            Ok(meta) => Some((meta.dev(), meta.ino())),
             Err(error) => {
                 let _ = std::fs::remove_file(path);
                 return Err(bind_err(error));
@@ -54,6 +59,29 @@ impl Listener {
         Ok(listener)
     }
 
+    /// Serves on a socket that is already bound and listening (socket
+    /// activation), as it is: its mode and owner are left alone, and its file is
+    /// not removed when the server stops. The path comes from the socket's own
+    /// address (`@name` for an abstract one).
+    pub fn adopt(socket: OwnedFd) -> io::Result<Self> {
+        let address = rustix::net::getsockname(&socket)?;
+        let path = SocketAddrUnix::try_from(address)
+            .map(|address| describe(&address))
+            .unwrap_or_else(|_| PathBuf::from("(not a UNIX socket)"));
+        let socket = UnixListener::from(socket);
+        socket.set_nonblocking(true)?;
+        Ok(Listener {
+            socket,
+            path,
+            identity: None,
+        })
+    }
+
+    /// Whether the socket was handed in rather than bound by this listener.
+    pub fn is_adopted(&self) -> bool {
+        self.identity.is_none()
+    }
+
     /// The listening socket.
     pub fn socket(&self) -> &UnixListener {
         &self.socket
@@ -67,8 +95,9 @@ impl Listener {
     /// Unlinks the socket file if it is still ours (another server may have
     /// replaced it meanwhile).
     pub fn remove(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && (meta.dev(), meta.ino()) == self.identity
+        if let Some(identity) = self.identity
+            && let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == identity
         {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -79,6 +108,21 @@ impl Drop for Listener {
     /// A server that never ran (or failed) leaves no socket file behind.
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// A socket address as a path for messages: the path, `@name` for an abstract
+/// address, `(unnamed)` for none.
+fn describe(address: &SocketAddrUnix) -> PathBuf {
+    use std::ffi::OsStr;
+    if let Some(path) = address.path_bytes() {
+        PathBuf::from(OsStr::from_bytes(path))
+    } else if let Some(name) = address.abstract_name() {
+        let mut text = b"@".to_vec();
+        text.extend_from_slice(name);
+        PathBuf::from(OsStr::from_bytes(&text))
+    } else {
+        PathBuf::from("(unnamed)")
     }
 }
 
@@ -194,6 +238,27 @@ mod tests {
         let err = Listener::bind(&path, None, None).unwrap_err();
         assert!(matches!(err, ServerError::NotASocket(_)), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    }
+
+    #[test]
+    fn an_adopted_socket_keeps_its_file_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let socket = UnixListener::bind(&path).unwrap();
+        rustix::fs::chmod(&path, Mode::from_bits_truncate(0o640)).unwrap();
+        let adopted = Listener::adopt(socket.into()).unwrap();
+        assert!(adopted.is_adopted());
+        assert_eq!(adopted.path(), path);
+        drop(adopted);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket(), "the socket file must stay");
+        assert_eq!(meta.mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn abstract_addresses_are_shown_with_an_at_sign() {
+        let address = SocketAddrUnix::new_abstract_name(b"ivlink-x").unwrap();
+        assert_eq!(describe(&address), Path::new("@ivlink-x"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod ids;
 mod listener;
 mod peer;
 pub mod process;
+pub mod systemd;
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -36,7 +37,7 @@ pub const MAX_PEERS: usize = 65536;
 /// How a server is set up. [`Default`] gives QEMU's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Listening socket path (`-S`).
+    /// Listening socket path (`-S`); unused by [`Server::bind_adopted`].
     pub socket_path: PathBuf,
     /// Where the shared memory lives (`-M`, `-m`, `--shm-file`, `--memfd`).
     pub shm: ShmBacking,
@@ -111,6 +112,9 @@ pub enum ServerError {
         /// The system's reason.
         error: io::Error,
     },
+    /// The socket a service manager passed cannot be served on.
+    #[error(transparent)]
+    Activation(#[from] systemd::ActivationError),
     /// A system call in the event loop failed.
     #[error("{context}: {error}")]
     Io {
