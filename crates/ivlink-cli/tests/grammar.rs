@@ -90,10 +90,10 @@ fn a_channel_takes_its_ring_capacity_with_a_suffix() {
     assert!(sent.status.success(), "{}", text(&sent));
     receiver.expect_line("from peer 1: hello");
     let inspected = run(&["inspect", "-S", sock, "--json"]);
+    let json = String::from_utf8_lossy(&inspected.stdout);
     assert!(
-        text(&inspected).contains("1048576"),
-        "the channel's rings are not 1M:\n{}",
-        text(&inspected)
+        json.contains("\"capacity\": 1048576"),
+        "the channel's rings are not 1M:\n{json}"
     );
 }
 

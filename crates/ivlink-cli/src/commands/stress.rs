@@ -220,7 +220,7 @@ impl StressPeerArgs {
 pub fn parse_run_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("zero: a stress run needs more than no time".to_owned());
+        return Err("zero: a stress run needs more than zero".to_owned());
     }
     Ok(duration)
 }
