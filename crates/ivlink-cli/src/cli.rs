@@ -9,7 +9,7 @@ use crate::commands::{
 };
 use crate::logging::{self, LogFormat, LogTarget};
 use crate::server_cmd::ServerArgs;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Shared memory and doorbells between QEMU VMs and processes, over ivshmem.
 #[derive(Debug, Parser)]
@@ -94,9 +94,16 @@ pub struct ClientArgs {
     pub verbose: bool,
 }
 
+/// The `ivlink` command as parsed: [`Cli`], with values such as `-1` handed to
+/// the option's parser (which says what is wrong with them) rather than taken
+/// for an unknown flag.
+pub fn command() -> clap::Command {
+    crate::grammar::negative_numbers_as_values(Cli::command())
+}
+
 /// Parses the command line and runs the command: `ivlink`'s `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     if !matches!(cli.command, Command::Server(_)) {
         let _ = logging::init(
             tracing::Level::WARN,
@@ -143,5 +150,61 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = command()
+            .try_get_matches_from(std::iter::once("ivlink").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn every_command_is_well_formed() {
+        // Catches, among others, two options of one command on the same flag
+        // (`mailbox send --id` against the transport's `--id` alias).
+        command().debug_assert();
+    }
+
+    #[test]
+    fn negative_values_reach_the_parsers() {
+        let refused = parse(&["listen", "--timeout", "-1"]).unwrap_err();
+        assert!(refused.to_string().contains("negative"), "{refused}");
+        let refused = parse(&["notify", "-1", "0"]).unwrap_err();
+        assert!(refused.to_string().contains("negative"), "{refused}");
+    }
+
+    #[test]
+    fn options_take_the_shared_grammar() {
+        let Command::Ntb(crate::commands::ntb::NtbCommand::Pingpong(pingpong)) =
+            parse(&["ntb", "pingpong", "--delay-ms", "50"])
+                .unwrap()
+                .command
+        else {
+            panic!("not ntb pingpong");
+        };
+        assert_eq!(pingpong.delay_ms, Some(50));
+        assert!(parse(&["ntb", "pingpong", "--delay", "50ms", "--delay-ms", "50"]).is_err());
+        let Command::Rpmsg(crate::commands::rpmsg::RpmsgCommand::Send(send)) =
+            parse(&["rpmsg", "send", "hi", "--wait", "inf", "--timeout", "250ms"])
+                .unwrap()
+                .command
+        else {
+            panic!("not rpmsg send");
+        };
+        assert_eq!(send.wait, crate::grammar::FOREVER);
+        assert_eq!(send.timeout, std::time::Duration::from_millis(250));
+        let Command::Mailbox(mailbox::MailboxCommand::Send(send)) =
+            parse(&["ipm", "send", "0", "--id", "7", "--max-data", "4K"])
+                .unwrap()
+                .command
+        else {
+            panic!("not mailbox send");
+        };
+        assert_eq!((send.message_id, send.mailbox.max_data), (7, 4096));
     }
 }

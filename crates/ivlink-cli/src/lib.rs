@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod dropin_server;
 pub mod getopt;
+pub mod grammar;
 pub mod logging;
 pub mod relay_args;
 pub mod server_cmd;

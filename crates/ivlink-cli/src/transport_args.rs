@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::grammar::{parse_duration, parse_uint};
 use ivlink::Transport;
 use ivlink::transport::guest::GuestMode;
 use ivlink::transport::host::HostConfig;
@@ -21,9 +23,19 @@ pub struct TransportArgs {
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
 
-    /// With --file: the peer id this process uses for itself
-    #[arg(long, value_name = "ID", default_value_t = 0, requires = "file")]
-    pub id: u16,
+    /// With --file: the peer id this process uses for itself (also spelled --id,
+    /// except where --id is a message's id)
+    // `--self-id` everywhere, so that the same flag means the same thing in every
+    // command; the older `--id` stays as a hidden alias where nothing else owns it.
+    #[arg(
+        long,
+        alias = "id",
+        value_name = "ID",
+        default_value_t = 0,
+        requires = "file",
+        value_parser = parse_uint::<u16>
+    )]
+    pub self_id: u16,
 
     /// In a guest: use the ivshmem PCI device; `--device` alone (or `--device=auto`)
     /// finds it, `--device=0000:00:03.0` (or `=00:03.0`) names it
@@ -52,12 +64,12 @@ pub struct TransportArgs {
 
     /// Vectors to expect for this peer (the protocol never says; by default setup
     /// ends when the server goes quiet)
-    #[arg(long = "expect-vectors", value_name = "N")]
+    #[arg(long = "expect-vectors", value_name = "N", value_parser = parse_uint::<usize>)]
     pub expect_vectors: Option<usize>,
 
-    /// Seconds to wait for the server's setup messages
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub setup_timeout: f64,
+    /// How long to wait for the server's setup messages (500ms, 5s, ...; a bare number is seconds)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub setup_timeout: Duration,
 }
 
 /// How `--device` reaches the PCI device.
@@ -93,12 +105,12 @@ impl TransportArgs {
         match &self.file {
             Some(path) => Transport::File {
                 path: path.clone(),
-                id: self.id,
+                id: self.self_id,
             },
             None => Transport::Host(HostConfig {
                 socket_path: self.socket.clone(),
                 vectors: self.expect_vectors,
-                setup_timeout: Duration::from_secs_f64(self.setup_timeout.max(0.0)),
+                setup_timeout: self.setup_timeout,
             }),
         }
     }
@@ -168,6 +180,41 @@ mod tests {
                 mode: GuestMode::Auto
             }
         );
+    }
+
+    #[test]
+    fn the_own_id_is_self_id_and_still_id() {
+        for flag in ["--self-id", "--id"] {
+            let cli = parse(&["--file", "/tmp/f", flag, "3"]).unwrap();
+            assert_eq!(
+                cli.transport.transport(),
+                Transport::File {
+                    path: "/tmp/f".into(),
+                    id: 3
+                },
+                "{flag}"
+            );
+        }
+        let refused = parse(&["--file", "/tmp/f", "--self-id", "70000"]).unwrap_err();
+        assert!(
+            refused.to_string().contains("too large (at most 65535)"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_setup_timeout_takes_units_and_bare_seconds() {
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10", Duration::from_secs(10)),
+        ] {
+            let cli = parse(&["--setup-timeout", text]).unwrap();
+            let Transport::Host(config) = cli.transport.transport() else {
+                panic!("not a host transport");
+            };
+            assert_eq!(config.setup_timeout, expected, "{text}");
+        }
+        assert!(parse(&["--setup-timeout", "2x"]).is_err());
     }
 
     #[test]

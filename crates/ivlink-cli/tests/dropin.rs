@@ -452,6 +452,48 @@ fn foreground_server_serves_two_clients() {
     }
 }
 
+#[test]
+fn client_says_when_a_peer_has_no_such_vector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("sock");
+    let socket_arg = socket.to_str().expect("UTF-8 path");
+    let dir_arg = dir.path().to_str().expect("UTF-8 path");
+    let mut server = Proc::spawn(
+        "server",
+        SERVER,
+        &["-F", "-S", socket_arg, "-m", dir_arg, "-n", "2"],
+    );
+    wait_until("the server socket", || socket.exists());
+    let mut a = connected_client("client A", socket_arg);
+    let mut b = connected_client("client B", socket_arg);
+    // B (peer 1) is known to A once A lists it.
+    a.send("dump\n");
+    a.expect("peer_id = 1\n");
+    a.expect("cmd> ");
+
+    a.send("int 1 7\n");
+    let said = a.expect("cmd> ");
+    assert_eq!(
+        said,
+        "invalid vector 7 on peer 1 (its vectors are 0 to 1)\ncmd> ",
+        "{}",
+        a.report()
+    );
+    a.send("int 5 7\n");
+    a.expect("cannot find peer_id = 5\ncmd> ");
+    // A good vector still rings.
+    a.send("int 1 1\n");
+    b.expect("receive notification from peer_id=1 vector=1\n");
+
+    server.signal(Signal::TERM);
+    assert_eq!(server.wait().code(), Some(0), "{}", server.report());
+    for client in [a, b] {
+        let name = client.name;
+        let (status, out, err) = client.finish();
+        assert_eq!(status.code(), Some(0), "{name}: {out}\n{err}");
+    }
+}
+
 /// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
 fn exited(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) {

@@ -38,7 +38,7 @@ fn testbed_with_three_peers_and_rounds() {
 
 #[test]
 fn testbed_console_shows_the_register_dump_and_the_demo_lines_in_order() {
-    let output = run(&["testbed", "--console", "--rounds", "3", "--interval", "5"]);
+    let output = run(&["testbed", "--console", "--rounds", "3", "--interval", "5ms"]);
     let all = text(&output);
     assert!(output.status.success(), "{all}");
     assert!(
@@ -175,7 +175,7 @@ fn notify_reaches_listen_with_the_message_and_dump_shows_peers() {
         "--count",
         "3",
         "--interval",
-        "1",
+        "1ms",
     ]);
     assert!(
         text(&sent).contains("Stopped after 3 message(s)"),

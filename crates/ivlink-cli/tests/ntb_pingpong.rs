@@ -22,8 +22,8 @@ fn pingpong<'a>(socket: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
         "pingpong",
         "-S",
         socket.to_str().unwrap(),
-        "--delay-ms",
-        "50",
+        "--delay",
+        "50ms",
     ];
     args.extend_from_slice(extra);
     args

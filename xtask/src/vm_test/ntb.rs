@@ -69,7 +69,7 @@ fn tool_between(bed: &mut Bed, a: usize, b: usize) -> Result<()> {
 /// ntb_pingpong between the guests for a few seconds: both counts rise.
 fn pingpong_between(bed: &mut Bed, a: usize, b: usize) -> Result<()> {
     let started = Instant::now();
-    let command = format!("ivlink ntb pingpong {SWITCH} --delay-ms 100 --duration 5");
+    let command = format!("ivlink ntb pingpong {SWITCH} --delay 100ms --duration 5s");
     bed.guests[b].start(&format!("{command}; echo pingpong-exit=$?"))?;
     let out = bed.run_ok(a, &command)?;
     ensure!(

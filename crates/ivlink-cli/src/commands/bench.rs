@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use ivlink_lab::bench::{self, BenchConfig};
 
-use crate::server_cmd::parse_size;
+use crate::grammar::{parse_size, parse_size_as, parse_uint};
 
 /// Options of `ivlink bench`.
 #[derive(Debug, Clone, Args)]
@@ -35,15 +35,15 @@ pub struct BenchArgs {
     pub ring_size: u64,
 
     /// Messages per publication and per release on the rings
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = parse_uint::<usize>)]
     pub batch: usize,
 
-    /// Ping-pong payload in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    /// Ping-pong payload (a size: 64, 1K, ...)
+    #[arg(long, value_name = "SIZE", default_value_t = 64, value_parser = parse_size_as::<usize>)]
     pub payload: usize,
 
     /// Runs of every stream, interleaved; the median is reported [default: 3, 1 with --quick]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<usize>)]
     pub rounds: Option<usize>,
 
     /// Do not pin the two processes to two CPUs

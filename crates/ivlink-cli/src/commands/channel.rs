@@ -9,6 +9,7 @@ use ivlink::channel::{Channel, ChannelShape, open_named};
 use ivlink::wait::SpinThenSleep;
 
 use super::printable;
+use crate::grammar::{parse_duration, parse_duration_was_us, parse_size_as, parse_uint};
 use crate::transport_args::TransportArgs;
 
 /// `ivlink channel` subcommands.
@@ -37,20 +38,20 @@ pub struct ChannelArgs {
     pub channel: String,
 
     /// If creating: member slots
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_uint::<u32>)]
     pub members: u32,
 
-    /// If creating: data bytes per ring (a power of two)
-    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    /// If creating: data bytes per ring (a power of two: 16K, 1M, ...)
+    #[arg(long, value_name = "SIZE", default_value = "16K", value_parser = parse_size_as::<usize>)]
     pub ring_capacity: usize,
 
     /// If creating: the doorbell vector of the channel
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
     /// How to reach the region
     #[command(flatten)]
@@ -67,9 +68,7 @@ impl ChannelArgs {
     }
 
     fn policy(&self) -> SpinThenSleep {
-        SpinThenSleep {
-            spin: Duration::from_micros(self.spin),
-        }
+        SpinThenSleep { spin: self.spin }
     }
 }
 
@@ -81,23 +80,23 @@ pub struct SendArgs {
     pub channel: ChannelArgs,
 
     /// Peer to send to
-    #[arg(long, value_name = "PEER")]
+    #[arg(long, value_name = "PEER", value_parser = parse_uint::<u16>)]
     pub to: u16,
 
     /// Messages (each argument one message)
     #[arg(required = true)]
     pub messages: Vec<String>,
 
-    /// Seconds to wait for the peer to join and make room
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub timeout: f64,
+    /// How long to wait for the peer to join and make room (500ms, 10s, ...)
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 impl SendArgs {
     /// Sends every message, then publishes them (ringing the peer if it sleeps).
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.channel.transport.transport().open()?;
-        let timeout = Duration::from_secs_f64(self.timeout.max(0.0));
+        let timeout = self.timeout;
         let layout = open_named(
             &*device,
             &self.channel.channel,
@@ -134,12 +133,12 @@ pub struct RecvArgs {
     pub channel: ChannelArgs,
 
     /// Exit after this many messages
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
-    /// Exit with an error if nothing arrives for this many seconds
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    /// Exit with an error if nothing arrives for this long (500ms, 10s, 5m, ...)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 impl RecvArgs {
@@ -160,7 +159,7 @@ impl RecvArgs {
             endpoint.slot()
         );
         let stop = super::stop_flag()?;
-        let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let timeout = self.timeout;
         let mut buf = vec![0u8; self.channel.ring_capacity.max(1 << 16)];
         let mut received = 0u64;
         let mut last = std::time::Instant::now();

@@ -13,6 +13,9 @@ use ivlink::console::{
 };
 use ivlink::relay::{PortRead, PortWrite};
 
+use crate::grammar::{
+    parse_duration, parse_duration_was_ms, parse_duration_was_us, parse_size_as, parse_uint,
+};
 use crate::relay_args::{RELAY_HELP, RelayArgs};
 use crate::transport_args::TransportArgs;
 
@@ -84,24 +87,24 @@ pub struct SideArgs {
     pub port: PortSelector,
 
     /// native, if creating: ports (more than 1 negotiates multiport)
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_uint::<u32>)]
     pub ports: u32,
 
     /// native, if creating: entries per queue (a power of two up to 64)
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = parse_uint::<u16>)]
     pub buffers: u16,
 
-    /// native, if creating: bytes per driver buffer (a multiple of 64)
-    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    /// native, if creating: bytes per driver buffer (a multiple of 64: 4096, 4K, ...)
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = parse_size_as::<u32>)]
     pub buffer_size: u32,
 
     /// The doorbell vector
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
     /// Peer to ring (default: the native header says; hvl-zephyr: the device rings
     /// its own id + 1, the driver its own id - 1)
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_uint::<u16>)]
     pub peer: Option<u16>,
 
     /// hvl-zephyr: the region's start as the driver VM addresses it (the sample's
@@ -110,14 +113,14 @@ pub struct SideArgs {
           default_value_t = HVL_ZEPHYR_ADDRESS_BASE)]
     pub address_base: u64,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
-    /// Seconds the other side may be away (not started, or restarting) before
-    /// giving up; 0 waits forever
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    pub timeout: f64,
+    /// How long the other side may be away (not started, or restarting) before
+    /// giving up (30s, 5m, ...; a bare number is seconds); 0 waits forever
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
     /// Where the port goes
     #[command(flatten)]
@@ -141,8 +144,8 @@ impl SideArgs {
             vector: self.vector,
             peer: self.peer,
             address_base: self.address_base,
-            spin: Duration::from_micros(self.spin),
-            absence_timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
+            spin: self.spin,
+            absence_timeout: (!self.timeout.is_zero()).then_some(self.timeout),
             ..ConsoleOptions::new(self.profile.into(), role)
         }
     }
@@ -242,12 +245,14 @@ pub struct DriverArgs {
     #[arg(long, conflicts_with_all = ["pty", "exec"])]
     pub demo: bool,
 
-    /// --demo: milliseconds between lines
-    #[arg(long, value_name = "MS", default_value_t = 1640, requires = "demo")]
-    pub interval: u64,
+    /// --demo: time between lines (1640ms, 2s, ...)
+    #[arg(long, value_name = "TIME", default_value = "1640ms", requires = "demo",
+          value_parser = parse_duration_was_ms)]
+    pub interval: Duration,
 
     /// --demo: lines to write before ending (0: until stopped)
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "demo")]
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "demo",
+          value_parser = parse_uint::<u64>)]
     pub count: u64,
 
     /// Write TEXT through the emergency register (F_EMERG_WRITE) first; the
@@ -272,7 +277,7 @@ impl DriverArgs {
             .context("opening the console")?;
         console.set_observer(Box::new(print_notice));
         if let Some(text) = &self.emergency {
-            let timeout = Duration::from_secs_f64(self.side.timeout.max(1.0));
+            let timeout = self.side.timeout.max(Duration::from_secs(1));
             console
                 .emergency_write(text.as_bytes(), timeout)
                 .context("writing through the emergency register")?;
@@ -290,7 +295,7 @@ impl DriverArgs {
         let (mut rx, mut tx) = console.split();
         let host = hostname();
         let started = Instant::now();
-        let interval = Duration::from_millis(self.interval);
+        let interval = self.interval;
         std::thread::scope(|scope| -> anyhow::Result<()> {
             scope.spawn(move || {
                 rx.set_read_timeout(None);
@@ -312,7 +317,7 @@ impl DriverArgs {
                     .context("writing to the console")?;
                 sent += 1;
             }
-            let patience = Duration::from_secs_f64(self.side.timeout.max(1.0));
+            let patience = self.side.timeout.max(Duration::from_secs(1));
             if !tx.wait_taken(patience)? {
                 anyhow::bail!("the device did not take every line within {patience:?}");
             }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use ivlink_lab::bench::console::{self, ConsoleBenchConfig};
 
-use crate::server_cmd::parse_size;
+use crate::grammar::{parse_duration_was_us, parse_size, parse_uint};
 
 /// Options of `ivlink console bench`.
 #[derive(Debug, Clone, Args)]
@@ -28,7 +28,7 @@ pub struct ConsoleBenchArgs {
     pub bytes: Option<u64>,
 
     /// Keystroke round trips measured per mechanism [default: 20000, 1000 with --quick]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub round_trips: Option<u64>,
 
     /// Bytes per bulk write
@@ -36,16 +36,16 @@ pub struct ConsoleBenchArgs {
     pub write_size: u64,
 
     /// Console entries per queue (a power of two up to 64)
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = parse_uint::<u16>)]
     pub buffers: u16,
 
     /// Console bytes per buffer (a multiple of 64, up to 64K)
     #[arg(long, value_name = "SIZE", default_value = "16K", value_parser = parse_size)]
     pub buffer_size: u64,
 
-    /// Microseconds a console side spins before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long a console side spins before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
     /// Do not pin the two processes to two CPUs
     #[arg(long)]
@@ -69,7 +69,7 @@ impl ConsoleBenchArgs {
         config.chunk = usize::try_from(self.write_size)?;
         config.buffers = self.buffers;
         config.buffer_size = u32::try_from(self.buffer_size).context("--buffer-size")?;
-        config.spin = Duration::from_micros(self.spin);
+        config.spin = self.spin;
         config.pin = !self.no_pin;
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
         let command = move || {

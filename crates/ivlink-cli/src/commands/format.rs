@@ -22,7 +22,8 @@ pub struct FormatArgs {
     pub force: bool,
 
     /// Entries of the new directory
-    #[arg(long, value_name = "N", default_value_t = ivlink::channel::DEFAULT_MAX_SECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = ivlink::channel::DEFAULT_MAX_SECTIONS,
+          value_parser = crate::grammar::parse_uint::<u32>)]
     pub max_sections: u32,
 
     /// How to reach the region

@@ -8,26 +8,27 @@ use clap::Args;
 use ivlink::raw_message::{Heard, Listener};
 
 use super::printable;
+use crate::grammar::{parse_duration, parse_duration_was_ms, parse_uint};
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink listen`.
 #[derive(Debug, Clone, Args)]
 pub struct ListenArgs {
     /// Exit after this many notifications
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
-    /// Exit with an error if nothing arrives for this many seconds
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    /// Exit with an error if nothing arrives for this long (500ms, 10s, 5m, ...)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 
     /// Only print notifications, not the message at offset 0
     #[arg(long)]
     pub no_message: bool,
 
-    /// With --file: milliseconds between looks at the region
-    #[arg(long, value_name = "MS", default_value_t = 1)]
-    pub poll_interval: u64,
+    /// With --file: time between looks at the region (1ms, 500us, ...)
+    #[arg(long, value_name = "TIME", default_value = "1ms", value_parser = parse_duration_was_ms)]
+    pub poll_interval: Duration,
 
     /// How to reach the region
     #[command(flatten)]
@@ -39,12 +40,12 @@ impl ListenArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.transport.transport().open()?;
         let stop = super::stop_flag()?;
-        let timeout = self.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let timeout = self.timeout;
         let mut received = 0u64;
         let mut last_event = Instant::now();
         // Made before announcing that we listen, so a change made right after the
         // announcement is seen.
-        let mut listener = Listener::new(&*device, Duration::from_millis(self.poll_interval));
+        let mut listener = Listener::new(&*device, self.poll_interval);
         println!(
             "Listening as peer {} ({} vector(s), {} bytes); Ctrl-C to stop",
             device.id(),

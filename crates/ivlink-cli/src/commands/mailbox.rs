@@ -14,6 +14,7 @@ use ivlink::wait::SpinThenSleep;
 use ivlink::{Device, PeerId};
 
 use super::printable;
+use crate::grammar::{parse_duration, parse_duration_was_us, parse_size_as, parse_uint};
 use crate::transport_args::TransportArgs;
 
 /// The line Zephyr's IPM sample prints for each notification.
@@ -26,7 +27,7 @@ pub enum MailboxCommand {
     Send(MailboxSendArgs),
     /// Print each IPM message, and each bare doorbell on the mailbox vector
     Listen(MailboxListenArgs),
-    /// Show the mailbox's limits: max data size, ids, vectors, members
+    /// Show the mailbox: its limits (max data size, ids, vectors) and its members
     Info(MailboxInfoArgs),
 }
 
@@ -49,28 +50,28 @@ pub struct MailboxArgs {
     pub mailbox: String,
 
     /// If creating: member slots
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_uint::<u32>)]
     pub members: u32,
 
-    /// If creating: largest message data in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    /// If creating: largest message data (a size: 1024, 4K, ...)
+    #[arg(long, value_name = "SIZE", default_value = "1K", value_parser = parse_size_as::<u32>)]
     pub max_data: u32,
 
     /// If creating: number of message ids (ids are 0..N)
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = parse_uint::<u32>)]
     pub ids: u32,
 
     /// If creating: the doorbell vector messages ring (Zephyr's IPM driver uses 0)
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
     /// If creating: the vector completions ring on a waiting sender
-    #[arg(long, value_name = "V", default_value_t = 1)]
+    #[arg(long, value_name = "V", default_value_t = 1, value_parser = parse_uint::<u16>)]
     pub completion_vector: u16,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
     /// How to reach the region
     #[command(flatten)]
@@ -101,41 +102,38 @@ impl MailboxArgs {
     }
 
     fn policy(&self) -> SpinThenSleep {
-        SpinThenSleep {
-            spin: Duration::from_micros(self.spin),
-        }
+        SpinThenSleep { spin: self.spin }
     }
 }
 
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(s.clamp(0.0, 1e9))
-}
-
 /// Options of `ivlink mailbox send`.
-// `--id` is the message id here (as in IPM); the transport's own `--id` (this
-// peer's id with `--file`) becomes `--self-id`.
+// `--id` is the message id here (as in IPM): the transport's `--self-id` loses
+// its `--id` alias.
 #[derive(Debug, Clone, Args)]
-#[command(mut_arg("id", |a| a.long("self-id")))]
+#[command(mut_arg("self_id", |a| a
+    .alias(None)
+    .help("With --file: the peer id this process uses for itself (--id is the message id here)")))]
 pub struct MailboxSendArgs {
     /// Peer to send to: a member of the mailbox gets a message; any other peer (a
     /// Zephyr IPM guest) only a bare doorbell on vector 0, so give it no data
+    #[arg(value_parser = parse_uint::<u16>)]
     pub peer: PeerId,
 
     /// Data (UTF-8 text) to put in the message
     pub data: Option<String>,
 
-    /// Message id
-    #[arg(long = "id", value_name = "N", default_value_t = 0)]
+    /// Message id (this peer's own id is --self-id)
+    #[arg(long = "id", value_name = "N", default_value_t = 0, value_parser = parse_uint::<u32>)]
     pub message_id: u32,
 
     /// Wait until the peer has taken the message (IPM's `wait`)
     #[arg(long)]
     pub wait: bool,
 
-    /// Seconds to wait for room, with --wait for completion, and (where the transport
-    /// cannot tell who is connected) for the peer to join
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub timeout: f64,
+    /// How long to wait for room, with --wait for completion, and (where the
+    /// transport cannot tell who is connected) for the peer to join
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
     /// Mailbox and transport
     #[command(flatten)]
@@ -152,7 +150,7 @@ impl MailboxSendArgs {
             id: self.message_id,
             data,
             wait: self.wait,
-            timeout: seconds(self.timeout),
+            timeout: self.timeout,
         };
         let delivery = deliver(
             &*device,
@@ -187,12 +185,12 @@ impl MailboxSendArgs {
 #[derive(Debug, Clone, Args)]
 pub struct MailboxListenArgs {
     /// Exit after this many notifications
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
-    /// Exit with an error if nothing arrives for this many seconds
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    /// Exit with an error if nothing arrives for this long (500ms, 10s, 5m, ...)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 
     /// Mailbox and transport
     #[command(flatten)]
@@ -212,7 +210,7 @@ impl MailboxListenArgs {
             mailbox.slot()
         );
         let stop = super::stop_flag()?;
-        let timeout = self.timeout.map(seconds);
+        let timeout = self.timeout;
         let mut received = 0u64;
         let mut last = Instant::now();
         while self.count.is_none_or(|c| received < c) && !stop.load(Ordering::Relaxed) {

@@ -9,21 +9,25 @@ use clap::Args;
 use ivlink::raw_message::{self, RawSend, RawSendError, Sent};
 use ivlink::{PeerId, Vector};
 
+use crate::grammar::{parse_duration, parse_duration_was_ms, parse_size_as, parse_uint};
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink notify`.
 #[derive(Debug, Clone, Args)]
 pub struct NotifyArgs {
     /// Peer to notify
+    #[arg(value_parser = parse_uint::<u16>)]
     pub peer: PeerId,
     /// Vector to ring on the peer
+    #[arg(value_parser = parse_uint::<u16>)]
     pub vector: Vector,
     /// Message written at offset 0 of the region, in the message area before the
     /// ivlink directory (Zephyr's doorbell sample layout)
     pub message: Option<String>,
 
-    /// Write the message at this offset instead of 0
-    #[arg(long, value_name = "N", default_value_t = raw_message::OFFSET)]
+    /// Write the message at this offset instead of 0 (a size: 4096, 1M, ...)
+    #[arg(long, value_name = "OFFSET", default_value_t = raw_message::OFFSET,
+          value_parser = parse_size_as::<usize>)]
     pub offset: usize,
 
     /// Write the message even over an ivlink directory or its sections
@@ -34,17 +38,17 @@ pub struct NotifyArgs {
     #[arg(long)]
     pub continuous: bool,
 
-    /// With --continuous: milliseconds between messages
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub interval: u64,
+    /// With --continuous: time between messages (100ms, 2s, ...)
+    #[arg(long, value_name = "TIME", default_value = "100ms", value_parser = parse_duration_was_ms)]
+    pub interval: Duration,
 
     /// With --continuous: stop after this many messages
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
-    /// With --continuous: stop after this many seconds
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// With --continuous: stop after this long (500ms, 2s, 10m, 6h; a bare number is seconds)
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 
     /// Ring a peer above vector 255 anyway (QEMU guests only see the low 8 bits)
     #[arg(long)]
@@ -108,13 +112,11 @@ impl NotifyArgs {
             let done = !self.continuous
                 || stop.load(Ordering::Relaxed)
                 || self.count.is_some_and(|c| sent >= c)
-                || self
-                    .duration
-                    .is_some_and(|d| started.elapsed() >= Duration::from_secs_f64(d.max(0.0)));
+                || self.duration.is_some_and(|d| started.elapsed() >= d);
             if done {
                 break;
             }
-            sleep_unless_stopped(Duration::from_millis(self.interval), &stop);
+            sleep_unless_stopped(self.interval, &stop);
             if stop.load(Ordering::Relaxed) {
                 break;
             }

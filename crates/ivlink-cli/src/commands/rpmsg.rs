@@ -18,6 +18,9 @@ use ivlink::{Device, Transport};
 use ivlink_lab::bench::rpmsg_rtt::{self, RttPlan};
 
 use super::printable;
+use crate::grammar::{
+    parse_duration, parse_duration_was_us, parse_size_as, parse_uint, parse_wait,
+};
 use crate::transport_args::TransportArgs;
 
 /// `ivlink rpmsg` subcommands.
@@ -79,19 +82,19 @@ pub struct LinkArgs {
     pub section: String,
 
     /// native, if creating: buffers each way (a power of two up to 1024)
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = parse_uint::<u16>)]
     pub buffers: u16,
 
-    /// native, if creating: bytes per buffer, 16-byte header included
-    #[arg(long, value_name = "BYTES", default_value_t = 512)]
+    /// native, if creating: bytes per buffer, 16-byte header included (512, 4K, ...)
+    #[arg(long, value_name = "SIZE", default_value_t = 512, value_parser = parse_size_as::<u32>)]
     pub buffer_size: u32,
 
     /// The doorbell vector
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
     /// Peer to ring (default: the native header says; zephyr-ivshmem: own id ± 1)
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_uint::<u16>)]
     pub peer: Option<u16>,
 
     /// zephyr-ivshmem host: the region's start as the Zephyr side addresses it: the
@@ -100,9 +103,9 @@ pub struct LinkArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_address, default_value = "0")]
     pub address_base: u64,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
     /// openamp-linux: the notification socket (the remote listens, the host connects)
     #[arg(long, value_name = "PATH", default_value = ivlink::transport::openamp::DEFAULT_SOCKET)]
@@ -140,7 +143,7 @@ impl LinkArgs {
         options.vector = self.vector;
         options.peer = self.peer;
         options.address_base = self.address_base;
-        options.spin = Duration::from_micros(self.spin);
+        options.spin = self.spin;
         options
     }
 
@@ -180,10 +183,6 @@ impl LinkArgs {
     }
 }
 
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(s.clamp(0.0, 1e9))
-}
-
 /// Options of `ivlink rpmsg echo`.
 #[derive(Debug, Clone, Args)]
 pub struct EchoArgs {
@@ -192,7 +191,7 @@ pub struct EchoArgs {
     pub quiet: bool,
 
     /// Exit after echoing this many messages
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
     /// Link and transport
@@ -364,16 +363,16 @@ pub struct SendArgs {
     pub string: String,
 
     /// How many times
-    #[arg(default_value_t = 1)]
+    #[arg(default_value_t = 1, value_parser = parse_uint::<u64>)]
     pub count: u64,
 
-    /// Seconds to wait for each echo
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub timeout: f64,
+    /// How long to wait for each echo (500ms, 5s, ...; a bare number is seconds)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
-    /// Seconds to wait for the remote side to come up and bind (inf: as long as it takes)
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub wait: f64,
+    /// How long to wait for the remote side to come up and bind (inf: as long as it takes)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_wait)]
+    pub wait: Duration,
 
     /// Print only the summary
     #[arg(long, short)]
@@ -389,7 +388,7 @@ impl SendArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let mut data = self.string.as_bytes().to_vec();
         data.push(0);
-        let mut wait = RemoteWait::new(seconds(self.wait));
+        let mut wait = RemoteWait::new(self.wait);
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
         let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
@@ -400,7 +399,7 @@ impl SendArgs {
                 session.max_payload()
             );
         }
-        let timeout = seconds(self.timeout);
+        let timeout = self.timeout;
         let (mut echoed, mut lost) = (0u64, 0u64);
         for number in 1..=self.count {
             if stop.load(Ordering::Relaxed) {
@@ -422,12 +421,7 @@ impl SendArgs {
                 Outcome::Lost => {
                     lost += 1;
                     eprintln!("message number {number} was lost in the reset");
-                    wait_bound(
-                        &mut session,
-                        &self.link,
-                        &WaitBudget::new(seconds(self.wait)),
-                        &stop,
-                    )?;
+                    wait_bound(&mut session, &self.link, &WaitBudget::new(self.wait), &stop)?;
                 }
                 Outcome::TimedOut => {
                     println!("Remote side response timed out!");
@@ -446,24 +440,24 @@ impl SendArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Round trips to measure
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = parse_uint::<u64>)]
     pub count: u64,
 
-    /// Payload bytes per message
-    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    /// Payload per message (a size: 64, 1K, ...)
+    #[arg(long, value_name = "SIZE", default_value_t = 64, value_parser = parse_size_as::<usize>)]
     pub size: usize,
 
     /// Round trips before measuring
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = parse_uint::<u64>)]
     pub warmup: u64,
 
-    /// Seconds to wait for each echo
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub timeout: f64,
+    /// How long to wait for each echo (500ms, 5s, ...; a bare number is seconds)
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
-    /// Seconds to wait for the remote side to come up
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    pub wait: f64,
+    /// How long to wait for the remote side to come up (inf: as long as it takes)
+    #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_wait)]
+    pub wait: Duration,
 
     /// Print the result as JSON
     #[arg(long)]
@@ -477,7 +471,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Measures round trips against a running `ivlink rpmsg echo`.
     pub fn run(&self) -> anyhow::Result<()> {
-        let mut wait = RemoteWait::new(seconds(self.wait));
+        let mut wait = RemoteWait::new(self.wait);
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
         let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
@@ -485,7 +479,7 @@ impl BenchArgs {
             size: self.size,
             warmup: self.warmup,
             count: self.count,
-            timeout: seconds(self.timeout),
+            timeout: self.timeout,
         };
         let result = rpmsg_rtt::measure(&mut session, &plan, &mut report_host)?;
         let (elapsed, p) = (result.seconds, result.latency_ns);

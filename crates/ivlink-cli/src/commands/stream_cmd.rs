@@ -9,6 +9,7 @@ use clap::Args;
 use ivlink::stream::Stream;
 use ivlink::wait::SpinThenSleep;
 
+use crate::grammar::{parse_duration, parse_duration_was_us, parse_size_as, parse_uint};
 use crate::relay_args::{RELAY_HELP, RelayArgs};
 use crate::transport_args::TransportArgs;
 
@@ -20,24 +21,24 @@ pub struct StreamArgs {
     pub name: String,
 
     /// The peer at the other end
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u16>)]
     pub peer: u16,
 
-    /// If creating: data bytes per direction (a power of two, at least 128)
-    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    /// If creating: data bytes per direction (a power of two, at least 128: 64K, 1M, ...)
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size_as::<usize>)]
     pub capacity: usize,
 
     /// If creating: the doorbell vector of the stream
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
-    /// Seconds to wait while another peer sets the stream up, and for the peer to open it
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub timeout: f64,
+    /// How long to wait while another peer sets the stream up, and for the peer to open it
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
     /// Say on standard error which peer this is once the stream is open
     #[arg(short = 'v', long)]
@@ -57,7 +58,7 @@ impl StreamArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let relay = self.relay.prepare("stream")?;
         let device = self.transport.transport().open()?;
-        let timeout = Duration::from_secs_f64(self.timeout.max(0.0));
+        let timeout = self.timeout;
         let mut stream = Stream::open(
             &*device,
             &self.name,
@@ -67,9 +68,7 @@ impl StreamArgs {
             timeout,
         )
         .with_context(|| format!("opening stream '{}'", self.name))?;
-        stream.set_policy(SpinThenSleep {
-            spin: Duration::from_micros(self.spin),
-        });
+        stream.set_policy(SpinThenSleep { spin: self.spin });
         if self.verbose {
             eprintln!(
                 "peer {} on stream '{}' to peer {}",

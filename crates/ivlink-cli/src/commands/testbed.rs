@@ -13,18 +13,20 @@ use ivlink_lab::testbed::console::{self as console_bed, ConsoleTestbedConfig};
 use ivlink_lab::testbed::guests::{self, ConsoleDemo, GuestTestbedConfig};
 use ivlink_lab::testbed::{self, PeerPlan, TestbedConfig};
 
-use crate::server_cmd::parse_size;
+use crate::grammar::{
+    format_duration, parse_duration, parse_duration_was_ms, parse_size, parse_uint,
+};
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink testbed`.
 #[derive(Debug, Clone, Args)]
 pub struct TestbedArgs {
     /// Peer processes to start
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_uint::<usize>)]
     pub peers: usize,
 
     /// Vectors per peer (Zephyr's default is 2)
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 2)]
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 2, value_parser = parse_uint::<u16>)]
     pub vectors: u16,
 
     /// Shared memory size
@@ -32,24 +34,25 @@ pub struct TestbedArgs {
     pub size: u64,
 
     /// Laps of messages around the peers, per vector
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_uint::<u32>)]
     pub rounds: u32,
 
-    /// Seconds any one step may take
-    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
-    pub timeout: f64,
+    /// How long any one step may take (at least 100ms; a bare number is seconds)
+    #[arg(long, value_name = "TIME", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
     /// Run the seed's virtio console demo instead: a console device printing the
     /// driver's "Hello World" lines (--rounds of them)
     #[arg(long)]
     pub console: bool,
 
-    /// With --console: milliseconds between two demo lines
-    #[arg(long, value_name = "MS", default_value_t = 20, requires = "console")]
-    pub interval: u64,
+    /// With --console: time between two demo lines (20ms, 1s, ...)
+    #[arg(long, value_name = "TIME", default_value = "20ms", requires = "console",
+          value_parser = parse_duration_was_ms)]
+    pub interval: Duration,
 
     /// Boot N QEMU guests as the peers instead of host processes
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<usize>)]
     pub guests: Option<usize>,
 
     /// With --guests: the guest image directory (from `cargo xtask vm-image`)
@@ -73,9 +76,9 @@ pub struct TestbedArgs {
     #[arg(long, default_value = "tcg")]
     pub accel: String,
 
-    /// With --guests: seconds a guest may take to boot
-    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
-    pub boot_timeout: f64,
+    /// With --guests: how long a guest may take to boot (at least 1s)
+    #[arg(long, value_name = "TIME", default_value = "120s", value_parser = parse_duration)]
+    pub boot_timeout: Duration,
 
     /// With --guests: where the server socket, consoles and logs go [default: a new temporary directory]
     #[arg(long, value_name = "DIR")]
@@ -100,12 +103,12 @@ impl TestbedArgs {
             vectors: self.vectors,
             size: self.size,
             rounds: self.rounds,
-            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+            timeout: self.step_timeout(),
         };
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
         let peers = self.peers;
         let rounds = self.rounds;
-        let timeout = self.timeout;
+        let timeout = format_duration(config.timeout);
         let nonce = testbed::run_nonce();
         let command = move |socket: &Path| {
             let mut command = Command::new(&exe);
@@ -118,7 +121,7 @@ impl TestbedArgs {
                 .arg("--rounds")
                 .arg(rounds.to_string())
                 .arg("--timeout")
-                .arg(timeout.to_string())
+                .arg(&timeout)
                 .arg("--nonce")
                 .arg(nonce.to_string());
             command
@@ -136,6 +139,11 @@ impl TestbedArgs {
 }
 
 impl TestbedArgs {
+    /// `--timeout`, at least 100ms.
+    fn step_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(100))
+    }
+
     /// The console demo between two host processes of this executable.
     fn run_console(&self) -> anyhow::Result<()> {
         let lines = self.demo_lines()?;
@@ -143,11 +151,11 @@ impl TestbedArgs {
             size: self.size,
             vectors: self.vectors,
             lines,
-            interval: Duration::from_millis(self.interval),
-            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+            interval: self.interval,
+            timeout: self.step_timeout(),
         };
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
-        let timeout = self.timeout.to_string();
+        let timeout = format_duration(config.timeout);
         let side = |role: &'static str| {
             let exe = exe.clone();
             let timeout = timeout.clone();
@@ -163,7 +171,7 @@ impl TestbedArgs {
         let device = side("device");
         let driver = {
             let side = side("driver");
-            let interval = self.interval.to_string();
+            let interval = format_duration(self.interval);
             move |socket: &Path| {
                 let mut command = side(socket);
                 command.args([
@@ -230,8 +238,8 @@ impl TestbedArgs {
             vectors: self.vectors,
             size: self.size,
             rounds: self.rounds,
-            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
-            boot_timeout: Duration::from_secs_f64(self.boot_timeout.max(1.0)),
+            timeout: self.step_timeout(),
+            boot_timeout: self.boot_timeout.max(Duration::from_secs(1)),
             kernel,
             initrd,
             accel: self.accel.clone(),
@@ -240,7 +248,7 @@ impl TestbedArgs {
             console: if self.console {
                 Some(ConsoleDemo {
                     lines: self.demo_lines()?,
-                    interval: Duration::from_millis(self.interval),
+                    interval: self.interval,
                 })
             } else {
                 None
@@ -271,23 +279,23 @@ impl TestbedArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TestbedPeerArgs {
     /// Peers taking part, this one included
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = parse_uint::<usize>)]
     pub peers: usize,
 
     /// Laps per vector
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_uint::<u32>)]
     pub rounds: u32,
 
-    /// Seconds any one step may take
-    #[arg(long, default_value_t = 20.0)]
-    pub timeout: f64,
+    /// How long any one step may take (at least 100ms)
+    #[arg(long, value_name = "TIME", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: Duration,
 
     /// Ids taking part, comma-separated (needed where peers cannot be discovered, as in a guest)
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    #[arg(long, value_name = "IDS", value_delimiter = ',', value_parser = parse_uint::<u16>)]
     pub ring: Option<Vec<u16>>,
 
     /// Value unique to this run, marking the peers ready
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_uint::<u64>)]
     pub nonce: u64,
 
     /// How to reach the region
@@ -302,7 +310,7 @@ impl TestbedPeerArgs {
         let plan = PeerPlan {
             peers: self.peers,
             rounds: self.rounds,
-            timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+            timeout: self.timeout.max(Duration::from_millis(100)),
             ring: self.ring.clone(),
             nonce: self.nonce,
         };

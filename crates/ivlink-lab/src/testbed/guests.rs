@@ -268,7 +268,7 @@ pub fn console_demo(
     let _ = writeln!(out, "[{}] console device started", device.name());
     let driven = driver.run(
         &format!(
-            "ivlink console driver --device=auto --demo --count {} --interval {} --timeout {seconds} </dev/null",
+            "ivlink console driver --device=auto --demo --count {} --interval {}ms --timeout {seconds} </dev/null",
             demo.lines,
             demo.interval.as_millis()
         ),

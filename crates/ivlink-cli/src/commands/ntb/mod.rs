@@ -9,6 +9,7 @@ use ivlink::Device;
 use ivlink::ntb::{Ntb, NtbOptions, NtbShape};
 use ivlink::wait::SpinThenSleep;
 
+use crate::grammar::{parse_duration_was_us, parse_size, parse_uint};
 use crate::transport_args::TransportArgs;
 
 pub mod perf;
@@ -46,24 +47,24 @@ pub struct SwitchArgs {
     pub switch: String,
 
     /// If creating: ports of the switch (2..=16)
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_uint::<u32>)]
     pub ports: u32,
 
-    /// If creating: bytes per memory window (a multiple of 4096)
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    /// If creating: bytes per memory window (a multiple of 4096: 256K, 1M, ...)
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub mw_size: u64,
 
     /// If creating: the doorbell vector every event rings
-    #[arg(long, value_name = "V", default_value_t = 0)]
+    #[arg(long, value_name = "V", default_value_t = 0, value_parser = parse_uint::<u16>)]
     pub vector: u16,
 
     /// The port to take (default: the first free one); a port whose owner is gone is taken over
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", value_parser = parse_uint::<u32>)]
     pub port: Option<u32>,
 
-    /// Microseconds to spin before sleeping on the doorbell
-    #[arg(long, value_name = "US", default_value_t = 50)]
-    pub spin: u64,
+    /// How long to spin before sleeping on the doorbell (50us, 1ms, ...)
+    #[arg(long, value_name = "TIME", default_value = "50us", value_parser = parse_duration_was_us)]
+    pub spin: Duration,
 
     /// How to reach the region
     #[command(flatten)]
@@ -90,9 +91,7 @@ impl SwitchArgs {
         let options = NtbOptions {
             port: self.port,
             timeout: Duration::from_secs(10),
-            policy: SpinThenSleep {
-                spin: Duration::from_micros(self.spin),
-            },
+            policy: SpinThenSleep { spin: self.spin },
         };
         Ok(Ntb::open(device, &self.switch, self.shape(), options)?)
     }

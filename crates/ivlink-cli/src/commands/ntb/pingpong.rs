@@ -13,7 +13,7 @@ use clap::Args;
 use ivlink::ntb::{Events, Ntb, NtbError};
 
 use super::SwitchArgs;
-use crate::commands::stress::parse_duration;
+use crate::grammar::{format_duration, parse_duration, parse_uint};
 
 /// How often a wait looks at the stop flag.
 const STOP_TICK: Duration = Duration::from_millis(100);
@@ -21,12 +21,18 @@ const STOP_TICK: Duration = Duration::from_millis(100);
 /// Options of `ivlink ntb pingpong`.
 #[derive(Debug, Clone, Args)]
 pub struct PingpongArgs {
-    /// Milliseconds between a pong and the next ping (ntb_pingpong's `delay_ms`)
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub delay_ms: u64,
+    /// Time between a pong and the next ping (ntb_pingpong's `delay_ms`; also
+    /// `--delay-ms N` in milliseconds, as the module parameter is spelled)
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_duration)]
+    pub delay: Duration,
+
+    /// ntb_pingpong's `delay_ms`: the delay in milliseconds
+    #[arg(long, value_name = "MS", hide = true, conflicts_with = "delay",
+          value_parser = parse_uint::<u64>)]
+    pub delay_ms: Option<u64>,
 
     /// Stop after this many pongs
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
     /// Stop after this long (500ms, 10s, 5m, ...)
@@ -48,9 +54,10 @@ impl PingpongArgs {
         let stop = crate::commands::stop_flag()?;
         let device = self.switch.device()?;
         let ntb = self.switch.open(&*device)?;
-        let mut pingpong = PingPong::start(&ntb, Duration::from_millis(self.delay_ms))?;
+        let delay = self.delay_ms.map_or(self.delay, Duration::from_millis);
+        let mut pingpong = PingPong::start(&ntb, delay)?;
         let mut out = Output { json: self.json };
-        out.started(&ntb, self.delay_ms)?;
+        out.started(&ntb, delay)?;
         let end = self.duration.map(|d| Instant::now() + d);
         let mut seen = ntb.events();
         pingpong.setup(&mut out)?;
@@ -274,10 +281,11 @@ impl Output {
         Ok(())
     }
 
-    fn started(&mut self, ntb: &Ntb<'_>, delay_ms: u64) -> anyhow::Result<()> {
+    fn started(&mut self, ntb: &Ntb<'_>, delay: Duration) -> anyhow::Result<()> {
         let (port, ports) = (ntb.port_number(), ntb.port_count());
+        let delay_ms = delay.as_millis();
         self.line(
-            &format!("pingpong on port {port} of {ports}, delay {delay_ms} ms"),
+            &format!("pingpong on port {port} of {ports}, delay {}", format_duration(delay)),
             serde_json::json!({"event": "start", "port": port, "ports": ports, "delay_ms": delay_ms}),
         )
     }

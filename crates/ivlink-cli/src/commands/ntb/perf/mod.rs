@@ -12,7 +12,7 @@ use clap::Args;
 use ivlink::ntb::{Events, Ntb};
 
 use super::SwitchArgs;
-use crate::commands::stress::parse_duration;
+use crate::grammar::{parse_duration, parse_uint};
 
 mod copy;
 mod latency;
@@ -30,7 +30,7 @@ const STOP_TICK: Duration = Duration::from_millis(100);
 pub struct PerfArgs {
     /// Measure into this peer's window (a peer index; `--run` alone: the
     /// first peer whose link comes up), print and exit; without it, serve
-    #[arg(long, value_name = "PEER", num_args = 0..=1)]
+    #[arg(long, value_name = "PEER", num_args = 0..=1, value_parser = parse_uint::<u32>)]
     pub run: Option<Option<u32>>,
 
     /// log2 of the bytes per copy
@@ -50,7 +50,7 @@ pub struct PerfArgs {
 
     /// With --run: also time this many doorbell round trips (the peer echoes
     /// them) against an eventfd ping-pong
-    #[arg(long, value_name = "ROUNDS", default_value_t = 0)]
+    #[arg(long, value_name = "ROUNDS", default_value_t = 0, value_parser = parse_uint::<usize>)]
     pub latency: usize,
 
     /// With --run: how long to wait for the peer's link and window
@@ -153,7 +153,7 @@ impl PerfArgs {
 }
 
 fn ntb_spin(switch: &SwitchArgs) -> Duration {
-    Duration::from_micros(switch.spin)
+    switch.spin
 }
 
 /// Serves the handshake (and echoes, if asked) until SIGINT or SIGTERM.
