@@ -254,7 +254,11 @@ mod tests {
     fn the_newest_glibc_version_is_found_among_the_symbol_versions() {
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("bin");
-        fs::write(&binary, b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.9\0GLIBC_PRIVATE\0").unwrap();
+        fs::write(
+            &binary,
+            b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.9\0GLIBC_PRIVATE\0",
+        )
+        .unwrap();
         assert_eq!(needed_glibc(&binary).unwrap(), "2.34");
         fs::write(&binary, b"static").unwrap();
         assert!(needed_glibc(&binary).is_err());
