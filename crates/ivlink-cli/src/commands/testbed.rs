@@ -56,13 +56,9 @@ pub struct TestbedArgs {
     pub guests: Option<usize>,
 
     /// With --guests: the guest image directory (from `cargo xtask vm-image`)
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "IVLINK_VM_IMAGE",
-        default_value = "target/vm-image"
-    )]
-    pub image: PathBuf,
+    /// [default: target/vm-image here, else in the checkout ivlink was built from]
+    #[arg(long, value_name = "DIR", env = "IVLINK_VM_IMAGE")]
+    pub image: Option<PathBuf>,
 
     /// With --guests: the guest kernel [default: from --image]
     #[arg(long, value_name = "PATH")]
@@ -206,19 +202,36 @@ impl TestbedArgs {
         Ok(self.rounds)
     }
 
+    /// The guest image directory: `--image` (or `IVLINK_VM_IMAGE`), else
+    /// `target/vm-image` of the current directory if it holds an image, else
+    /// that of the checkout this binary was built from.
+    fn image_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.image {
+            return dir.clone();
+        }
+        let here = PathBuf::from("target/vm-image");
+        if ivlink_lab::vm::image_exists(&here) {
+            return here;
+        }
+        let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/vm-image");
+        std::fs::canonicalize(&built_from).unwrap_or(built_from)
+    }
+
     fn run_guests(&self, guests: usize) -> anyhow::Result<()> {
+        let image = self.image_dir();
         let kernel = self
             .kernel
             .clone()
-            .unwrap_or_else(|| ivlink_lab::vm::image_kernel(&self.image));
+            .unwrap_or_else(|| ivlink_lab::vm::image_kernel(&image));
         let initrd = self
             .initrd
             .clone()
-            .unwrap_or_else(|| self.image.join(ivlink_lab::vm::INITRD_FILE));
+            .unwrap_or_else(|| image.join(ivlink_lab::vm::INITRD_FILE));
         for (what, path) in [("kernel", &kernel), ("initramfs", &initrd)] {
             if !path.is_file() {
                 anyhow::bail!(
-                    "no guest {what} at {}: build the image with `cargo xtask vm-image`, or pass --image, --kernel and --initrd",
+                    "no guest {what} at {}: build the image with `cargo xtask vm-image` in the checkout, \
+                     then pass --image DIR or set IVLINK_VM_IMAGE=DIR (or --kernel and --initrd)",
                     path.display()
                 );
             }
