@@ -1165,7 +1165,7 @@ mod tests {
 
     proptest! {
         // Under Miri: few cases, and no failure files (Miri isolates the file system).
-        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Any sequence of operations behaves like one slot per ordered pair,
         /// served from `start` on.

@@ -1053,7 +1053,7 @@ mod tests {
 
     proptest! {
         // Under Miri: few cases, and no failure files (Miri isolates the file system).
-        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Any interleaving of operations behaves like a queue with limited room.
         #[test]

@@ -304,7 +304,7 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     // Under Miri: few cases, and no failure files (Miri isolates the file system).
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 256 },
+        cases: if cfg!(miri) { 2 } else { 256 },
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
