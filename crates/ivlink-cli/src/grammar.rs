@@ -133,18 +133,8 @@ pub fn format_duration(duration: Duration) -> String {
 /// and `ivlink server --size` take.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let upper = trimmed.to_ascii_uppercase();
-    let upper = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
-    let (digits, shift) = match upper.chars().last() {
-        Some('K') => (&upper[..upper.len() - 1], 10),
-        Some('M') => (&upper[..upper.len() - 1], 20),
-        Some('G') => (&upper[..upper.len() - 1], 30),
-        Some('T') => (&upper[..upper.len() - 1], 40),
-        Some(_) => (upper, 0),
-        None => return Err("empty: expected a size such as 4096, 64K or 1M".to_owned()),
+    let Some((digits, shift)) = ivlink::size::split_suffix(text) else {
+        return Err("empty: expected a size such as 4096, 64K or 1M".to_owned());
     };
     let value = parse_digits(digits.trim(), u64::MAX >> shift).map_err(|e| match e {
         Digits::NotANumber => {

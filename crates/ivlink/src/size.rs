@@ -19,19 +19,8 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
         input: input.to_owned(),
         reason,
     };
-    let trimmed = input.trim();
-    let upper = trimmed.to_ascii_uppercase();
-    let upper = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
-    let (digits, shift) = match upper.chars().last() {
-        Some('K') => (&upper[..upper.len() - 1], 10),
-        Some('M') => (&upper[..upper.len() - 1], 20),
-        Some('G') => (&upper[..upper.len() - 1], 30),
-        Some('T') => (&upper[..upper.len() - 1], 40),
-        Some(_) => (upper, 0),
-        None => return Err(err("empty")),
+    let Some((digits, shift)) = split_suffix(input) else {
+        return Err(err("empty"));
     };
     let digits = digits.trim();
     if digits.starts_with('-') {
@@ -49,6 +38,25 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     value
         .checked_mul(1u64 << shift)
         .ok_or_else(|| err(TOO_LARGE))
+}
+
+/// Splits a size into its digits (upper-cased, untrimmed inside) and the
+/// shift of its K, M, G or T suffix (a trailing `B` or `iB` dropped); `None`
+/// for an empty size.
+pub fn split_suffix(input: &str) -> Option<(String, u32)> {
+    let upper = input.trim().to_ascii_uppercase();
+    let upper = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let shift = match upper.chars().last()? {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Some((upper.to_owned(), 0)),
+    };
+    Some((upper[..upper.len() - 1].to_owned(), shift))
 }
 
 /// Why a size beyond 64 bits is refused.
