@@ -12,5 +12,6 @@ pub mod getopt;
 pub mod grammar;
 pub mod logging;
 pub mod relay_args;
+pub mod report;
 pub mod server_cmd;
 pub mod transport_args;

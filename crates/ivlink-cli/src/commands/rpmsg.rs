@@ -486,7 +486,7 @@ impl BenchArgs {
         let rate = result.round_trips_per_second;
         if self.json {
             let value = serde_json::json!({
-                "profile": format!("{:?}", self.link.profile),
+                "profile": crate::report::cli_name(&self.link.profile),
                 "size": self.size,
                 "round_trips": self.count,
                 "seconds": elapsed,

@@ -5,7 +5,6 @@
 //! port's own bit is a pong, which counts one up and pings back after the
 //! delay.
 
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use ivlink::ntb::{Events, Ntb, NtbError};
 
 use super::SwitchArgs;
 use crate::grammar::{format_duration, parse_duration, parse_uint};
+use crate::report::Lines;
 
 /// How often a wait looks at the stop flag.
 const STOP_TICK: Duration = Duration::from_millis(100);
@@ -56,7 +56,9 @@ impl PingpongArgs {
         let ntb = self.switch.open(&*device)?;
         let delay = self.delay_ms.map_or(self.delay, Duration::from_millis);
         let mut pingpong = PingPong::start(&ntb, delay)?;
-        let mut out = Output { json: self.json };
+        let mut out = Output {
+            lines: Lines::new(self.json),
+        };
         out.started(&ntb, delay)?;
         let end = self.duration.map(|d| Instant::now() + d);
         let mut seen = ntb.events();
@@ -266,19 +268,12 @@ struct Pong {
 
 /// Where the lines go: text or JSON lines on standard output.
 struct Output {
-    json: bool,
+    lines: Lines,
 }
 
 impl Output {
     fn line(&mut self, text: &str, json: serde_json::Value) -> anyhow::Result<()> {
-        let mut stdout = std::io::stdout().lock();
-        if self.json {
-            writeln!(stdout, "{json}")?;
-        } else {
-            writeln!(stdout, "{text}")?;
-        }
-        stdout.flush()?;
-        Ok(())
+        self.lines.line(text, json)
     }
 
     fn started(&mut self, ntb: &Ntb<'_>, delay: Duration) -> anyhow::Result<()> {
