@@ -37,3 +37,12 @@ pub use region::{RawRegion, Region, RegionError};
 
 #[cfg(any(test, feature = "alloc"))]
 pub use region::HeapRegion;
+
+/// The longest operation sequence a model-based proptest draws: `native`
+/// natively; under Miri, which interprets every step, a fifth of it: each
+/// access path is reached within a few dozen steps, and Miri checks the accesses,
+/// not the model's coverage (that is what the native cases are for).
+#[cfg(test)]
+pub(crate) const fn model_ops(native: usize) -> usize {
+    if cfg!(miri) { native / 5 } else { native }
+}

@@ -1170,7 +1170,7 @@ mod tests {
         /// Any sequence of operations behaves like one slot per ordered pair,
         /// served from `start` on.
         #[test]
-        fn behaves_like_a_box_per_pair(ops in proptest::collection::vec(op(), 1..100)) {
+        fn behaves_like_a_box_per_pair(ops in proptest::collection::vec(op(), 1..crate::model_ops(100))) {
             let (region, layout) = mailbox();
             // (from, to) -> (id, data, wants completion)
             let mut model: BTreeMap<(u32, u32), (u32, Vec<u8>, bool)> = BTreeMap::new();

@@ -1057,7 +1057,7 @@ mod tests {
 
         /// Any interleaving of operations behaves like a queue with limited room.
         #[test]
-        fn behaves_like_a_bounded_queue(ops in proptest::collection::vec(op(), 1..200)) {
+        fn behaves_like_a_bounded_queue(ops in proptest::collection::vec(op(), 1..crate::model_ops(200))) {
             let (region, layout) = ring(128);
             let mut tx = Producer::attach(&*region, layout).unwrap();
             let mut rx = Consumer::attach(&*region, layout).unwrap();

@@ -312,7 +312,7 @@ proptest! {
     /// Any interleaving behaves like a byte queue with room for `capacity`
     /// bytes not yet released.
     #[test]
-    fn behaves_like_a_bounded_byte_queue(ops in proptest::collection::vec(op(), 1..150)) {
+    fn behaves_like_a_bounded_byte_queue(ops in proptest::collection::vec(op(), 1..crate::model_ops(150))) {
         let (region, layout) = stream(128);
         let (mut a, mut b) = ends(&region, layout);
         let mut written: VecDeque<u8> = VecDeque::new(); // not yet published

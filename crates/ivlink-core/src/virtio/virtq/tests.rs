@@ -191,8 +191,8 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Steps of one model run; Miri interprets every one, so it gets fewer.
-const MODEL_STEPS: usize = if cfg!(miri) { 40 } else { 120 };
+/// Steps of one model run.
+const MODEL_STEPS: usize = crate::model_ops(120);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
