@@ -7,9 +7,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use ivlink::channel::{Channel, ChannelShape, open_named};
 use ivlink::wait::SpinThenSleep;
+use serde::Serialize;
+use serde_json::json;
 
 use super::printable;
 use crate::grammar::{parse_duration, parse_duration_was_us, parse_size_as, parse_uint};
+use crate::report::Lines;
 use crate::transport_args::TransportArgs;
 
 /// `ivlink channel` subcommands.
@@ -90,6 +93,20 @@ pub struct SendArgs {
     /// How long to wait for the peer to join and make room (500ms, 10s, ...)
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `ivlink channel send --json` prints, once everything is published.
+#[derive(Debug, Serialize)]
+struct SendReport<'a> {
+    channel: &'a str,
+    from: ivlink::PeerId,
+    to: ivlink::PeerId,
+    messages: usize,
+    bytes: usize,
 }
 
 impl SendArgs {
@@ -115,6 +132,15 @@ impl SendArgs {
             endpoint.send(self.to, message.as_bytes(), Some(timeout))?;
         }
         endpoint.flush()?;
+        if self.json {
+            return crate::report::print_json(&SendReport {
+                channel: &self.channel.channel,
+                from: device.id(),
+                to: self.to,
+                messages: self.messages.len(),
+                bytes: self.messages.iter().map(String::len).sum(),
+            });
+        }
         println!(
             "sent {} message(s) to peer {} on channel '{}'",
             self.messages.len(),
@@ -139,6 +165,10 @@ pub struct RecvArgs {
     /// Exit with an error if nothing arrives for this long (500ms, 10s, 5m, ...)
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// Print JSON lines (one object per event)
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl RecvArgs {
@@ -152,12 +182,21 @@ impl RecvArgs {
             Duration::from_secs(10),
         )?;
         let mut endpoint = Channel::join(&*device, layout, self.channel.policy())?;
-        println!(
-            "peer {} receiving on channel '{}' (slot {})",
-            device.id(),
-            self.channel.channel,
-            endpoint.slot()
-        );
+        let lines = Lines::new(self.json);
+        lines.line(
+            format_args!(
+                "peer {} receiving on channel '{}' (slot {})",
+                device.id(),
+                self.channel.channel,
+                endpoint.slot()
+            ),
+            json!({
+                "event": "receiving",
+                "id": device.id(),
+                "channel": self.channel.channel,
+                "slot": endpoint.slot(),
+            }),
+        )?;
         let stop = super::stop_flag()?;
         let timeout = self.timeout;
         let mut buf = vec![0u8; self.channel.ring_capacity.max(1 << 16)];
@@ -170,7 +209,11 @@ impl RecvArgs {
                 Some((from, len)) => {
                     received += 1;
                     last = std::time::Instant::now();
-                    println!("from peer {from}: {}", printable(&buf[..len]));
+                    let text = printable(&buf[..len]);
+                    lines.line(
+                        format_args!("from peer {from}: {text}"),
+                        json!({ "event": "message", "from": from, "len": len, "text": text }),
+                    )?;
                 }
                 None => {
                     // Everything is drained: free the slots of peers that left, so

@@ -3,13 +3,18 @@
 use std::io::Write;
 
 use clap::Args;
-use ivlink::{Device, Region};
+use ivlink::{Device, PeerId, Region};
+use serde::Serialize;
 
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink dump`.
 #[derive(Debug, Clone, Args)]
 pub struct DumpArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -18,8 +23,57 @@ impl DumpArgs {
     /// Connects, prints, disconnects.
     pub fn run(&self) -> anyhow::Result<()> {
         let device = self.transport.transport().open()?;
-        print(&*device, &mut std::io::stdout().lock())?;
+        if self.json {
+            crate::report::print_json(&Dump::of(&*device))?;
+        } else {
+            print(&*device, &mut std::io::stdout().lock())?;
+        }
         Ok(())
+    }
+}
+
+/// What `ivlink dump --json` prints.
+#[derive(Debug, Serialize)]
+struct Dump {
+    id: PeerId,
+    vectors: usize,
+    region: RegionReport,
+    peers: Vec<PeerReport>,
+    transport: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RegionReport {
+    base_address: usize,
+    size: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PeerReport {
+    id: PeerId,
+    vectors: usize,
+}
+
+impl Dump {
+    fn of(device: &dyn Device) -> Self {
+        let region = device.region();
+        Dump {
+            id: device.id(),
+            vectors: device.vectors(),
+            region: RegionReport {
+                base_address: region.base_address(),
+                size: region.len(),
+            },
+            peers: device
+                .peers()
+                .iter()
+                .map(|p| PeerReport {
+                    id: p.id,
+                    vectors: p.vectors,
+                })
+                .collect(),
+            transport: device.describe(),
+        }
     }
 }
 

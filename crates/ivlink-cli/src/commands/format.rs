@@ -7,7 +7,9 @@ use anyhow::Context;
 use clap::Args;
 use ivlink::directory;
 use ivlink::{Device, Region};
+use serde::Serialize;
 
+use crate::report::Lines;
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink format`.
@@ -26,9 +28,23 @@ pub struct FormatArgs {
           value_parser = crate::grammar::parse_uint::<u32>)]
     pub max_sections: u32,
 
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
     /// How to reach the region
     #[command(flatten)]
     pub transport: TransportArgs,
+}
+
+/// What `ivlink format --json` prints.
+#[derive(Debug, Serialize)]
+struct Formatted {
+    size: usize,
+    directory_offset: usize,
+    max_sections: u32,
+    message_area_len: usize,
+    transport: String,
 }
 
 impl FormatArgs {
@@ -39,11 +55,21 @@ impl FormatArgs {
         if device.knows_peers() && !self.force {
             refuse_if_peers(&*device)?;
         }
+        let lines = Lines::new(self.json);
         if !self.yes {
-            confirm(&*device)?;
+            confirm(&*device, &mut lines.prose())?;
         }
         let dir = directory::format(device.region(), self.max_sections)
             .context("cannot format the region")?;
+        if self.json {
+            return crate::report::print_json(&Formatted {
+                size: device.region().len(),
+                directory_offset: dir.offset(),
+                max_sections: dir.max_sections(),
+                message_area_len: directory::MESSAGE_AREA_LEN,
+                transport: device.describe(),
+            });
+        }
         println!(
             "formatted the {}-byte region: an empty directory at offset {} ({} entries); the first {} bytes are the message area",
             device.region().len(),
@@ -68,7 +94,8 @@ fn refuse_if_peers(device: &dyn Device) -> anyhow::Result<()> {
     );
 }
 
-fn confirm(device: &dyn Device) -> anyhow::Result<()> {
+/// Asks on `prompt` (standard error with `--json`), reads the answer from the terminal.
+fn confirm(device: &dyn Device, prompt: &mut dyn Write) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         anyhow::bail!(
@@ -76,12 +103,13 @@ fn confirm(device: &dyn Device) -> anyhow::Result<()> {
             device.describe()
         );
     }
-    print!(
+    write!(
+        prompt,
         "Format the {}-byte region of {}? Every section in it is forgotten. [y/N] ",
         device.region().len(),
         device.describe()
-    );
-    std::io::stdout().flush()?;
+    )?;
+    prompt.flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     if !matches!(answer.trim(), "y" | "Y" | "yes") {

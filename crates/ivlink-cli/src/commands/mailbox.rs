@@ -12,9 +12,12 @@ use ivlink::mailbox::{
 };
 use ivlink::wait::SpinThenSleep;
 use ivlink::{Device, PeerId};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::printable;
 use crate::grammar::{parse_duration, parse_duration_was_us, parse_size_as, parse_uint};
+use crate::report::Lines;
 use crate::transport_args::TransportArgs;
 
 /// The line Zephyr's IPM sample prints for each notification.
@@ -135,9 +138,27 @@ pub struct MailboxSendArgs {
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
     /// Mailbox and transport
     #[command(flatten)]
     pub mailbox: MailboxArgs,
+}
+
+/// What `ivlink mailbox send --json` prints.
+#[derive(Debug, Serialize)]
+struct SendReport<'a> {
+    peer: PeerId,
+    mailbox: &'a str,
+    /// `message`, or `bare_doorbell` for a peer outside the mailbox.
+    delivery: &'static str,
+    /// The message id; none goes with a bare doorbell.
+    id: Option<u32>,
+    data_len: usize,
+    /// With `--wait`: the peer took the message.
+    taken: bool,
 }
 
 impl MailboxSendArgs {
@@ -159,6 +180,17 @@ impl MailboxSendArgs {
             self.mailbox.policy(),
             &message,
         )?;
+        if self.json {
+            let message = matches!(delivery, Delivery::Message);
+            return crate::report::print_json(&SendReport {
+                peer: self.peer,
+                mailbox: &self.mailbox.mailbox,
+                delivery: if message { "message" } else { "bare_doorbell" },
+                id: message.then_some(self.message_id),
+                data_len: if message { data.len() } else { 0 },
+                taken: message && self.wait,
+            });
+        }
         match delivery {
             Delivery::BareDoorbell => println!(
                 "IPM doorbell rung on peer {} (vector {ZEPHYR_IPM_VECTOR}, like Zephyr's ivshmem_ipm_send): \
@@ -192,6 +224,10 @@ pub struct MailboxListenArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// Print JSON lines (one object per event)
+    #[arg(long)]
+    pub json: bool,
+
     /// Mailbox and transport
     #[command(flatten)]
     pub mailbox: MailboxArgs,
@@ -202,13 +238,23 @@ impl MailboxListenArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         let (device, layout) = self.mailbox.open()?;
         let mut mailbox = Mailbox::join(&*device, layout, self.mailbox.policy())?;
-        println!(
-            "peer {} listening on mailbox '{}' (vector {}, slot {})",
-            device.id(),
-            self.mailbox.mailbox,
-            layout.vector(),
-            mailbox.slot()
-        );
+        let lines = Lines::new(self.json);
+        lines.line(
+            format_args!(
+                "peer {} listening on mailbox '{}' (vector {}, slot {})",
+                device.id(),
+                self.mailbox.mailbox,
+                layout.vector(),
+                mailbox.slot()
+            ),
+            json!({
+                "event": "listening",
+                "id": device.id(),
+                "mailbox": self.mailbox.mailbox,
+                "vector": layout.vector(),
+                "slot": mailbox.slot(),
+            }),
+        )?;
         let stop = super::stop_flag()?;
         let timeout = self.timeout;
         let mut received = 0u64;
@@ -218,7 +264,7 @@ impl MailboxListenArgs {
                 Some(message) => {
                     received += 1;
                     last = Instant::now();
-                    print_message(&message);
+                    print_message(lines, &message)?;
                 }
                 None => {
                     // Idle: free the slots of peers that left, taking first what
@@ -227,7 +273,7 @@ impl MailboxListenArgs {
                     for message in mailbox.evict_departed(left)? {
                         received += 1;
                         last = Instant::now();
-                        print_message(&message);
+                        print_message(lines, &message)?;
                     }
                     if let Some(limit) = timeout
                         && last.elapsed() >= limit
@@ -242,25 +288,42 @@ impl MailboxListenArgs {
 }
 
 /// Prints a message as Zephyr's sample does; a bare doorbell exactly so.
-fn print_message(message: &Message) {
+fn print_message(lines: Lines, message: &Message) -> anyhow::Result<()> {
     if message.is_bare() {
-        println!("{RECEIVED}");
-        return;
+        return lines.line(RECEIVED, json!({ "event": "doorbell" }));
     }
     let from = message
         .from
         .map_or_else(|| "a departed peer".to_owned(), |p| format!("peer {p}"));
-    println!(
-        "{RECEIVED}: from {from}, id {}, {} bytes: {}",
-        message.id,
-        message.data.len(),
-        printable(&message.data)
-    );
+    let data = printable(&message.data);
+    lines.line(
+        format_args!(
+            "{RECEIVED}: from {from}, id {}, {} bytes: {data}",
+            message.id,
+            message.data.len(),
+        ),
+        message_json(message, &data),
+    )
+}
+
+/// A message as a JSON line; `from` is null when the sender has left its slot.
+fn message_json(message: &Message, data: &str) -> Value {
+    json!({
+        "event": "message",
+        "from": message.from,
+        "id": message.id,
+        "data": data,
+        "data_len": message.data.len(),
+    })
 }
 
 /// Options of `ivlink mailbox info`.
 #[derive(Debug, Clone, Args)]
 pub struct MailboxInfoArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
     /// Mailbox and transport
     #[command(flatten)]
     pub mailbox: MailboxArgs,
@@ -270,6 +333,23 @@ impl MailboxInfoArgs {
     /// Prints the mailbox's limits (opening or creating it).
     pub fn run(&self) -> anyhow::Result<()> {
         let (device, layout) = self.mailbox.open()?;
+        if self.json {
+            return crate::report::print_json(&InfoReport {
+                mailbox: &self.mailbox.mailbox,
+                limits: Limits {
+                    max_data: layout.max_data_size(),
+                    ids: layout.id_count(),
+                    max_id: layout.max_id(),
+                    vector: layout.vector(),
+                    completion_vector: layout.completion_vector(),
+                    members: layout.max_members(),
+                },
+                members: layout
+                    .members(device.region())
+                    .map(|(slot, id)| Member { id, slot })
+                    .collect(),
+            });
+        }
         let members: Vec<String> = layout
             .members(device.region())
             .map(|(slot, peer)| format!("{peer} (slot {slot})"))
@@ -291,4 +371,31 @@ impl MailboxInfoArgs {
         );
         Ok(())
     }
+}
+
+/// What `ivlink mailbox info --json` prints.
+#[derive(Debug, Serialize)]
+struct InfoReport<'a> {
+    mailbox: &'a str,
+    limits: Limits,
+    members: Vec<Member>,
+}
+
+/// A mailbox's limits, as its creator shaped it.
+#[derive(Debug, Serialize)]
+struct Limits {
+    max_data: usize,
+    ids: u32,
+    max_id: u32,
+    vector: u16,
+    completion_vector: u16,
+    /// Member slots.
+    members: u32,
+}
+
+/// A member of a mailbox: a peer in a slot.
+#[derive(Debug, Serialize)]
+struct Member {
+    id: PeerId,
+    slot: u32,
 }

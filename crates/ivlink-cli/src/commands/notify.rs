@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use ivlink::raw_message::{self, RawSend, RawSendError, Sent};
 use ivlink::{PeerId, Vector};
+use serde::Serialize;
 
 use crate::grammar::{parse_duration, parse_duration_was_ms, parse_size_as, parse_uint};
 use crate::transport_args::TransportArgs;
@@ -54,9 +55,28 @@ pub struct NotifyArgs {
     #[arg(long)]
     pub allow_wide_vector: bool,
 
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+
     /// How to reach the region
     #[command(flatten)]
     pub transport: TransportArgs,
+}
+
+/// What `ivlink notify --json` prints, once at the end.
+#[derive(Debug, Serialize)]
+struct NotifyReport<'a> {
+    peer: PeerId,
+    vector: Vector,
+    message: Option<&'a str>,
+    message_len: usize,
+    offset: usize,
+    /// False where the transport has no doorbell: the message is only written.
+    notified: bool,
+    sent: u64,
+    continuous: bool,
+    transport: String,
 }
 
 impl NotifyArgs {
@@ -79,6 +99,8 @@ impl NotifyArgs {
         let stop = super::stop_flag()?;
         let started = Instant::now();
         let mut sent = 0u64;
+        let mut notified = true;
+        let lines = crate::report::Lines::new(self.json);
         let send = RawSend {
             peer: self.peer,
             vector: self.vector,
@@ -89,20 +111,23 @@ impl NotifyArgs {
         loop {
             match raw_message::write_and_notify(&*device, &send) {
                 Ok(Sent::Notified) => match &self.message {
-                    Some(m) => println!(
+                    Some(m) => lines.text(format_args!(
                         "Message {m} sent to peer {} on vector {}",
                         self.peer, self.vector
-                    ),
-                    None => println!(
+                    ))?,
+                    None => lines.text(format_args!(
                         "Notification sent to peer {} on vector {}",
                         self.peer, self.vector
-                    ),
+                    ))?,
                 },
-                Ok(Sent::WrittenOnly) => println!(
-                    "Message {} written; {} has no doorbell, so peers see it by polling",
-                    self.message.as_deref().unwrap_or_default(),
-                    device.describe()
-                ),
+                Ok(Sent::WrittenOnly) => {
+                    notified = false;
+                    lines.text(format_args!(
+                        "Message {} written; {} has no doorbell, so peers see it by polling",
+                        self.message.as_deref().unwrap_or_default(),
+                        device.describe()
+                    ))?;
+                }
                 Err(e @ RawSendError::Clash { .. }) => anyhow::bail!(
                     "{e}; pass --offset N to write it elsewhere, or --force to overwrite"
                 ),
@@ -121,7 +146,19 @@ impl NotifyArgs {
                 break;
             }
         }
-        if self.continuous {
+        if self.json {
+            crate::report::print_json(&NotifyReport {
+                peer: self.peer,
+                vector: self.vector,
+                message: self.message.as_deref(),
+                message_len: self.message.as_deref().map_or(0, str::len),
+                offset: self.offset,
+                notified,
+                sent,
+                continuous: self.continuous,
+                transport: device.describe(),
+            })?;
+        } else if self.continuous {
             println!("Stopped after {sent} message(s)");
         }
         Ok(())
