@@ -107,7 +107,9 @@ fn bench_reports_round_trips_as_json() {
         "rpmsg", "bench", "-S", sock, "--count", "500", "--warmup", "50", "--json",
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    // Standard output is the one object (link events go to standard error).
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["profile"], "native");
     assert_eq!(json["round_trips"], 500);
     assert!(json["round_trips_per_second"].as_f64().unwrap() > 0.0);
     assert!(json["latency_ns"]["p50"].as_f64().unwrap() > 0.0);
@@ -161,7 +163,8 @@ fn openamp_linux_profile_runs_over_its_socket_and_shared_file() {
     let (socket, shm) = openamp_paths(&dir);
     let openamp = openamp_flags(&socket, &shm);
     let mut echo = Running::start(&[&["rpmsg", "echo", "-q"][..], &openamp].concat());
-    echo.expect_line("echoing on endpoint 'rpmsg-openamp-demo-channel'");
+    let started = echo.expect_line("echoing on endpoint 'rpmsg-openamp-demo-channel'");
+    assert!(started.contains("profile openamp-linux"), "{started}");
     let sent = run(&[&["rpmsg", "send", "RPMsg over OpenAMP", "5"][..], &openamp].concat());
     assert!(sent.status.success(), "{}", text(&sent));
     assert!(

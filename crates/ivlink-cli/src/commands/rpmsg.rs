@@ -21,6 +21,7 @@ use super::printable;
 use crate::grammar::{
     parse_duration, parse_duration_was_us, parse_size_as, parse_uint, parse_wait,
 };
+use crate::report::{Lines, cli_name};
 use crate::transport_args::TransportArgs;
 
 /// `ivlink rpmsg` subcommands.
@@ -194,6 +195,10 @@ pub struct EchoArgs {
     #[arg(long, value_name = "N", value_parser = parse_uint::<u64>)]
     pub count: Option<u64>,
 
+    /// Print JSON lines (each with an "event") instead of text
+    #[arg(long)]
+    pub json: bool,
+
     /// Link and transport
     #[command(flatten)]
     pub link: LinkArgs,
@@ -208,10 +213,17 @@ impl EchoArgs {
         let ep = link
             .create_endpoint(name, None, None)
             .with_context(|| format!("cannot create endpoint '{name}'"))?;
-        eprintln!(
-            "peer {} echoing on endpoint '{name}' ({ep:#x}), profile {:?}; waiting for the host side",
-            device.id(),
-            self.link.profile
+        let reports = Reports::new(self.json);
+        let profile = cli_name(&self.link.profile);
+        reports.event(
+            format_args!(
+                "peer {} echoing on endpoint '{name}' ({ep:#x}), profile {profile}; waiting for the host side",
+                device.id(),
+            ),
+            serde_json::json!({
+                "event": "start", "peer": device.id(), "endpoint": name, "addr": ep,
+                "profile": profile,
+            }),
         );
         let stop = super::stop_flag()?;
         let quiet = self.quiet;
@@ -222,52 +234,117 @@ impl EchoArgs {
             self.link.profile == ProfileArg::OpenampLinux,
             &stop,
             &mut |step| match step {
-                EchoStep::Message(payload) if !quiet => println!(
-                    "Host side sent a string:\n[ {} ]\nNow echoing it back!\n",
-                    printable(trim_nul(payload))
-                ),
+                EchoStep::Message(payload) if !quiet => {
+                    let text = trim_nul(payload);
+                    reports.message(
+                        format_args!(
+                            "Host side sent a string:\n[ {} ]\nNow echoing it back!\n",
+                            printable(text)
+                        ),
+                        serde_json::json!({
+                            "event": "echo",
+                            "text": String::from_utf8_lossy(text),
+                            "bytes": payload.len(),
+                        }),
+                    );
+                }
                 EchoStep::Message(_) => {}
-                EchoStep::Event(event) => report(event),
-                EchoStep::HostLeft => eprintln!("the host side left; exiting"),
+                EchoStep::Event(event) => reports.link(event),
+                EchoStep::HostLeft => reports.event(
+                    "the host side left; exiting",
+                    serde_json::json!({"event": "host-left"}),
+                ),
             },
         )?;
-        eprintln!("echoed {echoed} messages");
+        reports.event(
+            format_args!("echoed {echoed} messages"),
+            serde_json::json!({"event": "done", "echoed": echoed}),
+        );
         Ok(())
     }
 }
 
-/// [`report`] on the host side, which is ready only once its endpoint is bound
-/// (see [`wait_bound`]), not when the link comes up.
-fn report_host(event: &LinkEvent) {
-    if !matches!(event, LinkEvent::Up) {
-        report(event);
-    }
+/// Where `rpmsg echo` and `send` report: as text, messages on standard output
+/// and link events on standard error; with `--json`, every one as a JSON line
+/// on standard output.
+#[derive(Debug, Clone, Copy)]
+struct Reports {
+    lines: Lines,
 }
 
-/// Link events other than messages, one line each on stderr.
-fn report(event: &LinkEvent) {
-    match event {
-        LinkEvent::Up => {
-            eprintln!("the communication over RPMsg is ready to use!");
+impl Reports {
+    /// Text, or JSON lines when `json`.
+    fn new(json: bool) -> Self {
+        Reports {
+            lines: Lines::new(json),
         }
-        LinkEvent::Reset { lost, cause } => {
-            let why = match cause {
-                ResetCause::PeerRestarted => "the other side restarted".to_owned(),
-                ResetCause::Corrupt(what) => format!("corrupted ring: {what}"),
-            };
-            eprintln!("link reset ({why}): {lost} message(s) in flight lost; reconnecting");
+    }
+
+    /// A message line: `text` on standard output, or `json`. A closed standard
+    /// output does not stop the link (the other side still gets its echoes).
+    fn message(&self, text: impl std::fmt::Display, json: serde_json::Value) {
+        let _ = self.lines.line(text, json);
+    }
+
+    /// An event: `text` on standard error, or `json` on standard output.
+    fn event(&self, text: impl std::fmt::Display, json: serde_json::Value) {
+        if self.lines.is_json() {
+            let _ = self.lines.line("", json);
+        } else {
+            eprintln!("{text}");
         }
-        LinkEvent::Bound { local, remote } => {
-            eprintln!("endpoint {local:#x} bound to remote endpoint {remote:#x}");
+    }
+
+    /// [`link`](Self::link) on the host side, which is ready only once its
+    /// endpoint is bound (see [`wait_bound`]), not when the link comes up.
+    fn host_link(&self, event: &LinkEvent) {
+        if !matches!(event, LinkEvent::Up) {
+            self.link(event);
         }
-        LinkEvent::Announced { name, addr } => {
-            eprintln!("remote endpoint '{name}' at {addr:#x} announced (not ours)");
-        }
-        LinkEvent::Unbound { name, addr, .. } => {
-            eprintln!("remote endpoint '{name}' at {addr:#x} went away");
-        }
-        LinkEvent::Message { local, src, len } => {
-            eprintln!("dropped a {len}-byte message from {src:#x} to {local:#x}");
+    }
+
+    /// A link event other than a message for us.
+    fn link(&self, event: &LinkEvent) {
+        use serde_json::json;
+        match event {
+            LinkEvent::Up => self.event(
+                "the communication over RPMsg is ready to use!",
+                json!({"event": "up"}),
+            ),
+            LinkEvent::Reset { lost, cause } => {
+                let (why, cause, detail) = match cause {
+                    ResetCause::PeerRestarted => (
+                        "the other side restarted".to_owned(),
+                        "peer-restarted",
+                        None,
+                    ),
+                    ResetCause::Corrupt(what) => {
+                        (format!("corrupted ring: {what}"), "corrupt", Some(*what))
+                    }
+                };
+                self.event(
+                    format_args!(
+                        "link reset ({why}): {lost} message(s) in flight lost; reconnecting"
+                    ),
+                    json!({"event": "reset", "cause": cause, "detail": detail, "lost": lost}),
+                );
+            }
+            LinkEvent::Bound { local, remote } => self.event(
+                format_args!("endpoint {local:#x} bound to remote endpoint {remote:#x}"),
+                json!({"event": "bound", "local": local, "remote": remote}),
+            ),
+            LinkEvent::Announced { name, addr } => self.event(
+                format_args!("remote endpoint '{name}' at {addr:#x} announced (not ours)"),
+                json!({"event": "announced", "name": name.to_string(), "addr": addr}),
+            ),
+            LinkEvent::Unbound { name, addr, local } => self.event(
+                format_args!("remote endpoint '{name}' at {addr:#x} went away"),
+                json!({"event": "unbound", "name": name.to_string(), "addr": addr, "local": local}),
+            ),
+            LinkEvent::Message { local, src, len } => self.event(
+                format_args!("dropped a {len}-byte message from {src:#x} to {local:#x}"),
+                json!({"event": "dropped", "local": local, "src": src, "bytes": len}),
+            ),
         }
     }
 }
@@ -318,11 +395,12 @@ fn connect<'d>(
     args: &LinkArgs,
     wait: &mut RemoteWait,
     stop: &AtomicBool,
+    reports: Reports,
 ) -> anyhow::Result<HostSession<'d>> {
     let name = args.endpoint_name();
     let mut session = HostSession::open(device, &args.options(Role::Host), name)?;
     wait.announce(name);
-    wait_bound(&mut session, args, &wait.budget, stop)?;
+    wait_bound(&mut session, args, &wait.budget, stop, reports)?;
     Ok(session)
 }
 
@@ -333,11 +411,20 @@ fn wait_bound(
     args: &LinkArgs,
     budget: &WaitBudget,
     stop: &AtomicBool,
+    reports: Reports,
 ) -> anyhow::Result<()> {
-    match session.wait_bound(budget, stop, &mut report_host) {
+    match session.wait_bound(budget, stop, &mut |event| reports.host_link(event)) {
         Ok(remote) => {
-            eprintln!("connected to remote endpoint {remote:#x}");
-            eprintln!("the communication over RPMsg is ready to use!");
+            reports.event(
+                format_args!(
+                    "connected to remote endpoint {remote:#x}\n\
+                     the communication over RPMsg is ready to use!"
+                ),
+                serde_json::json!({
+                    "event": "connected", "endpoint": args.endpoint_name(), "remote": remote,
+                    "profile": cli_name(&args.profile),
+                }),
+            );
             Ok(())
         }
         Err(SessionError::NotAnnounced { name, waited })
@@ -378,6 +465,10 @@ pub struct SendArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Print JSON lines (each with an "event") instead of text
+    #[arg(long)]
+    pub json: bool,
+
     /// Link and transport
     #[command(flatten)]
     pub link: LinkArgs,
@@ -391,7 +482,8 @@ impl SendArgs {
         let mut wait = RemoteWait::new(self.wait);
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
+        let reports = Reports::new(self.json);
+        let mut session = connect(&*device, &self.link, &mut wait, &stop, reports)?;
         if data.len() > session.max_payload() {
             bail!(
                 "the string is {} bytes with its NUL; one RPMsg message carries at most {}",
@@ -405,32 +497,56 @@ impl SendArgs {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            match session.round_trip(&data, timeout, &mut report_host)? {
+            let text = &data[..data.len() - 1];
+            match session.round_trip(&data, timeout, &mut |event| reports.host_link(event))? {
                 Outcome::Echoed => {
                     echoed += 1;
                     if !self.quiet {
-                        println!(
-                            "Remote side echoed the string back:\n[ {} ]\nat message number {number}\n",
-                            printable(&data[..data.len() - 1])
-                        );
+                        reports.lines.line(
+                            format_args!(
+                                "Remote side echoed the string back:\n[ {} ]\nat message number {number}\n",
+                                printable(text)
+                            ),
+                            serde_json::json!({
+                                "event": "echoed", "number": number,
+                                "text": String::from_utf8_lossy(text), "bytes": data.len(),
+                            }),
+                        )?;
                     }
                 }
                 Outcome::Mismatch => {
+                    if self.json {
+                        let mismatch = serde_json::json!({"event": "mismatch", "number": number});
+                        reports.lines.line("", mismatch)?;
+                    }
                     bail!("the echo of message {number} differs from what was sent")
                 }
                 Outcome::Lost => {
                     lost += 1;
-                    eprintln!("message number {number} was lost in the reset");
-                    wait_bound(&mut session, &self.link, &WaitBudget::new(self.wait), &stop)?;
+                    reports.event(
+                        format_args!("message number {number} was lost in the reset"),
+                        serde_json::json!({"event": "lost", "number": number}),
+                    );
+                    let budget = WaitBudget::new(self.wait);
+                    wait_bound(&mut session, &self.link, &budget, &stop, reports)?;
                 }
                 Outcome::TimedOut => {
-                    println!("Remote side response timed out!");
+                    reports.lines.line(
+                        "Remote side response timed out!",
+                        serde_json::json!({"event": "timed-out", "number": number}),
+                    )?;
                     std::process::exit(1);
                 }
             }
         }
-        if self.quiet || lost > 0 {
-            println!("sent {}, echoed {echoed}, lost {lost}", echoed + lost);
+        let sent = echoed + lost;
+        if self.json {
+            reports.lines.line(
+                "",
+                serde_json::json!({"event": "done", "sent": sent, "echoed": echoed, "lost": lost}),
+            )?;
+        } else if self.quiet || lost > 0 {
+            println!("sent {sent}, echoed {echoed}, lost {lost}");
         }
         Ok(())
     }
@@ -474,19 +590,22 @@ impl BenchArgs {
         let mut wait = RemoteWait::new(self.wait);
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
-        let mut session = connect(&*device, &self.link, &mut wait, &stop)?;
+        // With --json standard output carries the one object: link events stay text, on stderr.
+        let reports = Reports::new(false);
+        let mut session = connect(&*device, &self.link, &mut wait, &stop, reports)?;
         let plan = RttPlan {
             size: self.size,
             warmup: self.warmup,
             count: self.count,
             timeout: self.timeout,
         };
-        let result = rpmsg_rtt::measure(&mut session, &plan, &mut report_host)?;
+        let result =
+            rpmsg_rtt::measure(&mut session, &plan, &mut |event| reports.host_link(event))?;
         let (elapsed, p) = (result.seconds, result.latency_ns);
         let rate = result.round_trips_per_second;
         if self.json {
             let value = serde_json::json!({
-                "profile": crate::report::cli_name(&self.link.profile),
+                "profile": cli_name(&self.link.profile),
                 "size": self.size,
                 "round_trips": self.count,
                 "seconds": elapsed,

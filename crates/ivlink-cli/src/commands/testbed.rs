@@ -3,19 +3,22 @@
 //! With `--console`, the seed's virtio console instead: a device process (or
 //! guest) printing the demo lines a driver process (or guest) writes.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use ivlink_lab::testbed::console::{self as console_bed, ConsoleTestbedConfig};
 use ivlink_lab::testbed::guests::{self, ConsoleDemo, GuestTestbedConfig};
-use ivlink_lab::testbed::{self, PeerPlan, TestbedConfig};
+use ivlink_lab::testbed::{self, PeerPlan, PeerResult, TestbedConfig};
+use serde::Serialize;
 
 use crate::grammar::{
     format_duration, parse_duration, parse_duration_was_ms, parse_size, parse_uint,
 };
+use crate::report::{Lines, print_json};
 use crate::transport_args::TransportArgs;
 
 /// Options of `ivlink testbed`.
@@ -83,17 +86,129 @@ pub struct TestbedArgs {
     /// With --guests: after the exchange, keep the guests running until Ctrl-C
     #[arg(long)]
     pub keep_running: bool,
+
+    /// Print one JSON object at the end, also on failure (the running lines go
+    /// to standard error)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which test bed ran.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// Peer processes on this host (the default).
+    Host,
+    /// The console demo between two processes on this host (`--console`).
+    Console,
+    /// QEMU guests as the peers (`--guests`, with or without `--console`).
+    Guests,
+}
+
+/// `ivlink testbed --json` once the test bed passed.
+#[derive(Debug, Serialize)]
+struct Passed {
+    ok: bool,
+    mode: Mode,
+    /// Host processes taking part (host and console modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<usize>,
+    /// Guests booted (guests mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guests: Option<usize>,
+    console: bool,
+    vectors: u16,
+    /// Bytes of shared memory the server made.
+    size: u64,
+    rounds: u32,
+    /// The console demo's pause between two lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_ms: Option<u64>,
+    /// Messages (console: demo lines) delivered and checked.
+    messages: u64,
+    seconds: f64,
+    /// What each peer reported (none for the console demo).
+    results: Vec<PeerResult>,
+}
+
+/// `ivlink testbed --json` when the test bed failed.
+#[derive(Debug, Serialize)]
+struct Failed {
+    ok: bool,
+    mode: Mode,
+    /// The error line, as on standard error.
+    error: String,
 }
 
 impl TestbedArgs {
-    /// Runs the test bed and prints what happened.
+    /// Runs the test bed and prints what happened: the running lines, then the
+    /// verdict; with `--json` the lines go to standard error and one object
+    /// (passed or failed) to standard output.
     pub fn run(&self) -> anyhow::Result<()> {
+        let lines = Lines::new(self.json);
+        let started = Instant::now();
+        let passed = self.run_mode(&mut *lines.prose()).map(|passed| Passed {
+            seconds: started.elapsed().as_secs_f64(),
+            ..passed
+        });
+        if self.json {
+            match &passed {
+                Ok(passed) => print_json(passed)?,
+                // The error still ends the command (and is said on standard
+                // error); a failed write here must not hide it.
+                Err(error) => {
+                    let _ = print_json(&Failed {
+                        ok: false,
+                        mode: self.mode(),
+                        error: format!("{error:#}"),
+                    });
+                }
+            }
+        }
+        passed.map(drop)
+    }
+
+    fn mode(&self) -> Mode {
+        match (self.guests, self.console) {
+            (Some(_), _) => Mode::Guests,
+            (None, true) => Mode::Console,
+            (None, false) => Mode::Host,
+        }
+    }
+
+    /// The report so far, from the options (the rest is filled in by the run).
+    fn report(&self) -> Passed {
+        Passed {
+            ok: true,
+            mode: self.mode(),
+            peers: None,
+            guests: self.guests,
+            console: self.console,
+            vectors: self.vectors,
+            size: self.size,
+            rounds: self.rounds,
+            interval_ms: self
+                .console
+                .then(|| u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX)),
+            messages: 0,
+            seconds: 0.0,
+            results: Vec::new(),
+        }
+    }
+
+    /// Runs the test bed the options ask for, its lines to `out`.
+    fn run_mode(&self, out: &mut dyn Write) -> anyhow::Result<Passed> {
         if let Some(guests) = self.guests {
-            return self.run_guests(guests);
+            return self.run_guests(guests, out);
         }
         if self.console {
-            return self.run_console();
+            return self.run_console(out);
         }
+        self.run_host(out)
+    }
+
+    /// Peer processes of this executable on this host.
+    fn run_host(&self, out: &mut dyn Write) -> anyhow::Result<Passed> {
         let config = TestbedConfig {
             peers: self.peers,
             vectors: self.vectors,
@@ -122,26 +237,28 @@ impl TestbedArgs {
                 .arg(nonce.to_string());
             command
         };
-        let mut out = std::io::stdout().lock();
-        let summary = testbed::run(&config, &command, &mut out)?;
-        use std::io::Write;
+        let summary = testbed::run(&config, &command, out)?;
         writeln!(
             out,
             "testbed: OK: {} peers exchanged {} messages on {} vector(s), each delivered intact, in both directions",
             summary.peers, summary.messages, config.vectors
         )?;
-        Ok(())
+        Ok(Passed {
+            peers: Some(summary.peers),
+            size: summary.size,
+            messages: summary.messages,
+            results: summary.results,
+            ..self.report()
+        })
     }
-}
 
-impl TestbedArgs {
     /// `--timeout`, at least 100ms.
     fn step_timeout(&self) -> Duration {
         self.timeout.max(Duration::from_millis(100))
     }
 
     /// The console demo between two host processes of this executable.
-    fn run_console(&self) -> anyhow::Result<()> {
+    fn run_console(&self, out: &mut dyn Write) -> anyhow::Result<Passed> {
         let lines = self.demo_lines()?;
         let config = ConsoleTestbedConfig {
             size: self.size,
@@ -183,15 +300,18 @@ impl TestbedArgs {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|name| name.trim().to_owned())
             .unwrap_or_else(|_| "ivlink".to_owned());
-        let mut out = std::io::stdout().lock();
-        let summary = console_bed::run_console(&config, &device, &driver, &host, &mut out)?;
-        use std::io::Write;
+        let summary = console_bed::run_console(&config, &device, &driver, &host, out)?;
         writeln!(
             out,
             "testbed: OK: the console device printed the register dump up to DRIVER_OK and the driver's {} demo lines, in order",
             summary.lines
         )?;
-        Ok(())
+        Ok(Passed {
+            peers: Some(2),
+            size: summary.size,
+            messages: summary.lines as u64,
+            ..self.report()
+        })
     }
 
     /// With --console: the demo lines to send (--rounds, at least 1).
@@ -217,7 +337,7 @@ impl TestbedArgs {
         std::fs::canonicalize(&built_from).unwrap_or(built_from)
     }
 
-    fn run_guests(&self, guests: usize) -> anyhow::Result<()> {
+    fn run_guests(&self, guests: usize, out: &mut dyn Write) -> anyhow::Result<Passed> {
         let image = self.image_dir();
         let kernel = self
             .kernel
@@ -268,23 +388,27 @@ impl TestbedArgs {
             },
         };
         let stop = super::stop_flag()?;
-        let mut out = std::io::stdout().lock();
-        let summary = guests::run_guests(&config, &mut out, &stop)?;
-        use std::io::Write;
+        let summary = guests::run_guests(&config, out, &stop)?;
         if self.console {
             writeln!(
                 out,
                 "testbed: OK: the console device in guest0 printed the register dump up to DRIVER_OK and the {} demo lines of the driver in guest1, in order, through ivshmem doorbells",
                 summary.messages
             )?;
-            return Ok(());
+        } else {
+            writeln!(
+                out,
+                "testbed: OK: {} guests exchanged {} messages on {} vector(s) through ivshmem doorbells, each delivered intact",
+                summary.peers, summary.messages, config.vectors
+            )?;
         }
-        writeln!(
-            out,
-            "testbed: OK: {} guests exchanged {} messages on {} vector(s) through ivshmem doorbells, each delivered intact",
-            summary.peers, summary.messages, config.vectors
-        )?;
-        Ok(())
+        Ok(Passed {
+            guests: Some(summary.peers),
+            size: summary.size,
+            messages: summary.messages,
+            results: summary.results,
+            ..self.report()
+        })
     }
 }
 

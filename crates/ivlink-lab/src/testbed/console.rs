@@ -45,6 +45,9 @@ pub struct ConsoleTestbedConfig {
 pub struct ConsoleSummary {
     /// Demo lines the device printed, each checked.
     pub lines: usize,
+    /// Bytes of shared memory the server made (the size asked for, rounded up
+    /// to a power of two).
+    pub size: u64,
 }
 
 /// Which of the two console processes printed a line, and on which stream.
@@ -140,6 +143,7 @@ pub fn run_console(
     for line in lines_rx.iter() {
         record(line, out);
     }
+    let size = server.shm_size();
     server.stop()?;
     for (name, status) in ["device", "driver"].iter().zip(statuses) {
         match status {
@@ -160,6 +164,7 @@ pub fn run_console(
     check_device_output(driver_ok, &printed, config.lines, host)?;
     Ok(ConsoleSummary {
         lines: printed.len(),
+        size,
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::PeerId;
 
-use super::{Summary, TestbedError};
+use super::{PeerResult, PeerResults, Summary, TestbedError};
 use crate::vm::{Guest, GuestConfig, VmError};
 
 /// The guest test bed's settings.
@@ -103,16 +103,18 @@ pub fn run_guests(
     if stop.load(Ordering::Relaxed) {
         return Err(TestbedError::Setup("interrupted".into()));
     }
-    let (failed, messages) = match config.console {
+    let (failed, messages, results) = match config.console {
         Some(demo) => {
             let (device, driver) = guests.split_at_mut(1);
             let lines = console_demo(&mut device[0], &mut driver[0], &demo, config.timeout, out)?;
-            (0, lines.len() as u64)
+            (0, lines.len() as u64, Vec::new())
         }
-        None => (
-            run_exchange(config, &mut guests, &ids, out)?,
-            config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors),
-        ),
+        None => {
+            let (failed, results) = run_exchange(config, &mut guests, &ids, out)?;
+            let messages =
+                config.guests as u64 * u64::from(config.rounds) * u64::from(config.vectors);
+            (failed, messages, results)
+        }
     };
     if config.keep_running && failed == 0 {
         keep_running(&mut guests, out, stop);
@@ -122,6 +124,7 @@ pub fn run_guests(
         let _ = guest.poweroff(Duration::from_secs(10));
     }
     drop(guests);
+    let size = server.shm_size();
     server.stop()?;
     if failed > 0 {
         return Err(TestbedError::PeersFailed {
@@ -132,6 +135,8 @@ pub fn run_guests(
     Ok(Summary {
         peers: config.guests,
         messages,
+        size,
+        results,
     })
 }
 
@@ -189,13 +194,13 @@ fn peer_ids(guests: &mut [Guest], out: &mut dyn Write) -> Result<Vec<PeerId>, Te
 }
 
 /// Runs the token ring in every guest and waits for each to finish; returns how
-/// many failed.
+/// many failed, and what each reported.
 fn run_exchange(
     config: &GuestTestbedConfig,
     guests: &mut [Guest],
     ids: &[PeerId],
     out: &mut dyn Write,
-) -> Result<usize, TestbedError> {
+) -> Result<(usize, Vec<PeerResult>), TestbedError> {
     let ring: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let nonce = super::run_nonce();
     let command = format!(
@@ -210,11 +215,17 @@ fn run_exchange(
         guest.start(&command)?;
     }
     let mut failed = 0;
+    let mut results = PeerResults::default();
     for (number, guest) in guests.iter_mut().enumerate() {
         let wait =
             config.timeout * (2 + config.guests as u32 * config.rounds * u32::from(config.vectors));
         let line = guest.wait_for("testbed-peer-exit=", wait)?;
-        show_transcript(number, &guest.output_since(positions[number]), out);
+        let transcript = guest.output_since(positions[number]);
+        results.set_id(number, ids[number]);
+        for line in transcript.lines() {
+            results.see(number, line);
+        }
+        show_transcript(number, &transcript, out);
         if !line.trim_end().ends_with("testbed-peer-exit=0") {
             failed += 1;
             let _ = writeln!(
@@ -224,7 +235,7 @@ fn run_exchange(
             );
         }
     }
-    Ok(failed)
+    Ok((failed, results.results()))
 }
 
 /// The lines of a guest's run worth showing: messages, IRQs, results, errors.

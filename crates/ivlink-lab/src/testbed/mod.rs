@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::region::Le64;
 use ivlink_core::{PeerId, Region, Vector, raw_message};
+use serde::Serialize;
 use thiserror::Error;
 
 use ivlink::ServerConfig;
@@ -121,6 +122,85 @@ pub struct PeerReport {
     pub received: u64,
 }
 
+/// How a peer's first line starts: its id follows.
+const CONNECTED_PREFIX: &str = "connected: peer id ";
+
+/// The peer's last line: its totals, as [`parse_done_line`] reads them back.
+pub fn done_line(report: &PeerReport) -> String {
+    format!("done: sent {}, received {}", report.sent, report.received)
+}
+
+/// The totals in a peer's [`done_line`], or `None` for any other line. A guest's
+/// console may put other output before it on the line.
+pub fn parse_done_line(line: &str) -> Option<PeerReport> {
+    const MARK: &str = "done: sent ";
+    let line = line.trim_end();
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let (sent, received) = rest.split_once(", received ")?;
+    Some(PeerReport {
+        sent: sent.parse().ok()?,
+        received: received.parse().ok()?,
+    })
+}
+
+/// The peer id in a peer's first line (`connected: peer id 3, ...`), or `None`
+/// for any other line.
+fn parse_connected_line(line: &str) -> Option<PeerId> {
+    let rest = line.strip_prefix(CONNECTED_PREFIX)?;
+    let id = rest.split(',').next()?;
+    id.parse().ok()
+}
+
+/// What one peer (process or guest) reported about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerResult {
+    /// Its number among the peers: `N` of `[peer process N]` or `guestN`.
+    pub peer: usize,
+    /// Its peer id on the server, if it said.
+    pub id: Option<PeerId>,
+    /// Messages it wrote and rang.
+    pub sent: u64,
+    /// Messages it received and verified.
+    pub received: u64,
+}
+
+/// Gathers [`PeerResult`]s from the lines peers print.
+#[derive(Debug, Default)]
+pub(crate) struct PeerResults {
+    ids: std::collections::BTreeMap<usize, PeerId>,
+    done: std::collections::BTreeMap<usize, PeerReport>,
+}
+
+impl PeerResults {
+    /// Takes note of `line`, printed by peer number `peer`.
+    pub(crate) fn see(&mut self, peer: usize, line: &str) {
+        if let Some(id) = parse_connected_line(line) {
+            self.ids.insert(peer, id);
+        }
+        if let Some(report) = parse_done_line(line) {
+            self.done.insert(peer, report);
+        }
+    }
+
+    /// Records `id` as peer number `peer`'s, when it is known otherwise.
+    pub(crate) fn set_id(&mut self, peer: usize, id: PeerId) {
+        self.ids.insert(peer, id);
+    }
+
+    /// One result per peer that printed its totals, by number.
+    pub(crate) fn results(&self) -> Vec<PeerResult> {
+        self.done
+            .iter()
+            .map(|(&peer, report)| PeerResult {
+                peer,
+                id: self.ids.get(&peer).copied(),
+                sent: report.sent,
+                received: report.received,
+            })
+            .collect()
+    }
+}
+
 fn expected_message(from: PeerId, to: PeerId, vector: Vector, round: u32) -> String {
     format!("message from peer {from} to peer {to} on vector {vector} round {round}")
 }
@@ -140,7 +220,7 @@ pub fn run_peer(
     }
     let _ = writeln!(
         out,
-        "connected: peer id {me}, {vectors} vector(s), {} bytes of shared memory",
+        "{CONNECTED_PREFIX}{me}, {vectors} vector(s), {} bytes of shared memory",
         device.region().len()
     );
     check_region_size(
@@ -203,11 +283,7 @@ pub fn run_peer(
             report.sent += 1;
         }
     }
-    let _ = writeln!(
-        out,
-        "done: sent {}, received {}",
-        report.sent, report.received
-    );
+    let _ = writeln!(out, "{}", done_line(&report));
     Ok(report)
 }
 
@@ -333,10 +409,16 @@ impl Default for TestbedConfig {
 /// What the whole test bed did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Peer processes that ran.
+    /// Peer processes (or guests) that ran.
     pub peers: usize,
     /// Messages sent and verified across all peers.
     pub messages: u64,
+    /// Bytes of shared memory the server made (the size asked for, rounded up
+    /// to a power of two).
+    pub size: u64,
+    /// What each peer reported, by number; a peer that printed no totals has
+    /// none.
+    pub results: Vec<PeerResult>,
 }
 
 /// Starts a server on a private socket and `config.peers` peer processes, each made
@@ -373,14 +455,18 @@ pub fn run(
     );
 
     let (mut children, lines_rx) = spawn_peers(config.peers, &socket, peer_command)?;
-    let lines_rx = relabel(lines_rx);
+    let mut results = PeerResults::default();
+    let mut relay = |(number, line): (usize, String), out: &mut dyn Write| {
+        results.see(number, &line);
+        let _ = writeln!(out, "[peer process {number}] {line}");
+    };
 
     let deadline = Instant::now() + config.timeout + Duration::from_secs(5);
     let mut failed = 0;
     let mut statuses = vec![None; children.0.len()];
     while statuses.iter().any(Option::is_none) {
         while let Ok(line) = lines_rx.try_recv() {
-            let _ = writeln!(out, "{line}");
+            relay(line, out);
         }
         for (child, status) in children.0.iter_mut().zip(statuses.iter_mut()) {
             if status.is_none() {
@@ -395,7 +481,7 @@ pub fn run(
     }
     drop(children);
     for line in lines_rx.iter() {
-        let _ = writeln!(out, "{line}");
+        relay(line, out);
     }
     for (number, status) in statuses.iter().enumerate() {
         match status {
@@ -407,6 +493,7 @@ pub fn run(
             None => failed += 1,
         }
     }
+    let size = server.shm_size();
     server.stop()?;
     if failed > 0 {
         return Err(TestbedError::PeersFailed {
@@ -418,6 +505,8 @@ pub fn run(
     Ok(Summary {
         peers: config.peers,
         messages,
+        size,
+        results: results.results(),
     })
 }
 
@@ -489,19 +578,6 @@ pub(crate) fn spawn_peers(
     Ok((children, lines_rx))
 }
 
-/// The peers' lines as the test bed prints them.
-fn relabel(lines: mpsc::Receiver<(usize, String)>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (number, line) in lines {
-            if tx.send(format!("[peer process {number}] {line}")).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Peer processes, killed (by pid) and reaped if still running when dropped.
 pub(crate) struct Children(pub(crate) Vec<Child>);
 
@@ -518,3 +594,64 @@ impl Drop for Children {
 
 pub mod console;
 pub mod guests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_peers_totals_are_read_back_from_its_last_line() {
+        let report = PeerReport {
+            sent: 12,
+            received: 11,
+        };
+        assert_eq!(parse_done_line(&done_line(&report)), Some(report.clone()));
+        assert_eq!(
+            parse_done_line(&format!("\u{1b}[0m# {}\r", done_line(&report))),
+            Some(report)
+        );
+        assert_eq!(parse_done_line("done: sent 1"), None);
+        assert_eq!(parse_done_line("done: sent x, received 1"), None);
+        assert_eq!(parse_done_line("received IRQ and full message: done"), None);
+        assert_eq!(
+            parse_connected_line("connected: peer id 3, 2 vector(s), 4096 bytes"),
+            Some(3)
+        );
+        assert_eq!(parse_connected_line("connected: peer id x, 2"), None);
+    }
+
+    #[test]
+    fn the_summary_holds_what_each_peer_process_reported() {
+        // Stand-in peers: the first says its id and totals, the second only exits 0.
+        let started = AtomicUsize::new(0);
+        let peer = |_: &Path| {
+            let script = match started.fetch_add(1, Ordering::Relaxed) {
+                0 => {
+                    "echo 'connected: peer id 7, 2 vector(s), 4096 bytes'; echo 'done: sent 2, received 2'"
+                }
+                _ => "true",
+            };
+            let mut command = Command::new("sh");
+            command.args(["-c", script]);
+            command
+        };
+        let config = TestbedConfig {
+            size: 3 << 20,
+            timeout: Duration::from_secs(5),
+            ..TestbedConfig::default()
+        };
+        let summary = run(&config, &peer, &mut std::io::sink()).unwrap();
+        assert_eq!(summary.size, 4 << 20);
+        assert_eq!(summary.messages, 4);
+        assert_eq!(
+            summary.results,
+            [PeerResult {
+                peer: 0,
+                id: Some(7),
+                sent: 2,
+                received: 2
+            }]
+        );
+    }
+}

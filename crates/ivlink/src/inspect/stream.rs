@@ -43,6 +43,14 @@ pub struct SideReport {
     pub state: String,
 }
 
+/// A side as the report names it: `A` or `B`.
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::A => "A",
+        Side::B => "B",
+    }
+}
+
 /// Decodes the stream in `info` into `out`.
 pub(super) fn decode(region: &RawRegion, info: &SectionInfo, out: &mut SectionReport) {
     let header = match StreamLayout::snapshot(region, info.offset, info.size) {
@@ -53,7 +61,7 @@ pub(super) fn decode(region: &RawRegion, info: &SectionInfo, out: &mut SectionRe
         }
     };
     let sides = [Side::A, Side::B];
-    let label = |side: Side| format!("{side:?} (peer {})", header.peers[side as usize]);
+    let label = |side: Side| format!("{} (peer {})", side_name(side), header.peers[side as usize]);
     let mut liveness = header.liveness;
     let mut rings: [Option<RingSnapshot>; 2] = [None, None];
     let mut rings_report = Vec::new();
@@ -87,7 +95,9 @@ pub(super) fn decode(region: &RawRegion, info: &SectionInfo, out: &mut SectionRe
             for side in sides {
                 match layout.state_word(region, side) {
                     Ok(word) => liveness[side as usize] = word,
-                    Err(e) => out.problems.push(format!("side {side:?} liveness: {e}")),
+                    Err(e) => out
+                        .problems
+                        .push(format!("side {} liveness: {e}", side_name(side))),
                 }
             }
         }
@@ -121,7 +131,7 @@ pub(super) fn decode(region: &RawRegion, info: &SectionInfo, out: &mut SectionRe
             Some(_) => {}
         }
         side_reports.push(SideReport {
-            side: format!("{side:?}"),
+            side: side_name(side).to_owned(),
             peer: header.peers[side as usize],
             liveness: word,
             state: state_name(state.map(PeerState::name)),
