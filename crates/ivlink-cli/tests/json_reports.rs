@@ -7,39 +7,8 @@ mod common;
 
 use std::process::Output;
 
+use common::json::{events, json_lines, one_object};
 use common::{IVLINK, run, run_bounded, text};
-use serde_json::Value;
-
-/// Standard output as exactly one JSON object.
-fn one_object(output: &Output) -> Value {
-    let value: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "standard output is not one JSON object ({e}):\n{}",
-            text(output)
-        )
-    });
-    assert!(value.is_object(), "{value}");
-    value
-}
-
-/// Standard output as JSON lines, each an object with an "event".
-fn json_lines(output: &Output) -> Vec<Value> {
-    String::from_utf8(output.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{line:?} is not JSON ({e}):\n{}", text(output)));
-            assert!(value["event"].is_string(), "no event in {line}");
-            value
-        })
-        .collect()
-}
-
-/// The events' names, in order.
-fn events(lines: &[Value]) -> Vec<&str> {
-    lines.iter().map(|l| l["event"].as_str().unwrap()).collect()
-}
 
 #[test]
 fn testbed_on_the_host_prints_one_object() {

@@ -39,7 +39,7 @@ fn three_peers_flooding_lose_corrupt_and_reorder_nothing() {
         totals["sent"], totals["received"],
         "every message sent arrived: {text}"
     );
-    assert!(totals["latency"]["samples"].as_u64().unwrap() > 0);
+    assert!(totals["latency_ns"]["samples"].as_u64().unwrap() > 0);
 }
 
 #[test]

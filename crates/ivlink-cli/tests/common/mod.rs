@@ -3,6 +3,8 @@
 //! unique POSIX shared memory names.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod json;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};

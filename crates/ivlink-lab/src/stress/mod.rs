@@ -120,7 +120,8 @@ pub struct StressSummary {
     pub failed_peers: usize,
     /// Errors the peers reported.
     pub errors: Vec<String>,
-    /// One-way latency (same-host monotonic clock).
+    /// One-way latency (same-host monotonic clock), in nanoseconds.
+    #[serde(rename = "latency_ns")]
     pub latency: Percentiles,
 }
 
