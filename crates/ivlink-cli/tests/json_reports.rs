@@ -152,6 +152,6 @@ fn rpmsg_send_says_a_timeout_as_a_json_line() {
     ]);
     assert_eq!(sent.status.code(), Some(1), "{}", text(&sent));
     let lines = json_lines(&sent);
-    assert_eq!(events(&lines), ["connected", "echoed", "timed-out"]);
+    assert_eq!(events(&lines), ["connected", "echoed", "timed_out"]);
     assert_eq!(lines[2]["number"], 2);
 }

@@ -252,7 +252,7 @@ impl EchoArgs {
                 EchoStep::Event(event) => reports.link(event),
                 EchoStep::HostLeft => reports.event(
                     "the host side left; exiting",
-                    serde_json::json!({"event": "host-left"}),
+                    serde_json::json!({"event": "host_left"}),
                 ),
             },
         )?;
@@ -533,7 +533,7 @@ impl SendArgs {
                 Outcome::TimedOut => {
                     reports.lines.line(
                         "Remote side response timed out!",
-                        serde_json::json!({"event": "timed-out", "number": number}),
+                        serde_json::json!({"event": "timed_out", "number": number}),
                     )?;
                     std::process::exit(1);
                 }
