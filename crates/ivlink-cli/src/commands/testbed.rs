@@ -269,7 +269,8 @@ impl TestbedArgs {
         };
         let stop = super::stop_flag()?;
         let mut out = std::io::stdout().lock();
-        let summary = guests::run_guests(&config, &mut out, &stop)?;
+        let progress = ivlink_lab::progress::Progress::new(false); // quiet with --json
+        let summary = guests::run_guests(&config, &mut out, &stop, &progress)?;
         use std::io::Write;
         if self.console {
             writeln!(
