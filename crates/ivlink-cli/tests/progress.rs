@@ -132,6 +132,13 @@ fn stress_draws_its_bar_at_a_terminal() {
     assert!(terminal.contains("/1.0 s "), "no run clock: {terminal:?}");
     assert!(terminal.contains("received "), "no totals: {terminal:?}");
     assert!(terminal.contains('\x1b'), "not drawn: {terminal:?}");
+    // Each frame clears the one before: none is left on the screen above.
+    for frames in terminal.split("\r\x1b[2K") {
+        assert!(
+            frames.matches("/1.0 s ").count() <= 1,
+            "a frame drawn over none cleared: {frames:?}"
+        );
+    }
     // The report itself still goes to standard output, whole.
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("stress: 2 peers"), "{stdout}");

@@ -18,12 +18,10 @@ use indicatif::{
 
 /// How often a spinner turns and its clock advances.
 const TICK: Duration = Duration::from_millis(100);
-/// The lines of [`Progress::spinner`], [`Progress::bar`], [`Progress::timed`]
-/// and of a [finished](Step::finish) step.
+/// The lines of [`Progress::spinner`], [`Progress::bar`] and [`Progress::timed`].
 const SPINNER: &str = "{spinner} {msg} ({secs})";
 const BAR: &str = "{spinner} [{bar:24}] {pos}/{len} ({secs}) {wide_msg}";
 const TIMED: &str = "{spinner} [{bar:24}] {clock} {wide_msg}";
-const FINISHED: &str = "{msg}";
 
 /// Where a command draws its progress: the terminal on standard error, or nowhere.
 /// Every [`Step`] it makes shares that terminal (one line each).
@@ -61,21 +59,21 @@ impl Progress {
     /// A spinner with `message` and the seconds since it started:
     /// `⠙ guest1: booting (12 s)`.
     pub fn spinner(&self, message: impl Into<Cow<'static, str>>) -> Step {
-        self.add(ProgressBar::new_spinner(), SPINNER, message)
+        self.add(None, SPINNER, message)
     }
 
     /// A bar of `len` units: units done out of `len`, the seconds so far and
     /// `message` (what is under way, cut to the terminal's width):
     /// `⠙ [=====>    ] 3/20 (4 s) latency: unix`.
     pub fn bar(&self, len: u64, message: impl Into<Cow<'static, str>>) -> Step {
-        self.add(ProgressBar::new(len), BAR, message)
+        self.add(Some(len), BAR, message)
     }
 
     /// A bar over a run of `total`, its position set with [`Step::set_elapsed`],
     /// then `message` (cut to the terminal's width):
     /// `⠙ [=====>    ] 2.0/5.0 s received 12345`.
     pub fn timed(&self, total: Duration, message: impl Into<Cow<'static, str>>) -> Step {
-        self.add(ProgressBar::new(millis(total)), TIMED, message)
+        self.add(Some(millis(total)), TIMED, message)
     }
 
     /// Runs `f` with every bar taken off the terminal, then draws them again: for
@@ -94,21 +92,19 @@ impl Progress {
         }
     }
 
-    fn add(&self, bar: ProgressBar, template: &str, message: impl Into<Cow<'static, str>>) -> Step {
-        // Styled before it is shown: its first frame is drawn when added.
-        bar.set_style(style(template));
-        bar.set_message(message);
-        // A step dropped unfinished (an error on the way) leaves no line behind.
-        let bar = bar.with_finish(ProgressFinish::AndClear);
-        let bar = if self.is_hidden() {
+    /// A step of `len` units (a spinner without), shown once styled: made on a
+    /// hidden target, as setting its message would draw it.
+    fn add(&self, len: Option<u64>, template: &str, message: impl Into<Cow<'static, str>>) -> Step {
+        let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden())
+            .with_style(style(template))
+            .with_message(message)
+            // A step dropped unfinished (an error on the way) leaves no line behind.
+            .with_finish(ProgressFinish::AndClear);
+        if !self.is_hidden() {
             // No ticker thread for what nobody sees.
-            bar.set_draw_target(ProgressDrawTarget::hidden());
-            bar
-        } else {
-            let bar = self.bars.add(bar);
+            self.bars.add(bar.clone());
             bar.enable_steady_tick(TICK);
-            bar
-        };
+        }
         Step { bar }
     }
 }
@@ -147,10 +143,12 @@ impl Step {
         self.bar.elapsed()
     }
 
-    /// Stops the step and leaves `message` on its line, alone.
-    pub fn finish(&self, message: impl Into<Cow<'static, str>>) {
-        self.bar.set_style(style(FINISHED));
-        self.bar.finish_with_message(message);
+    /// Stops the step and puts `message` in its place, for good: a line above
+    /// every bar, which later lines printed through [`Progress::suspend`] do not
+    /// wipe. Nothing when hidden.
+    pub fn finish(&self, message: impl AsRef<str>) {
+        self.bar.println(message);
+        self.bar.finish_and_clear();
     }
 
     /// Stops the step and removes its line.
@@ -269,7 +267,7 @@ mod tests {
 
     #[test]
     fn every_template_is_valid_and_renders_its_keys() {
-        for template in [SPINNER, BAR, TIMED, FINISHED] {
+        for template in [SPINNER, BAR, TIMED] {
             style(template);
         }
         let step = Progress::hidden().timed(Duration::from_secs(5), "run");
