@@ -32,6 +32,8 @@ use anyhow::{Context, Result, bail, ensure};
 use ivlink_lab::vm::{INITRD_FILE, KERNEL_FILE, VMLINUX_FILE};
 
 use crate::cpio::Archive;
+use crate::phases::{Phases, say};
+use ivlink_lab::progress::Progress;
 
 /// Kernel modules, in load order: VFIO with an emulated IOMMU, and FUSE for
 /// `ivlink ntb tool --mount`.
@@ -53,6 +55,10 @@ const MANIFEST_FILE: &str = "manifest.txt";
 const KERNEL_META: &str = "linux-image-amd64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The phases of a build shown at a terminal: the package look-ups, fetching and
+/// unpacking both packages, the modules, the initramfs and the kernel files (the
+/// static `ivlink` shows cargo's own progress).
+const PHASES: usize = 8;
 
 /// What `build` made or found.
 #[derive(Debug, Clone)]
@@ -73,8 +79,9 @@ pub fn build(root: &Path, out: &Path) -> Result<Image> {
     let work = out.join(".work");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
-    let mut apt = Apt::default();
-    let inputs = Inputs::gather(root, &mut apt)?;
+    let mut phases = Phases::new(PHASES);
+    let mut apt = Apt::new(phases.progress());
+    let inputs = Inputs::gather(root, &mut apt, &mut phases)?;
     let mut outputs = Outputs::existing(out);
     if outputs.current(&inputs.text) {
         outputs.report_reused();
@@ -82,16 +89,19 @@ pub fn build(root: &Path, out: &Path) -> Result<Image> {
     }
     outputs.report_changes(out, &inputs.text);
 
-    let kernel = fetch_kernel(&mut apt, &work, &inputs)?;
-    let busybox = fetch_busybox(&mut apt, &work, &inputs.busybox_version)?;
-    let contents = guest_archive(&inputs, &busybox, &kernel.modules);
+    let kernel = fetch_kernel(&mut apt, &work, &inputs, &mut phases)?;
+    let busybox = fetch_busybox(&mut apt, &work, &inputs.busybox_version, &mut phases)?;
+    let phase = phases.start("writing the initramfs (cpio, gzip -9)");
+    let contents = guest_archive(&inputs, &busybox, &kernel.modules, phases.progress());
     let mut cpio = Vec::new();
     contents.archive.write_to(&mut cpio)?;
-
     // Write the outputs next to their final names, then rename.
     let initrd_tmp = out.join(format!("{INITRD_FILE}.tmp"));
     gzip(&cpio, &initrd_tmp)?;
-    outputs.install_kernel(out, &inputs, &kernel.vmlinuz)?;
+    phase.clear();
+    let phase = phases.start("installing the kernel (extracting vmlinux)");
+    outputs.install_kernel(out, &inputs, &kernel.vmlinuz, phases.progress())?;
+    phase.clear();
     fs::rename(&initrd_tmp, &outputs.image.initrd)?;
     outputs.write_manifest(&inputs, &kernel.release, &busybox, &contents, cpio.len())?;
     for name in &contents.builtin {
@@ -126,10 +136,12 @@ struct Inputs {
 
 impl Inputs {
     /// Looks up the package versions and builds the static `ivlink`.
-    fn gather(root: &Path, apt: &mut Apt) -> Result<Self> {
+    fn gather(root: &Path, apt: &mut Apt, phases: &mut Phases) -> Result<Self> {
+        let phase = phases.start("looking up the packages (apt-cache)");
         let kernel_pkg = apt.kernel_package()?;
         let kernel_version = apt.version(&kernel_pkg)?;
         let busybox_version = apt.version(BUSYBOX_PACKAGE)?;
+        phase.clear();
         println!("kernel package: {kernel_pkg} {kernel_version}");
         println!("busybox package: {BUSYBOX_PACKAGE} {busybox_version}");
 
@@ -228,7 +240,13 @@ impl Outputs {
 
     /// Copies the kernel in (and extracts vmlinux) unless the kernel package and
     /// the image format are those of the existing files.
-    fn install_kernel(&mut self, out: &Path, inputs: &Inputs, vmlinuz: &Path) -> Result<()> {
+    fn install_kernel(
+        &mut self,
+        out: &Path,
+        inputs: &Inputs,
+        vmlinuz: &Path,
+        progress: &Progress,
+    ) -> Result<()> {
         let kernel_line = format!(
             "kernel-package: {} {}\n",
             inputs.kernel_pkg, inputs.kernel_version
@@ -239,7 +257,10 @@ impl Outputs {
             && old_inputs.contains(&kernel_line)
             && old_inputs.contains(&format_line)
         {
-            println!("kernel unchanged, reused {}", self.image.kernel.display());
+            say(
+                progress,
+                format_args!("kernel unchanged, reused {}", self.image.kernel.display()),
+            );
             return Ok(());
         }
         let kernel_tmp = out.join(format!("{KERNEL_FILE}.tmp"));
@@ -254,15 +275,21 @@ impl Outputs {
             Ok(()) => {
                 fs::rename(&vmlinux_tmp, &self.vmlinux_path)?;
                 self.image.vmlinux = Some(self.vmlinux_path.clone());
-                println!(
-                    "extracted {} ({}): the uncompressed kernel, booted through its PVH entry",
-                    self.vmlinux_path.display(),
-                    size_of(&self.vmlinux_path)
+                say(
+                    progress,
+                    format_args!(
+                        "extracted {} ({}): the uncompressed kernel, booted through its PVH entry",
+                        self.vmlinux_path.display(),
+                        size_of(&self.vmlinux_path)
+                    ),
                 );
             }
             Err(why) => {
                 let _ = fs::remove_file(&vmlinux_tmp);
-                println!("no {VMLINUX_FILE} (guests boot {KERNEL_FILE}): {why}");
+                say(
+                    progress,
+                    format_args!("no {VMLINUX_FILE} (guests boot {KERNEL_FILE}): {why}"),
+                );
             }
         }
         Ok(())
@@ -331,14 +358,32 @@ struct Kernel {
     modules: Vec<Module>,
 }
 
-fn fetch_kernel(apt: &mut Apt, work: &Path, inputs: &Inputs) -> Result<Kernel> {
-    let version = &inputs.kernel_version;
-    let deb = apt.fetch(work, &inputs.kernel_pkg, version)?;
-    let tree = unpack(work, "kernel", version, &deb, &MODULES.join(" "))?;
+fn fetch_kernel(
+    apt: &mut Apt,
+    work: &Path,
+    inputs: &Inputs,
+    phases: &mut Phases,
+) -> Result<Kernel> {
+    let (package, version) = (&inputs.kernel_pkg, &inputs.kernel_version);
+    let phase = phases.start(format_args!("fetching {package} {version}"));
+    let deb = apt.fetch(work, package, version)?;
+    phase.clear();
+    let phase = phases.start(format_args!("unpacking {package}"));
+    let tree = unpack(
+        work,
+        "kernel",
+        version,
+        &deb,
+        &MODULES.join(" "),
+        &apt.progress,
+    )?;
+    phase.clear();
+    let phase = phases.start("collecting the modules");
     let (release, vmlinuz) = find_kernel(&tree)?;
     let modules_dir = tree.join("lib/modules").join(&release);
     let modules = collect_modules(&modules_dir)?;
-    prune_kernel_tree(&tree, &modules_dir, &modules)?;
+    prune_kernel_tree(&tree, &modules_dir, &modules, &apt.progress)?;
+    phase.clear();
     Ok(Kernel {
         release,
         vmlinuz,
@@ -352,9 +397,17 @@ struct Busybox {
     applets: Vec<String>,
 }
 
-fn fetch_busybox(apt: &mut Apt, work: &Path, version: &str) -> Result<Busybox> {
+fn fetch_busybox(
+    apt: &mut Apt,
+    work: &Path,
+    version: &str,
+    phases: &mut Phases,
+) -> Result<Busybox> {
+    let phase = phases.start(format_args!("fetching {BUSYBOX_PACKAGE} {version}"));
     let deb = apt.fetch(work, BUSYBOX_PACKAGE, version)?;
-    let tree = unpack(work, "busybox", version, &deb, "")?;
+    phase.clear();
+    let _phase = phases.start(format_args!("unpacking {BUSYBOX_PACKAGE}"));
+    let tree = unpack(work, "busybox", version, &deb, "", &apt.progress)?;
     let path = tree.join("bin/busybox");
     let binary = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let applets = busybox_applets(&path)?;
@@ -368,7 +421,12 @@ struct Contents {
     builtin: Vec<&'static str>,
 }
 
-fn guest_archive(inputs: &Inputs, busybox: &Busybox, modules: &[Module]) -> Contents {
+fn guest_archive(
+    inputs: &Inputs,
+    busybox: &Busybox,
+    modules: &[Module],
+    progress: &Progress,
+) -> Contents {
     let mut archive = Archive::new();
     for dir in [
         "bin",
@@ -410,7 +468,10 @@ fn guest_archive(inputs: &Inputs, busybox: &Busybox, modules: &[Module]) -> Cont
                     module.bytes.clone(),
                 );
                 loaded.push(module.name);
-                println!("module {}: {}", module.name, path.display());
+                say(
+                    progress,
+                    format_args!("module {}: {}", module.name, path.display()),
+                );
             }
         }
     }
@@ -438,12 +499,21 @@ fn guest_archive(inputs: &Inputs, busybox: &Busybox, modules: &[Module]) -> Cont
 }
 
 /// Debian package look-ups and downloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Apt {
     updated: bool,
+    /// Where the build's phases are drawn: its lines go above them.
+    progress: Progress,
 }
 
 impl Apt {
+    fn new(progress: &Progress) -> Apt {
+        Apt {
+            updated: false,
+            progress: progress.clone(),
+        }
+    }
+
     /// The versioned kernel package `linux-image-amd64` depends on.
     fn kernel_package(&mut self) -> Result<String> {
         loop {
@@ -485,9 +555,12 @@ impl Apt {
     /// Runs `apt-get update` once; a second need is an error.
     fn update(&mut self, why: &str) -> Result<()> {
         ensure!(!self.updated, "{why}, even after apt-get update");
-        println!("{why}: running apt-get update");
+        say(
+            &self.progress,
+            format_args!("{why}: running apt-get update"),
+        );
         self.updated = true;
-        run(Command::new("apt-get").args(["update", "-qq"]))
+        run_captured(Command::new("apt-get").args(["update", "-qq"]))
             .context("apt-get update (it needs root)")
     }
 
@@ -524,7 +597,7 @@ impl Apt {
             Ok(found)
         };
         if let Some(deb) = find()? {
-            println!("reused {}", deb.display());
+            say(&self.progress, format_args!("reused {}", deb.display()));
             return Ok(deb);
         }
         let mut command = Command::new("apt-get");
@@ -535,18 +608,22 @@ impl Apt {
         }
         command.arg(format!("{package}={version}"));
         let started = Instant::now();
-        run(&mut command).with_context(|| format!("apt-get download {package}={version}"))?;
+        run_captured(&mut command)
+            .with_context(|| format!("apt-get download {package}={version}"))?;
         let deb = find()?.with_context(|| {
             format!(
                 "apt-get download {package} left no {wanted}*.deb in {}",
                 dir.display()
             )
         })?;
-        println!(
-            "downloaded {} ({}) in {:.1} s",
-            deb.display(),
-            size_of(&deb),
-            started.elapsed().as_secs_f64()
+        say(
+            &self.progress,
+            format_args!(
+                "downloaded {} ({}) in {:.1} s",
+                deb.display(),
+                size_of(&deb),
+                started.elapsed().as_secs_f64()
+            ),
         );
         Ok(deb)
     }
@@ -554,13 +631,21 @@ impl Apt {
 
 /// `deb` unpacked (`dpkg -x`) into `work/<what>-<version>`, reused when there with
 /// the same `stamp_text`.
-fn unpack(work: &Path, what: &str, version: &str, deb: &Path, stamp_text: &str) -> Result<PathBuf> {
+fn unpack(
+    work: &Path,
+    what: &str,
+    version: &str,
+    deb: &Path,
+    stamp_text: &str,
+    progress: &Progress,
+) -> Result<PathBuf> {
     let dir = work.join(format!("{what}-{}", version.replace(':', "_")));
     let stamp = dir.join(".unpacked");
     if fs::read_to_string(&stamp).is_ok_and(|text| text == stamp_text) {
-        println!("reused {}", dir.display());
+        say(progress, format_args!("reused {}", dir.display()));
         return Ok(dir);
     }
+    let started = Instant::now();
     // Older unpacked versions go.
     for entry in fs::read_dir(work)? {
         let path = entry?.path();
@@ -573,10 +658,18 @@ fn unpack(work: &Path, what: &str, version: &str, deb: &Path, stamp_text: &str) 
             fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
-    run(Command::new("dpkg").arg("-x").arg(deb).arg(&dir))
+    run_captured(Command::new("dpkg").arg("-x").arg(deb).arg(&dir))
         .with_context(|| format!("dpkg -x {}", deb.display()))?;
     fs::write(&stamp, stamp_text)?;
-    println!("unpacked {} into {}", deb.display(), dir.display());
+    say(
+        progress,
+        format_args!(
+            "unpacked {} into {} in {:.1} s",
+            deb.display(),
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
     Ok(dir)
 }
 
@@ -674,7 +767,12 @@ fn collect_modules(modules_dir: &Path) -> Result<Vec<Module>> {
 /// Removes what the image does not use from the unpacked kernel package (about
 /// 400 MiB of other modules), so the scratch directory stays small. A later change
 /// of [`MODULES`] unpacks the package again (its stamp names the modules).
-fn prune_kernel_tree(tree: &Path, modules_dir: &Path, modules: &[Module]) -> Result<()> {
+fn prune_kernel_tree(
+    tree: &Path,
+    modules_dir: &Path,
+    modules: &[Module],
+    progress: &Progress,
+) -> Result<()> {
     let keep: BTreeSet<&Path> = modules
         .iter()
         .filter_map(|m| match &m.found {
@@ -698,10 +796,13 @@ fn prune_kernel_tree(tree: &Path, modules_dir: &Path, modules: &[Module]) -> Res
         fs::remove_dir_all(&docs).with_context(|| format!("removing {}", docs.display()))?;
     }
     if removed > 0 {
-        println!(
-            "pruned {} of unused modules from {}",
-            human(removed),
-            tree.display()
+        say(
+            progress,
+            format_args!(
+                "pruned {} of unused modules from {}",
+                human(removed),
+                tree.display()
+            ),
         );
     }
     Ok(())
@@ -989,6 +1090,24 @@ fn run(command: &mut Command) -> Result<()> {
         status.success(),
         "{:?} failed: {status}",
         command.get_program()
+    );
+    Ok(())
+}
+
+/// Runs a command with its output kept (it would cut through the spinners): an
+/// error with that output unless it succeeds.
+fn run_captured(command: &mut Command) -> Result<()> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    ensure!(
+        output.status.success(),
+        "{:?} failed: {}\n{}{}",
+        command.get_program(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ mod deb;
 mod harness;
 mod image;
 mod man;
+mod phases;
 mod smoke;
 mod vm_test;
 

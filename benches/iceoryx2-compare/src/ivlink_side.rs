@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use ivlink_lab::bench::{self, LatencyResult, Report, ThroughputResult};
+use ivlink_lab::progress::Progress;
 
 use crate::settings::Settings;
 
@@ -31,8 +32,10 @@ pub fn measure(settings: &Settings, progress: &mut dyn FnMut(&str)) -> anyhow::R
         command.arg(PEER_SUBCOMMAND).arg("--");
         command
     };
-    let mut say = |line: &str| progress(&format!("ivlink bench {line}"));
-    Ok(bench::run(&settings.ivlink_config(), &command, &mut say)?)
+    progress("ivlink bench");
+    // Its bar shows only at a terminal, as the lines of `progress`.
+    let bar = Progress::new(false);
+    Ok(bench::run(&settings.ivlink_config(), &command, &bar)?)
 }
 
 /// The peer process's part (the hidden subcommand).

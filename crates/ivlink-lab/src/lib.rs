@@ -3,6 +3,8 @@
 //!
 //! - [`bench`](mod@bench): ivlink between two host processes, measured against baselines
 //!   (memcpy ring, eventfd, UNIX socket, pipe) in the same run.
+//! - [`progress`]: spinners and bars on standard error where a person waits,
+//!   drawn only at a terminal.
 //! - [`stress`]: many host peers exchanging checked messages over channels.
 //! - [`testbed`]: an embedded server and a set of peer processes or QEMU
 //!   guests, driven from one process.
@@ -10,6 +12,7 @@
 //!   serial console.
 
 pub mod bench;
+pub mod progress;
 pub mod stress;
 pub mod testbed;
 pub mod vm;

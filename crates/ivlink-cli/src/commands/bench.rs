@@ -1,7 +1,7 @@
 //! `ivlink bench`: ivlink between two host processes against baselines measured
 //! in the same run (latency percentiles, streaming throughput, targets).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -78,13 +78,8 @@ impl BenchArgs {
             command.arg("bench-peer").arg("--");
             command
         };
-        let show_progress = std::io::stderr().is_terminal();
-        let mut progress = |line: &str| {
-            if show_progress {
-                eprintln!("bench: {line}");
-            }
-        };
-        let report = bench::run(&config, &command, &mut progress)?;
+        let progress = ivlink_lab::progress::Progress::new(self.json);
+        let report = bench::run(&config, &command, &progress)?;
         if let Some(path) = &self.svg {
             bench::write_svg(&report, path)?;
         }

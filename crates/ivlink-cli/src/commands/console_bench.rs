@@ -2,7 +2,7 @@
 //! a UNIX socket and a pty pair (bulk throughput, keystroke round trips,
 //! targets).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -77,13 +77,8 @@ impl ConsoleBenchArgs {
             command.args(["console", "bench-peer", "--"]);
             command
         };
-        let show_progress = std::io::stderr().is_terminal();
-        let mut progress = |line: &str| {
-            if show_progress {
-                eprintln!("console bench: {line}");
-            }
-        };
-        let report = console::run(&config, &command, &mut progress)?;
+        let progress = ivlink_lab::progress::Progress::new(self.json);
+        let report = console::run(&config, &command, &progress)?;
         let mut out = std::io::stdout().lock();
         if self.json {
             writeln!(out, "{}", report.to_json())?;

@@ -86,7 +86,8 @@ impl StressArgs {
         } else {
             Box::new(std::io::stdout())
         };
-        let summary = stress::run(&config, &command, &mut progress, &stop)?;
+        let bar = ivlink_lab::progress::Progress::new(self.json);
+        let summary = stress::run(&config, &command, &mut progress, &stop, &bar)?;
         drop(progress);
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -388,7 +388,8 @@ impl TestbedArgs {
             },
         };
         let stop = super::stop_flag()?;
-        let summary = guests::run_guests(&config, out, &stop)?;
+        let progress = ivlink_lab::progress::Progress::new(self.json);
+        let summary = guests::run_guests(&config, out, &stop, &progress)?;
         if self.console {
             writeln!(
                 out,

@@ -8,6 +8,7 @@ use super::drive::{PingPongPlan, StreamPlan};
 use super::job::{Job, Mechanism, Pattern};
 use super::report::{LatencyResult, Report, Settings, ThroughputResult};
 use super::{BenchConfig, BenchError, Leader, Placement, baselines, ivlink, ntb, placement};
+use crate::progress::Progress;
 use ::ivlink::Device;
 use ::ivlink::server::{ServerConfig, ServerThread};
 use ::ivlink::shm::ShmBacking;
@@ -86,13 +87,13 @@ const STREAM_SPIN: Duration = Duration::from_micros(50);
 
 /// Runs every measurement and returns the report. `command` makes a command
 /// that starts this program's peer role (`ivlink bench-peer`); the job's
-/// arguments are appended. `progress` hears one line per measurement.
+/// arguments are appended. `progress` shows a bar over the measurements.
 ///
 /// Pins the calling thread to a CPU for the run (restored at the end).
 pub fn run(
     config: &BenchConfig,
     command: &dyn Fn() -> Command,
-    progress: &mut dyn FnMut(&str),
+    progress: &Progress,
 ) -> Result<Report, BenchError> {
     config.validate()?;
     let started = Instant::now();
@@ -110,7 +111,7 @@ pub fn run(
 fn run_pinned(
     config: &BenchConfig,
     command: &dyn Fn() -> Command,
-    progress: &mut dyn FnMut(&str),
+    progress: &Progress,
     placement: Placement,
 ) -> Result<Report, BenchError> {
     let dir = tempfile::Builder::new()
@@ -167,16 +168,19 @@ fn run_pinned(
     };
     let total =
         LATENCY.len() + (config.sizes.len() * 4 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
-    let mut step = 0;
+    let bar = progress.bar(total as u64, "starting");
+    let mut done = 0;
     let mut say = |what: &str| {
-        step += 1;
-        progress(&format!("[{step}/{total}] {what}"));
+        bar.set_position(done);
+        bar.set_message(what.to_owned());
+        done += 1;
     };
 
     let latency = measure_latency(config, &leader, &base, &mut say)?;
     let ntb_base = ntb_job(&leader, base.clone())?;
     let streams = stream_jobs(config, &base, &ntb_base);
     let throughput = measure_throughput(config, &leader, &streams, &mut say)?;
+    bar.clear();
     drop(host);
     drop(ntb_host);
     server.stop()?;

@@ -172,7 +172,8 @@ pub fn join_and_run(
 const STOP_GRACE: Duration = Duration::from_secs(25);
 
 /// Runs the peers, each made by `peer_command(socket)` for a server this function
-/// starts on a private socket; relays progress to `out` and sums the reports.
+/// starts on a private socket; relays progress lines to `out`, draws a bar over
+/// the run's duration on `progress`, and sums the reports.
 ///
 /// Once `stop` is set (Ctrl-C), the peers are asked to stop early (SIGINT): they
 /// finish as at the end of the duration, so the totals so far are reported.
@@ -181,6 +182,7 @@ pub fn run(
     peer_command: &dyn Fn(&Path) -> Command,
     out: &mut dyn Write,
     stop: &AtomicBool,
+    progress: &crate::progress::Progress,
 ) -> Result<StressSummary, TestbedError> {
     if config.peers < 2 {
         return Err(TestbedError::Setup(
@@ -201,7 +203,12 @@ pub fn run(
         crate::testbed::spawn_peers(config.peers, &socket, peer_command)?;
 
     let mut watch = Watch::new();
-    watch.supervise(config, &mut children, &lines_rx, out, stop);
+    {
+        let mut out = progress.lines(out);
+        let bar = progress.timed(config.duration, "starting the peers");
+        watch.supervise(config, &mut children, &lines_rx, &mut out, stop, &bar);
+        bar.clear();
+    }
     for line in &watch.other_lines {
         let _ = writeln!(out, "{line}");
     }
@@ -252,6 +259,7 @@ impl Watch {
         lines_rx: &mpsc::Receiver<(usize, String)>,
         out: &mut dyn Write,
         stop: &AtomicBool,
+        bar: &crate::progress::Step,
     ) {
         let mut limit = self.started + config.duration + Duration::from_secs(60);
         let mut next_line = self.started + config.progress;
@@ -262,8 +270,12 @@ impl Watch {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             self.kill_victim_when_due(config, children, out);
+            let gone: Vec<u16> = self.killed.iter().map(|&(_, id)| id).collect();
+            bar.set_elapsed(self.started.elapsed());
+            if !self.progress.is_empty() && !bar.is_hidden() {
+                bar.set_message(bar_message(&self.progress, &gone, self.started));
+            }
             if Instant::now() >= next_line && !self.progress.is_empty() {
-                let gone: Vec<u16> = self.killed.iter().map(|&(_, id)| id).collect();
                 let _ = writeln!(
                     out,
                     "{}",
@@ -417,34 +429,69 @@ impl Watch {
     }
 }
 
+/// What the peers still running have sent and received so far (`gone` left).
+struct Totals {
+    sent: u64,
+    received: u64,
+    bytes: u64,
+    corrupted: u64,
+    reordered: u64,
+    seconds: f64,
+}
+
+impl Totals {
+    fn of(progress: &BTreeMap<usize, Progress>, gone: &[u16], started: Instant) -> Totals {
+        let alive = || progress.values().filter(|p| !gone.contains(&p.id));
+        let sent: u64 = alive()
+            .flat_map(|p| p.sent_to.iter())
+            .filter(|(to, _)| !gone.contains(to))
+            .map(|(_, n)| n)
+            .sum();
+        let received: u64 = alive()
+            .flat_map(|p| p.received_from.iter())
+            .filter(|(from, _)| !gone.contains(from))
+            .map(|(_, n)| n)
+            .sum();
+        Totals {
+            // Each peer's counts are a snapshot of its own moment: a receiver's can
+            // be newer than its sender's. What was received was sent, so show at
+            // least that.
+            sent: sent.max(received),
+            received,
+            bytes: alive().map(|p| p.sent_bytes).sum(),
+            corrupted: alive().map(|p| p.corrupted).sum(),
+            reordered: alive().map(|p| p.reordered).sum(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// One progress line: the totals of the peers still running (`gone` left).
 fn progress_line(progress: &BTreeMap<usize, Progress>, gone: &[u16], started: Instant) -> String {
-    let alive = || progress.values().filter(|p| !gone.contains(&p.id));
-    let sent: u64 = alive()
-        .flat_map(|p| p.sent_to.iter())
-        .filter(|(to, _)| !gone.contains(to))
-        .map(|(_, n)| n)
-        .sum();
-    let received: u64 = alive()
-        .flat_map(|p| p.received_from.iter())
-        .filter(|(from, _)| !gone.contains(from))
-        .map(|(_, n)| n)
-        .sum();
-    let bytes: u64 = alive().map(|p| p.sent_bytes).sum();
-    let corrupted: u64 = alive().map(|p| p.corrupted).sum();
-    let reordered: u64 = alive().map(|p| p.reordered).sum();
-    // Each peer's counts are a snapshot of its own moment: a receiver's can be
-    // newer than its sender's. What was received was sent, so show at least that.
-    let sent = sent.max(received);
-    let secs = started.elapsed().as_secs_f64();
+    let t = Totals::of(progress, gone, started);
     let mut line = format!(
-        "[{secs:7.1}s] sent {sent} ({:.1} MB/s), received {received}, corrupted {corrupted}, reordered {reordered}",
-        bytes as f64 / secs / 1e6
+        "[{:7.1}s] sent {} ({:.1} MB/s), received {}, corrupted {}, reordered {}",
+        t.seconds,
+        t.sent,
+        t.bytes as f64 / t.seconds / 1e6,
+        t.received,
+        t.corrupted,
+        t.reordered
     );
     if !gone.is_empty() {
         line.push_str(&format!(" (between the peers left; gone {gone:?})"));
     }
     line
+}
+
+/// The progress bar's message: messages received so far and their rate.
+fn bar_message(progress: &BTreeMap<usize, Progress>, gone: &[u16], started: Instant) -> String {
+    let totals = Totals::of(progress, gone, started);
+    format!(
+        "received {}, {:.2} M msg/s",
+        totals.received,
+        totals.received as f64 / totals.seconds.max(1e-3) / 1e6
+    )
 }
 
 /// A latency in the unit that reads best: ns, µs, ms or s.

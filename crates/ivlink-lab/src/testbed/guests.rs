@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ivlink_core::PeerId;
 
 use super::{PeerResult, PeerResults, Summary, TestbedError};
+use crate::progress::Progress;
 use crate::vm::{Guest, GuestConfig, VmError};
 
 /// The guest test bed's settings.
@@ -64,13 +65,15 @@ impl From<VmError> for TestbedError {
     }
 }
 
-/// Boots the guests, runs the exchange among them, reports, and (with
-/// `keep_running`) leaves them up for the user until `stop` is set. Every guest
-/// is powered off, or killed, before this returns.
+/// Boots the guests (a line each on `progress` while they do), runs the exchange
+/// among them, reports, and (with `keep_running`) leaves them up for the user
+/// until `stop` is set. Every guest is powered off, or killed, before this
+/// returns.
 pub fn run_guests(
     config: &GuestTestbedConfig,
     out: &mut dyn Write,
     stop: &AtomicBool,
+    progress: &Progress,
 ) -> Result<Summary, TestbedError> {
     if config.guests < 2 {
         return Err(TestbedError::Setup(
@@ -98,7 +101,7 @@ pub fn run_guests(
     );
 
     // The server listens before any QEMU starts; guests then boot in parallel.
-    let mut guests = boot_guests(config, &socket, out)?;
+    let mut guests = boot_guests(config, &socket, &mut progress.lines(out), progress)?;
     let ids = peer_ids(&mut guests, out)?;
     if stop.load(Ordering::Relaxed) {
         return Err(TestbedError::Setup("interrupted".into()));
@@ -140,11 +143,13 @@ pub fn run_guests(
     })
 }
 
-/// Starts every guest, then waits for each to reach its shell.
+/// Starts every guest, then waits for all to reach their shells, each with a
+/// line on `progress` until it is up.
 fn boot_guests(
     config: &GuestTestbedConfig,
     socket: &Path,
     out: &mut dyn Write,
+    progress: &Progress,
 ) -> Result<Vec<Guest>, TestbedError> {
     let mut guests = Vec::with_capacity(config.guests);
     for number in 0..config.guests {
@@ -164,9 +169,35 @@ fn boot_guests(
         guests.push(guest);
     }
     let started = Instant::now();
-    for guest in &mut guests {
-        guest.wait_ready(config.boot_timeout)?;
-    }
+    // In parallel, so that each line says when its own guest came up.
+    let waited: Vec<Result<(), VmError>> = std::thread::scope(|scope| {
+        let waits: Vec<_> = guests
+            .iter_mut()
+            .map(|guest| {
+                let line = progress.spinner(format!("{}: booting", guest.name()));
+                scope.spawn(move || {
+                    let ready = guest.wait_ready(config.boot_timeout);
+                    if ready.is_ok() {
+                        let took = guest.ready_after().unwrap_or_else(|| line.elapsed());
+                        line.finish(format!(
+                            "{}: up in {:.1} s",
+                            guest.name(),
+                            took.as_secs_f64()
+                        ));
+                    }
+                    ready
+                })
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|wait| {
+                wait.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    waited.into_iter().collect::<Result<(), _>>()?;
     let _ = writeln!(
         out,
         "testbed: {} guests up in {:.1?}",

@@ -39,6 +39,7 @@ use ::ivlink::transport::host::{HostConfig, HostPeer};
 
 use super::job::{Control, Done, PeerProcess};
 use super::{BenchError, Placement, placement};
+use crate::progress::Progress;
 pub use exchange::Plan;
 pub use report::{ConsoleReport, MechanismResult};
 
@@ -267,13 +268,13 @@ fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> BenchError {
 
 /// Runs every measurement. `command` makes a command that starts this
 /// program's peer role (`ivlink console bench-peer --`); the job's arguments
-/// are appended. `progress` hears one line per mechanism.
+/// are appended. `progress` shows a bar over the mechanisms.
 ///
 /// Pins the calling thread to a CPU for the run (restored at the end).
 pub fn run(
     config: &ConsoleBenchConfig,
     command: &dyn Fn() -> Command,
-    progress: &mut dyn FnMut(&str),
+    progress: &Progress,
 ) -> Result<ConsoleReport, BenchError> {
     let region = config.validate()?;
     let started = Instant::now();
@@ -291,7 +292,7 @@ pub fn run(
 fn run_pinned(
     config: &ConsoleBenchConfig,
     command: &dyn Fn() -> Command,
-    progress: &mut dyn FnMut(&str),
+    progress: &Progress,
     placement: Placement,
     region: u64,
 ) -> Result<ConsoleReport, BenchError> {
@@ -320,13 +321,10 @@ fn run_pinned(
         timeout: config.timeout,
     };
     let mut results = Vec::new();
-    for (i, mechanism) in Mechanism::ALL.into_iter().enumerate() {
-        progress(&format!(
-            "[{}/{}] {}",
-            i + 1,
-            Mechanism::ALL.len(),
-            mechanism.name()
-        ));
+    let bar = progress.bar(Mechanism::ALL.len() as u64, "starting");
+    for (done, mechanism) in Mechanism::ALL.into_iter().enumerate() {
+        bar.set_position(done as u64);
+        bar.set_message(mechanism.name());
         let mut job = PeerJob {
             mechanism,
             ..base.clone()
@@ -346,6 +344,7 @@ fn run_pinned(
             measured,
         ));
     }
+    bar.clear();
     drop(host);
     server.stop()?;
     Ok(ConsoleReport {
