@@ -104,6 +104,7 @@ pub fn command() -> clap::Command {
 /// Parses the command line and runs the command: `ivlink`'s `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    crate::report::exit_quietly_when_stdout_closes();
     if !matches!(cli.command, Command::Server(_)) {
         let _ = logging::init(
             tracing::Level::WARN,
@@ -138,6 +139,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if crate::report::is_broken_pipe(&err) => {
+            ExitCode::from(crate::report::STDOUT_CLOSED)
+        }
         Err(err) => match err.downcast_ref::<crate::relay_args::ExitWith>() {
             Some(exit) => {
                 if let Some(message) = &exit.message {

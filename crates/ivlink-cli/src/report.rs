@@ -82,6 +82,38 @@ impl Lines {
     }
 }
 
+/// The exit status of a command whose reader went away (`ivlink dump | head -1`):
+/// what a shell reports for a program ended by SIGPIPE, 128 + 13.
+pub const STDOUT_CLOSED: u8 = 141;
+
+/// Whether `err` comes from writing to a pipe nobody reads any more.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Makes `println!` into a closed pipe end the process quietly with
+/// [`STDOUT_CLOSED`], as SIGPIPE would (Rust ignores SIGPIPE, so the write
+/// fails and `println!` panics instead).
+pub fn exit_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(STDOUT_CLOSED.into());
+        }
+        default(info);
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

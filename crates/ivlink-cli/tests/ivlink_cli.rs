@@ -767,3 +767,35 @@ fn testbed_says_a_bad_vector_count_once() {
         "{all}"
     );
 }
+
+/// A reader that went away before the command wrote (`ivlink dump | head -0`)
+/// ends it quietly with SIGPIPE's status, whether it writes with `writeln!`
+/// (dump) or `println!` (inspect).
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket, &["--memfd"]);
+    for args in [
+        &["dump", "-S", sock][..],
+        &["inspect", "-S", sock, "--json"],
+    ] {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(IVLINK)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            text(&output)
+        );
+        assert!(output.stderr.is_empty(), "{args:?}: {}", text(&output));
+    }
+}
