@@ -139,7 +139,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if crate::report::is_broken_pipe(&err) => {
+        Err(err) if crate::report::is_stdout_closed(&err) => {
             ExitCode::from(crate::report::STDOUT_CLOSED)
         }
         Err(err) => match err.downcast_ref::<crate::relay_args::ExitWith>() {

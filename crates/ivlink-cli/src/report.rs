@@ -86,13 +86,28 @@ impl Lines {
 /// what a shell reports for a program ended by SIGPIPE, 128 + 13.
 pub const STDOUT_CLOSED: u8 = 141;
 
-/// Whether `err` comes from writing to a pipe nobody reads any more.
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
+/// Whether `err` comes from writing to standard output after its reader went
+/// away. A broken pipe elsewhere (a stream whose peer died) is a real error.
+pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
+    let broken_pipe = err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    });
+    broken_pipe && stdout_has_no_reader()
+}
+
+/// Whether standard output is a pipe or socket whose other end is closed.
+fn stdout_has_no_reader() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&now)).is_ok()
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
 }
 
 /// Makes `println!` into a closed pipe end the process quietly with
