@@ -115,9 +115,15 @@ impl SpinThenSleep {
             spins = spins.wrapping_add(1);
             // Read the clock only now and then: it costs more than a check. A zero
             // budget sleeps after the first check.
-            if spins % 64 != 0 && !self.spin.is_zero() {
+            if spins % CHECKS_PER_CLOCK != 0 && !self.spin.is_zero() {
                 core::hint::spin_loop();
                 continue;
+            }
+            if spins >= YIELD_AFTER {
+                // Past the first stretch the other side is probably not running at
+                // all (more runnable threads than CPUs): hand it the CPU rather than
+                // spin the whole budget away. Cheap when nothing else is runnable.
+                yield_cpu();
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -160,6 +166,20 @@ impl SpinThenSleep {
             }
         }
     }
+}
+
+/// Checks between clock reads while spinning.
+const CHECKS_PER_CLOCK: u32 = 64;
+
+/// Checks spent purely spinning before each clock read also yields the CPU: a wait
+/// that ends within a few hundred nanoseconds costs no system call.
+const YIELD_AFTER: u32 = 2 * CHECKS_PER_CLOCK;
+
+/// Gives the CPU to another runnable thread, if any (`sched_yield`).
+fn yield_cpu() {
+    #[cfg(test)]
+    tests::YIELDS.with(|y| y.set(y.get() + 1));
+    std::thread::yield_now();
 }
 
 /// How often a transport without a doorbell looks again.
@@ -211,6 +231,53 @@ impl<R: ivlink_core::Region + ?Sized> Waitable for SpaceIn<'_, '_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// CPU yields of this thread's spinning waits.
+        pub(super) static YIELDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Ready on check `.0`; counts checks in `.1`.
+    struct ReadyOn(u32, u32);
+
+    impl Waitable for ReadyOn {
+        type Error = ();
+        fn ready(&mut self) -> Result<bool, ()> {
+            self.1 += 1;
+            Ok(self.1 >= self.0)
+        }
+        fn arm(&mut self) -> Result<bool, ()> {
+            Ok(true)
+        }
+        fn disarm(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_spin_yields_the_cpu_now_and_then_a_short_one_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = crate::FilePeer::create(&dir.path().join("region"), 4096, 0).unwrap();
+        // A budget no check count below reaches: the wait ends by readiness alone.
+        let policy = SpinThenSleep {
+            spin: Duration::from_secs(3600),
+        };
+        let yields = |checks: u32| {
+            YIELDS.with(|y| y.set(0));
+            let mut what = ReadyOn(checks, 0);
+            assert!(policy.wait(&mut what, &device, 0, None).unwrap());
+            assert_eq!(what.1, checks);
+            YIELDS.with(|y| y.get())
+        };
+        assert_eq!(yields(1), 0, "ready at once");
+        assert_eq!(yields(YIELD_AFTER), 0, "a short spin pays no system call");
+        // Spinning 64 000 checks while the other side cannot run (oversubscribed)
+        // would burn the CPU it needs: yield at every clock read past the first
+        // stretch.
+        let checks = 1000 * CHECKS_PER_CLOCK;
+        let expected = u64::from((checks - 1) / CHECKS_PER_CLOCK - 1);
+        assert_eq!(yields(checks), expected);
+    }
 
     /// Ready on its third check.
     struct ThirdTime(u32);
