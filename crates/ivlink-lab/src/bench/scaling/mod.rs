@@ -128,6 +128,9 @@ pub struct PairsRow {
     pub gb_per_s: f64,
     /// Each pair's own rates.
     pub per_pair: Vec<PairFigures>,
+    /// Doorbells all pairs rang (ivlink: an end that slept asked for one; the
+    /// memcpy ring has none).
+    pub doorbells: u64,
     /// Aggregate over `pairs` × the single pair's rate (1.0: perfect scaling).
     pub efficiency: f64,
 }
@@ -157,6 +160,7 @@ impl PairsRow {
                     gb_per_s: p.bytes as f64 / p.seconds.max(1e-9) / 1e9,
                 })
                 .collect(),
+            doorbells: run.pairs.iter().map(|p| p.doorbells).sum(),
             efficiency: 0.0,
         }
     }
@@ -350,6 +354,7 @@ mod tests {
                     messages,
                     bytes: messages * 64,
                     seconds: 1.0,
+                    doorbells: 0,
                 };
                 n
             ],

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ivlink_core::ring::RingLayout;
 use ivlink_core::{PeerId, Region};
 
-use super::super::drive::{self, StreamPlan};
+use super::super::drive::{self, Sink, Source, StreamPlan};
 use super::super::ends::{mem_rx, mem_tx};
 use super::super::ivlink::{cadence, rx_end, tx_end};
 use super::super::job::{Job, Mechanism, Pattern};
@@ -33,6 +33,8 @@ pub struct PairRun {
     pub bytes: u64,
     /// From the sender's first message to the receiver's end, seconds.
     pub seconds: f64,
+    /// Doorbells both ends rang (a sleeping other side asked for them).
+    pub doorbells: u64,
 }
 
 /// All pairs of one run.
@@ -171,20 +173,25 @@ pub fn run_ivlink(
                 cpu_for(&cpus, config.pin, 2 * i + 1),
             );
             let layout = *layout;
-            let sender = scope.spawn(move || -> Result<(u64, Instant), BenchError> {
+            let sender = scope.spawn(move || -> Result<Sent, BenchError> {
                 pin(tx_cpu)?;
                 let mut sink = tx_end(tx, rx_id, layout, job)?;
                 barrier.wait();
                 let started = Instant::now();
                 let sent = drive::stream(&mut sink, message, &plan)?;
-                Ok((sent, started))
+                Ok((sent, sink.doorbells(), started))
             });
-            let receiver = scope.spawn(move || -> Result<(u64, u64, Instant), BenchError> {
+            let receiver = scope.spawn(move || -> Result<Got, BenchError> {
                 pin(rx_cpu)?;
                 let mut source = rx_end(rx, tx_id, layout, job)?;
                 barrier.wait();
                 let done = drive::drain(&mut source, job.size)?;
-                Ok((done.messages, done.bytes, Instant::now()))
+                Ok((
+                    done.messages,
+                    done.bytes,
+                    source.doorbells(),
+                    Instant::now(),
+                ))
             });
             handles.push((sender, receiver));
         }
@@ -212,20 +219,20 @@ pub fn run_memring(
                 cpu_for(&cpus, config.pin, 2 * i),
                 cpu_for(&cpus, config.pin, 2 * i + 1),
             );
-            let sender = scope.spawn(move || -> Result<(u64, Instant), BenchError> {
+            let sender = scope.spawn(move || -> Result<Sent, BenchError> {
                 pin(tx_cpu)?;
                 let mut sink = mem_tx(ring, i, job);
                 barrier.wait();
                 let started = Instant::now();
                 let sent = drive::stream(&mut sink, message, &plan)?;
-                Ok((sent, started))
+                Ok((sent, 0, started))
             });
-            let receiver = scope.spawn(move || -> Result<(u64, u64, Instant), BenchError> {
+            let receiver = scope.spawn(move || -> Result<Got, BenchError> {
                 pin(rx_cpu)?;
                 let mut source = mem_rx(ring, i, job, config.ring);
                 barrier.wait();
                 let done = drive::drain(&mut source, job.size)?;
-                Ok((done.messages, done.bytes, Instant::now()))
+                Ok((done.messages, done.bytes, 0, Instant::now()))
             });
             handles.push((sender, receiver));
         }
@@ -246,8 +253,13 @@ fn plan(config: &ScalingConfig, size: usize, capacity: usize) -> StreamPlan {
     }
 }
 
-type Sender<'s> = std::thread::ScopedJoinHandle<'s, Result<(u64, Instant), BenchError>>;
-type Receiver<'s> = std::thread::ScopedJoinHandle<'s, Result<(u64, u64, Instant), BenchError>>;
+/// A sender's outcome: messages sent, doorbells rung, when it started.
+type Sent = (u64, u64, Instant);
+/// A receiver's outcome: messages and bytes received, doorbells rung, when it
+/// ended.
+type Got = (u64, u64, u64, Instant);
+type Sender<'s> = std::thread::ScopedJoinHandle<'s, Result<Sent, BenchError>>;
+type Receiver<'s> = std::thread::ScopedJoinHandle<'s, Result<Got, BenchError>>;
 
 /// Joins every thread, checks that each receiver got what its sender sent, and
 /// times the pairs.
@@ -264,8 +276,8 @@ fn collect(handles: Vec<(Sender<'_>, Receiver<'_>)>, size: usize) -> Result<Pair
     let mut pairs = Vec::new();
     let mut times = Vec::new();
     for (i, (sent, got)) in outcomes.into_iter().enumerate() {
-        let (sent, started) = sent?;
-        let (messages, bytes, ended) = got?;
+        let (sent, tx_doorbells, started) = sent?;
+        let (messages, bytes, rx_doorbells, ended) = got?;
         if messages != sent || bytes != sent * size as u64 {
             return Err(BenchError::Peer(format!(
                 "pair {i}: sent {sent} messages of {size} bytes, the receiver got {bytes} bytes"
@@ -276,6 +288,7 @@ fn collect(handles: Vec<(Sender<'_>, Receiver<'_>)>, size: usize) -> Result<Pair
             messages: sent,
             bytes,
             seconds: timed.ended.duration_since(timed.started).as_secs_f64(),
+            doorbells: tx_doorbells + rx_doorbells,
         });
         times.push(timed);
     }

@@ -78,7 +78,7 @@ impl PairsReport {
             };
             writeln!(
                 out,
-                "{:<12} {:>6} {:>5} {:>14.2} {:>10.2} {:>22} {:>9.0}%{}",
+                "{:<12} {:>6} {:>5} {:>14.2} {:>10.2} {:>22} {:>9.0}% {:>10}{}",
                 row.mechanism,
                 size_label(row.size_bytes),
                 row.pairs,
@@ -86,6 +86,7 @@ impl PairsReport {
                 row.gb_per_s,
                 spread,
                 row.efficiency * 100.0,
+                row.doorbells,
                 if row.oversubscribed {
                     "  (oversubscribed)"
                 } else {
@@ -170,6 +171,7 @@ mod tests {
                 };
                 pairs
             ],
+            doorbells: 0,
             efficiency: 1.0 / pairs as f64,
         }
     }
