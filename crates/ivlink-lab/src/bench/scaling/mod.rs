@@ -133,6 +133,9 @@ pub struct PairsRow {
     pub doorbells: u64,
     /// Aggregate over `pairs` × the single pair's rate (1.0: perfect scaling).
     pub efficiency: f64,
+    /// The most `efficiency` can be if one pair keeps two CPUs busy: CPUs over
+    /// threads, at most 1 (0.25 for 4 pairs on 2 CPUs).
+    pub cpu_bound_efficiency: f64,
 }
 
 impl PairsRow {
@@ -162,6 +165,7 @@ impl PairsRow {
                 .collect(),
             doorbells: run.pairs.iter().map(|p| p.doorbells).sum(),
             efficiency: 0.0,
+            cpu_bound_efficiency: (cpus as f64 / (2 * pairs) as f64).min(1.0),
         }
     }
 }
@@ -369,6 +373,8 @@ mod tests {
         fill_efficiency(&mut rows);
         assert!(!rows[0].oversubscribed && rows[1].oversubscribed);
         assert_eq!(rows[1].threads, 8);
+        assert_eq!(rows[1].cpu_bound_efficiency, 0.25);
+        assert_eq!(rows[0].cpu_bound_efficiency, 1.0);
         assert_eq!(rows[1].messages_per_s, 200.0);
         assert_eq!(rows[1].per_pair.len(), 4);
         let efficiency: Vec<f64> = rows.iter().map(|r| r.efficiency).collect();

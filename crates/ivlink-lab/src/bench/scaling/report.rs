@@ -78,7 +78,7 @@ impl PairsReport {
             };
             writeln!(
                 out,
-                "{:<12} {:>6} {:>5} {:>14.2} {:>10.2} {:>22} {:>9.0}% {:>10}{}",
+                "{:<12} {:>6} {:>5} {:>14.2} {:>10.2} {:>17} {:>9.0}% {:>7.0}% {:>10}{}",
                 row.mechanism,
                 size_label(row.size_bytes),
                 row.pairs,
@@ -86,6 +86,7 @@ impl PairsReport {
                 row.gb_per_s,
                 spread,
                 row.efficiency * 100.0,
+                row.cpu_bound_efficiency * 100.0,
                 row.doorbells,
                 if row.oversubscribed {
                     "  (oversubscribed)"
@@ -97,7 +98,7 @@ impl PairsReport {
         writeln!(out)?;
         writeln!(
             out,
-            "efficiency = total / (pairs × the single pair's rate), per mechanism and size; {:.1} s in all",
+            "efficiency = total / (pairs × the single pair's rate), per mechanism and size; at most = CPUs / threads, its ceiling if one pair keeps two CPUs busy; {:.1} s in all",
             self.seconds
         )
     }
@@ -173,6 +174,7 @@ mod tests {
             ],
             doorbells: 0,
             efficiency: 1.0 / pairs as f64,
+            cpu_bound_efficiency: 1.0,
         }
     }
 
