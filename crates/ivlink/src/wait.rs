@@ -119,18 +119,20 @@ impl SpinThenSleep {
                 core::hint::spin_loop();
                 continue;
             }
-            if spins >= YIELD_AFTER {
-                // Past the first stretch the other side is probably not running at
-                // all (more runnable threads than CPUs): hand it the CPU rather than
-                // spin the whole budget away. Cheap when nothing else is runnable.
-                yield_cpu();
-            }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(false);
             }
-            if now.duration_since(started) >= self.spin {
+            let spun = now.duration_since(started);
+            if spun >= self.spin {
                 break;
+            }
+            if spins >= YIELD_AFTER_CHECKS && spun >= YIELD_AFTER {
+                // This long without the condition, the other side is probably not
+                // running at all (more runnable threads than CPUs): hand it the CPU
+                // rather than spin the whole budget away. Cheap when nothing else
+                // is runnable; a short wait (a round trip) never gets here.
+                yield_cpu();
             }
         }
         loop {
@@ -171,9 +173,12 @@ impl SpinThenSleep {
 /// Checks between clock reads while spinning.
 const CHECKS_PER_CLOCK: u32 = 64;
 
-/// Checks spent purely spinning before each clock read also yields the CPU: a wait
-/// that ends within a few hundred nanoseconds costs no system call.
-const YIELD_AFTER: u32 = 2 * CHECKS_PER_CLOCK;
+/// A spinning wait yields the CPU at each clock read once it has made this many
+/// checks and spun [`YIELD_AFTER`]: a wait that ends sooner costs no system call.
+const YIELD_AFTER_CHECKS: u32 = 2 * CHECKS_PER_CLOCK;
+
+/// Spinning this long without the condition, a wait starts yielding the CPU.
+const YIELD_AFTER: Duration = Duration::from_micros(5);
 
 /// Gives the CPU to another runnable thread, if any (`sched_yield`).
 fn yield_cpu() {
@@ -237,14 +242,16 @@ mod tests {
         pub(super) static YIELDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
-    /// Ready on check `.0`; counts checks in `.1`.
-    struct ReadyOn(u32, u32);
+    /// Ready on check `.0`, or once `.1` has passed since the first check;
+    /// counts checks in `.2`.
+    struct ReadyOn(u32, Duration, u32, Option<Instant>);
 
     impl Waitable for ReadyOn {
         type Error = ();
         fn ready(&mut self) -> Result<bool, ()> {
-            self.1 += 1;
-            Ok(self.1 >= self.0)
+            self.2 += 1;
+            let first = *self.3.get_or_insert_with(Instant::now);
+            Ok(self.2 >= self.0 || first.elapsed() >= self.1)
         }
         fn arm(&mut self) -> Result<bool, ()> {
             Ok(true)
@@ -258,25 +265,32 @@ mod tests {
     fn a_long_spin_yields_the_cpu_now_and_then_a_short_one_never() {
         let dir = tempfile::tempdir().unwrap();
         let device = crate::FilePeer::create(&dir.path().join("region"), 4096, 0).unwrap();
-        // A budget no check count below reaches: the wait ends by readiness alone.
+        // A budget no wait below reaches: each ends by readiness alone.
         let policy = SpinThenSleep {
             spin: Duration::from_secs(3600),
         };
-        let yields = |checks: u32| {
+        let yields = |checks: u32, time: Duration| {
             YIELDS.with(|y| y.set(0));
-            let mut what = ReadyOn(checks, 0);
+            let mut what = ReadyOn(checks, time, 0, None);
             assert!(policy.wait(&mut what, &device, 0, None).unwrap());
-            assert_eq!(what.1, checks);
-            YIELDS.with(|y| y.get())
+            (YIELDS.with(|y| y.get()), what.2)
         };
-        assert_eq!(yields(1), 0, "ready at once");
-        assert_eq!(yields(YIELD_AFTER), 0, "a short spin pays no system call");
-        // Spinning 64 000 checks while the other side cannot run (oversubscribed)
-        // would burn the CPU it needs: yield at every clock read past the first
-        // stretch.
-        let checks = 1000 * CHECKS_PER_CLOCK;
-        let expected = u64::from((checks - 1) / CHECKS_PER_CLOCK - 1);
-        assert_eq!(yields(checks), expected);
+        let forever = Duration::from_secs(3600);
+        assert_eq!(yields(1, forever), (0, 1), "ready at once");
+        assert_eq!(
+            yields(YIELD_AFTER_CHECKS, forever),
+            (0, YIELD_AFTER_CHECKS),
+            "a short spin pays no system call, however slow the checks"
+        );
+        // Spinning 2 ms while the other side cannot run (oversubscribed) would
+        // burn the CPU it needs: past 5 µs, yield at every clock read.
+        let (yielded, checks) = yields(u32::MAX, 400 * YIELD_AFTER);
+        let clock_reads = u64::from(checks / CHECKS_PER_CLOCK);
+        assert!(yielded >= 1, "{checks} checks, no yield");
+        assert!(
+            yielded < clock_reads,
+            "{yielded} yields, {clock_reads} clock reads"
+        );
     }
 
     /// Ready on its third check.
