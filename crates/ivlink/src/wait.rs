@@ -77,7 +77,9 @@ pub enum WaitError<E> {
 
 /// Spin briefly, then sleep on a doorbell: a busy link costs no syscall, an idle
 /// one no CPU. The spin budget is roughly the price of one blocking wake-up
-/// (tens of microseconds between vCPUs).
+/// (tens of microseconds between vCPUs). A spin that outlasts a few microseconds
+/// yields the CPU now and then, so that with more runnable threads than CPUs the
+/// waiter does not spin away the time the other side needs to make progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinThenSleep {
     /// How long to spin before sleeping (zero: sleep at once; a long budget trades

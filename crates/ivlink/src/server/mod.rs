@@ -257,3 +257,53 @@ impl Drop for ServerThread {
         let _ = self.stop_and_join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::host::{HostConfig, HostPeer};
+    use std::time::{Duration, Instant};
+
+    /// Polls `sent` until it stops short of `fd_messages` no longer (the count
+    /// follows each send, which may return just after the peer read it).
+    fn settled(handle: &ServerHandle, fd_messages: u64) -> SentMessages {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sent = handle.sent();
+            if sent.fd_messages >= fd_messages || Instant::now() >= deadline {
+                return sent;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_handle_counts_every_message_and_every_fd_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerThread::start(ServerConfig {
+            socket_path: dir.path().join("ivshmem.sock"),
+            shm: ShmBacking::Memfd,
+            size: 4096,
+            vectors: 2,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(server.handle().sent(), SentMessages::default());
+        let connect = || {
+            HostPeer::connect(&HostConfig {
+                socket_path: server.socket_path().to_owned(),
+                vectors: Some(2),
+                setup_timeout: Duration::from_secs(10),
+            })
+            .unwrap()
+        };
+        let _a = connect();
+        // The shared memory and its own two eventfds; version and id carry none.
+        let one = settled(server.handle(), 3);
+        assert_eq!((one.messages, one.fd_messages), (5, 3));
+        let _b = connect();
+        // b: the shared memory, a's two eventfds, its own two; a: b's two.
+        let two = settled(server.handle(), 3 + 5 + 2);
+        assert_eq!((two.messages, two.fd_messages), (5 + 7 + 2, 10));
+    }
+}
