@@ -59,16 +59,20 @@ pub fn files_needed(peers: usize, vectors: u16) -> u64 {
 /// Raises the soft open-file limit to cover `peers` (never lowers it); refuses
 /// when the hard limit cannot.
 pub fn ensure_files(peers: usize, vectors: u16) -> Result<(), BenchError> {
+    ensure_open_files(files_needed(peers, vectors), &format!("{peers} peers"))
+}
+
+/// Raises the soft open-file limit to `needed` (never lowers it); refuses, in
+/// one sentence naming `what` needs them, when the hard limit is lower.
+pub fn ensure_open_files(needed: u64, what: &str) -> Result<(), BenchError> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let needed = files_needed(peers, vectors);
     let limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|c| c >= needed) {
         return Ok(());
     }
-    if limit.maximum.is_some_and(|m| m < needed) {
+    if let Some(hard) = limit.maximum.filter(|&m| m < needed) {
         return Err(BenchError::Config(format!(
-            "{peers} peers need about {needed} open files, but the hard limit is {} (raise it, e.g. ulimit -Hn, or use fewer peers)",
-            limit.maximum.unwrap_or(0)
+            "{what} need about {needed} open files, but the hard limit is {hard} (raise it, e.g. ulimit -Hn, or ask for fewer)"
         )));
     }
     setrlimit(

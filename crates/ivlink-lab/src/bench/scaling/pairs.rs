@@ -78,6 +78,12 @@ impl IvlinkPairs {
         ring: usize,
         timeout: Duration,
     ) -> Result<IvlinkPairs, BenchError> {
+        // Every host peer holds every peer's eventfd, and the server one per peer.
+        let peers = 2 * pairs as u64;
+        super::connect::ensure_open_files(
+            peers * peers + 3 * peers + 64,
+            &format!("{pairs} ivlink pairs ({peers} host peers)"),
+        )?;
         let section = RingLayout::section_size(ring).next_multiple_of(4096);
         let size = (section * pairs).next_power_of_two() as u64;
         let server = ServerThread::start(ServerConfig {
