@@ -59,7 +59,7 @@ pub enum Command {
     /// One peer of a stress run (started by `ivlink stress`)
     #[command(hide = true)]
     StressPeer(stress::StressPeerArgs),
-    /// Measure ivlink between two processes against pipes, sockets, eventfd and a plain ring
+    /// Measure ivlink between two processes against pipes, sockets, eventfd and a plain ring; --pairs and --server-peers: how cost grows with peers
     Bench(bench::BenchArgs),
     /// The peer process of a measurement (started by `ivlink bench`)
     #[command(hide = true)]

@@ -77,7 +77,9 @@ pub enum WaitError<E> {
 
 /// Spin briefly, then sleep on a doorbell: a busy link costs no syscall, an idle
 /// one no CPU. The spin budget is roughly the price of one blocking wake-up
-/// (tens of microseconds between vCPUs).
+/// (tens of microseconds between vCPUs). A spin that outlasts a few microseconds
+/// yields the CPU now and then, so that with more runnable threads than CPUs the
+/// waiter does not spin away the time the other side needs to make progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinThenSleep {
     /// How long to spin before sleeping (zero: sleep at once; a long budget trades
@@ -115,7 +117,7 @@ impl SpinThenSleep {
             spins = spins.wrapping_add(1);
             // Read the clock only now and then: it costs more than a check. A zero
             // budget sleeps after the first check.
-            if spins % 64 != 0 && !self.spin.is_zero() {
+            if spins % CHECKS_PER_CLOCK != 0 && !self.spin.is_zero() {
                 core::hint::spin_loop();
                 continue;
             }
@@ -123,8 +125,16 @@ impl SpinThenSleep {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(false);
             }
-            if now.duration_since(started) >= self.spin {
+            let spun = now.duration_since(started);
+            if spun >= self.spin {
                 break;
+            }
+            if spins >= YIELD_AFTER_CHECKS && spun >= YIELD_AFTER {
+                // This long without the condition, the other side is probably not
+                // running at all (more runnable threads than CPUs): hand it the CPU
+                // rather than spin the whole budget away. Cheap when nothing else
+                // is runnable; a short wait (a round trip) never gets here.
+                yield_cpu();
             }
         }
         loop {
@@ -160,6 +170,23 @@ impl SpinThenSleep {
             }
         }
     }
+}
+
+/// Checks between clock reads while spinning.
+const CHECKS_PER_CLOCK: u32 = 64;
+
+/// A spinning wait yields the CPU at each clock read once it has made this many
+/// checks and spun [`YIELD_AFTER`]: a wait that ends sooner costs no system call.
+const YIELD_AFTER_CHECKS: u32 = 2 * CHECKS_PER_CLOCK;
+
+/// Spinning this long without the condition, a wait starts yielding the CPU.
+const YIELD_AFTER: Duration = Duration::from_micros(5);
+
+/// Gives the CPU to another runnable thread, if any (`sched_yield`).
+fn yield_cpu() {
+    #[cfg(test)]
+    tests::YIELDS.with(|y| y.set(y.get() + 1));
+    std::thread::yield_now();
 }
 
 /// How often a transport without a doorbell looks again.
@@ -211,6 +238,62 @@ impl<R: ivlink_core::Region + ?Sized> Waitable for SpaceIn<'_, '_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// CPU yields of this thread's spinning waits.
+        pub(super) static YIELDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Ready on check `.0`, or once `.1` has passed since the first check;
+    /// counts checks in `.2`.
+    struct ReadyOn(u32, Duration, u32, Option<Instant>);
+
+    impl Waitable for ReadyOn {
+        type Error = ();
+        fn ready(&mut self) -> Result<bool, ()> {
+            self.2 += 1;
+            let first = *self.3.get_or_insert_with(Instant::now);
+            Ok(self.2 >= self.0 || first.elapsed() >= self.1)
+        }
+        fn arm(&mut self) -> Result<bool, ()> {
+            Ok(true)
+        }
+        fn disarm(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_spin_yields_the_cpu_now_and_then_a_short_one_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = crate::FilePeer::create(&dir.path().join("region"), 4096, 0).unwrap();
+        // A budget no wait below reaches: each ends by readiness alone.
+        let policy = SpinThenSleep {
+            spin: Duration::from_secs(3600),
+        };
+        let yields = |checks: u32, time: Duration| {
+            YIELDS.with(|y| y.set(0));
+            let mut what = ReadyOn(checks, time, 0, None);
+            assert!(policy.wait(&mut what, &device, 0, None).unwrap());
+            (YIELDS.with(|y| y.get()), what.2)
+        };
+        let forever = Duration::from_secs(3600);
+        assert_eq!(yields(1, forever), (0, 1), "ready at once");
+        assert_eq!(
+            yields(YIELD_AFTER_CHECKS, forever),
+            (0, YIELD_AFTER_CHECKS),
+            "a short spin pays no system call, however slow the checks"
+        );
+        // Spinning 2 ms while the other side cannot run (oversubscribed) would
+        // burn the CPU it needs: past 5 µs, yield at every clock read.
+        let (yielded, checks) = yields(u32::MAX, 400 * YIELD_AFTER);
+        let clock_reads = u64::from(checks / CHECKS_PER_CLOCK);
+        assert!(yielded >= 1, "{checks} checks, no yield");
+        assert!(
+            yielded < clock_reads,
+            "{yielded} yields, {clock_reads} clock reads"
+        );
+    }
 
     /// Ready on its third check.
     struct ThirdTime(u32);

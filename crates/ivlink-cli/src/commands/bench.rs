@@ -49,6 +49,36 @@ pub struct BenchArgs {
     /// Do not pin the two processes to two CPUs
     #[arg(long)]
     pub no_pin: bool,
+
+    /// Scaling instead: N independent sender/receiver pairs at once, each on its own ring (ivlink and the memcpy ring), for each N given; sizes 64 and 4K unless --sizes
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = parse_pairs, conflicts_with = "server_peers")]
+    pub pairs: Option<Vec<usize>>,
+
+    /// Scaling instead: the server's connect cost for each peer count given (real clients on a private socket)
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = parse_server_peers)]
+    pub server_peers: Option<Vec<usize>>,
+
+    /// Vectors (eventfds) per peer with --server-peers
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "server_peers", value_parser = clap::value_parser!(u16).range(1..=i64::from(ivlink::server::MAX_VECTORS)))]
+    pub vectors: u16,
+}
+
+/// A pair count: 1 to [`bench::scaling::MAX_PAIRS`].
+fn parse_pairs(text: &str) -> Result<usize, String> {
+    parse_count(text, bench::scaling::MAX_PAIRS)
+}
+
+/// A peer count: 1 to [`bench::scaling::MAX_SERVER_PEERS`].
+fn parse_server_peers(text: &str) -> Result<usize, String> {
+    parse_count(text, bench::scaling::MAX_SERVER_PEERS)
+}
+
+fn parse_count(text: &str, most: usize) -> Result<usize, String> {
+    match parse_uint::<usize>(text)? {
+        0 => Err("zero: give 1 or more".to_owned()),
+        n if n > most => Err(format!("too large (at most {most})")),
+        n => Ok(n),
+    }
 }
 
 impl BenchArgs {
@@ -72,13 +102,24 @@ impl BenchArgs {
         if let Some(rounds) = self.rounds {
             config.rounds = rounds;
         }
+        let progress = ivlink_lab::progress::Progress::new(self.json);
+        if let Some(counts) = &self.server_peers {
+            let report =
+                bench::scaling::run_connect(counts, self.vectors, config.timeout, &progress)?;
+            return self.print(|| report.to_json(), |out| report.write_table(out));
+        }
+        if let Some(pairs) = &self.pairs {
+            let sizes = self.sizes.as_ref().map(|_| config.sizes.clone());
+            let scaling = bench::scaling::ScalingConfig::from_bench(&config, pairs, sizes);
+            let report = bench::scaling::run_pairs(&scaling, &progress)?;
+            return self.print(|| report.to_json(), |out| report.write_table(out));
+        }
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
         let command = move || {
             let mut command = Command::new(&exe);
             command.arg("bench-peer").arg("--");
             command
         };
-        let progress = ivlink_lab::progress::Progress::new(self.json);
         let report = bench::run(&config, &command, &progress)?;
         if let Some(path) = &self.svg {
             bench::write_svg(&report, path)?;
@@ -92,6 +133,24 @@ impl BenchArgs {
                 writeln!(out, "Latency plot: {}", path.display())?;
             }
         }
+        Ok(())
+    }
+}
+
+impl BenchArgs {
+    /// Prints a scaling report: JSON or the table.
+    fn print(
+        &self,
+        json: impl FnOnce() -> String,
+        table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", json())?;
+        } else {
+            table(&mut out)?;
+        }
+        out.flush()?;
         Ok(())
     }
 }

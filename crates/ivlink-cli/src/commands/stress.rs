@@ -15,9 +15,9 @@ use crate::transport_args::TransportArgs;
 /// Options of `ivlink stress`.
 #[derive(Debug, Clone, Args)]
 pub struct StressArgs {
-    /// Peer processes, each sending to every other
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_uint::<usize>)]
-    pub peers: usize,
+    /// Peer processes, each sending to every other; several counts (2,4,8) run one after another, one row each
+    #[arg(long, value_name = "N[,N...]", default_value = "3", value_delimiter = ',', value_parser = parse_peer_count)]
+    pub peers: Vec<usize>,
 
     /// How long to send: 500ms, 10s, 5m, 6h (a long run replaces hours of watching a console; Ctrl-C ends it early with the totals so far)
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_run_duration)]
@@ -48,18 +48,19 @@ impl StressArgs {
     /// Runs the stress test and prints the report.
     pub fn run(&self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the ivlink executable")?;
-        let capacity = stress::ring_capacity(self.size, self.peers);
-        if capacity < 2 * self.message_size.1 {
-            anyhow::bail!(
-                "{} peers need {} rings: at {} bytes of shared memory each ring would hold {capacity} bytes, too small for {}-byte messages (raise --size)",
-                self.peers,
-                self.peers * (self.peers - 1),
-                self.size,
-                self.message_size.1
-            );
+        for &peers in &self.peers {
+            let capacity = stress::ring_capacity(self.size, peers);
+            if capacity < 2 * self.message_size.1 {
+                anyhow::bail!(
+                    "{peers} peers need {} rings: at {} bytes of shared memory each ring would hold {capacity} bytes, too small for {}-byte messages (raise --size)",
+                    peers * (peers - 1),
+                    self.size,
+                    self.message_size.1
+                );
+            }
         }
-        let (peers, duration, sizes) = (self.peers, self.duration, self.message_size);
-        let command = move |socket: &Path| {
+        let (duration, sizes, size) = (self.duration, self.message_size, self.size);
+        let command = move |peers: usize, socket: &Path| {
             let mut command = Command::new(&exe);
             command
                 .arg("stress-peer")
@@ -68,11 +69,14 @@ impl StressArgs {
                 .args(["--peers", &peers.to_string()])
                 .args(["--duration", &format!("{}ms", duration.as_millis())])
                 .args(["--message-size", &format!("{}..{}", sizes.0, sizes.1)])
-                .args(["--ring-capacity", &capacity.to_string()]);
+                .args([
+                    "--ring-capacity",
+                    &stress::ring_capacity(size, peers).to_string(),
+                ]);
             command
         };
         let config = StressConfig {
-            peers: self.peers,
+            peers: self.peers[0],
             duration: self.duration,
             message_len: self.message_size,
             size: self.size,
@@ -87,7 +91,21 @@ impl StressArgs {
             Box::new(std::io::stdout())
         };
         let bar = ivlink_lab::progress::Progress::new(self.json);
-        let summary = stress::run(&config, &command, &mut progress, &stop, &bar)?;
+        if self.peers.len() > 1 {
+            let series =
+                stress::series::run(&config, &self.peers, &command, &mut progress, &stop, &bar)?;
+            drop(progress);
+            return self.print_series(&series);
+        }
+        let peers = self.peers[0];
+        let capacity = stress::ring_capacity(self.size, peers);
+        let summary = stress::run(
+            &config,
+            &|socket| command(peers, socket),
+            &mut progress,
+            &stop,
+            &bar,
+        )?;
         drop(progress);
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -118,6 +136,49 @@ impl StressArgs {
             std::process::exit(INTERRUPTED);
         }
         Ok(())
+    }
+}
+
+impl StressArgs {
+    /// Prints a series and fails unless every run was clean.
+    fn print_series(&self, series: &stress::series::StressSeries) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(series)?)?;
+        } else {
+            series.write_table(&mut out)?;
+        }
+        out.flush()?;
+        if let Some(bad) = series.rows.iter().find(|r| !r.clean) {
+            anyhow::bail!(
+                "stress run with {} peers failed: sent {}, lost {}, corrupted {}, reordered {}, failed peers {}",
+                bad.peers,
+                bad.sent,
+                bad.lost,
+                bad.corrupted,
+                bad.reordered,
+                bad.failed_peers
+            );
+        }
+        if series.interrupted {
+            eprintln!(
+                "stress: interrupted after {} of {} peer counts: nothing lost, corrupted or reordered so far",
+                series.rows.len(),
+                self.peers.len()
+            );
+            std::process::exit(INTERRUPTED);
+        }
+        Ok(())
+    }
+}
+
+/// A peer count: at least 2 (someone to send to), at most 64 (a channel's members).
+fn parse_peer_count(text: &str) -> Result<usize, String> {
+    match parse_uint::<usize>(text)? {
+        n if n < 2 => Err(format!("{n}: a stress run needs at least 2 peers")),
+        n if n > 64 => Err(format!("{n}: at most 64 peers")),
+        n => Ok(n),
     }
 }
 

@@ -75,7 +75,7 @@ impl Waiting {
 }
 
 /// The sending end of a ring.
-struct TxEnd<'a> {
+pub(super) struct TxEnd<'a> {
     host: &'a HostPeer,
     other: PeerId,
     tx: Producer<'a, RawRegion>,
@@ -123,7 +123,7 @@ impl Sink for TxEnd<'_> {
 }
 
 /// The receiving end of a ring.
-struct RxEnd<'a> {
+pub(super) struct RxEnd<'a> {
     host: &'a HostPeer,
     other: PeerId,
     rx: Consumer<'a, RawRegion>,
@@ -173,7 +173,7 @@ impl Source for RxEnd<'_> {
     }
 }
 
-fn tx_end<'a>(
+pub(super) fn tx_end<'a>(
     host: &'a HostPeer,
     other: PeerId,
     layout: RingLayout,
@@ -188,7 +188,7 @@ fn tx_end<'a>(
     })
 }
 
-fn rx_end<'a>(
+pub(super) fn rx_end<'a>(
     host: &'a HostPeer,
     other: PeerId,
     layout: RingLayout,

@@ -29,6 +29,7 @@ pub mod placement;
 pub mod report;
 pub mod rpmsg_rtt;
 mod run;
+pub mod scaling;
 pub mod spin;
 pub mod svg;
 mod table;

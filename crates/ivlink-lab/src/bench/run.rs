@@ -83,7 +83,7 @@ const LATENCY: [LatencySpec; 8] = [
 ];
 
 /// How long the ivlink stream consumer spins before sleeping.
-const STREAM_SPIN: Duration = Duration::from_micros(50);
+pub(super) const STREAM_SPIN: Duration = Duration::from_micros(50);
 
 /// Runs every measurement and returns the report. `command` makes a command
 /// that starts this program's peer role (`ivlink bench-peer`); the job's

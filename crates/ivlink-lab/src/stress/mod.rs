@@ -4,6 +4,7 @@
 
 pub mod message;
 pub mod peer;
+pub mod series;
 
 use std::collections::BTreeMap;
 use std::io::Write;

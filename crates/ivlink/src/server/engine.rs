@@ -156,6 +156,7 @@ impl Server {
             handle: ServerHandle {
                 stop: Arc::new(stop_tx),
                 peers: Arc::new(AtomicUsize::new(0)),
+                sent: Arc::default(),
             },
             config,
             listener,
@@ -433,7 +434,7 @@ impl Server {
             return;
         };
         peer.retry = false;
-        let want_writable = match peer.flush() {
+        let want_writable = match peer.flush(&self.handle.sent) {
             Flush::Done => false,
             Flush::Blocked => true,
             Flush::Retry => {

@@ -16,7 +16,7 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use ivlink_core::PeerId;
@@ -130,6 +130,35 @@ pub enum ServerError {
 pub struct ServerHandle {
     stop: Arc<UnixStream>,
     peers: Arc<AtomicUsize>,
+    sent: Arc<SentCounters>,
+}
+
+/// What a server has sent to its peers since it started: every 8-byte message,
+/// and of those the ones that carried an fd (the shared memory or an eventfd).
+/// A message counts once it is wholly sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentMessages {
+    /// Messages sent.
+    pub messages: u64,
+    /// Of those, messages that carried an fd.
+    pub fd_messages: u64,
+}
+
+/// The counters behind [`ServerHandle::sent`].
+#[derive(Debug, Default)]
+pub(crate) struct SentCounters {
+    messages: AtomicU64,
+    fd_messages: AtomicU64,
+}
+
+impl SentCounters {
+    /// One message wholly sent.
+    pub(crate) fn count(&self, with_fd: bool) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        if with_fd {
+            self.fd_messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ServerHandle {
@@ -143,6 +172,16 @@ impl ServerHandle {
     /// How many peers are connected.
     pub fn peer_count(&self) -> usize {
         self.peers.load(Ordering::Relaxed)
+    }
+
+    /// What the server has sent so far (e.g. the connect cost of many peers:
+    /// each new peer gets every existing peer's eventfds and every existing peer
+    /// the new one's, so fd messages grow with the square of the peers).
+    pub fn sent(&self) -> SentMessages {
+        SentMessages {
+            fd_messages: self.sent.fd_messages.load(Ordering::Relaxed),
+            messages: self.sent.messages.load(Ordering::Relaxed),
+        }
     }
 
     /// A stream whose writes stop the server, for async-signal-safe handlers
@@ -216,5 +255,55 @@ impl ServerThread {
 impl Drop for ServerThread {
     fn drop(&mut self) {
         let _ = self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::host::{HostConfig, HostPeer};
+    use std::time::{Duration, Instant};
+
+    /// Polls `sent` until it stops short of `fd_messages` no longer (the count
+    /// follows each send, which may return just after the peer read it).
+    fn settled(handle: &ServerHandle, fd_messages: u64) -> SentMessages {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sent = handle.sent();
+            if sent.fd_messages >= fd_messages || Instant::now() >= deadline {
+                return sent;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_handle_counts_every_message_and_every_fd_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerThread::start(ServerConfig {
+            socket_path: dir.path().join("ivshmem.sock"),
+            shm: ShmBacking::Memfd,
+            size: 4096,
+            vectors: 2,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(server.handle().sent(), SentMessages::default());
+        let connect = || {
+            HostPeer::connect(&HostConfig {
+                socket_path: server.socket_path().to_owned(),
+                vectors: Some(2),
+                setup_timeout: Duration::from_secs(10),
+            })
+            .unwrap()
+        };
+        let _a = connect();
+        // The shared memory and its own two eventfds; version and id carry none.
+        let one = settled(server.handle(), 3);
+        assert_eq!((one.messages, one.fd_messages), (5, 3));
+        let _b = connect();
+        // b: the shared memory, a's two eventfds, its own two; a: b's two.
+        let two = settled(server.handle(), 3 + 5 + 2);
+        assert_eq!((two.messages, two.fd_messages), (5 + 7 + 2, 10));
     }
 }

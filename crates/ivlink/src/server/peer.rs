@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ivlink_core::PeerId;
 use rustix::io::Errno;
 
+use super::SentCounters;
 use crate::wire::{self, Sent};
 
 /// A message waiting to be sent: its bytes, how many already went out, and the fd
@@ -80,13 +81,14 @@ impl Peer {
     }
 
     /// Sends as much of the queue as the socket takes, one message per `sendmsg`.
-    pub fn flush(&mut self) -> Flush {
+    pub fn flush(&mut self, sent: &SentCounters) -> Flush {
         while let Some(front) = self.queue.front_mut() {
             let fd = front.fd.as_deref().map(AsFd::as_fd);
             match wire::send_part(self.socket.as_fd(), &front.bytes, front.sent, fd) {
                 Ok(Sent::Bytes(n)) => {
                     front.sent += n;
                     if front.sent == wire::MESSAGE_LEN {
+                        sent.count(front.fd.is_some());
                         self.queue.pop_front();
                     }
                 }
