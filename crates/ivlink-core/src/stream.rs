@@ -276,6 +276,9 @@ impl From<RingError> for StreamLayoutError {
             RingError::Corrupt(what) => StreamLayoutError::Corrupt(what),
             RingError::Region(e) => StreamLayoutError::Region(e),
             RingError::BadLayout { .. } => StreamLayoutError::Invalid("a ring does not fit"),
+            RingError::OutsideGrant { .. } => {
+                StreamLayoutError::Invalid("access outside the grant")
+            }
             RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => {
                 StreamLayoutError::Invalid("unexpected ring error")
             }

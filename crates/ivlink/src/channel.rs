@@ -456,7 +456,9 @@ const MEMBER_SCAN: Duration = Duration::from_millis(100);
 
 fn ring_error(peer: PeerId, error: RingError) -> ChannelError {
     match error {
-        RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => ChannelError::Ring(error),
+        RingError::TooLarge { .. }
+        | RingError::BufferTooSmall { .. }
+        | RingError::OutsideGrant { .. } => ChannelError::Ring(error),
         _ => ChannelError::Corrupt { peer, error },
     }
 }

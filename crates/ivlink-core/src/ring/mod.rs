@@ -52,11 +52,20 @@
 //! for a cross-core cache-line round trip (about 150 ns on the reference VM);
 //! [`Producer::publish_quiet`] costs one release store, and its floor is the head
 //! line moving to the consumer once per message.
+//!
+//! # Zero-copy grants
+//!
+//! [`Producer::reserve`] and [`Consumer::peek`] lend a record's payload in place,
+//! through checked accessors rather than references (see [`grant`]).
 
 use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::region::{Le32, Le64, Region, RegionError};
+
+pub mod grant;
+
+pub use grant::{ReadGrant, WriteGrant};
 
 /// Bytes before the data area.
 pub const HEADER: usize = 256;
@@ -101,6 +110,15 @@ pub enum RingError {
     BufferTooSmall {
         /// The message's length.
         len: usize,
+    },
+    /// A grant accessor reached outside the grant's payload.
+    OutsideGrant {
+        /// First byte of the access, from the payload's start.
+        offset: usize,
+        /// Bytes accessed.
+        len: usize,
+        /// The grant's length.
+        grant: usize,
     },
     /// The other side wrote values that cannot be right; the ring is unusable.
     Corrupt(Corruption),
@@ -147,6 +165,10 @@ impl fmt::Display for RingError {
                     "the next message has {len} bytes, more than the buffer holds"
                 )
             }
+            RingError::OutsideGrant { offset, len, grant } => write!(
+                f,
+                "access of {len} bytes at offset {offset} is outside the {grant}-byte grant"
+            ),
             RingError::Corrupt(Corruption::Indices { head, tail }) => write!(
                 f,
                 "ring corrupted: head {head} and tail {tail} are inconsistent"
@@ -833,7 +855,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HeapRegion;
+    use crate::{HeapRegion, RawRegion};
     use alloc::collections::VecDeque;
     use alloc::vec;
     use alloc::vec::Vec;
@@ -1093,6 +1115,121 @@ mod tests {
         );
     }
 
+    #[test]
+    fn grants_write_and_read_records_in_place_across_the_wrap() {
+        let (region, layout) = ring(64);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        let mut buf = [0u8; 64];
+        for round in 0..40u8 {
+            let len = 1 + usize::from(round) % 40;
+            let message: Vec<u8> = (0..len as u8).map(|i| i ^ round).collect();
+            let mut grant = tx.reserve(len + 3).unwrap().expect("room");
+            grant.write(0, &message).unwrap();
+            grant.truncate(len);
+            assert_eq!(grant.len(), len);
+            grant.commit().unwrap();
+            tx.publish().unwrap();
+            if round % 2 == 0 {
+                let grant = rx.peek().unwrap().expect("published");
+                assert_eq!(grant.len(), len);
+                let mut got = vec![0u8; len];
+                grant.read(0, &mut got).unwrap();
+                assert_eq!(got, message, "round {round}");
+                grant.release();
+            } else {
+                // A grant's record reads the same through a copy.
+                assert_eq!(rx.try_recv(&mut buf).unwrap(), Some(len));
+                assert_eq!(&buf[..len], &message[..]);
+            }
+            rx.release().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_dropped_grant_leaves_nothing_behind() {
+        let (region, layout) = ring(64);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        {
+            let mut grant = tx.reserve(20).unwrap().unwrap();
+            grant.fill(0, 20, 9).unwrap();
+        }
+        tx.publish().unwrap();
+        assert!(rx.peek().unwrap().is_none(), "nothing committed");
+        assert!(tx.try_send(b"kept").unwrap());
+        tx.publish().unwrap();
+        // A dropped read grant leaves the record for the next peek or receive.
+        assert_eq!(rx.peek().unwrap().unwrap().len(), 4);
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.try_recv(&mut buf).unwrap(), Some(4));
+        assert_eq!(&buf[..4], b"kept");
+        assert!(rx.peek().unwrap().is_none());
+        rx.release().unwrap();
+        assert!(tx.reserve(56).unwrap().is_some(), "largest record");
+        assert_eq!(
+            tx.reserve(57).unwrap_err(),
+            RingError::TooLarge { len: 57, max: 56 }
+        );
+    }
+
+    #[test]
+    fn a_full_ring_reserves_nothing_until_space_is_released() {
+        let (region, layout) = ring(64);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        tx.reserve(24).unwrap().unwrap().commit().unwrap();
+        tx.reserve(24).unwrap().unwrap().commit().unwrap();
+        assert!(tx.reserve(1).unwrap().is_none());
+        tx.publish().unwrap();
+        rx.peek().unwrap().unwrap().release();
+        assert!(tx.reserve(1).unwrap().is_none(), "not released yet");
+        rx.release().unwrap();
+        assert!(tx.reserve(24).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_hostile_length_is_caught_at_peek_and_ignored_by_an_open_grant() {
+        let (region, layout) = ring(64);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        tx.try_send(b"0123456789").unwrap();
+        tx.try_send(b"next").unwrap();
+        tx.publish().unwrap();
+        let grant = rx.peek().unwrap().unwrap();
+        // The peer rewrites the length under the open grant: the grant keeps the
+        // length it validated.
+        region
+            .write(1024 + HEADER, &u32::MAX.to_le_bytes())
+            .unwrap();
+        assert_eq!(grant.len(), 10);
+        assert!(grant.read_u8(10).is_err());
+        assert_eq!(grant.read_u16_le(8).unwrap(), u16::from_le_bytes(*b"89"));
+        grant.release();
+        // Before a peek: the next record's length is checked and poisons.
+        region
+            .write(1024 + HEADER + 24, &100u32.to_le_bytes())
+            .unwrap();
+        let err = rx.peek().unwrap_err();
+        assert!(matches!(
+            err,
+            RingError::Corrupt(Corruption::RecordLength { .. })
+        ));
+        assert_eq!(rx.peek().unwrap_err(), err, "stays poisoned");
+        // A consumer index that runs ahead poisons the producer's next reserve
+        // that needs to re-read it.
+        TAIL.of(1024)
+            .store(&*region, 4096, Ordering::Relaxed)
+            .unwrap();
+        while tx
+            .reserve(8)
+            .map(|g| g.map(|g| g.commit()))
+            .is_ok_and(|c| c.is_some())
+        {}
+        assert!(matches!(tx.reserve(8), Err(RingError::Corrupt(_))));
+        assert!(matches!(tx.try_send(b"x"), Err(RingError::Corrupt(_))));
+    }
+
     #[cfg(not(miri))]
     const THREAD_MESSAGES: u32 = 100_000;
     #[cfg(miri)]
@@ -1151,18 +1288,80 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Send(Vec<u8>),
+        /// Reserve room for the message plus `extra` bytes, write it through the
+        /// grant, truncate the extra away and commit.
+        Reserve(Vec<u8>, usize),
+        /// Reserve and drop the grant: nothing may become visible.
+        ReserveDrop(usize),
         Publish,
         Recv,
+        /// Receive through a grant (read in pieces, then release).
+        Peek,
+        /// Peek and drop the grant: the record must stay.
+        PeekDrop,
         Release,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => proptest::collection::vec(any::<u8>(), 0..60).prop_map(Op::Send),
+            2 => (proptest::collection::vec(any::<u8>(), 0..50), 0usize..9)
+                .prop_map(|(m, extra)| Op::Reserve(m, extra)),
+            1 => (0usize..60).prop_map(Op::ReserveDrop),
             1 => Just(Op::Publish),
             3 => Just(Op::Recv),
+            2 => Just(Op::Peek),
+            1 => Just(Op::PeekDrop),
             1 => Just(Op::Release),
         ]
+    }
+
+    /// Writes `message` through `grant` in the ways a caller would: a word, a
+    /// fill, then the rest in two copies.
+    fn write_through(grant: &mut WriteGrant<'_, '_, RawRegion>, message: &[u8]) {
+        let len = message.len();
+        if len >= 8 {
+            grant
+                .write_u64_le(0, u64::from_le_bytes(message[..8].try_into().unwrap()))
+                .unwrap();
+        } else if len >= 4 {
+            grant
+                .write_u32_le(0, u32::from_le_bytes(message[..4].try_into().unwrap()))
+                .unwrap();
+            grant.write(4, &message[4..]).unwrap();
+        } else {
+            grant.write(0, message).unwrap();
+        }
+        let done = if len >= 8 { 8 } else { len };
+        grant.fill(done, len - done, 0xEE).unwrap();
+        let half = done + (len - done) / 2;
+        grant.write(done, &message[done..half]).unwrap();
+        grant.write(half, &message[half..]).unwrap();
+        assert!(grant.write(grant.len(), &[1]).is_err());
+        assert!(grant.fill(1, grant.len(), 0).is_err());
+        assert!(grant.write(usize::MAX, &[1, 2]).is_err());
+    }
+
+    /// Reads the whole payload of `grant` in pieces.
+    fn read_through(grant: &ReadGrant<'_, '_, RawRegion>) -> Vec<u8> {
+        let len = grant.len();
+        let mut out = vec![0u8; len];
+        let half = len / 2;
+        grant.read(0, &mut out[..half]).unwrap();
+        grant.read(half, &mut out[half..]).unwrap();
+        if len >= 8 {
+            assert_eq!(grant.read_u64_le(0).unwrap().to_le_bytes(), out[..8]);
+            assert_eq!(
+                grant.read_u32_le(len - 4).unwrap().to_le_bytes(),
+                out[len - 4..]
+            );
+            assert_eq!(grant.read_u16_le(1).unwrap().to_le_bytes(), out[1..3]);
+        }
+        if len > 0 {
+            assert_eq!(grant.read_u8(len - 1).unwrap(), out[len - 1]);
+        }
+        assert!(grant.read_u8(len).is_err());
+        out
     }
 
     proptest! {
@@ -1194,6 +1393,42 @@ mod tests {
                         } else {
                             prop_assert!(in_use + size > 128);
                         }
+                    }
+                    Op::Reserve(message, extra) => {
+                        let size = record_size(message.len() + extra);
+                        match tx.reserve(message.len() + extra).unwrap() {
+                            Some(mut grant) => {
+                                prop_assert_eq!(grant.len(), message.len() + extra);
+                                write_through(&mut grant, &message);
+                                grant.truncate(message.len());
+                                grant.commit().unwrap();
+                                prop_assert!(in_use + size <= 128);
+                                in_use += record_size(message.len());
+                                sent.push_back(message);
+                            }
+                            None => prop_assert!(in_use + size > 128),
+                        }
+                    }
+                    Op::ReserveDrop(len) => {
+                        if let Some(mut grant) = tx.reserve(len).unwrap() {
+                            grant.fill(0, len, 0x77).unwrap();
+                        }
+                    }
+                    Op::Peek => {
+                        let grant = rx.peek().unwrap();
+                        match (visible.pop_front(), grant) {
+                            (Some(expected), Some(grant)) => {
+                                prop_assert_eq!(read_through(&grant), expected.clone());
+                                grant.release();
+                                unreleased += record_size(expected.len());
+                            }
+                            (None, None) => {}
+                            (expected, grant) => prop_assert!(false, "expected {:?}, got {:?}", expected, grant),
+                        }
+                    }
+                    Op::PeekDrop => {
+                        let len = rx.peek().unwrap().map(|g| g.len());
+                        prop_assert_eq!(len, visible.front().map(Vec::len));
                     }
                     Op::Publish => {
                         tx.publish().unwrap();
@@ -1239,8 +1474,23 @@ mod tests {
             for op in ops {
                 let _ = match op {
                     Op::Send(m) => tx.try_send(&m).map(|_| ()),
+                    Op::Reserve(m, extra) => match tx.reserve(m.len() + extra) {
+                        Ok(Some(mut grant)) => grant.write(0, &m).and_then(|()| grant.commit()),
+                        other => other.map(|_| ()),
+                    },
+                    Op::ReserveDrop(len) => tx.reserve(len).map(|_| ()),
                     Op::Publish => tx.publish().map(|_| ()),
                     Op::Recv => rx.try_recv(&mut buf).map(|_| ()),
+                    Op::Peek => match rx.peek() {
+                        Ok(Some(grant)) => {
+                            let mut all = vec![0u8; grant.len()];
+                            let read = grant.read(0, &mut all);
+                            grant.release();
+                            read
+                        }
+                        other => other.map(|_| ()),
+                    },
+                    Op::PeekDrop => rx.peek().map(|_| ()),
                     Op::Release => rx.release().map(|_| ()),
                 };
             }
