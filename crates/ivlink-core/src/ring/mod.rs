@@ -220,6 +220,12 @@ impl RingLayout {
         HEADER + capacity
     }
 
+    /// Offset of the ring's section in the region (its header; the data area
+    /// follows at `offset() + HEADER`).
+    pub fn offset(&self) -> usize {
+        self.base
+    }
+
     /// Size of the data area.
     pub fn capacity(&self) -> usize {
         self.capacity
