@@ -12,6 +12,7 @@ impl Report {
         self.write_latency(out)?;
         self.write_throughput(out)?;
         self.write_ntb_window(out)?;
+        self.write_zero_copy(out)?;
         self.write_message_rate(out)?;
         self.write_strategies(out)?;
         self.write_targets(out)
@@ -184,6 +185,43 @@ impl Report {
                     .map_or("-".into(), |v| format!("{v:.2}x")),
                 self.throughput("ntb-window", size)
                     .map_or(0, |r| r.doorbells)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Zero-copy grants against copying in and out, where both ran.
+    fn write_zero_copy(&self, out: &mut dyn Write) -> io::Result<()> {
+        let sizes: Vec<usize> = self
+            .sizes()
+            .into_iter()
+            .filter(|&size| self.throughput("ivlink-grant", size).is_some())
+            .collect();
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nZero-copy, GB/s: written and read in place through grants, against copies"
+        )?;
+        writeln!(
+            out,
+            "{:<8} {:>12} {:>12}  {:>8}",
+            "size", "ivlink-grant", "ivlink", "saving"
+        )?;
+        for size in sizes {
+            let cell = |mechanism: &str| {
+                self.throughput(mechanism, size)
+                    .map_or("-".into(), |r| format!("{:.2}", r.gb_per_s()))
+            };
+            writeln!(
+                out,
+                "{:<8} {:>12} {:>12}  {:>8}",
+                format_size(size),
+                cell("ivlink-grant"),
+                cell("ivlink"),
+                self.stream_ratio("ivlink-grant", "ivlink", size)
+                    .map_or("-".into(), |v| format!("{v:.2}x")),
             )?;
         }
         Ok(())
