@@ -97,7 +97,9 @@ impl Span {
         let start = at as usize & (self.layout.capacity - 1);
         let first = len.min(self.layout.capacity - start);
         region.fill(self.layout.base + HEADER + start, first, byte)?;
-        region.fill(self.layout.base + HEADER, len - first, byte)?;
+        if first < len {
+            region.fill(self.layout.base + HEADER, len - first, byte)?;
+        }
         Ok(())
     }
 
@@ -177,7 +179,9 @@ impl<R: Region + ?Sized> WriteGrant<'_, '_, R> {
         // The padding, so a record reads the same as one `try_send` wrote.
         let payload_end = producer.head.wrapping_add((RECORD_HEADER + len) as u64);
         let pad = (size as usize) - RECORD_HEADER - len;
-        layout.write_wrapping(producer.region, payload_end, &[0u8; 8][..pad])?;
+        if pad > 0 {
+            layout.write_wrapping(producer.region, payload_end, &[0u8; 8][..pad])?;
+        }
         producer.region.write_words(
             layout.data_offset(producer.head),
             &(len as u64).to_le_bytes(),
