@@ -118,6 +118,11 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
             .iter()
             .any(|e| e["mechanism"] == "ivlink-batch1" && e["size_bytes"] == 64)
     );
+    assert!(
+        throughput
+            .iter()
+            .any(|e| e["mechanism"] == "ivlink-eager" && e["size_bytes"] == 64)
+    );
     for size in [4 << 10, 64 << 10] {
         let entry = throughput
             .iter()

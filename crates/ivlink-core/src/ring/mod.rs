@@ -506,6 +506,9 @@ pub struct Producer<'r, R: Region + ?Sized> {
     head: u64,
     published: u64,
     tail_cache: u64,
+    /// Published by [`Producer::publish_quiet`] since the notify flag was last
+    /// checked: the next [`Producer::publish`] checks it even with nothing new.
+    unchecked: bool,
     poisoned: Option<RingError>,
 }
 
@@ -522,6 +525,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
             head,
             published: head,
             tail_cache: tail,
+            unchecked: false,
             poisoned: None,
         })
     }
@@ -584,11 +588,12 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// doorbell. Costs one fence per batch, not per message.
     pub fn publish(&mut self) -> Result<bool, RingError> {
         self.healthy()?;
-        if self.head == self.published {
+        if self.head == self.published && !self.unchecked {
             return Ok(false);
         }
         let asked = self.layout.store_head(self.region, self.head)?;
         self.published = self.head;
+        self.unchecked = false;
         Ok(asked)
     }
 
@@ -611,6 +616,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
             self.healthy()?;
             self.layout.store_head_quiet(self.region, self.head)?;
             self.published = self.head;
+            self.unchecked = true;
         }
         Ok(())
     }
@@ -1016,6 +1022,24 @@ mod tests {
         tx.try_send(b"more").unwrap();
         assert!(!tx.publish().unwrap(), "awake: no doorbell");
         assert!(!rx.prepare_sleep().unwrap(), "data waiting: do not sleep");
+    }
+
+    #[test]
+    fn quiet_publications_are_checked_for_a_sleeper_at_the_next_publish() {
+        let (region, layout) = ring(128);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        assert!(rx.prepare_sleep().unwrap(), "empty: may sleep");
+        tx.try_send(b"now").unwrap();
+        tx.publish_quiet().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.try_recv(&mut buf).unwrap(), Some(3), "visible at once");
+        // Nothing new since, but the sleeper's flag was never looked at.
+        assert!(tx.publish().unwrap(), "the sleeper asked for a doorbell");
+        assert!(!tx.publish().unwrap(), "checked once");
+        rx.finish_sleep().unwrap();
+        tx.publish_quiet().unwrap();
+        assert!(!tx.publish().unwrap(), "nothing quiet to check");
     }
 
     #[test]

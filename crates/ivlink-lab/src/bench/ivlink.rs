@@ -83,6 +83,9 @@ struct TxEnd<'a> {
     doorbells: u64,
     /// Fill each message in place through a grant instead of copying it in.
     grants: bool,
+    /// Publish each message at once with a release store (the flush per
+    /// batch still checks the notify flag).
+    eager: bool,
 }
 
 impl TxEnd<'_> {
@@ -117,6 +120,9 @@ impl Sink for TxEnd<'_> {
                     }
                 }
             }
+        }
+        if self.eager {
+            self.tx.publish_quiet()?;
         }
         self.waiting.spinner.progress();
         Ok(())
@@ -226,6 +232,7 @@ fn tx_end<'a>(
         waiting: Waiting::new(job),
         doorbells: 0,
         grants: job.grants,
+        eager: job.eager,
     })
 }
 

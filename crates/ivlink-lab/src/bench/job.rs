@@ -67,6 +67,9 @@ pub struct Job {
     /// through a write grant, the receiver reads its first and last words in
     /// place through a read grant, instead of copying in and out.
     pub grants: bool,
+    /// Publish every message with one release store (no fence), checking the
+    /// "please notify" flag once per batch (ivlink streams).
+    pub eager: bool,
 }
 
 impl Job {
@@ -87,6 +90,7 @@ impl Job {
             format!("yield={}", u8::from(self.yield_spin)),
             format!("timeout-ms={}", self.timeout.as_millis()),
             format!("grants={}", u8::from(self.grants)),
+            format!("eager={}", u8::from(self.eager)),
         ];
         if let Some(cpu) = self.cpu {
             args.push(format!("cpu={cpu}"));
@@ -113,6 +117,7 @@ impl Job {
             yield_spin: false,
             timeout: Duration::from_secs(10),
             grants: false,
+            eager: false,
         };
         let (mut mechanism, mut pattern) = (false, false);
         for arg in args {
@@ -136,6 +141,7 @@ impl Job {
                 "yield" => job.yield_spin = number()? != 0,
                 "timeout-ms" => job.timeout = Duration::from_millis(number()?),
                 "grants" => job.grants = number()? != 0,
+                "eager" => job.eager = number()? != 0,
                 "cpu" => job.cpu = Some(number()? as usize),
                 "socket" => job.socket = Some(PathBuf::from(value)),
                 _ => return Err(bad(arg)),
@@ -403,6 +409,7 @@ mod tests {
             yield_spin: true,
             timeout: Duration::from_secs(3),
             grants: true,
+            eager: true,
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
         let busy = Job {

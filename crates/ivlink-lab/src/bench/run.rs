@@ -166,6 +166,7 @@ fn run_pinned(
         yield_spin: placement.shared_cpu(),
         timeout: config.timeout,
         grants: false,
+        eager: false,
     };
     let total = LATENCY.len() + stream_jobs(config, &base, &base).len() * config.rounds;
     let bar = progress.bar(total as u64, "starting");
@@ -331,6 +332,19 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
             pattern: Pattern::Stream,
             size: 64,
             batch: 1,
+            spin: Some(STREAM_SPIN),
+            ..base.clone()
+        },
+    ));
+    // The latency-sensitive sender: every message published at once with a
+    // release store, the notify flag checked per batch.
+    streams.push((
+        "ivlink-eager",
+        "ivlink ring: publish every message with one release store (publish_quiet), check the notify flag per batch",
+        Job {
+            pattern: Pattern::Stream,
+            size: 64,
+            eager: true,
             spin: Some(STREAM_SPIN),
             ..base.clone()
         },

@@ -238,6 +238,10 @@ impl Report {
             ),
             ("ivlink-batch1", "ivlink, publish every message".to_owned()),
             (
+                "ivlink-eager",
+                "ivlink, publish_quiet every message".to_owned(),
+            ),
+            (
                 "memcpy-ring",
                 format!("memcpy-ring, publish per batch of {}", s.batch),
             ),
