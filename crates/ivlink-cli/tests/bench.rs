@@ -118,6 +118,18 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
             .iter()
             .any(|e| e["mechanism"] == "ivlink-batch1" && e["size_bytes"] == 64)
     );
+    assert!(
+        throughput
+            .iter()
+            .any(|e| e["mechanism"] == "ivlink-eager" && e["size_bytes"] == 64)
+    );
+    for size in [4 << 10, 64 << 10] {
+        let entry = throughput
+            .iter()
+            .find(|e| e["mechanism"] == "ivlink-grant" && e["size_bytes"] == size)
+            .unwrap_or_else(|| panic!("no zero-copy stream of {size} B"));
+        positive(&entry["gb_per_s"], "gb_per_s");
+    }
     for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 512 << 10] {
         let entry = throughput
             .iter()
@@ -145,6 +157,8 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
     ratio("ivlink-sleep/eventfd", None);
     ratio("ntb-sleep/eventfd", None);
     ratio("ntb-window/memcpy-ring", Some(4096));
+    ratio("ivlink-grant/ivlink", Some(4096));
+    ratio("ivlink-grant/ivlink", Some(65536));
     for baseline in ["memcpy-ring", "unix", "pipe"] {
         let name = format!("ivlink/{baseline}");
         ratio(&name, None);

@@ -80,6 +80,15 @@ pub fn check_bounds(offset: usize, len: usize, region_len: usize) -> Result<(), 
     }
 }
 
+/// Checks that `offset` is a multiple of 8 (the word accessors' alignment).
+#[inline]
+fn check_word_aligned(offset: usize) -> Result<(), RegionError> {
+    if offset % 8 != 0 {
+        return Err(RegionError::Misaligned { offset, align: 8 });
+    }
+    Ok(())
+}
+
 /// A shared-memory region seen through checked accessors.
 ///
 /// Every method validates its offset; an access outside the region or a misaligned
@@ -101,6 +110,39 @@ pub trait Region {
 
     /// Sets `len` bytes starting at `offset` to `byte`.
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError>;
+
+    /// Writes a word-aligned record: the 8-byte little-endian `header` at `offset`
+    /// (a multiple of 8), then `payload`, then zeros up to the next multiple of 8.
+    /// That is `8 + payload.len().next_multiple_of(8)` bytes, all checked at once.
+    ///
+    /// Rings of 8-byte aligned records write a message with one call; a region
+    /// over memory it maps copies whole words without re-deriving bounds per word.
+    /// The default does three checked copies.
+    fn write_record(&self, offset: usize, header: u64, payload: &[u8]) -> Result<(), RegionError> {
+        check_word_aligned(offset)?;
+        check_bounds(offset, 8 + payload.len().next_multiple_of(8), self.len())?;
+        self.write(offset, &header.to_le_bytes())?;
+        self.write_words(offset + 8, payload)
+    }
+
+    /// Copies `data` to `offset` (a multiple of 8), then zeros up to the next
+    /// multiple of 8: `data.len().next_multiple_of(8)` bytes, checked at once.
+    fn write_words(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        check_word_aligned(offset)?;
+        let padded = data.len().next_multiple_of(8);
+        check_bounds(offset, padded, self.len())?;
+        self.write(offset, data)?;
+        self.fill(offset + data.len(), padded - data.len(), 0)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` (a multiple of 8) out of the region,
+    /// reading whole words: the region must hold `buf.len().next_multiple_of(8)`
+    /// bytes there (the bytes past `buf.len()` are read and dropped).
+    fn read_words(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
+        check_word_aligned(offset)?;
+        check_bounds(offset, buf.len().next_multiple_of(8), self.len())?;
+        self.read(offset, buf)
+    }
 
     /// Atomically loads the byte at `offset`.
     fn load_u8(&self, offset: usize, order: Ordering) -> Result<u8, RegionError>;
@@ -239,6 +281,17 @@ impl RawRegion {
         Ok(unsafe { self.base.as_ptr().add(offset) })
     }
 
+    /// The address of `len` bytes at `offset`, checked to lie inside the region
+    /// and to start on an 8-byte boundary.
+    #[inline]
+    fn words_at(&self, offset: usize, len: usize) -> Result<*mut u8, RegionError> {
+        let ptr = self.ptr_at(offset, len)?;
+        if (ptr as usize) % 8 != 0 {
+            return Err(RegionError::Misaligned { offset, align: 8 });
+        }
+        Ok(ptr)
+    }
+
     #[inline]
     fn aligned_ptr_at(&self, offset: usize, size: usize) -> Result<*mut u8, RegionError> {
         let ptr = self.ptr_at(offset, size)?;
@@ -313,6 +366,32 @@ impl Region for RawRegion {
         // SAFETY: `dst..dst + data.len()` is inside the region (checked) and does not
         // overlap `data`, which is private memory.
         unsafe { copy::to_region(data, dst) };
+        Ok(())
+    }
+
+    #[inline]
+    fn write_record(&self, offset: usize, header: u64, payload: &[u8]) -> Result<(), RegionError> {
+        let dst = self.words_at(offset, 8 + payload.len().next_multiple_of(8))?;
+        // SAFETY: `dst..dst + 8 + padded` is inside the region and 8-byte aligned
+        // (checked), and does not overlap `payload`, which is private memory.
+        unsafe { copy::record_to_region(header, payload, dst) };
+        Ok(())
+    }
+
+    #[inline]
+    fn write_words(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        let dst = self.words_at(offset, data.len().next_multiple_of(8))?;
+        // SAFETY: as in `write_record`, without the header word.
+        unsafe { copy::words_to_region(data, dst) };
+        Ok(())
+    }
+
+    #[inline]
+    fn read_words(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
+        let src = self.words_at(offset, buf.len().next_multiple_of(8))?;
+        // SAFETY: `src..src + padded` is inside the region and 8-byte aligned
+        // (checked), and does not overlap `buf`, which is private memory.
+        unsafe { copy::words_from_region(src, buf) };
         Ok(())
     }
 
@@ -645,6 +724,70 @@ mod tests {
                 assert_eq!(back[len], 0xAA);
             }
         }
+    }
+
+    #[test]
+    fn word_records_write_their_padding_and_nothing_past_it() {
+        let region = HeapRegion::new(256);
+        let pattern: alloc::vec::Vec<u8> = (1..=200).collect();
+        for offset in [0, 8, 16, 40] {
+            for len in (0..=20).chain([127, 128, 129, 135, 136, 170]) {
+                region.fill(0, 256, 0xAA).unwrap();
+                region
+                    .write_record(offset, 0x1122_3344_5566_7788, &pattern[..len])
+                    .unwrap();
+                let mut all = [0u8; 256];
+                region.read(0, &mut all).unwrap();
+                let end = offset + 8 + len.next_multiple_of(8);
+                assert!(all[..offset].iter().all(|&b| b == 0xAA));
+                assert_eq!(
+                    all[offset..offset + 8],
+                    0x1122_3344_5566_7788u64.to_le_bytes()
+                );
+                assert_eq!(&all[offset + 8..offset + 8 + len], &pattern[..len]);
+                assert!(
+                    all[offset + 8 + len..end].iter().all(|&b| b == 0),
+                    "padding"
+                );
+                assert!(
+                    all[end..].iter().all(|&b| b == 0xAA),
+                    "len {len} at {offset}"
+                );
+                let mut back = [0u8; 200];
+                region.read_words(offset + 8, &mut back[..len]).unwrap();
+                assert_eq!(&back[..len], &pattern[..len]);
+                region.write_words(offset, &pattern[..len]).unwrap();
+                region.read(0, &mut all).unwrap();
+                assert_eq!(&all[offset..offset + len], &pattern[..len]);
+                assert!(
+                    all[offset + len..offset + len.next_multiple_of(8)]
+                        .iter()
+                        .all(|&b| b == 0)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn word_accessors_refuse_misaligned_and_outside_accesses() {
+        let region = HeapRegion::new(64);
+        let mut buf = [0u8; 9];
+        assert_eq!(
+            region.write_record(4, 0, b"x"),
+            Err(RegionError::Misaligned {
+                offset: 4,
+                align: 8
+            })
+        );
+        assert!(region.write_words(12, b"x").is_err());
+        assert!(region.read_words(1, &mut buf).is_err());
+        // The padded length must fit, not only the bytes asked for.
+        assert!(region.read_words(56, &mut buf).is_err());
+        assert!(region.read_words(48, &mut buf).is_ok());
+        assert!(region.write_words(56, &buf).is_err());
+        assert!(region.write_record(48, 0, &buf).is_err());
+        assert!(region.write_record(40, 0, &buf).is_ok());
+        assert!(region.write_words(usize::MAX - 7, b"x").is_err());
     }
 
     #[test]

@@ -27,6 +27,9 @@
 //! closing). A side's word moves 0 → 1 when it attaches (a second attach is
 //! refused), 1 → 2 when it closes, and 0/1 → 3 when it is declared dead.
 //!
+//! Zero-copy: [`StreamWriter::reserve`] and [`StreamReader::peek`] lend bytes in
+//! the ring through checked accessors (see [`StreamWriteGrant`]).
+//!
 //! Everything read from the region is validated: an index that runs ahead or
 //! falls behind poisons that direction with [`StreamLayoutError::Corrupt`] (sticky); an
 //! unknown liveness value is [`StreamLayoutError::BadState`]. Nothing panics or reaches
@@ -39,6 +42,10 @@ use crate::notify::PeerId;
 use crate::region::{Le32, Le64, Region, RegionError, check_bounds};
 use crate::ring::{self, Corruption, RingError, RingLayout};
 use crate::setup::{SetupError, SetupState, SetupWord};
+
+mod grant;
+
+pub use grant::{StreamReadGrant, StreamWriteGrant};
 
 /// Smallest data area per direction (keeps both rings 128-byte aligned).
 pub const MIN_CAPACITY: usize = 128;
@@ -276,6 +283,9 @@ impl From<RingError> for StreamLayoutError {
             RingError::Corrupt(what) => StreamLayoutError::Corrupt(what),
             RingError::Region(e) => StreamLayoutError::Region(e),
             RingError::BadLayout { .. } => StreamLayoutError::Invalid("a ring does not fit"),
+            RingError::OutsideGrant { .. } => {
+                StreamLayoutError::Invalid("access outside the grant")
+            }
             RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => {
                 StreamLayoutError::Invalid("unexpected ring error")
             }

@@ -8,7 +8,7 @@ use ivlink_core::channel::{ChannelLayout, ChannelLayoutError};
 use ivlink_core::directory::DirectoryError;
 
 use crate::section::{NamedShape, OpenFailure};
-use ivlink_core::ring::{Consumer, Producer, RingError};
+use ivlink_core::ring::{Consumer, Producer, ReadGrant, RingError, WriteGrant};
 use ivlink_core::{PeerId, RawRegion};
 use thiserror::Error;
 
@@ -155,6 +155,43 @@ impl<'d> Channel<'d> {
         }
     }
 
+    /// Lends room for a message of `len` bytes to `to`, in place in its ring
+    /// (zero-copy: write it through the grant's checked accessors, then
+    /// [`commit`](WriteGrant::commit)); `Ok(None)` if the ring is full. Like a
+    /// message from [`try_send`](Self::try_send), a committed one becomes
+    /// visible at the next [`flush`](Self::flush); a grant dropped without a
+    /// commit sends nothing. See [`ivlink_core::ring::grant`] for why grants
+    /// have accessors rather than a `&mut [u8]`.
+    pub fn try_reserve(
+        &mut self,
+        to: PeerId,
+        len: usize,
+    ) -> Result<Option<WriteGrant<'_, 'd, RawRegion>>, ChannelError> {
+        let slot = self.slot_of(to)?;
+        let tx = self
+            .outgoing
+            .get_mut(&slot)
+            .ok_or(ChannelError::NotMember(to))?;
+        // Asked twice: once to handle failures with `self` free, then for the
+        // grant, which the first answer guarantees (nothing changed between).
+        match tx.reserve(len).map(|grant| grant.is_some()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(error @ RingError::TooLarge { .. }) => return Err(ChannelError::Ring(error)),
+            Err(error) => {
+                return Err(self
+                    .ring_failed(slot, to, error)
+                    .unwrap_or(ChannelError::NotMember(to)));
+            }
+        }
+        self.unpublished.insert(slot);
+        let tx = self
+            .outgoing
+            .get_mut(&slot)
+            .ok_or(ChannelError::NotMember(to))?;
+        tx.reserve(len).map_err(|error| ring_error(to, error))
+    }
+
     /// Queues `message` for `to`, waiting up to `timeout` for room (publishing
     /// what is queued and sleeping on the doorbell if the ring stays full).
     pub fn send(
@@ -250,6 +287,53 @@ impl<'d> Channel<'d> {
         }
         self.refresh_members()?;
         Ok(None)
+    }
+
+    /// Lends the next message from any member in place (zero-copy: read it
+    /// through the grant's checked accessors, then
+    /// [`release`](ReadGrant::release) it): `(sender, grant)`, or `None` if
+    /// nothing is waiting. Members are served in turn, as by
+    /// [`try_recv`](Self::try_recv). The record's length was validated against
+    /// the sender's published data; a grant dropped unreleased leaves the
+    /// message for the next call.
+    pub fn try_peek(
+        &mut self,
+    ) -> Result<Option<(PeerId, ReadGrant<'_, 'd, RawRegion>)>, ChannelError> {
+        if self.incoming.is_empty() {
+            self.refresh_members()?;
+        }
+        let mut turn = Turn::starting_at(self.next);
+        let mut found = None;
+        while let Some(slot) = turn.next_in(&self.incoming) {
+            let peer = self.members[&slot];
+            let rx = self.incoming.get_mut(&slot).expect("listed");
+            match rx.peek().map(|grant| grant.is_some()) {
+                Ok(true) => {
+                    found = Some((slot, peer));
+                    break;
+                }
+                Ok(false) => {
+                    if rx.release().map_err(|e| ring_error(peer, e))? {
+                        self.ring(peer)?;
+                    }
+                }
+                Err(error) => match self.ring_failed(slot, peer, error) {
+                    Some(e) => return Err(e),
+                    None => continue,
+                },
+            }
+        }
+        let Some((slot, peer)) = found else {
+            self.refresh_members()?;
+            return Ok(None);
+        };
+        self.next = slot + 1;
+        // The record was validated just now and nothing consumed it since.
+        let rx = self.incoming.get_mut(&slot).expect("listed");
+        Ok(rx
+            .peek()
+            .map_err(|error| ring_error(peer, error))?
+            .map(|grant| (peer, grant)))
     }
 
     /// Waits up to `timeout` (`None`: forever) for a message from any member.
@@ -456,7 +540,9 @@ const MEMBER_SCAN: Duration = Duration::from_millis(100);
 
 fn ring_error(peer: PeerId, error: RingError) -> ChannelError {
     match error {
-        RingError::TooLarge { .. } | RingError::BufferTooSmall { .. } => ChannelError::Ring(error),
+        RingError::TooLarge { .. }
+        | RingError::BufferTooSmall { .. }
+        | RingError::OutsideGrant { .. } => ChannelError::Ring(error),
         _ => ChannelError::Corrupt { peer, error },
     }
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
 use ivlink_core::stream::{
-    PeerState, Side, StreamEnd, StreamLayout, StreamLayoutError, StreamReader, StreamShape,
-    StreamWriter,
+    PeerState, Side, StreamEnd, StreamLayout, StreamLayoutError, StreamReadGrant, StreamReader,
+    StreamShape, StreamWriteGrant, StreamWriter,
 };
 use ivlink_core::{NotifyError, PeerId, RawRegion, Vector};
 use thiserror::Error;
@@ -278,6 +278,36 @@ impl<'d> Stream<'d> {
     }
 }
 
+impl<'d> Stream<'d> {
+    /// [`StreamWriteHalf::try_reserve`] on this stream's writing half.
+    pub fn try_reserve(
+        &mut self,
+        len: usize,
+    ) -> io::Result<Option<StreamWriteGrant<'_, 'd, RawRegion>>> {
+        self.writer.try_reserve(len)
+    }
+
+    /// [`StreamWriteHalf::reserve`] on this stream's writing half.
+    pub fn reserve(&mut self, len: usize) -> io::Result<StreamWriteGrant<'_, 'd, RawRegion>> {
+        self.writer.reserve(len)
+    }
+
+    /// [`StreamReadHalf::try_peek`] on this stream's reading half.
+    pub fn try_peek(&mut self) -> io::Result<Option<StreamReadGrant<'_, 'd, RawRegion>>> {
+        self.reader.try_peek()
+    }
+
+    /// [`StreamReadHalf::peek`] on this stream's reading half.
+    pub fn peek(&mut self) -> io::Result<Option<StreamReadGrant<'_, 'd, RawRegion>>> {
+        self.reader.peek()
+    }
+
+    /// [`StreamReadHalf::release`] on this stream's reading half.
+    pub fn release(&mut self) -> io::Result<()> {
+        self.reader.release()
+    }
+}
+
 impl Read for Stream<'_> {
     /// Publishes pending writes first, so request-and-reply never deadlocks.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -309,6 +339,44 @@ impl StreamReadHalf<'_> {
     /// with [`io::ErrorKind::TimedOut`].
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.link.timeout = timeout;
+    }
+}
+
+impl<'d> StreamReadHalf<'d> {
+    /// Lends every byte that has arrived, in place (zero-copy: read through the
+    /// grant's checked accessors, then [`release`](StreamReadGrant::release) what
+    /// was used and call [`release`](Self::release)); `Ok(None)` if nothing has
+    /// arrived. See [`ivlink_core::ring::grant`] for why a grant is not a `&[u8]`.
+    pub fn try_peek(&mut self) -> io::Result<Option<StreamReadGrant<'_, 'd, RawRegion>>> {
+        self.rx.peek().map_err(stream_io)
+    }
+
+    /// Waits (within the timeout) until bytes arrive and lends them, like
+    /// [`try_peek`](Self::try_peek); `Ok(None)` at the end of the stream.
+    pub fn peek(&mut self) -> io::Result<Option<StreamReadGrant<'_, 'd, RawRegion>>> {
+        let deadline = self.link.deadline();
+        loop {
+            // Looked at twice: the grant borrows the reader, which waiting needs.
+            if self.rx.data_ready().map_err(stream_io)? > 0 {
+                return self.rx.peek().map_err(stream_io);
+            }
+            if self.rx.at_eof().map_err(stream_io)? {
+                return match self.rx.peer_state().map_err(stream_io)? {
+                    PeerState::Dead => Err(stream_io(StreamLayoutError::PeerDead)),
+                    _ => Ok(None),
+                };
+            }
+            self.link.wait(&mut Readable(&mut self.rx), deadline)?;
+        }
+    }
+
+    /// Returns the space of the bytes consumed through grants to the peer
+    /// (ringing it if it waits for room). [`Read::read`] does this itself.
+    pub fn release(&mut self) -> io::Result<()> {
+        if self.rx.release().map_err(stream_io)? {
+            self.link.notify()?;
+        }
+        Ok(())
     }
 }
 
@@ -401,6 +469,38 @@ impl StreamWriteHalf<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+impl<'d> StreamWriteHalf<'d> {
+    /// Lends `len` free bytes at the end of the stream, in place (zero-copy:
+    /// write through the grant's checked accessors, then
+    /// [`commit`](StreamWriteGrant::commit) and [`flush`](Write::flush));
+    /// `Ok(None)` while fewer are free.
+    pub fn try_reserve(
+        &mut self,
+        len: usize,
+    ) -> io::Result<Option<StreamWriteGrant<'_, 'd, RawRegion>>> {
+        self.broken()?;
+        self.tx.reserve(len).map_err(stream_io)
+    }
+
+    /// Waits (within the timeout) until `len` bytes are free and lends them,
+    /// like [`try_reserve`](Self::try_reserve). `len` must not exceed the
+    /// stream's capacity.
+    pub fn reserve(&mut self, len: usize) -> io::Result<StreamWriteGrant<'_, 'd, RawRegion>> {
+        let deadline = self.link.deadline();
+        loop {
+            self.broken()?;
+            // Asked twice: the grant borrows the writer, which waiting needs.
+            if self.tx.reserve(len).map_err(stream_io)?.is_some() {
+                return self.tx.reserve(len).map_err(stream_io)?.ok_or_else(|| {
+                    io::Error::other("the stream's free space shrank without a write")
+                });
+            }
+            self.flush()?;
+            self.link.wait(&mut Writable(&mut self.tx, len), deadline)?;
+        }
     }
 }
 

@@ -287,16 +287,23 @@ fn two_threads_stream_every_byte_in_order() {
 #[derive(Debug, Clone)]
 enum Op {
     Write(Vec<u8>),
+    /// Write through a grant; `true`: drop the grant instead of committing.
+    Reserve(Vec<u8>, bool),
     Publish,
     Read(usize),
+    /// Read up to `len` bytes through a grant; `true`: drop it unreleased.
+    Peek(usize, bool),
     Release,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => proptest::collection::vec(any::<u8>(), 0..90).prop_map(Op::Write),
+        2 => (proptest::collection::vec(any::<u8>(), 0..90), proptest::bool::weighted(0.2))
+            .prop_map(|(d, drop)| Op::Reserve(d, drop)),
         1 => Just(Op::Publish),
         3 => (0usize..90).prop_map(Op::Read),
+        2 => (0usize..90, proptest::bool::weighted(0.2)).prop_map(|(n, drop)| Op::Peek(n, drop)),
         1 => Just(Op::Release),
     ]
 }
@@ -332,6 +339,39 @@ proptest! {
                     in_use += n;
                     written.extend(&data[..n]);
                 }
+                Op::Reserve(data, drop) => match a.reserve(data.len()).unwrap() {
+                    Some(mut grant) => {
+                        prop_assert!(in_use + data.len() <= 128);
+                        let half = data.len() / 2;
+                        grant.write(half, &data[half..]).unwrap();
+                        grant.write(0, &data[..half]).unwrap();
+                        prop_assert!(grant.write(data.len(), &[0]).is_err());
+                        if !drop {
+                            grant.commit();
+                            in_use += data.len();
+                            written.extend(&data);
+                        }
+                    }
+                    None => prop_assert!(in_use + data.len() > 128),
+                },
+                Op::Peek(len, drop) => match b.peek().unwrap() {
+                    Some(mut grant) => {
+                        prop_assert_eq!(grant.len(), visible.len());
+                        grant.truncate(len);
+                        let n = grant.len();
+                        prop_assert_eq!(n, len.min(visible.len()));
+                        grant.read(0, &mut buf[..n]).unwrap();
+                        prop_assert!(grant.read_u8(n).is_err());
+                        let expected: Vec<u8> = visible.iter().take(n).copied().collect();
+                        prop_assert_eq!(&buf[..n], &expected[..]);
+                        if !drop {
+                            grant.release();
+                            visible.drain(..n);
+                            unreleased += n;
+                        }
+                    }
+                    None => prop_assert!(visible.is_empty()),
+                },
                 Op::Publish => {
                     a.publish().unwrap();
                     visible.extend(written.drain(..));
@@ -373,8 +413,22 @@ proptest! {
         for op in ops {
             let _ = match op {
                 Op::Write(data) => a.write(&data).map(|_| ()),
+                Op::Reserve(data, _) => match a.reserve(data.len()) {
+                    Ok(Some(mut grant)) => grant.write(0, &data).map(|()| grant.commit()),
+                    other => other.map(|_| ()),
+                },
                 Op::Publish => a.publish().map(|_| ()),
                 Op::Read(len) => b.read(&mut buf[..len]).map(|_| ()),
+                Op::Peek(len, _) => match b.peek() {
+                    Ok(Some(mut grant)) => {
+                        grant.truncate(len);
+                        let n = grant.len();
+                        let read = grant.read(0, &mut buf[..n]);
+                        grant.release();
+                        read
+                    }
+                    other => other.map(|_| ()),
+                },
                 Op::Release => b.release().map(|_| ()),
             };
             let _ = (b.at_eof(), a.prepare_sleep_write(64), b.prepare_sleep_read());
@@ -453,4 +507,47 @@ fn inspection_reads_the_header_and_liveness_as_they_are() {
     assert_eq!(damaged.liveness[0], 0xdead);
     assert_eq!(PeerState::from_u32(0xdead), None);
     assert_eq!((damaged.state_name(), damaged.has_magic()), (None, false));
+}
+
+#[test]
+fn grants_write_and_read_bytes_in_place_across_the_wrap() {
+    let (region, layout) = stream(128);
+    let (mut a, mut b) = ends(&region, layout);
+    for round in 0..40u8 {
+        let data: Vec<u8> = (0..(round % 50 + 1)).map(|i| i ^ round).collect();
+        let mut grant = a.reserve(data.len()).unwrap().expect("room");
+        grant.write(0, &data).unwrap();
+        if data.len() >= 8 {
+            grant
+                .write_u64_le(0, u64::from_le_bytes(data[..8].try_into().unwrap()))
+                .unwrap();
+        }
+        grant.commit();
+        a.publish().unwrap();
+        let grant = b.peek().unwrap().expect("arrived");
+        assert_eq!(grant.len(), data.len());
+        let mut got = alloc::vec![0u8; data.len()];
+        grant.read(0, &mut got).unwrap();
+        assert_eq!(got, data, "round {round}");
+        grant.release();
+        b.release().unwrap();
+    }
+    assert!(b.peek().unwrap().is_none());
+    assert!(a.reserve(129).is_err(), "more than the capacity");
+}
+
+#[test]
+fn a_hostile_index_poisons_a_peek() {
+    let (region, layout) = stream(128);
+    let (mut a, mut b) = ends(&region, layout);
+    a.write(b"abc").unwrap();
+    a.publish().unwrap();
+    // The writer's index jumps far beyond the free room.
+    let head_at = OFFSET + RINGS_AT;
+    region.write(head_at, &(1u64 << 40).to_le_bytes()).unwrap();
+    assert!(matches!(b.peek(), Err(StreamLayoutError::Corrupt(_))));
+    assert!(
+        matches!(b.peek(), Err(StreamLayoutError::Corrupt(_))),
+        "sticky"
+    );
 }

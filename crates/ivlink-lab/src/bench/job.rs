@@ -63,6 +63,13 @@ pub struct Job {
     pub yield_spin: bool,
     /// How long a side may wait for the other before giving up.
     pub timeout: Duration,
+    /// Zero-copy (ivlink streams): the sender fills each message in place
+    /// through a write grant, the receiver reads its first and last words in
+    /// place through a read grant, instead of copying in and out.
+    pub grants: bool,
+    /// Publish every message with one release store (no fence), checking the
+    /// "please notify" flag once per batch (ivlink streams).
+    pub eager: bool,
 }
 
 impl Job {
@@ -82,6 +89,8 @@ impl Job {
             format!("leader={}", self.leader),
             format!("yield={}", u8::from(self.yield_spin)),
             format!("timeout-ms={}", self.timeout.as_millis()),
+            format!("grants={}", u8::from(self.grants)),
+            format!("eager={}", u8::from(self.eager)),
         ];
         if let Some(cpu) = self.cpu {
             args.push(format!("cpu={cpu}"));
@@ -107,6 +116,8 @@ impl Job {
             cpu: None,
             yield_spin: false,
             timeout: Duration::from_secs(10),
+            grants: false,
+            eager: false,
         };
         let (mut mechanism, mut pattern) = (false, false);
         for arg in args {
@@ -129,6 +140,8 @@ impl Job {
                 "leader" => job.leader = u16::try_from(number()?).map_err(|_| bad(arg))?,
                 "yield" => job.yield_spin = number()? != 0,
                 "timeout-ms" => job.timeout = Duration::from_millis(number()?),
+                "grants" => job.grants = number()? != 0,
+                "eager" => job.eager = number()? != 0,
                 "cpu" => job.cpu = Some(number()? as usize),
                 "socket" => job.socket = Some(PathBuf::from(value)),
                 _ => return Err(bad(arg)),
@@ -395,6 +408,8 @@ mod tests {
             cpu: Some(1),
             yield_spin: true,
             timeout: Duration::from_secs(3),
+            grants: true,
+            eager: true,
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
         let busy = Job {

@@ -284,6 +284,17 @@ impl Report {
                 });
             }
         }
+        // The zero-copy saving: grants over copies, per size measured.
+        for size in self.sizes() {
+            if let Some(value) = self.stream_ratio("ivlink-grant", "ivlink", size) {
+                out.push(Ratio {
+                    name: "ivlink-grant/ivlink".into(),
+                    metric: "throughput",
+                    size: Some(size),
+                    value,
+                });
+            }
+        }
         for size in self.ntb_window_sizes() {
             if let Some(value) = self.stream_ratio("ntb-window", "memcpy-ring", size) {
                 out.push(Ratio {
@@ -437,6 +448,7 @@ mod tests {
             throughput.push(stream("pipe", size, 0.8e-4));
         }
         throughput.push(stream("ivlink-batch1", 64, 2e-5));
+        throughput.push(stream("ivlink-grant", 4096, 0.8e-5));
         throughput.push(stream("ntb-window", 4096, 1.7e-5));
         throughput.push(stream("ntb-window", 1 << 19, 1e-2));
         Report {
@@ -492,6 +504,16 @@ mod tests {
         );
         assert!((get("ivlink/ivlink-batch1", Some(64)) - 2.0).abs() < 1e-9);
         assert!((get("ntb-window/memcpy-ring", Some(4096)) - 0.5).abs() < 1e-9);
+        assert!(
+            (get("ivlink-grant/ivlink", Some(4096)) - 1.25).abs() < 1e-9,
+            "the zero-copy saving"
+        );
+        assert!(
+            !ratios
+                .iter()
+                .any(|r| r.name == "ivlink-grant/ivlink" && r.size == Some(64)),
+            "no grant row at 64 B"
+        );
         assert!(
             !ratios
                 .iter()

@@ -165,9 +165,10 @@ fn run_pinned(
         cpu: placement.peer_cpu,
         yield_spin: placement.shared_cpu(),
         timeout: config.timeout,
+        grants: false,
+        eager: false,
     };
-    let total =
-        LATENCY.len() + (config.sizes.len() * 4 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
+    let total = LATENCY.len() + stream_jobs(config, &base, &base).len() * config.rounds;
     let bar = progress.bar(total as u64, "starting");
     let mut done = 0;
     let mut say = |what: &str| {
@@ -259,6 +260,9 @@ fn ntb_job(leader: &Leader<'_>, job: Job) -> Result<Job, BenchError> {
     })
 }
 
+/// Sizes at which the zero-copy path is measured beside the copying one.
+const GRANT_SIZES: [usize; 2] = [4 << 10, 64 << 10];
+
 /// One throughput measurement: its name, how it works, and the job.
 type StreamJob = (&'static str, &'static str, Job);
 
@@ -281,6 +285,17 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
                 ..job.clone()
             },
         ));
+        if GRANT_SIZES.contains(&size) {
+            streams.push((
+                "ivlink-grant",
+                "ivlink ring, zero-copy: the sender fills each message in place through a write grant, the receiver reads its first and last words in place through a read grant; otherwise as ivlink",
+                Job {
+                    spin: Some(STREAM_SPIN),
+                    grants: true,
+                    ..job.clone()
+                },
+            ));
+        }
         for (name, how, mechanism) in [
             (
                 "memcpy-ring",
@@ -317,6 +332,19 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
             pattern: Pattern::Stream,
             size: 64,
             batch: 1,
+            spin: Some(STREAM_SPIN),
+            ..base.clone()
+        },
+    ));
+    // The latency-sensitive sender: every message published at once with a
+    // release store, the notify flag checked per batch.
+    streams.push((
+        "ivlink-eager",
+        "ivlink ring: publish every message with one release store (publish_quiet), check the notify flag per batch",
+        Job {
+            pattern: Pattern::Stream,
+            size: 64,
+            eager: true,
             spin: Some(STREAM_SPIN),
             ..base.clone()
         },

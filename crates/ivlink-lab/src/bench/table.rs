@@ -12,6 +12,7 @@ impl Report {
         self.write_latency(out)?;
         self.write_throughput(out)?;
         self.write_ntb_window(out)?;
+        self.write_zero_copy(out)?;
         self.write_message_rate(out)?;
         self.write_strategies(out)?;
         self.write_targets(out)
@@ -189,6 +190,43 @@ impl Report {
         Ok(())
     }
 
+    /// Zero-copy grants against copying in and out, where both ran.
+    fn write_zero_copy(&self, out: &mut dyn Write) -> io::Result<()> {
+        let sizes: Vec<usize> = self
+            .sizes()
+            .into_iter()
+            .filter(|&size| self.throughput("ivlink-grant", size).is_some())
+            .collect();
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nZero-copy, GB/s: written and read in place through grants, against copies"
+        )?;
+        writeln!(
+            out,
+            "{:<8} {:>12} {:>12}  {:>8}",
+            "size", "ivlink-grant", "ivlink", "saving"
+        )?;
+        for size in sizes {
+            let cell = |mechanism: &str| {
+                self.throughput(mechanism, size)
+                    .map_or("-".into(), |r| format!("{:.2}", r.gb_per_s()))
+            };
+            writeln!(
+                out,
+                "{:<8} {:>12} {:>12}  {:>8}",
+                format_size(size),
+                cell("ivlink-grant"),
+                cell("ivlink"),
+                self.stream_ratio("ivlink-grant", "ivlink", size)
+                    .map_or("-".into(), |v| format!("{v:.2}x")),
+            )?;
+        }
+        Ok(())
+    }
+
     /// The 64-byte message rate per strategy.
     fn write_message_rate(&self, out: &mut dyn Write) -> io::Result<()> {
         let s = &self.settings;
@@ -199,6 +237,10 @@ impl Report {
                 format!("ivlink, publish per batch of {}", s.batch),
             ),
             ("ivlink-batch1", "ivlink, publish every message".to_owned()),
+            (
+                "ivlink-eager",
+                "ivlink, publish_quiet every message".to_owned(),
+            ),
             (
                 "memcpy-ring",
                 format!("memcpy-ring, publish per batch of {}", s.batch),
