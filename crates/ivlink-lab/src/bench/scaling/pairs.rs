@@ -138,6 +138,8 @@ fn stream_job(config: &ScalingConfig, mechanism: Mechanism, size: usize, yield_s
         leader: 0,
         cpu: None,
         yield_spin,
+        grants: false,
+        eager: false,
         timeout: config.timeout,
     }
 }
