@@ -141,7 +141,10 @@ impl VringLayout {
 
     /// Offset of the used ring from the vring's base.
     pub const fn used_offset(&self) -> usize {
-        (self.avail_offset() + 6 + 2 * self.num as usize).next_multiple_of(self.align)
+        // `align` is a power of two (checked in `new`): a mask, not a division,
+        // on every access to the used ring.
+        let end_of_avail = self.avail_offset() + 6 + 2 * self.num as usize;
+        (end_of_avail + self.align - 1) & !(self.align - 1)
     }
 
     /// Bytes the vring occupies (`vring_size(num, align)`).
