@@ -113,6 +113,70 @@ fn bench_reports_round_trips_as_json() {
     assert_eq!(json["round_trips"], 500);
     assert!(json["round_trips_per_second"].as_f64().unwrap() > 0.0);
     assert!(json["latency_ns"]["p50"].as_f64().unwrap() > 0.0);
+    // The reference line: a plain ring ping-pong in the same run.
+    let reference = &json["reference"];
+    assert_eq!(reference["mechanism"], "memcpy-ring");
+    assert_eq!(reference["round_trips"], 500);
+    assert!(reference["round_trips_per_second"].as_f64().unwrap() > 0.0);
+    let ring_p50 = reference["latency_ns"]["p50"].as_f64().unwrap();
+    assert!(ring_p50 > 0.0);
+    let ratios = json["ratios"].as_array().unwrap();
+    let p50 = ratios
+        .iter()
+        .find(|r| r["metric"] == "round-trip latency p50")
+        .unwrap();
+    assert_eq!(p50["name"], "rpmsg/ring");
+    let expected = json["latency_ns"]["p50"].as_f64().unwrap() / ring_p50;
+    assert!((p50["value"].as_f64().unwrap() - expected).abs() < 1e-9 * expected);
+    assert!(
+        ratios
+            .iter()
+            .any(|r| r["metric"] == "round-trip latency p99")
+    );
+    let target = &json["targets"][0];
+    assert_eq!(target["name"], "rpmsg-vs-ring");
+    assert_eq!(target["measured"], p50["value"]);
+    assert!(target["met"].is_boolean());
+}
+
+#[test]
+fn bench_prints_the_reference_ring_and_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sock");
+    let sock = socket.to_str().unwrap();
+    let _server = server(&socket);
+    let _echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
+    let out = run(&[
+        "rpmsg", "bench", "-S", sock, "--count", "300", "--warmup", "30", "--size", "100",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("300 round trips of 100 bytes in "),
+        "{stdout}"
+    );
+    let reference = lines
+        .iter()
+        .find(|l| l.starts_with("reference (plain memcpy ring ping-pong"))
+        .unwrap_or_else(|| panic!("no reference line: {stdout}"));
+    assert!(reference.contains(" round trips/s, p50 "), "{reference}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("rpmsg/ring: ") && l.contains("x p50")),
+        "{stdout}"
+    );
+    let targets = lines
+        .iter()
+        .position(|l| *l == "Targets (reported, not asserted)")
+        .unwrap_or_else(|| panic!("no targets: {stdout}"));
+    let target = lines[targets + 1];
+    assert!(
+        target.contains("RPMsg round trip within 1.5x of a plain ring ping-pong")
+            && (target.ends_with(" met") || target.ends_with(" NOT met")),
+        "{target}"
+    );
 }
 
 #[test]

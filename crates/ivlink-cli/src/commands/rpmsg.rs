@@ -15,7 +15,8 @@ use ivlink::rpmsg::{
 };
 use ivlink::transport::openamp::{OpenampOptions, OpenampShm};
 use ivlink::{Device, Transport};
-use ivlink_lab::bench::rpmsg_rtt::{self, RttPlan};
+use ivlink_lab::bench::placement;
+use ivlink_lab::bench::rpmsg_rtt::{self, Comparison, RttPlan, RttResult};
 
 use super::printable;
 use crate::grammar::{
@@ -199,6 +200,10 @@ pub struct EchoArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Pin this side to CPU N (give `rpmsg bench` the same as --echo-cpu)
+    #[arg(long, value_name = "N", value_parser = parse_uint::<usize>)]
+    pub cpu: Option<usize>,
+
     /// Link and transport
     #[command(flatten)]
     pub link: LinkArgs,
@@ -207,6 +212,9 @@ pub struct EchoArgs {
 impl EchoArgs {
     /// Echoes until Ctrl-C (or `--count`).
     pub fn run(&self) -> anyhow::Result<()> {
+        if let Some(cpu) = self.cpu {
+            placement::pin(cpu).with_context(|| format!("cannot pin to CPU {cpu}"))?;
+        }
         let device = self.link.open_device(Role::Remote, None)?;
         let mut link = RpmsgLink::open(&*device, &self.link.options(Role::Remote))?;
         let name = self.link.endpoint_name();
@@ -579,14 +587,27 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Pin this side to CPU N
+    #[arg(long, value_name = "N", value_parser = parse_uint::<usize>)]
+    pub cpu: Option<usize>,
+
+    /// The CPU the echo side runs on (`rpmsg echo --cpu N`): the reference ring
+    /// ping-pong's echo thread is pinned there, for the same placement
+    #[arg(long, value_name = "N", value_parser = parse_uint::<usize>)]
+    pub echo_cpu: Option<usize>,
+
     /// Link and transport
     #[command(flatten)]
     pub link: LinkArgs,
 }
 
 impl BenchArgs {
-    /// Measures round trips against a running `ivlink rpmsg echo`.
+    /// Measures round trips against a running `ivlink rpmsg echo`, then the
+    /// reference ring ping-pong with the same payload.
     pub fn run(&self) -> anyhow::Result<()> {
+        if let Some(cpu) = self.cpu {
+            placement::pin(cpu).with_context(|| format!("cannot pin to CPU {cpu}"))?;
+        }
         let mut wait = RemoteWait::new(self.wait);
         let device = self.link.open_device(Role::Host, Some(&mut wait))?;
         let stop = super::stop_flag()?;
@@ -599,37 +620,96 @@ impl BenchArgs {
             count: self.count,
             timeout: self.timeout,
         };
-        let result =
-            rpmsg_rtt::measure(&mut session, &plan, &mut |event| reports.host_link(event))?;
-        let (elapsed, p) = (result.seconds, result.latency_ns);
-        let rate = result.round_trips_per_second;
+        let rpmsg = rpmsg_rtt::measure(&mut session, &plan, &mut |event| reports.host_link(event))?;
+        let ring = rpmsg_rtt::measure_ring(&plan, self.echo_cpu)?;
+        let compared = Comparison { rpmsg, ring };
         if self.json {
-            let value = serde_json::json!({
-                "profile": cli_name(&self.link.profile),
-                "size": self.size,
-                "round_trips": self.count,
-                "seconds": elapsed,
-                "round_trips_per_second": rate,
-                "latency_ns": {
-                    "min": p.min, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max,
-                },
-            });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&self.json_report(&compared))?
+            );
         } else {
-            println!(
-                "{} round trips of {} bytes in {:.3} s: {:.0} round trips/s",
-                self.count, self.size, elapsed, rate
-            );
-            println!(
-                "round-trip latency: min {} p50 {} p99 {} p99.9 {} max {}",
-                micros(p.min),
-                micros(p.p50),
-                micros(p.p99),
-                micros(p.p999),
-                micros(p.max)
-            );
+            self.print_text(&compared);
         }
         Ok(())
+    }
+
+    /// The one JSON object (docs/json.md).
+    fn json_report(&self, compared: &Comparison) -> serde_json::Value {
+        use serde_json::json;
+        let latency = |r: &RttResult| {
+            let p = r.latency_ns;
+            json!({
+                "min": p.min, "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max,
+            })
+        };
+        let rpmsg = &compared.rpmsg;
+        let ring = &compared.ring;
+        let ratios: Vec<_> = compared
+            .ratios()
+            .iter()
+            .map(|(metric, value)| json!({"name": "rpmsg/ring", "metric": metric, "value": value}))
+            .collect();
+        json!({
+            "profile": cli_name(&self.link.profile),
+            "size": self.size,
+            "round_trips": self.count,
+            "seconds": rpmsg.seconds,
+            "round_trips_per_second": rpmsg.round_trips_per_second,
+            "latency_ns": latency(rpmsg),
+            "cpu": self.cpu,
+            "echo_cpu": self.echo_cpu,
+            "reference": {
+                "mechanism": "memcpy-ring",
+                "how": rpmsg_rtt::REFERENCE_HOW,
+                "round_trips": self.count,
+                "seconds": ring.seconds,
+                "round_trips_per_second": ring.round_trips_per_second,
+                "latency_ns": latency(ring),
+            },
+            "ratios": ratios,
+            "targets": [compared.target()],
+        })
+    }
+
+    fn print_text(&self, compared: &Comparison) {
+        let (rpmsg, ring) = (&compared.rpmsg, &compared.ring);
+        let p = rpmsg.latency_ns;
+        println!(
+            "{} round trips of {} bytes in {:.3} s: {:.0} round trips/s",
+            self.count, self.size, rpmsg.seconds, rpmsg.round_trips_per_second
+        );
+        println!(
+            "round-trip latency: min {} p50 {} p99 {} p99.9 {} max {}",
+            micros(p.min),
+            micros(p.p50),
+            micros(p.p99),
+            micros(p.p999),
+            micros(p.max)
+        );
+        let r = ring.latency_ns;
+        println!(
+            "reference ({}{}): {:.0} round trips/s, p50 {} p99 {}",
+            rpmsg_rtt::REFERENCE_HOW,
+            self.echo_cpu
+                .map_or(String::new(), |cpu| format!(", echo thread on CPU {cpu}")),
+            ring.round_trips_per_second,
+            micros(r.p50),
+            micros(r.p99),
+        );
+        let ratios = compared.ratios();
+        println!(
+            "rpmsg/ring: {:.2}x p50, {:.2}x p99, {:.2}x time per round trip",
+            ratios[0].1, ratios[1].1, ratios[2].1
+        );
+        println!("\nTargets (reported, not asserted)");
+        let t = compared.target();
+        println!(
+            "  {:<64} {:<28} {}",
+            t.goal,
+            t.shown,
+            if t.met { "met" } else { "NOT met" }
+        );
     }
 }
 

@@ -79,6 +79,11 @@ pub struct Link {
     queues: Queues,
     endpoints: Endpoints,
     stats: LinkStats,
+    /// Buffers were handed back (exposed) without deciding about the doorbell:
+    /// the next send, poll or arm decides, with one fence for everything since.
+    undecided: bool,
+    /// Some endpoint may still have to be announced (skips the scan per poll).
+    announce_due: bool,
 }
 
 enum Incoming {
@@ -111,6 +116,8 @@ impl Link {
             queues,
             endpoints: Endpoints::new(),
             stats: LinkStats::default(),
+            undecided: false,
+            announce_due: false,
         }
     }
 
@@ -158,6 +165,7 @@ impl Link {
         remote: u32,
     ) -> Result<u32, RpmsgError> {
         let name = Name::new(name).ok_or(RpmsgError::BadName)?;
+        self.announce_due = true;
         self.endpoints
             .create(name, local, remote)
             .map_err(|e| match e {
@@ -249,6 +257,9 @@ impl Link {
         notify: &N,
         buf: &mut [u8],
     ) -> Result<Option<LinkEvent>, RpmsgError> {
+        if self.undecided && self.is_running() {
+            self.flush_notices(region, notify)?;
+        }
         if let Some(event) = self.handshake(region, notify)? {
             return Ok(Some(event));
         }
@@ -257,7 +268,7 @@ impl Link {
         }
         self.announce_pending(region, notify)?;
         loop {
-            match self.receive(region, notify, buf)? {
+            match self.receive(region, buf)? {
                 Incoming::Nothing => return Ok(None),
                 Incoming::Ns(ns) => {
                     if let Some(event) = self.name_service(ns) {
@@ -292,6 +303,11 @@ impl Link {
     ) -> Result<bool, RpmsgError> {
         if !self.is_running() {
             return Ok(false);
+        }
+        if self.undecided {
+            // A buffer handed back still needs its doorbell decision: the poll
+            // that follows makes it, so the other side never waits on a sleeper.
+            return Ok(true);
         }
         Ok(match &mut self.queues {
             Queues::Host { rx, tx, .. } => {
@@ -336,7 +352,7 @@ impl Link {
         let State::Running { word, .. } = self.state else {
             return Ok(true);
         };
-        if self.layout.control.load(region)? != word {
+        if self.undecided || self.layout.control.load(region)? != word {
             return Ok(true);
         }
         Ok(match &self.queues {
@@ -478,6 +494,7 @@ impl Link {
     ) {
         self.state = State::Running { word, up };
         self.endpoints.link_restarted();
+        self.announce_due = true;
         self.kick(region, notify);
     }
 
@@ -540,6 +557,7 @@ impl Link {
                 }
                 self.stats.resets += 1;
                 self.endpoints.link_restarted();
+                self.announce_due = true;
                 Ok(Some(LinkEvent::Reset {
                     lost: 0,
                     cause: ResetCause::PeerRestarted,
@@ -598,6 +616,7 @@ impl Link {
                     avoid: Some(now.generation),
                 };
                 self.endpoints.link_restarted();
+                self.announce_due = true;
             }
         }
         Ok(Some(LinkEvent::Reset { lost, cause }))
@@ -608,6 +627,9 @@ impl Link {
         region: &R,
         notify: &N,
     ) -> Result<(), RpmsgError> {
+        if !self.announce_due {
+            return Ok(());
+        }
         while let Some(ep) = self.endpoints.pending_announcement() {
             let ns = NsMessage {
                 name: ep.name,
@@ -624,6 +646,7 @@ impl Link {
                 Err(e) => return Err(e),
             }
         }
+        self.announce_due = false;
         Ok(())
     }
 
@@ -662,7 +685,7 @@ impl Link {
     ) -> Result<(), RpmsgError> {
         let layout = self.layout;
         let header = Header::new(src, dst, payload.len() as u16).to_bytes();
-        let kick =
+        let exposed =
             match &mut self.queues {
                 Queues::Host { tx, tx_fresh, .. } => {
                     let id = match tx.take_used(region)? {
@@ -677,7 +700,7 @@ impl Link {
                     region.write(offset, &header)?;
                     region.write(offset + HEADER_SIZE, payload)?;
                     tx.post(region, id, layout.address(offset), layout.buf_size, false)?;
-                    tx.publish(region)?
+                    tx.expose(region)?
                 }
                 Queues::Remote { tx, spare, .. } => {
                     let buffer = match spare.take() {
@@ -698,21 +721,40 @@ impl Link {
                     region.write(offset, &header)?;
                     region.write(offset + HEADER_SIZE, payload)?;
                     tx.put_used(region, buffer.id, buffer.len)?;
-                    tx.publish(region)?
+                    tx.expose(region)?
                 }
             };
         self.stats.sent += 1;
-        if kick {
+        self.undecided |= exposed;
+        self.flush_notices(region, notify)
+    }
+
+    /// Decides about the doorbell for everything exposed since the last decision,
+    /// on both vrings (one fence each, none for a vring with nothing new), and
+    /// rings once if the other side asked on either.
+    fn flush_notices<R: Region + ?Sized, N: Notify + ?Sized>(
+        &mut self,
+        region: &R,
+        notify: &N,
+    ) -> Result<(), RpmsgError> {
+        if !self.undecided {
+            return Ok(());
+        }
+        self.undecided = false;
+        let due = match &mut self.queues {
+            Queues::Host { rx, tx, .. } => tx.notify_due(region)? | rx.notify_due(region)?,
+            Queues::Remote { tx, rx, .. } => tx.notify_due(region)? | rx.notify_due(region)?,
+        };
+        if due {
             self.kick(region, notify);
         }
         Ok(())
     }
 
     /// Takes one message off the wire; data goes into `buf`.
-    fn receive<R: Region + ?Sized, N: Notify + ?Sized>(
+    fn receive<R: Region + ?Sized>(
         &mut self,
         region: &R,
-        notify: &N,
         buf: &mut [u8],
     ) -> Result<Incoming, RpmsgError> {
         let layout = self.layout;
@@ -731,7 +773,7 @@ impl Link {
                     layout.buf_size,
                     true,
                 )?;
-                (message, rx.publish(region)?)
+                (message, rx.expose(region)?)
             }
             Queues::Remote { rx, .. } => {
                 let Some(buffer) = rx.take_avail(region)? else {
@@ -740,12 +782,12 @@ impl Link {
                 let offset = layout.translate(buffer.addr, buffer.len)?;
                 let message = read_message(region, offset, buffer.len, buf);
                 rx.put_used(region, buffer.id, buffer.len)?;
-                (message, rx.publish(region)?)
+                (message, rx.expose(region)?)
             }
         };
-        if returned {
-            self.kick(region, notify);
-        }
+        // The buffer is back; whether the other side wants to hear of it is
+        // decided by this side's next send, poll or arm, with one fence for all.
+        self.undecided |= returned;
         let Some((header, len)) = message? else {
             self.stats.bad += 1;
             return Ok(Incoming::Nothing);

@@ -221,6 +221,50 @@ fn senders_run_out_of_buffers_and_recover_them() {
     remote.send(&*region, &bells, r, None, b"z").unwrap();
 }
 
+#[test]
+fn a_returned_buffer_rings_only_when_asked_and_by_the_next_call_at_the_latest() {
+    let (region, bells, layout) = native_region();
+    let mut host = link(Role::Host, layout, None);
+    let mut remote = link(Role::Remote, layout, None);
+    let (h, r) = connect(&region, &bells, &mut host, &mut remote);
+    let mut buf = vec![0u8; 512];
+    // Both sides busy: nobody asked for doorbells, none rings.
+    host.disarm(&*region).unwrap();
+    remote.disarm(&*region).unwrap();
+    let rung = |peer: PeerId| bells.rung[usize::from(peer)].get();
+    let (to_host, to_remote) = (rung(HOST), rung(REMOTE));
+    echo(&region, &bells, &mut host, &mut remote, (h, r), 20);
+    // The host's last poll handed an RX buffer back: deciding is still to do.
+    assert!(host.arm(&*region, true).unwrap(), "decide before sleeping");
+    assert_eq!(host.poll(&*region, &bells, &mut buf).unwrap(), None);
+    assert_eq!((rung(HOST), rung(REMOTE)), (to_host, to_remote));
+
+    // The host waits for space: the remote's next poll hands a TX buffer back and
+    // must ring, though only once it decides (before its next send, poll or arm).
+    // (It says space is there: a TX buffer came back that it has not taken.)
+    assert!(host.arm(&*region, true).unwrap());
+    host.send(&*region, &bells, h, None, b"ping").unwrap();
+    assert!(matches!(
+        remote.poll(&*region, &bells, &mut buf),
+        Ok(Some(LinkEvent::Message { .. }))
+    ));
+    assert!(
+        remote.pending(&*region, false).unwrap(),
+        "an undecided doorbell is work to do"
+    );
+    assert!(
+        remote.arm(&*region, false).unwrap(),
+        "decide before sleeping"
+    );
+    assert_eq!(remote.poll(&*region, &bells, &mut buf).unwrap(), None);
+    assert_eq!(rung(HOST), to_host + 1, "the host asked for space");
+    assert_eq!(rung(REMOTE), to_remote, "the remote asked for nothing");
+    assert!(!remote.pending(&*region, false).unwrap());
+    // Decided once: polling again rings no more.
+    assert_eq!(remote.poll(&*region, &bells, &mut buf).unwrap(), None);
+    assert_eq!(rung(HOST), to_host + 1);
+}
+
 /// After a restart pump: `restarted` saw Up and both sides bound to each other.
 fn assert_rebound(
     (he, re): (&[LinkEvent], &[LinkEvent]),

@@ -19,7 +19,15 @@
 //! Notification suppression follows virtio: the flags (`NO_NOTIFY`,
 //! `NO_INTERRUPT`) by default, or the event indices when both sides negotiated
 //! `VIRTIO_RING_F_EVENT_IDX`. `publish` returns whether the other side asked to be
-//! notified; the caller rings the doorbell only then.
+//! notified; the caller rings the doorbell only then. `publish` is `expose` (the
+//! index store that makes buffers visible) followed by `notify_due` (the fence and
+//! the look at the other side's wish); a caller may split them to decide about
+//! several exposures with one fence, as long as it decides before it waits.
+//!
+//! The driver writes a descriptor only when the table does not hold it already:
+//! a buffer posted again with the same address, length and flags leaves the
+//! descriptor's cache line shared with the device, which reads (and checks) it
+//! without a miss.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -133,7 +141,10 @@ impl VringLayout {
 
     /// Offset of the used ring from the vring's base.
     pub const fn used_offset(&self) -> usize {
-        (self.avail_offset() + 6 + 2 * self.num as usize).next_multiple_of(self.align)
+        // `align` is a power of two (checked in `new`): a mask, not a division,
+        // on every access to the used ring.
+        let end_of_avail = self.avail_offset() + 6 + 2 * self.num as usize;
+        (end_of_avail + self.align - 1) & !(self.align - 1)
     }
 
     /// Bytes the vring occupies (`vring_size(num, align)`).
@@ -305,14 +316,11 @@ impl Vring {
         Ok((id, len))
     }
 
-    /// Publishes this side's index `old -> new` at `idx_at`, then says whether the
-    /// other side asked to hear of it: through its event index at `event_at`, or
+    /// Says whether the other side asked to hear of this side's index moving
+    /// `old -> new` (already stored): through its event index at `event_at`, or
     /// through `suppress` not being set in its flags at `flags_at`.
-    #[allow(clippy::too_many_arguments)]
-    fn publish_index<R: Region + ?Sized>(
-        &self,
+    fn wants_notice<R: Region + ?Sized>(
         region: &R,
-        idx_at: Le16,
         (old, new): (u16, u16),
         event_idx: bool,
         event_at: Le16,
@@ -322,7 +330,6 @@ impl Vring {
         if old == new {
             return Ok(false);
         }
-        idx_at.store(region, new, Ordering::Release)?;
         // Publishing our index and reading the other side's wish must not be
         // reordered.
         region.fence(Ordering::SeqCst);
@@ -427,6 +434,8 @@ pub struct DriverQueue {
     avail_idx: u16,
     /// `avail_idx` as last published.
     published: u16,
+    /// `published` as of the last notification decision.
+    decided: u16,
     last_used: u16,
     with_device: Outstanding,
 }
@@ -448,6 +457,7 @@ impl DriverQueue {
             event_idx,
             avail_idx: 0,
             published: 0,
+            decided: 0,
             last_used: 0,
             with_device: Outstanding::new(),
         }
@@ -492,16 +502,17 @@ impl DriverQueue {
             return Err(VirtqError::Busy(id));
         }
         let flags = if device_writes { DESC_F_WRITE } else { 0 };
-        self.ring.write_descriptor(
-            region,
-            id,
-            Descriptor {
-                addr,
-                len,
-                flags,
-                next: 0,
-            },
-        )?;
+        let desc = Descriptor {
+            addr,
+            len,
+            flags,
+            next: 0,
+        };
+        // A buffer posted again usually finds its descriptor as it left it: then
+        // the line stays shared with the device. The bytes read are only compared.
+        if self.ring.descriptor(region, id)? != desc {
+            self.ring.write_descriptor(region, id, desc)?;
+        }
         let slot = AVAIL_RING
             .of(self.ring.avail())
             .index(self.ring.slot(self.avail_idx), 2);
@@ -512,14 +523,36 @@ impl DriverQueue {
     }
 
     /// Publishes everything posted since the last call; returns whether the device
-    /// asked to be notified (ring its doorbell then).
+    /// asked to be notified (ring its doorbell then). [`expose`](Self::expose)
+    /// then [`notify_due`](Self::notify_due).
     pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let ring = self.ring;
-        let moved = (self.published, self.avail_idx);
+        self.expose(region)?;
+        self.notify_due(region)
+    }
+
+    /// Makes everything posted since the last call visible to the device, without
+    /// deciding about its doorbell: call [`notify_due`](Self::notify_due) before
+    /// waiting. Returns whether anything was new.
+    pub fn expose<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        if self.published == self.avail_idx {
+            return Ok(false);
+        }
+        RING_IDX
+            .of(self.ring.avail())
+            .store(region, self.avail_idx, Ordering::Release)?;
         self.published = self.avail_idx;
-        ring.publish_index(
+        Ok(true)
+    }
+
+    /// Whether the device asked to be notified of what was exposed since the last
+    /// decision: one fence and one look at its flags (or event index) for all of it;
+    /// false without a look when nothing was exposed.
+    pub fn notify_due<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        let ring = self.ring;
+        let moved = (self.decided, self.published);
+        self.decided = self.published;
+        Vring::wants_notice(
             region,
-            RING_IDX.of(ring.avail()),
             moved,
             self.event_idx,
             ring.avail_event_at(),
@@ -607,8 +640,14 @@ pub struct DeviceQueue {
     ring: Vring,
     event_idx: bool,
     last_avail: u16,
+    /// `avail.idx` as last read and validated: entries up to it are taken without
+    /// reading the index (and its cache line) again. A driver never takes back
+    /// what it published, so the value can only be behind, never wrong.
+    avail_seen: u16,
     used_idx: u16,
     published: u16,
+    /// `published` as of the last notification decision.
+    decided: u16,
     held: Outstanding,
 }
 
@@ -619,8 +658,10 @@ impl DeviceQueue {
             ring,
             event_idx,
             last_avail: 0,
+            avail_seen: 0,
             used_idx: 0,
             published: 0,
+            decided: 0,
             held: Outstanding::new(),
         }
     }
@@ -637,7 +678,7 @@ impl DeviceQueue {
 
     /// Whether the driver has posted buffers not taken yet.
     pub fn has_avail<R: Region + ?Sized>(&self, region: &R) -> Result<bool, VirtqError> {
-        Ok(self.ring.avail_idx(region)? != self.last_avail)
+        Ok(self.avail_seen != self.last_avail || self.ring.avail_idx(region)? != self.last_avail)
     }
 
     /// Takes the next posted buffer, if any.
@@ -645,16 +686,21 @@ impl DeviceQueue {
         &mut self,
         region: &R,
     ) -> Result<Option<AvailBuffer>, VirtqError> {
-        let avail_idx = self.ring.avail_idx(region)?;
-        let pending = avail_idx.wrapping_sub(self.last_avail);
-        if pending == 0 {
-            return Ok(None);
+        if self.avail_seen == self.last_avail {
+            let avail_idx = self.ring.avail_idx(region)?;
+            let pending = avail_idx.wrapping_sub(self.last_avail);
+            if pending == 0 {
+                return Ok(None);
+            }
+            if pending > self.ring.num() - self.held.count {
+                return Err(VirtqError::Corrupt(
+                    "available index moved past the ring's free entries",
+                ));
+            }
+            self.avail_seen = avail_idx;
         }
-        if pending > self.ring.num() - self.held.count {
-            return Err(VirtqError::Corrupt(
-                "available index moved past the ring's free entries",
-            ));
-        }
+        // Entries up to `avail_seen` were validated as fitting the free entries
+        // then; each one taken since holds one more buffer, so they still fit.
         let id = self.ring.avail_entry(region, self.last_avail)?;
         if id >= self.ring.num() {
             return Err(VirtqError::Corrupt("available entry names no descriptor"));
@@ -707,14 +753,36 @@ impl DeviceQueue {
     }
 
     /// Publishes everything returned since the last call; returns whether the
-    /// driver asked for an interrupt.
+    /// driver asked for an interrupt. [`expose`](Self::expose) then
+    /// [`notify_due`](Self::notify_due).
     pub fn publish<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let ring = self.ring;
-        let moved = (self.published, self.used_idx);
+        self.expose(region)?;
+        self.notify_due(region)
+    }
+
+    /// Makes everything returned since the last call visible to the driver,
+    /// without deciding about its interrupt: call [`notify_due`](Self::notify_due)
+    /// before waiting. Returns whether anything was new.
+    pub fn expose<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        if self.published == self.used_idx {
+            return Ok(false);
+        }
+        RING_IDX
+            .of(self.ring.used())
+            .store(region, self.used_idx, Ordering::Release)?;
         self.published = self.used_idx;
-        ring.publish_index(
+        Ok(true)
+    }
+
+    /// Whether the driver asked for an interrupt for what was exposed since the
+    /// last decision: one fence and one look at its flags (or event index) for all
+    /// of it; false without a look when nothing was exposed.
+    pub fn notify_due<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
+        let ring = self.ring;
+        let moved = (self.decided, self.published);
+        self.decided = self.published;
+        Vring::wants_notice(
             region,
-            RING_IDX.of(ring.used()),
             moved,
             self.event_idx,
             ring.used_event_at(),

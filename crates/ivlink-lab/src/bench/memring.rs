@@ -19,7 +19,8 @@ use super::BenchError;
 const HEADER: usize = 256;
 const HEAD: usize = 0;
 const TAIL: usize = 128;
-const RECORD_HEADER: usize = 8;
+/// Bytes before each record's payload (its length).
+pub const RECORD_HEADER: usize = 8;
 
 fn record_size(len: usize) -> u64 {
     (RECORD_HEADER + len).next_multiple_of(8) as u64

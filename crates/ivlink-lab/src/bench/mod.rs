@@ -23,7 +23,7 @@ mod export;
 pub mod histogram;
 mod ivlink;
 mod job;
-mod memring;
+pub mod memring;
 mod ntb;
 pub mod placement;
 pub mod report;

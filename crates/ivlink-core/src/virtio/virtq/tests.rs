@@ -100,6 +100,78 @@ fn event_indices_ask_for_one_notification_per_crossing() {
 }
 
 #[test]
+fn a_reposted_descriptor_is_rewritten_only_if_the_table_no_longer_holds_it() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, mut device) = pair(&region, 4, false);
+    for round in 0..3u64 {
+        driver.post(&*region, 1, 0x1000, 512, true).unwrap();
+        driver.publish(&*region).unwrap();
+        let taken = device.take_avail(&*region).unwrap().unwrap();
+        assert_eq!((taken.id, taken.addr, taken.len), (1, 0x1000, 512));
+        assert!(taken.device_writes);
+        device.put_used(&*region, 1, 512).unwrap();
+        device.publish(&*region).unwrap();
+        driver.take_used(&*region).unwrap().unwrap();
+        if round == 1 {
+            // The peer scribbles over the descriptor it gave back: the next
+            // post must not trust the table to still hold it.
+            region.write(16, &[0xEE; 16]).unwrap();
+        }
+    }
+    // A repost with other values (flags too) lands in the table.
+    driver.post(&*region, 1, 0x1200, 256, false).unwrap();
+    assert_eq!(
+        driver.ring().descriptor(&*region, 1).unwrap(),
+        Descriptor {
+            addr: 0x1200,
+            len: 256,
+            flags: 0,
+            next: 0
+        }
+    );
+}
+
+#[test]
+fn exposed_buffers_are_visible_at_once_and_decided_about_once() {
+    for event_idx in [false, true] {
+        let region = HeapRegion::new(1024);
+        let (mut driver, mut device) = pair(&region, 4, event_idx);
+        device.set_notifications(&*region, true).unwrap();
+        assert!(!driver.notify_due(&*region).unwrap(), "nothing exposed");
+        driver.post(&*region, 0, 0, 16, false).unwrap();
+        assert!(driver.expose(&*region).unwrap());
+        assert!(!driver.expose(&*region).unwrap(), "nothing new");
+        driver.post(&*region, 1, 0, 16, false).unwrap();
+        assert!(driver.expose(&*region).unwrap());
+        // The device sees both before any decision was made.
+        assert_eq!(device.take_avail(&*region).unwrap().unwrap().id, 0);
+        assert_eq!(device.take_avail(&*region).unwrap().unwrap().id, 1);
+        // One decision covers both exposures: the flags ask for it; the event
+        // index says the device has caught up already.
+        assert_eq!(driver.notify_due(&*region).unwrap(), !event_idx);
+        assert!(!driver.notify_due(&*region).unwrap(), "decided already");
+
+        // The device's side, with the driver opted out and then in.
+        driver.set_interrupts(&*region, false).unwrap();
+        device.put_used(&*region, 0, 16).unwrap();
+        assert!(device.expose(&*region).unwrap());
+        assert!(driver.has_used(&*region).unwrap());
+        if !event_idx {
+            assert!(!device.notify_due(&*region).unwrap(), "driver opted out");
+        }
+        driver.take_used(&*region).unwrap().unwrap();
+        driver.set_interrupts(&*region, true).unwrap();
+        device.put_used(&*region, 1, 16).unwrap();
+        device.expose(&*region).unwrap();
+        assert!(
+            device.notify_due(&*region).unwrap(),
+            "event_idx {event_idx}"
+        );
+        assert!(!device.notify_due(&*region).unwrap());
+    }
+}
+
+#[test]
 fn a_device_cannot_return_what_it_never_took() {
     let region = HeapRegion::new(1024);
     let (mut driver, device) = pair(&region, 4, false);
