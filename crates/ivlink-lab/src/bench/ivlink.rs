@@ -27,6 +27,16 @@ const STREAM_OFFSET: usize = 64 << 10;
 /// The only vector used.
 const VECTOR: u16 = 0;
 
+/// The byte every streamed payload is made of (both modes).
+pub const STREAM_BYTE: u8 = 0xa5;
+
+/// The bytes a zero-copy consumer reads of a `len`-byte payload: the first
+/// and the last 8 (the whole payload below 8 bytes), as offsets and lengths.
+pub fn checked_ends(len: usize) -> [(usize, usize); 2] {
+    let n = len.min(8);
+    [(0, n), (len - n, n)]
+}
+
 /// Region size for a streaming ring of `ring` bytes (a power of two, as the
 /// server rounds up anyway).
 pub fn region_size(ring: usize) -> u64 {
@@ -80,13 +90,32 @@ struct TxEnd<'a> {
     other: PeerId,
     tx: Producer<'a, RawRegion>,
     waiting: Waiting,
+    /// Zero-copy: fill each payload in place with [`STREAM_BYTE`] through a
+    /// write grant instead of copying `message` in.
+    grant: bool,
     doorbells: u64,
+}
+
+impl TxEnd<'_> {
+    /// Appends one message (in place with a grant); `false` if there is no room.
+    #[inline]
+    fn try_push(&mut self, message: &[u8]) -> Result<bool, BenchError> {
+        if !self.grant {
+            return Ok(self.tx.try_send(message)?);
+        }
+        let Some(mut grant) = self.tx.reserve(message.len())? else {
+            return Ok(false);
+        };
+        grant.fill(0, message.len(), STREAM_BYTE)?;
+        grant.commit()?;
+        Ok(true)
+    }
 }
 
 impl Sink for TxEnd<'_> {
     #[inline]
     fn push(&mut self, message: &[u8]) -> Result<(), BenchError> {
-        while !self.tx.try_send(message)? {
+        while !self.try_push(message)? {
             self.flush()?;
             match &self.waiting.policy {
                 None => self.waiting.spinner.pause("space in the ring")?,
@@ -130,10 +159,37 @@ struct RxEnd<'a> {
     waiting: Waiting,
     release_every: usize,
     unreleased: usize,
+    /// Zero-copy: check each payload's first and last 8 bytes in place
+    /// through a read grant instead of copying it out.
+    grant: bool,
     doorbells: u64,
 }
 
 impl RxEnd<'_> {
+    /// Takes the next message (copied into `buf`, or checked in place with a
+    /// grant) and returns its length; `None` if none is there yet.
+    #[inline]
+    fn try_pull(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BenchError> {
+        if !self.grant {
+            return Ok(self.rx.try_recv(buf)?);
+        }
+        let Some(grant) = self.rx.peek()? else {
+            return Ok(None);
+        };
+        let len = grant.len();
+        let mut word = [0u8; 8];
+        for (offset, n) in checked_ends(len) {
+            grant.read(offset, &mut word[..n])?;
+            if word[..n].iter().any(|&b| b != STREAM_BYTE) {
+                return Err(BenchError::Peer(
+                    "a zero-copy payload was not as written".into(),
+                ));
+            }
+        }
+        grant.release();
+        Ok(Some(len))
+    }
+
     fn release(&mut self) -> Result<(), BenchError> {
         self.unreleased = 0;
         if self.rx.release()? {
@@ -148,7 +204,7 @@ impl Source for RxEnd<'_> {
     #[inline]
     fn pull(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BenchError> {
         loop {
-            if let Some(len) = self.rx.try_recv(buf)? {
+            if let Some(len) = self.try_pull(buf)? {
                 self.waiting.spinner.progress();
                 self.unreleased += 1;
                 if len == 0 || self.unreleased >= self.release_every {
@@ -184,6 +240,7 @@ fn tx_end<'a>(
         other,
         tx: Producer::attach(host.region(), layout)?,
         waiting: Waiting::new(job),
+        grant: job.grant,
         doorbells: 0,
     })
 }
@@ -201,6 +258,7 @@ fn rx_end<'a>(
         waiting: Waiting::new(job),
         release_every: cadence(layout.capacity(), job.size, job.batch),
         unreleased: 0,
+        grant: job.grant,
         doorbells: 0,
     })
 }
@@ -258,7 +316,7 @@ pub fn lead_stream(
         ..*plan
     };
     let started = std::time::Instant::now();
-    let sent = drive::stream(&mut sink, &vec![0xa5; job.size], &plan)?;
+    let sent = drive::stream(&mut sink, &vec![STREAM_BYTE; job.size], &plan)?;
     let done = peer.report()?;
     let seconds = started.elapsed().as_secs_f64();
     peer.exit()?;
@@ -321,5 +379,13 @@ mod tests {
         assert_eq!(cadence(1 << 18, 64 << 10, 16), 1);
         assert_eq!(cadence(1 << 18, 16 << 10, 16), 3);
         assert_eq!(cadence(1 << 18, 64, 0), 1);
+    }
+
+    #[test]
+    fn zero_copy_checks_both_ends_of_a_payload() {
+        assert_eq!(checked_ends(64), [(0, 8), (56, 8)]);
+        assert_eq!(checked_ends(8), [(0, 8), (0, 8)]);
+        assert_eq!(checked_ends(3), [(0, 3), (0, 3)]);
+        assert_eq!(checked_ends(0), [(0, 0), (0, 0)]);
     }
 }

@@ -53,6 +53,10 @@ pub struct Job {
     pub ring: usize,
     /// `None`: busy-poll. `Some(d)`: spin for `d`, then sleep on the doorbell.
     pub spin: Option<Duration>,
+    /// Zero-copy (ivlink streams): the producer fills each payload in place
+    /// through a write grant, the consumer checks its first and last 8 bytes
+    /// in place through a read grant.
+    pub grant: bool,
     /// The ivshmem server socket (ivlink).
     pub socket: Option<PathBuf>,
     /// The leader's peer id (ivlink).
@@ -80,6 +84,7 @@ impl Job {
                     .map_or("busy".into(), |d| d.as_nanos().to_string())
             ),
             format!("leader={}", self.leader),
+            format!("grant={}", u8::from(self.grant)),
             format!("yield={}", u8::from(self.yield_spin)),
             format!("timeout-ms={}", self.timeout.as_millis()),
         ];
@@ -102,6 +107,7 @@ impl Job {
             batch: 1,
             ring: 0,
             spin: None,
+            grant: false,
             socket: None,
             leader: 0,
             cpu: None,
@@ -128,6 +134,7 @@ impl Job {
                 "spin" => job.spin = Some(Duration::from_nanos(number()?)),
                 "leader" => job.leader = u16::try_from(number()?).map_err(|_| bad(arg))?,
                 "yield" => job.yield_spin = number()? != 0,
+                "grant" => job.grant = number()? != 0,
                 "timeout-ms" => job.timeout = Duration::from_millis(number()?),
                 "cpu" => job.cpu = Some(number()? as usize),
                 "socket" => job.socket = Some(PathBuf::from(value)),
@@ -390,6 +397,7 @@ mod tests {
             batch: 16,
             ring: 1 << 18,
             spin: Some(Duration::from_micros(50)),
+            grant: true,
             socket: Some("/tmp/x y/sock".into()),
             leader: 7,
             cpu: Some(1),
@@ -401,6 +409,7 @@ mod tests {
             mechanism: Mechanism::Pipe,
             pattern: Pattern::PingPong,
             spin: None,
+            grant: false,
             socket: None,
             cpu: None,
             ..job

@@ -160,6 +160,7 @@ fn run_pinned(
         batch: config.batch,
         ring: config.ring,
         spin: None,
+        grant: false,
         socket: Some(server.socket_path().to_owned()),
         leader: host.id(),
         cpu: placement.peer_cpu,
@@ -167,7 +168,7 @@ fn run_pinned(
         timeout: config.timeout,
     };
     let total =
-        LATENCY.len() + (config.sizes.len() * 4 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
+        LATENCY.len() + (config.sizes.len() * 5 + 1 + ntb::STREAM_SIZES.len()) * config.rounds;
     let bar = progress.bar(total as u64, "starting");
     let mut done = 0;
     let mut say = |what: &str| {
@@ -278,6 +279,15 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
             "ivlink ring: publish per batch, consumer spins 50 µs then sleeps, doorbell only when asked",
             Job {
                 spin: Some(STREAM_SPIN),
+                ..job.clone()
+            },
+        ));
+        streams.push((
+            "ivlink-grant",
+            "ivlink ring, zero-copy: the producer fills each payload in place through a write grant, the consumer reads its first and last 8 bytes in place through a read grant; publish per batch, consumer spins 50 µs then sleeps",
+            Job {
+                spin: Some(STREAM_SPIN),
+                grant: true,
                 ..job.clone()
             },
         ));
