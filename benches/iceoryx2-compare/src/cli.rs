@@ -67,9 +67,9 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
     pub rounds: Option<u64>,
 
-    /// Message sizes of the throughput runs, comma-separated (suffixes K, M)
-    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,4K")]
-    pub sizes: Vec<usize>,
+    /// Message sizes of the throughput runs, comma-separated (suffixes K, M) [default: `ivlink bench`'s: 64,256,1K,4K,16K,64K; 64,4K,64K with --quick]
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size)]
+    pub sizes: Option<Vec<usize>>,
 
     /// Ping-pong payload in bytes (1 to 1024)
     #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -97,7 +97,7 @@ impl Options {
             payload: self.payload as usize,
             iterations: self.iterations.unwrap_or(defaults.iterations),
             duration: self.duration.unwrap_or(defaults.duration),
-            sizes: self.sizes.clone(),
+            sizes: self.sizes.clone().unwrap_or(defaults.sizes.clone()),
             stream_time: self.stream_time.unwrap_or(defaults.stream_time),
             rounds: self.rounds.map_or(defaults.rounds, |n| n as usize),
             queue_depth: self.queue_depth.map(|n| n as usize),
@@ -150,7 +150,13 @@ mod tests {
         assert!(cli.role.is_none());
         let settings = cli.options.settings();
         assert_eq!(settings, Settings::defaults(false));
-        assert_eq!(settings.sizes, vec![64, 4096]);
+        assert_eq!(
+            settings.sizes,
+            ivlink_lab::bench::BenchConfig::standard().sizes,
+            "the sizes of `ivlink bench`"
+        );
+        let quick = parse(&["--quick"]).options.settings();
+        assert_eq!(quick.sizes, vec![64, 4096, 64 << 10]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use ivlink_lab::bench::report::format_size;
 use ivlink_lab::bench::{Placement, Report};
 
-use crate::iox::Iceoryx2Results;
+use crate::iox::{self, Iceoryx2Results};
 use crate::settings::Settings;
 use crate::{ivlink_side, merge};
 
@@ -28,6 +28,27 @@ impl Unit {
     }
 }
 
+/// How a throughput row's payloads move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The producer copies each message in, the consumer copies it out.
+    Copy,
+    /// The producer writes each payload in place (ivlink's write grant,
+    /// iceoryx2's loan), the consumer checks its first and last 8 bytes in
+    /// place (ivlink's read grant, iceoryx2's received sample).
+    ZeroCopy,
+}
+
+impl Mode {
+    /// The name in the JSON rows: "copy" or "zero-copy".
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Copy => "copy",
+            Mode::ZeroCopy => "zero-copy",
+        }
+    }
+}
+
 /// One figure for both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -35,6 +56,8 @@ pub struct Row {
     pub metric: String,
     /// The unit of both figures.
     pub unit: Unit,
+    /// How the payloads moved (throughput rows).
+    pub mode: Option<Mode>,
     /// ivlink's figure (median round).
     pub ivlink: f64,
     /// iceoryx2's figure (median round).
@@ -140,17 +163,23 @@ fn rows_of(
             format_size(payload)
         ),
         unit: Unit::Nanoseconds,
+        mode: None,
         ivlink,
         iceoryx2,
         spread: None,
     })
     .collect();
-    for theirs in &iceoryx2.throughput {
+    for theirs in iceoryx2
+        .throughput
+        .iter()
+        .filter(|r| r.mechanism == iox::MECHANISM)
+    {
         let size = theirs.size;
-        let ours = ivlink_side::stream(ivlink, size)?;
+        let ours = ivlink_side::stream(ivlink, size, false)?;
         rows.push(Row {
             metric: format!("throughput {}", format_size(size)),
             unit: Unit::MessagesPerSecond { size },
+            mode: Some(Mode::Copy),
             ivlink: ours.messages_per_s(),
             iceoryx2: theirs.messages_per_s(),
             spread: None,
@@ -162,11 +191,28 @@ fn rows_of(
                     format_size(size)
                 ),
                 unit: Unit::MessagesPerSecond { size },
+                mode: Some(Mode::Copy),
                 ivlink: single.messages_per_s(),
                 iceoryx2: theirs.messages_per_s(),
                 spread: None,
             });
         }
+    }
+    for theirs in iceoryx2
+        .throughput
+        .iter()
+        .filter(|r| r.mechanism == iox::MECHANISM_ZERO_COPY)
+    {
+        let size = theirs.size;
+        let ours = ivlink_side::stream(ivlink, size, true)?;
+        rows.push(Row {
+            metric: format!("throughput {}, zero-copy", format_size(size)),
+            unit: Unit::MessagesPerSecond { size },
+            mode: Some(Mode::ZeroCopy),
+            ivlink: ours.messages_per_s(),
+            iceoryx2: theirs.messages_per_s(),
+            spread: None,
+        });
     }
     Ok(rows)
 }
@@ -224,14 +270,21 @@ pub(crate) mod tests {
             ],
             throughput: vec![
                 stream("ivlink", 64, 1e-5),
+                stream("ivlink-grant", 64, 0.5e-5),
                 stream("ivlink", 4096, 1e-4),
+                stream("ivlink-grant", 4096, 0.25e-4),
                 stream("ivlink-batch1", 64, 2e-5),
             ],
             seconds: 1.0,
         };
         let iceoryx2 = Iceoryx2Results {
             latency: latency("iceoryx2", 400),
-            throughput: vec![stream("iceoryx2", 64, 1e-4), stream("iceoryx2", 4096, 2e-4)],
+            throughput: vec![
+                stream("iceoryx2", 64, 1e-4),
+                stream("iceoryx2-zero-copy", 64, 1e-4),
+                stream("iceoryx2", 4096, 2e-4),
+                stream("iceoryx2-zero-copy", 4096, 1e-4),
+            ],
             queue_depths: vec![4096, 64],
             leftovers: Vec::new(),
         };
@@ -257,9 +310,19 @@ pub(crate) mod tests {
                 "throughput 64 B",
                 "throughput 64 B, ivlink publishing every message",
                 "throughput 4 KiB",
+                "throughput 64 B, zero-copy",
+                "throughput 4 KiB, zero-copy",
             ]
         );
         assert!((rows[0].ratio() - 0.25).abs() < 1e-9);
+        assert_eq!(rows[0].mode, None);
+        assert_eq!(rows[5].mode, Some(Mode::Copy));
+        assert!(
+            (rows[6].ratio() - 20.0).abs() < 1e-9,
+            "grant 2x ivlink's copy rate"
+        );
+        assert!((rows[7].ratio() - 4.0).abs() < 1e-9);
+        assert_eq!(rows[7].mode, Some(Mode::ZeroCopy));
         assert!(rows[0].unit.lower_is_better());
         assert!((rows[3].ratio() - 10.0).abs() < 1e-9);
         assert!((rows[4].ratio() - 5.0).abs() < 1e-9);
@@ -286,5 +349,11 @@ pub(crate) mod tests {
         let mut comparison = comparison();
         comparison.ivlink.throughput.retain(|r| r.size != 4096);
         assert!(comparison.rows().is_err());
+        let mut comparison = self::comparison();
+        comparison
+            .ivlink
+            .throughput
+            .retain(|r| r.mechanism != "ivlink-grant");
+        assert!(comparison.rows().is_err(), "no zero-copy stream");
     }
 }

@@ -17,6 +17,8 @@ pub const PEER_SUBCOMMAND: &str = "bench-peer";
 pub const BUSY: &str = "ivlink-busy";
 /// ivlink's streams (publish per batch).
 pub const STREAM: &str = "ivlink";
+/// ivlink's zero-copy streams (write and read grants, publish per batch).
+pub const STREAM_ZERO_COPY: &str = "ivlink-grant";
 /// ivlink's 64-byte stream publishing every message.
 pub const STREAM_EVERY_MESSAGE: &str = "ivlink-batch1";
 /// The plain memcpy ring's busy-poll ping-pong (a floor for any ring).
@@ -50,9 +52,11 @@ pub fn busy_latency(report: &Report) -> anyhow::Result<&LatencyResult> {
         .with_context(|| format!("ivlink bench reported no {BUSY} latency"))
 }
 
-/// ivlink's stream of `size`-byte messages.
-pub fn stream(report: &Report, size: usize) -> anyhow::Result<&ThroughputResult> {
+/// ivlink's stream of `size`-byte messages, copied in and out or (with
+/// `zero_copy`) through grants.
+pub fn stream(report: &Report, size: usize, zero_copy: bool) -> anyhow::Result<&ThroughputResult> {
+    let mechanism = if zero_copy { STREAM_ZERO_COPY } else { STREAM };
     report
-        .throughput(STREAM, size)
-        .with_context(|| format!("ivlink bench reported no {size}-byte stream"))
+        .throughput(mechanism, size)
+        .with_context(|| format!("ivlink bench reported no {size}-byte {mechanism} stream"))
 }

@@ -59,6 +59,7 @@ impl Comparison {
                     "metric": row.metric,
                     "unit": unit,
                     "size": size,
+                    "mode": row.mode.map(|m| m.name()),
                     "ivlink": row.ivlink,
                     "iceoryx2": row.iceoryx2,
                     "ratio": row.ratio(),
@@ -108,7 +109,10 @@ mod tests {
     fn the_json_holds_rows_and_both_sides() {
         let json = comparison().to_json().unwrap();
         let rows = json["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 6);
+        assert_eq!(rows.len(), 8);
+        assert_eq!(rows[0]["mode"], serde_json::Value::Null);
+        assert_eq!(rows[3]["mode"], "copy");
+        assert_eq!(rows[7]["mode"], "zero-copy");
         assert_eq!(rows[0]["unit"], "ns");
         assert_eq!(rows[0]["better"], "lower");
         assert_eq!(rows[0]["ratio"], 0.25);

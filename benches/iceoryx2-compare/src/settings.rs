@@ -76,7 +76,13 @@ impl Settings {
             payload: 64,
             iterations: ivlink.busy_iterations,
             duration: ivlink.latency_time,
-            sizes: vec![64, 4 << 10],
+            // `ivlink bench`'s streaming sizes, so the two reports line up row
+            // for row; a quick run keeps the smallest, a middle and the largest.
+            sizes: if quick {
+                vec![64, 4 << 10, 64 << 10]
+            } else {
+                ivlink.sizes.clone()
+            },
             stream_time: ivlink.stream_time,
             stream_bytes: ivlink.stream_bytes,
             rounds: ivlink.rounds,

@@ -86,7 +86,9 @@ impl Comparison {
         )?;
         writeln!(
             out,
-            "throughput: producer writes each message, consumer copies it out; GB = 10^9 bytes"
+            "throughput: producer writes each message, consumer copies it out; GB = 10^9 bytes\n\
+             zero-copy: producer fills each payload in place (ivlink write grant, iceoryx2 loan), \
+             consumer checks its first and last 8 bytes in place (ivlink read grant, iceoryx2 received sample)"
         )?;
         writeln!(
             out,
@@ -104,10 +106,15 @@ impl Comparison {
             format_size(ivlink.ring),
             ivlink.stream_spin.as_micros()
         )?;
+        writeln!(
+            out,
+            "            zero-copy streams: reserve, fill, commit; peek, check, release (`ivlink-grant`)"
+        )?;
         let depths: Vec<String> = self
             .iceoryx2
             .throughput
             .iter()
+            .filter(|r| r.mechanism == iox::MECHANISM)
             .zip(&self.iceoryx2.queue_depths)
             .map(|(r, depth)| format!("{depth} at {}", format_size(r.size)))
             .collect();
@@ -116,6 +123,10 @@ impl Comparison {
             "  iceoryx2  {}; latency buffer 1; stream buffers {}",
             iox::LATENCY_HOW,
             depths.join(", ")
+        )?;
+        writeln!(
+            out,
+            "            zero-copy streams: loan_slice_uninit, fill in place, send; receive, check in place, drop"
         )?;
         if let Some(floor) = self.ivlink.latency(ivlink_side::MEMCPY_BUSY) {
             writeln!(
@@ -166,6 +177,11 @@ mod tests {
         assert!(text.contains("0.25x lower is better"), "{text}");
         assert!(text.contains("10.00x higher is better"), "{text}");
         assert!(text.contains("throughput 4 KiB"), "{text}");
+        assert!(text.contains("throughput 4 KiB, zero-copy"), "{text}");
+        assert!(
+            text.contains("stream buffers 4096 at 64 B, 64 at 4 KiB\n"),
+            "{text}"
+        );
         assert!(text.contains("none left"), "{text}");
         assert!(text.contains("floor"), "{text}");
     }

@@ -102,7 +102,7 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
 
     let throughput = report["throughput"].as_array().expect("throughput array");
     let sizes = [64, 256, 1024, 4096, 16384, 65536];
-    for mechanism in ["ivlink", "memcpy-ring", "unix", "pipe"] {
+    for mechanism in ["ivlink", "ivlink-grant", "memcpy-ring", "unix", "pipe"] {
         for size in sizes {
             let entry = throughput
                 .iter()

@@ -14,6 +14,7 @@ use super::peer::{Pattern, PeerArgs};
 use super::ports::{self, Ipc, Rx, Service, Tx};
 use super::report::{self, PeerReport};
 use crate::settings::{PingPongPlan, StreamPlan};
+use ivlink_lab::bench::STREAM_BYTE;
 use ivlink_lab::bench::spin::Spinner;
 
 /// Subscriber buffer of the back service (ready, pongs, report).
@@ -118,11 +119,18 @@ impl Session {
         Ok(samples)
     }
 
-    /// Streams messages per `plan`; one loan and send per message.
-    pub fn stream(&mut self, plan: &StreamPlan) -> anyhow::Result<StreamRun> {
-        let mut link = self.start(Pattern::Stream, plan.size, plan.queue_depth)?;
+    /// Streams messages per `plan`; one loan and send per message. With
+    /// `zero_copy`, each message is written in place into its sample and the
+    /// peer checks it in place; otherwise it is copied in and copied out.
+    pub fn stream(&mut self, plan: &StreamPlan, zero_copy: bool) -> anyhow::Result<StreamRun> {
+        let pattern = if zero_copy {
+            Pattern::ZeroCopyStream
+        } else {
+            Pattern::Stream
+        };
+        let mut link = self.start(pattern, plan.size, plan.queue_depth)?;
         let started = Instant::now();
-        let outcome = link.stream(plan, started);
+        let outcome = link.stream(plan, zero_copy, started);
         let sent = outcome.map_err(|e| link.explain(e))?;
         let report = link.end().map_err(|e| link.explain(e))?;
         let seconds = started.elapsed().as_secs_f64();
@@ -185,11 +193,20 @@ impl Link {
     }
 
     /// The stream loop of `ivlink bench`: the messages sent.
-    fn stream(&mut self, plan: &StreamPlan, started: Instant) -> anyhow::Result<u64> {
-        let message = vec![0xa5; plan.size];
+    fn stream(
+        &mut self,
+        plan: &StreamPlan,
+        zero_copy: bool,
+        started: Instant,
+    ) -> anyhow::Result<u64> {
+        let message = vec![STREAM_BYTE; plan.size];
         let mut sent = 0u64;
         while sent < plan.messages {
-            self.tx.send(&message)?;
+            if zero_copy {
+                self.tx.send_in_place(plan.size)?;
+            } else {
+                self.tx.send(&message)?;
+            }
             sent += 1;
             // Reading the clock costs more than a small message: look now and then.
             if sent.is_multiple_of(1024) && started.elapsed() >= plan.time {

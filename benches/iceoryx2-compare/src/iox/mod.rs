@@ -16,11 +16,14 @@ use ivlink_lab::bench::{LatencyResult, Placement, ThroughputResult, placement};
 
 pub use names::ROOT as SERVICE_ROOT;
 
-use crate::settings::Settings;
+use crate::settings::{Settings, StreamPlan};
 use leader::Session;
 
 /// The name of the iceoryx2 rows.
 pub const MECHANISM: &str = "iceoryx2";
+
+/// The name of the iceoryx2 zero-copy stream rows.
+pub const MECHANISM_ZERO_COPY: &str = "iceoryx2-zero-copy";
 
 /// How the latency was measured.
 pub const LATENCY_HOW: &str = "iceoryx2 ipc publish-subscribe of byte slices, one service each way: \
@@ -30,14 +33,19 @@ pub const LATENCY_HOW: &str = "iceoryx2 ipc publish-subscribe of byte slices, on
 pub const STREAM_HOW: &str = "iceoryx2 ipc publish-subscribe: loan, write, send per message \
      (a full subscriber buffer holds the publisher back); the subscriber busy-polls receive()";
 
+/// How the zero-copy throughput was measured.
+pub const ZERO_COPY_HOW: &str = "iceoryx2 ipc publish-subscribe, zero-copy: loan, fill the payload in place, \
+     send per message; the subscriber busy-polls receive() and checks the first and last 8 bytes in place";
+
 /// What iceoryx2 measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Iceoryx2Results {
     /// Busy-poll ping-pong latency.
     pub latency: LatencyResult,
-    /// Streaming throughput per size (median of the rounds).
+    /// Streaming throughput per size (median of the rounds): copied in and
+    /// out ([`MECHANISM`]), then in place ([`MECHANISM_ZERO_COPY`]), per size.
     pub throughput: Vec<ThroughputResult>,
-    /// Subscriber buffer of each stream, in `throughput`'s order.
+    /// Subscriber buffer of the streams of each size, in the sizes' order.
     pub queue_depths: Vec<usize>,
     /// Services and nodes of the run found after it ended (empty when
     /// cleaned up).
@@ -99,18 +107,28 @@ fn measure_all(
         .iter()
         .map(|&size| settings.stream_plan(size))
         .collect();
-    let mut rounds: Vec<Vec<ThroughputResult>> = vec![Vec::new(); plans.len()];
+    let streams: Vec<(&StreamPlan, bool)> = plans
+        .iter()
+        .flat_map(|plan| [(plan, false), (plan, true)])
+        .collect();
+    let mut rounds: Vec<Vec<ThroughputResult>> = vec![Vec::new(); streams.len()];
     for round in 0..settings.rounds {
-        for (plan, runs) in plans.iter().zip(&mut rounds) {
+        for (&(plan, zero_copy), runs) in streams.iter().zip(&mut rounds) {
             progress(&format!(
-                "iceoryx2 throughput: {} B messages, round {}",
+                "iceoryx2 throughput: {} B messages{}, round {}",
                 plan.size,
+                if zero_copy { ", zero-copy" } else { "" },
                 round + 1
             ));
-            let run = session.stream(plan)?;
+            let run = session.stream(plan, zero_copy)?;
+            let (mechanism, how) = if zero_copy {
+                (MECHANISM_ZERO_COPY, ZERO_COPY_HOW)
+            } else {
+                (MECHANISM, STREAM_HOW)
+            };
             runs.push(ThroughputResult {
-                mechanism: MECHANISM,
-                how: STREAM_HOW,
+                mechanism,
+                how,
                 size: plan.size,
                 messages: run.messages,
                 bytes: run.bytes,

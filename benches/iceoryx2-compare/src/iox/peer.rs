@@ -15,8 +15,11 @@ use ivlink_lab::bench::spin::Spinner;
 pub enum Pattern {
     /// The leader sends, the peer echoes; the leader times each round trip.
     PingPong,
-    /// The leader streams messages, the peer counts them.
+    /// The leader streams messages, the peer copies each out and counts them.
     Stream,
+    /// The leader writes each message in place into its loaned sample, the
+    /// peer checks each in place (first and last 8 bytes) and counts them.
+    ZeroCopyStream,
 }
 
 /// The peer's arguments, written by the leader.
@@ -57,6 +60,7 @@ impl PeerArgs {
         let pattern = match self.pattern {
             Pattern::PingPong => "ping-pong",
             Pattern::Stream => "stream",
+            Pattern::ZeroCopyStream => "zero-copy-stream",
         };
         let mut args = vec![
             format!("--pattern={pattern}"),
@@ -93,7 +97,11 @@ pub fn run(args: &PeerArgs) -> anyhow::Result<()> {
     let mut buf = vec![0u8; args.size];
     let mut received = PeerReport::default();
     loop {
-        let len = rx.recv(&mut buf)?;
+        let len = if args.pattern == Pattern::ZeroCopyStream {
+            rx.recv_in_place()?
+        } else {
+            rx.recv(&mut buf)?
+        };
         if len == 0 {
             break;
         }
@@ -136,6 +144,12 @@ mod tests {
         };
         let line = std::iter::once("peer".to_owned()).chain(args.to_args());
         assert_eq!(Wrapper::parse_from(line).peer, args);
+        let zero_copy = PeerArgs {
+            pattern: Pattern::ZeroCopyStream,
+            ..args.clone()
+        };
+        let line = std::iter::once("peer".to_owned()).chain(zero_copy.to_args());
+        assert_eq!(Wrapper::parse_from(line).peer, zero_copy);
         let plain = PeerArgs {
             pattern: Pattern::PingPong,
             cpu: None,

@@ -2,14 +2,19 @@
 //! slices on the `ipc` service type (shared memory between processes), and
 //! the two ends, both busy-polling.
 
-use anyhow::{Context, bail};
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, bail, ensure};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::port::{BackpressureAction, BackpressureInfo, LoanError};
 use iceoryx2::prelude::*;
+use iceoryx2::sample_mut::SampleMut;
+use iceoryx2::sample_mut_uninit::SampleMutUninit;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
 use ivlink_lab::bench::spin::Spinner;
+use ivlink_lab::bench::{STREAM_BYTE, checked_ends};
 
 /// The service type: shared memory between processes.
 pub type Ipc = ipc::Service;
@@ -92,12 +97,11 @@ impl Tx {
         Ok(Tx { publisher, spinner })
     }
 
-    /// Sends one message; waits (inside iceoryx2) while the subscriber's
-    /// buffer is full. An empty message marks the end.
+    /// A sample of `len` bytes; waits while every sample is in flight.
     #[inline]
-    pub fn send(&mut self, message: &[u8]) -> anyhow::Result<()> {
+    fn loan(&mut self, len: usize) -> anyhow::Result<SampleMutUninit<Ipc, [MaybeUninit<u8>], ()>> {
         let sample = loop {
-            match self.publisher.loan_slice_uninit(message.len()) {
+            match self.publisher.loan_slice_uninit(len) {
                 Ok(sample) => break sample,
                 // Every sample is in flight: wait for the subscriber to return one.
                 Err(LoanError::OutOfMemory) => self.spinner.pause("a free iceoryx2 sample")?,
@@ -105,15 +109,38 @@ impl Tx {
             }
         };
         self.spinner.progress();
-        let delivered = sample
-            .write_from_slice(message)
-            .send()
-            .context("sending an iceoryx2 sample")?;
-        if delivered == 0 {
-            bail!("the iceoryx2 sample reached no subscriber");
-        }
-        Ok(())
+        Ok(sample)
     }
+
+    /// Sends one message, copied into a loaned sample; waits (inside
+    /// iceoryx2) while the subscriber's buffer is full. An empty message marks
+    /// the end.
+    #[inline]
+    pub fn send(&mut self, message: &[u8]) -> anyhow::Result<()> {
+        let sample = self.loan(message.len())?;
+        deliver(sample.write_from_slice(message))
+    }
+
+    /// Sends one message of `len` bytes of [`STREAM_BYTE`], written in place
+    /// into the loaned sample (zero-copy: no source buffer).
+    #[inline]
+    pub fn send_in_place(&mut self, len: usize) -> anyhow::Result<()> {
+        let mut sample = self.loan(len)?;
+        sample.payload_mut().fill(MaybeUninit::new(STREAM_BYTE));
+        // SAFETY: the fill above initialised every byte of the payload.
+        let sample = unsafe { sample.assume_init() };
+        deliver(sample)
+    }
+}
+
+/// Sends `sample`; an error if it reached no subscriber.
+#[inline]
+fn deliver(sample: SampleMut<Ipc, [u8], ()>) -> anyhow::Result<()> {
+    let delivered = sample.send().context("sending an iceoryx2 sample")?;
+    if delivered == 0 {
+        bail!("the iceoryx2 sample reached no subscriber");
+    }
+    Ok(())
 }
 
 /// The subscribing end: receives a sample, copies the payload out, and
@@ -153,6 +180,44 @@ impl Rx {
         let copied = payload.len().min(buf.len());
         buf[..copied].copy_from_slice(&payload[..copied]);
         Ok(Some(payload.len()))
+    }
+
+    /// Checks the next message in place, without copying it out: its first
+    /// and last 8 bytes must be [`STREAM_BYTE`] (as ivlink's zero-copy
+    /// consumer checks them). Returns its length, or `None` if nothing has
+    /// arrived.
+    #[inline]
+    pub fn try_check(&mut self) -> anyhow::Result<Option<usize>> {
+        let Some(sample) = self
+            .subscriber
+            .receive()
+            .context("receiving an iceoryx2 sample")?
+        else {
+            return Ok(None);
+        };
+        let payload = sample.payload();
+        for (offset, n) in checked_ends(payload.len()) {
+            ensure!(
+                payload[offset..offset + n]
+                    .iter()
+                    .all(|&b| b == STREAM_BYTE),
+                "a zero-copy payload was not as written"
+            );
+        }
+        Ok(Some(payload.len()))
+    }
+
+    /// Busy-polls for the next message, checked in place (see
+    /// [`try_check`](Self::try_check)).
+    #[inline]
+    pub fn recv_in_place(&mut self) -> anyhow::Result<usize> {
+        loop {
+            if let Some(len) = self.try_check()? {
+                self.spinner.progress();
+                return Ok(len);
+            }
+            self.spinner.pause("an iceoryx2 sample")?;
+        }
     }
 
     /// Busy-polls for the next message (see [`try_recv`](Self::try_recv)).

@@ -27,6 +27,16 @@ const STREAM_OFFSET: usize = 64 << 10;
 /// The only vector used.
 const VECTOR: u16 = 0;
 
+/// The byte every streamed payload is made of (both modes).
+pub const STREAM_BYTE: u8 = 0xa5;
+
+/// The bytes a zero-copy consumer reads of a `len`-byte payload: the first
+/// and the last 8 (the whole payload below 8 bytes), as offsets and lengths.
+pub fn checked_ends(len: usize) -> [(usize, usize); 2] {
+    let n = len.min(8);
+    [(0, n), (len - n, n)]
+}
+
 /// Region size for a streaming ring of `ring` bytes (a power of two, as the
 /// server rounds up anyway).
 pub fn region_size(ring: usize) -> u64 {
@@ -100,7 +110,7 @@ impl TxEnd<'_> {
         };
         // What a zero-copy sender does: produce the bytes where they will be
         // read, with no private buffer to copy from.
-        grant.fill(0, message.len(), message.first().copied().unwrap_or(0))?;
+        grant.fill(0, message.len(), STREAM_BYTE)?;
         grant.commit()?;
         Ok(true)
     }
@@ -162,8 +172,8 @@ pub(super) struct RxEnd<'a> {
 }
 
 impl RxEnd<'_> {
-    /// Takes the next message, in place (reading its first and last words) or
-    /// as a copy into `buf`; its length, or `None` if the ring is empty.
+    /// Takes the next message, in place (checking its first and last 8 bytes)
+    /// or as a copy into `buf`; its length, or `None` if the ring is empty.
     #[inline]
     fn try_take(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BenchError> {
         if !self.grants {
@@ -173,8 +183,14 @@ impl RxEnd<'_> {
             return Ok(None);
         };
         let len = grant.len();
-        if len >= 8 {
-            std::hint::black_box(grant.read_u64_le(0)? ^ grant.read_u64_le(len - 8)?);
+        let mut word = [0u8; 8];
+        for (offset, n) in checked_ends(len) {
+            grant.read(offset, &mut word[..n])?;
+            if word[..n].iter().any(|&b| b != STREAM_BYTE) {
+                return Err(BenchError::Peer(
+                    "a zero-copy payload was not as written".into(),
+                ));
+            }
         }
         grant.release();
         Ok(Some(len))
@@ -307,7 +323,7 @@ pub fn lead_stream(
         ..*plan
     };
     let started = std::time::Instant::now();
-    let sent = drive::stream(&mut sink, &vec![0xa5; job.size], &plan)?;
+    let sent = drive::stream(&mut sink, &vec![STREAM_BYTE; job.size], &plan)?;
     let done = peer.report()?;
     let seconds = started.elapsed().as_secs_f64();
     peer.exit()?;
@@ -370,5 +386,13 @@ mod tests {
         assert_eq!(cadence(1 << 18, 64 << 10, 16), 1);
         assert_eq!(cadence(1 << 18, 16 << 10, 16), 3);
         assert_eq!(cadence(1 << 18, 64, 0), 1);
+    }
+
+    #[test]
+    fn zero_copy_checks_both_ends_of_a_payload() {
+        assert_eq!(checked_ends(64), [(0, 8), (56, 8)]);
+        assert_eq!(checked_ends(8), [(0, 8), (0, 8)]);
+        assert_eq!(checked_ends(3), [(0, 3), (0, 3)]);
+        assert_eq!(checked_ends(0), [(0, 0), (0, 0)]);
     }
 }

@@ -63,9 +63,9 @@ pub struct Job {
     pub yield_spin: bool,
     /// How long a side may wait for the other before giving up.
     pub timeout: Duration,
-    /// Zero-copy (ivlink streams): the sender fills each message in place
-    /// through a write grant, the receiver reads its first and last words in
-    /// place through a read grant, instead of copying in and out.
+    /// Zero-copy (ivlink streams): the sender fills each payload in place
+    /// through a write grant, the receiver checks its first and last 8 bytes
+    /// in place through a read grant, instead of copying in and out.
     pub grants: bool,
     /// Publish every message with one release store (no fence), checking the
     /// "please notify" flag once per batch (ivlink streams).
@@ -416,6 +416,7 @@ mod tests {
             mechanism: Mechanism::Pipe,
             pattern: Pattern::PingPong,
             spin: None,
+            grants: false,
             socket: None,
             cpu: None,
             ..job

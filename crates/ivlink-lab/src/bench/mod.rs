@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use self::ivlink::{STREAM_BYTE, checked_ends};
 use ::ivlink::DeviceError;
 use ::ivlink::server::ServerError;
 use ::ivlink::transport::host::HostPeer;

@@ -260,9 +260,6 @@ fn ntb_job(leader: &Leader<'_>, job: Job) -> Result<Job, BenchError> {
     })
 }
 
-/// Sizes at which the zero-copy path is measured beside the copying one.
-const GRANT_SIZES: [usize; 2] = [4 << 10, 64 << 10];
-
 /// One throughput measurement: its name, how it works, and the job.
 type StreamJob = (&'static str, &'static str, Job);
 
@@ -285,17 +282,15 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
                 ..job.clone()
             },
         ));
-        if GRANT_SIZES.contains(&size) {
-            streams.push((
-                "ivlink-grant",
-                "ivlink ring, zero-copy: the sender fills each message in place through a write grant, the receiver reads its first and last words in place through a read grant; otherwise as ivlink",
-                Job {
-                    spin: Some(STREAM_SPIN),
-                    grants: true,
-                    ..job.clone()
-                },
-            ));
-        }
+        streams.push((
+            "ivlink-grant",
+            "ivlink ring, zero-copy: the producer fills each payload in place through a write grant, the consumer reads its first and last 8 bytes in place through a read grant; publish per batch, consumer spins 50 µs then sleeps",
+            Job {
+                spin: Some(STREAM_SPIN),
+                grants: true,
+                ..job.clone()
+            },
+        ));
         for (name, how, mechanism) in [
             (
                 "memcpy-ring",
