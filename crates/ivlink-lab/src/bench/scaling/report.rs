@@ -53,14 +53,16 @@ impl PairsReport {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<12} {:>6} {:>5} {:>14} {:>10} {:>22} {:>10}",
+            "{:<12} {:>6} {:>5} {:>14} {:>10} {:>17} {:>10} {:>8} {:>10}",
             "mechanism",
             "size",
             "pairs",
             "total M msg/s",
             "total GB/s",
             "per pair M msg/s",
-            "efficiency"
+            "efficiency",
+            "at most",
+            "doorbells"
         )?;
         for row in &self.rows {
             let per_pair: Vec<f64> = row
@@ -205,6 +207,11 @@ mod tests {
         );
         assert!(text.contains("4 KiB"), "{text}");
         assert!(text.contains("50%"), "{text}");
+        // Every column of a row has its heading.
+        let heading = text.lines().find(|l| l.starts_with("mechanism")).unwrap();
+        for column in ["efficiency", "at most", "doorbells"] {
+            assert!(heading.contains(column), "{heading}");
+        }
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["rows"][1]["oversubscribed"], true);
         assert_eq!(json["rows"][2]["per_pair"].as_array().unwrap().len(), 2);
