@@ -299,3 +299,14 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), BenchError> {
         error: e,
     })
 }
+
+/// A private directory for a run's sockets and files, removed when dropped.
+fn private_dir() -> Result<tempfile::TempDir, BenchError> {
+    tempfile::Builder::new()
+        .prefix("ivlink-bench.")
+        .tempdir()
+        .map_err(|e| BenchError::Io {
+            context: "creating a temporary directory",
+            error: e,
+        })
+}

@@ -114,13 +114,7 @@ fn run_pinned(
     progress: &Progress,
     placement: Placement,
 ) -> Result<Report, BenchError> {
-    let dir = tempfile::Builder::new()
-        .prefix("ivlink-bench.")
-        .tempdir()
-        .map_err(|e| BenchError::Io {
-            context: "creating a temporary directory",
-            error: e,
-        })?;
+    let dir = super::private_dir()?;
     let region = ivlink::region_size(config.ring);
     let server = ServerThread::start(ServerConfig {
         socket_path: dir.path().join("ivshmem.sock"),

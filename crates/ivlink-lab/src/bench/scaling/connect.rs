@@ -96,13 +96,7 @@ pub fn measure(
     if let Some(&most) = counts.iter().max() {
         ensure_files(most, vectors)?;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("ivlink-bench.")
-        .tempdir()
-        .map_err(|e| BenchError::Io {
-            context: "creating a temporary directory",
-            error: e,
-        })?;
+    let dir = crate::bench::private_dir()?;
     counts
         .iter()
         .enumerate()

@@ -201,13 +201,7 @@ pub fn run_pairs(config: &ScalingConfig, progress: &Progress) -> Result<PairsRep
     config.validate()?;
     let started = Instant::now();
     let cpus = placement::allowed_cpus()?.len();
-    let dir = tempfile::Builder::new()
-        .prefix("ivlink-bench.")
-        .tempdir()
-        .map_err(|e| BenchError::Io {
-            context: "creating a temporary directory",
-            error: e,
-        })?;
+    let dir = crate::bench::private_dir()?;
     let most = config.pairs.iter().copied().max().unwrap_or(1);
     let ivlink = pairs::IvlinkPairs::start(dir.path(), most, config.ring, config.timeout)?;
     let mut cells: Vec<(&'static str, usize, usize, Vec<PairsRun>)> = Vec::new();
