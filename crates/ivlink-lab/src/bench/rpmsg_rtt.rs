@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::BenchError;
 use super::histogram::{Histogram, Percentiles};
-use super::memring::{self, MemRing};
+use super::memring::{self, MemConsumer, MemProducer, MemRing};
 use super::report::{Target, format_ns};
 use super::spin::Spinner;
 
@@ -159,20 +159,38 @@ fn ring_echo(
     let (mut rx, mut tx) = (ring.consumer(0), ring.producer(1));
     let mut buf = vec![0u8; size];
     for _ in 0..total {
-        let len = loop {
-            if let Some(len) = rx.try_recv(&mut buf) {
-                break len;
-            }
-            spinner.pause("the reference ring's ping")?;
-        };
-        rx.release();
-        spinner.progress();
-        while !tx.try_send(&buf[..len.min(size)]) {
-            spinner.pause("space in the reference ring")?;
-        }
-        tx.publish();
+        let len = take(&mut rx, &mut buf, spinner, "the reference ring's ping")?;
+        put(&mut tx, &buf[..len.min(size)], spinner)?;
     }
     Ok(())
+}
+
+/// Sends and publishes one message, spinning while the ring is full.
+fn put(tx: &mut MemProducer<'_>, message: &[u8], spinner: &mut Spinner) -> Result<(), RttError> {
+    while !tx.try_send(message) {
+        spinner.pause("space in the reference ring")?;
+    }
+    tx.publish();
+    Ok(())
+}
+
+/// Receives and releases one message into `buf`, spinning while there is none
+/// (`what` names it in a stall); its length.
+fn take(
+    rx: &mut MemConsumer<'_>,
+    buf: &mut [u8],
+    spinner: &mut Spinner,
+    what: &'static str,
+) -> Result<usize, RttError> {
+    let len = loop {
+        if let Some(len) = rx.try_recv(buf) {
+            break len;
+        }
+        spinner.pause(what)?;
+    };
+    rx.release();
+    spinner.progress();
+    Ok(len)
 }
 
 /// The measuring side: `plan.warmup + plan.count` round trips, each checked.
@@ -187,18 +205,8 @@ fn ring_ping(ring: &MemRing, plan: &RttPlan, spinner: &mut Spinner) -> Result<Rt
             measuring_since = Instant::now();
         }
         let t0 = Instant::now();
-        while !tx.try_send(&data) {
-            spinner.pause("space in the reference ring")?;
-        }
-        tx.publish();
-        let len = loop {
-            if let Some(len) = rx.try_recv(&mut back) {
-                break len;
-            }
-            spinner.pause("the reference ring's echo")?;
-        };
-        rx.release();
-        spinner.progress();
+        put(&mut tx, &data, spinner)?;
+        let len = take(&mut rx, &mut back, spinner, "the reference ring's echo")?;
         if len != data.len() || back != data {
             return Err(RttError::Mismatch);
         }
