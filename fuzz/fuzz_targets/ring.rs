@@ -1,7 +1,8 @@
 //! Fuzzes a message ring with a hostile peer.
 //!
 //! A producer and a consumer attach to a 128-byte ring. The input is a stream
-//! of operations: sends, publishes, receives, releases, sleep handshakes, and
+//! of operations: sends, publishes, receives, releases, sleep handshakes, sends
+//! and receives in place through grants (a reserve also dropped uncommitted), and
 //! hostile writes of any word into the ring's header or data. Nothing may panic,
 //! every message received must fit the ring, and while no hostile write has
 //! happened the messages must come out exactly as they went in.
@@ -77,11 +78,46 @@ fuzz_target!(|data: &[u8]| {
                     .prepare_sleep(usize::from(code >> 3))
                     .and_then(|_| tx.finish_sleep());
             }
-            5 => {
-                let _ = tx.free();
-                let _ = rx.has_data();
-                let _ = layout.snapshot(&*region).map(|s| s.fill());
-            }
+            5 => match (code >> 3) % 4 {
+                0 => {
+                    let _ = tx.free();
+                    let _ = rx.has_data();
+                    let _ = layout.snapshot(&*region).map(|s| s.fill());
+                }
+                // A message written in place through a grant, the same bytes a
+                // copy would have sent.
+                1 => {
+                    let len = usize::from(code >> 5) * 20 % (CAPACITY + 8);
+                    let message: Vec<u8> = (0..len).map(|i| (i as u8) ^ code).collect();
+                    if let Ok(Some(mut grant)) = tx.reserve(len) {
+                        if grant.write(0, &message).is_ok() && grant.commit().is_ok() {
+                            sent.push_back(message);
+                            unpublished += 1;
+                        }
+                    }
+                }
+                // A reserve dropped without a commit leaves nothing behind.
+                2 => {
+                    let _ = tx.reserve(usize::from(code >> 5) * 12);
+                }
+                // A message read in place through a grant.
+                _ => match rx.peek() {
+                    Ok(Some(grant)) => {
+                        let len = grant.len();
+                        assert!(len <= layout.max_message());
+                        let read = grant.read(0, &mut buf[..len]);
+                        assert!(grant.read(len, &mut [0u8]).is_err(), "a read past the grant");
+                        grant.release();
+                        if !hostile {
+                            read.expect("a validated record reads in place");
+                            let expected = published.pop_front().expect("a published message");
+                            assert_eq!(&buf[..len], &expected[..]);
+                        }
+                    }
+                    Ok(None) => assert!(hostile || published.is_empty()),
+                    Err(e) => assert!(hostile, "{e}"),
+                },
+            },
             _ => {
                 // A hostile write: offset and 8 bytes from the input.
                 if input.len() < 9 {

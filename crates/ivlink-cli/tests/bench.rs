@@ -168,12 +168,17 @@ fn quick_json_reports_every_mechanism_with_ratios_and_targets() {
     }
 
     let targets = report["targets"].as_array().expect("targets array");
-    assert_eq!(targets.len(), 6);
-    assert!(
-        targets
-            .iter()
-            .any(|t| t["name"] == "ntb-doorbell-vs-eventfd")
-    );
+    assert_eq!(targets.len(), 8);
+    for name in [
+        "ntb-doorbell-vs-eventfd",
+        "64-byte-rate-vs-memcpy-ring",
+        "stream-every-size-vs-memcpy-ring",
+    ] {
+        assert!(
+            targets.iter().any(|t| t["name"] == name),
+            "no target {name}"
+        );
+    }
     for target in targets {
         positive(&target["measured"], "target measurement");
         assert!(target["met"].is_boolean(), "{target}");
