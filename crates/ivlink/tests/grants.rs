@@ -5,17 +5,18 @@
 
 use std::io::{ErrorKind, Write};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use ivlink::channel::{Channel, ChannelError};
 use ivlink::server::ServerThread;
-use ivlink::shm::ShmBacking;
 use ivlink::stream::Stream;
-use ivlink::transport::host::{HostConfig, HostPeer};
+use ivlink::transport::host::HostPeer;
 use ivlink::wait::SpinThenSleep;
-use ivlink::{Device, Region, ServerConfig};
+use ivlink::{Device, Region};
 use ivlink_core::channel::{ChannelLayout, ChannelShape};
 use ivlink_core::ring::{self, RingError};
+
+mod common;
+use common::TIMEOUT;
 
 const OFFSET: usize = 1 << 16;
 const SHAPE: ChannelShape = ChannelShape {
@@ -23,20 +24,10 @@ const SHAPE: ChannelShape = ChannelShape {
     ring_capacity: 1 << 17,
     vector: 1,
 };
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn setup() -> (tempfile::TempDir, ServerThread, HostPeer, HostPeer) {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerThread::start(ServerConfig {
-        socket_path: dir.path().join("sock"),
-        shm: ShmBacking::Memfd,
-        size: 1 << 20,
-        vectors: 2,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let a = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
-    let b = HostPeer::connect(&HostConfig::new(server.socket_path())).unwrap();
+    let (server, a, b) = common::two_host_peers(&dir, 2);
     (dir, server, a, b)
 }
 
