@@ -85,6 +85,22 @@ pub fn measure(
         return Err(RttError::NoRoundTrips);
     }
     let data: Vec<u8> = (0..plan.size).map(|i| i as u8).collect();
+    timed(plan, || {
+        match session.round_trip(&data, plan.timeout, on_event)? {
+            Outcome::Echoed => Ok(()),
+            Outcome::Mismatch => Err(RttError::Mismatch),
+            Outcome::Lost => Err(RttError::Reset),
+            Outcome::TimedOut => Err(RttError::TimedOut),
+        }
+    })
+}
+
+/// Runs `plan.warmup + plan.count` round trips of `round_trip`, timing each one
+/// after the warm-up.
+fn timed(
+    plan: &RttPlan,
+    mut round_trip: impl FnMut() -> Result<(), RttError>,
+) -> Result<RttResult, RttError> {
     let mut samples = Vec::with_capacity(plan.count as usize);
     let mut measuring_since = Instant::now();
     for i in 0..plan.warmup + plan.count {
@@ -92,12 +108,7 @@ pub fn measure(
             measuring_since = Instant::now();
         }
         let t0 = Instant::now();
-        match session.round_trip(&data, plan.timeout, on_event)? {
-            Outcome::Echoed => {}
-            Outcome::Mismatch => return Err(RttError::Mismatch),
-            Outcome::Lost => return Err(RttError::Reset),
-            Outcome::TimedOut => return Err(RttError::TimedOut),
-        }
+        round_trip()?;
         if i >= plan.warmup {
             samples.push(t0.elapsed().as_nanos() as u64);
         }
@@ -198,23 +209,14 @@ fn ring_ping(ring: &MemRing, plan: &RttPlan, spinner: &mut Spinner) -> Result<Rt
     let (mut tx, mut rx) = (ring.producer(0), ring.consumer(1));
     let data: Vec<u8> = (0..plan.size).map(|i| i as u8).collect();
     let mut back = vec![0u8; plan.size];
-    let mut samples = Vec::with_capacity(plan.count as usize);
-    let mut measuring_since = Instant::now();
-    for i in 0..plan.warmup + plan.count {
-        if i == plan.warmup {
-            measuring_since = Instant::now();
-        }
-        let t0 = Instant::now();
+    timed(plan, || {
         put(&mut tx, &data, spinner)?;
         let len = take(&mut rx, &mut back, spinner, "the reference ring's echo")?;
         if len != data.len() || back != data {
             return Err(RttError::Mismatch);
         }
-        if i >= plan.warmup {
-            samples.push(t0.elapsed().as_nanos() as u64);
-        }
-    }
-    finish(plan, measuring_since, samples)
+        Ok(())
+    })
 }
 
 fn finish(plan: &RttPlan, since: Instant, samples: Vec<u64>) -> Result<RttResult, RttError> {

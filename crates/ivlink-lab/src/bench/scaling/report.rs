@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::{ConnectReport, PairsReport};
+use crate::bench::report::format_size;
 
 impl PairsReport {
     /// One JSON object on one line (keys in docs/json.md).
@@ -82,7 +83,7 @@ impl PairsReport {
                 out,
                 "{:<12} {:>6} {:>5} {:>14.2} {:>10.2} {:>17} {:>9.0}% {:>7.0}% {:>10}{}",
                 row.mechanism,
-                size_label(row.size_bytes),
+                format_size(row.size_bytes),
                 row.pairs,
                 row.messages_per_s / 1e6,
                 row.gb_per_s,
@@ -139,14 +140,6 @@ impl ConnectReport {
         }
         writeln!(out)?;
         writeln!(out, "curve: {}", self.curve)
-    }
-}
-
-fn size_label(bytes: usize) -> String {
-    match bytes {
-        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
-        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
-        b => format!("{b} B"),
     }
 }
 
