@@ -1,6 +1,7 @@
 //! Instructions per message of the ring's hot path, for `valgrind --tool=callgrind`.
 //!
-//! Sends and receives `N` 64-byte messages in batches of 16 through a ring on a
+//! Sends and receives `N` messages of SIZE bytes (the argument; 64 unless
+//! given) in batches of 16 through a ring on a
 //! heap region (the same `RawRegion` accessors as a mapped region), and through a
 //! plain memcpy ring with no checks for reference. Each phase runs in its own
 //! `#[inline(never)]` function, so `callgrind_annotate --inclusive=yes` gives the
@@ -8,7 +9,7 @@
 //!
 //! ```text
 //! cargo build --release -p ivlink-core --features alloc --example ring_cost
-//! valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/examples/ring_cost
+//! valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/examples/ring_cost [SIZE]
 //! callgrind_annotate --inclusive=yes cg.out | grep ring_cost::
 //! ```
 
@@ -20,9 +21,11 @@ use ivlink_core::{HeapRegion, Region};
 
 /// Messages per phase.
 const N: usize = 1 << 16;
-const SIZE: usize = 64;
+/// The largest message the example sends.
+const MAX_SIZE: usize = 4096;
 const BATCH: usize = 16;
-const CAPACITY: usize = 1 << 14;
+/// Room for a batch of the largest messages.
+const CAPACITY: usize = 1 << 17;
 
 #[inline(never)]
 fn ivlink_send(tx: &mut Producer<'_, ivlink_core::RawRegion>, message: &[u8]) {
@@ -52,17 +55,17 @@ fn ivlink_send_quiet(tx: &mut Producer<'_, ivlink_core::RawRegion>, message: &[u
 #[inline(never)]
 fn ivlink_recv(rx: &mut Consumer<'_, ivlink_core::RawRegion>, buf: &mut [u8]) {
     for _ in 0..BATCH {
-        assert_eq!(rx.try_recv(black_box(&mut *buf)).unwrap(), Some(SIZE));
+        assert_eq!(rx.try_recv(black_box(&mut *buf)).unwrap(), Some(buf.len()));
     }
     rx.release().unwrap();
 }
 
 /// Zero-copy: fill each message in place through a grant.
 #[inline(never)]
-fn ivlink_send_grant(tx: &mut Producer<'_, ivlink_core::RawRegion>) {
+fn ivlink_send_grant(tx: &mut Producer<'_, ivlink_core::RawRegion>, size: usize) {
     for _ in 0..BATCH {
-        let mut grant = tx.reserve(black_box(SIZE)).unwrap().unwrap();
-        grant.fill(0, SIZE, 0x5a).unwrap();
+        let mut grant = tx.reserve(black_box(size)).unwrap().unwrap();
+        grant.fill(0, size, 0x5a).unwrap();
         grant.commit().unwrap();
     }
     tx.publish().unwrap();
@@ -169,14 +172,19 @@ fn plain_send(tx: &mut PlainTx<'_>, message: &[u8]) {
 #[inline(never)]
 fn plain_recv(rx: &mut PlainRx<'_>, buf: &mut [u8]) {
     for _ in 0..BATCH {
-        assert_eq!(rx.try_recv(black_box(&mut *buf)), Some(SIZE));
+        assert_eq!(rx.try_recv(black_box(&mut *buf)), Some(buf.len()));
     }
     rx.ring.tail_word.store(rx.tail, Ordering::Release);
 }
 
 fn main() {
-    let message = [0x5au8; SIZE];
-    let mut buf = [0u8; 256];
+    let usage = "usage: ring_cost [SIZE], SIZE 8..=4096";
+    let size: usize = std::env::args()
+        .nth(1)
+        .map_or(64, |a| a.parse().expect(usage));
+    assert!((8..=MAX_SIZE).contains(&size), "{usage}");
+    let message = vec![0x5au8; size];
+    let mut buf = vec![0u8; size];
 
     let region = HeapRegion::new(RingLayout::section_size(CAPACITY));
     let layout = RingLayout::new(region.len(), 0, RingLayout::section_size(CAPACITY)).unwrap();
@@ -198,7 +206,7 @@ fn main() {
     }
 
     for _ in 0..N / BATCH {
-        ivlink_send_grant(&mut tx);
+        ivlink_send_grant(&mut tx, size);
         ivlink_recv_grant(&mut rx);
     }
 
@@ -221,5 +229,5 @@ fn main() {
         plain_send(&mut ptx, &message);
         plain_recv(&mut prx, &mut buf);
     }
-    println!("{N} messages of {SIZE} bytes per phase, batches of {BATCH}");
+    println!("{N} messages of {size} bytes per phase, batches of {BATCH}");
 }

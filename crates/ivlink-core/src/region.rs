@@ -697,15 +697,17 @@ mod tests {
         }
     }
 
-    /// Every copy strategy (words, wide chunks, string moves) at its edges.
+    /// Every copy strategy (words, wide blocks with overlapping ends, string moves)
+    /// at its edges, and every length where the wide copy's pieces change.
     #[test]
     #[cfg_attr(miri, ignore)] // Miri runs the word paths only, which the test above covers
     fn long_copies_touch_exactly_their_bytes_at_every_strategy() {
         let region = HeapRegion::new(3 * 4096 + 64);
         let pattern: alloc::vec::Vec<u8> =
             (0..2 * 4096 + 200).map(|i| (i % 251) as u8 + 1).collect();
-        for len in [127, 128, 129, 255, 1000, 4095, 4096, 4097, 2 * 4096 + 100] {
-            for offset in [0, 1, 7, 8, 15, 31, 33] {
+        let lens = (120..=420).chain([1000, 4095, 4096, 4097, 2 * 4096 + 100]);
+        for len in lens {
+            for offset in [0, 1, 7, 8, 15, 24, 31, 33] {
                 region.fill(0, region.len(), 0xAA).unwrap();
                 region.write(offset, &pattern[..len]).unwrap();
                 let mut back = alloc::vec![0u8; len + 2];
@@ -731,7 +733,7 @@ mod tests {
         let region = HeapRegion::new(256);
         let pattern: alloc::vec::Vec<u8> = (1..=200).collect();
         for offset in [0, 8, 16, 40] {
-            for len in (0..=20).chain([127, 128, 129, 135, 136, 170]) {
+            for len in (0..=20).chain([127, 128, 129, 135, 136, 170, 200]) {
                 region.fill(0, 256, 0xAA).unwrap();
                 region
                     .write_record(offset, 0x1122_3344_5566_7788, &pattern[..len])

@@ -1,18 +1,20 @@
 //! Volatile word copies between private memory and the region.
 //!
 //! Not `memcpy`: peers write the region at any time, and the compiler may split,
-//! merge, repeat or elide plain accesses to memory it believes it owns. Here each
-//! byte of the region is read or written exactly once, by a volatile access of an
-//! aligned chunk, like `vm-memory`'s `copy_slice`: bytes up to word alignment, words
-//! up to chunk alignment, whole chunks, then words and bytes at the end. A racing
-//! write by a peer then shows up as some mix of old and new chunks, which callers
-//! validate like any other hostile input.
+//! merge, repeat or elide plain accesses to memory it believes it owns. Here the
+//! region is only touched by accesses the compiler must emit as written: volatile
+//! accesses of aligned words, or moves in inline assembly. A racing write by a
+//! peer then shows up as some mix of old and new bytes, which callers validate
+//! like any other hostile input.
 //!
-//! A chunk is 32 bytes (an AVX2 register) on x86-64 CPUs that have AVX2, found
-//! once at run time, and 16 bytes (SSE2) on the others: wide volatile moves come
-//! close to `memcpy` where word moves lose a fifth of its speed. Copies of 4 KiB
-//! and more are one `rep movsb` on x86-64, which moves whole cache lines the way
-//! `memcpy` does for large sizes. Elsewhere a chunk is a machine word.
+//! Short copies are words: bytes up to word alignment, words, bytes at the end,
+//! like `vm-memory`'s `copy_slice`. On x86-64 CPUs with AVX2 (found once at run
+//! time) copies from 128 bytes to 4 KiB are unaligned 32-byte moves whose first
+//! and last overlap their neighbours, the way `memcpy` copies these sizes (see
+//! `avx2::moves`); an overlap moves some bytes twice, which a racing peer cannot
+//! tell from a slower copy. Copies of 4 KiB and more are one `rep movsb`, which
+//! moves whole cache lines the way `memcpy` does for large sizes. Elsewhere long
+//! copies are aligned 16-byte (SSE2) or word chunks.
 
 use core::ptr;
 
@@ -361,7 +363,10 @@ unsafe fn fill_region_in<C>(dst: *mut u8, len: usize, value: u8) {
 /// The 32-byte copies, compiled for AVX2 and used only where the CPU has it.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 mod avx2 {
-    use core::arch::x86_64::{__cpuid, __cpuid_count, __m256i, _xgetbv};
+    use core::arch::asm;
+    use core::arch::x86_64::{
+        __cpuid, __cpuid_count, __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _xgetbv,
+    };
     use core::sync::atomic::{AtomicU8, Ordering};
 
     const UNKNOWN: u8 = 0;
@@ -405,20 +410,173 @@ mod avx2 {
         unsafe { _xgetbv(0) }
     }
 
-    /// # Safety
-    /// As `super::from_region`, and the CPU has AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn from_region(src: *const u8, dst: &mut [u8]) {
-        // SAFETY: the caller's contract.
-        unsafe { super::from_region_in::<__m256i>(src, dst) }
+    /// Bytes per unrolled step: four 32-byte moves.
+    const BLOCK: usize = 128;
+    const _: () = assert!(super::SHORT >= BLOCK, "every long copy holds a block");
+
+    /// Calls `move32` and `block` with the offsets of the 32-byte move and the
+    /// 128-byte blocks that cover `len` bytes (at least [`BLOCK`]) at `region` (the
+    /// region side's address): one unaligned move at 0, aligned blocks from the
+    /// next 32-byte boundary on (no load or store splits a cache line), and an
+    /// unaligned last block that ends at `len`. No alignment pieces and no loop of
+    /// leftovers: about the instructions `memcpy` spends at these sizes. The
+    /// overlaps move some bytes twice: a write stores the same value again, and a
+    /// read keeps the second value it saw, as good as any a racing peer could leave.
+    #[inline(always)]
+    fn moves(
+        region: usize,
+        len: usize,
+        mut move32: impl FnMut(usize),
+        mut block: impl FnMut(usize),
+    ) {
+        move32(0);
+        let start = 32 - region % 32;
+        let blocks = (len - start) / BLOCK;
+        for i in 0..blocks {
+            block(start + i * BLOCK);
+        }
+        if start + blocks * BLOCK < len {
+            block(len - BLOCK);
+        }
     }
 
+    /// Copies `dst.len()` (at least [`BLOCK`]) bytes of the region at `src` into
+    /// `dst` (see [`moves`]).
+    ///
     /// # Safety
-    /// As `super::to_region`, and the CPU has AVX2.
+    /// As `super::from_region`, `dst.len() >= BLOCK`, and the CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn from_region(src: *const u8, dst: &mut [u8]) {
+        let out = dst.as_mut_ptr().cast::<__m256i>();
+        // In each closure: `moves` hands out moves inside `0..dst.len()`, which the
+        // caller's contract makes valid on both sides; `dst` is private memory.
+        let block = |at: usize| {
+            // SAFETY: see above.
+            unsafe {
+                let [a, b, c, d] = load4(src.add(at));
+                _mm256_storeu_si256(out.byte_add(at), a);
+                _mm256_storeu_si256(out.byte_add(at + 32), b);
+                _mm256_storeu_si256(out.byte_add(at + 64), c);
+                _mm256_storeu_si256(out.byte_add(at + 96), d);
+            }
+        };
+        // SAFETY: see above.
+        let move32 =
+            |at: usize| unsafe { _mm256_storeu_si256(out.byte_add(at), load(src.add(at))) };
+        moves(src as usize, dst.len(), move32, block);
+    }
+
+    /// Copies `data` (at least [`BLOCK`] bytes) into the region at `dst` (see
+    /// [`moves`]).
+    ///
+    /// # Safety
+    /// As `super::to_region`, `data.len() >= BLOCK`, and the CPU has AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn to_region(data: &[u8], dst: *mut u8) {
+        let src = data.as_ptr().cast::<__m256i>();
+        // In each closure: as in `from_region`, with the roles swapped.
+        let block = |at: usize| {
+            // SAFETY: see above.
+            unsafe {
+                let v = [0, 32, 64, 96].map(|i| _mm256_loadu_si256(src.byte_add(at + i)));
+                store4(dst.add(at), v);
+            }
+        };
+        // SAFETY: see above.
+        let move32 =
+            |at: usize| unsafe { store(dst.add(at), _mm256_loadu_si256(src.byte_add(at))) };
+        moves(dst as usize, data.len(), move32, block);
+    }
+
+    /// Four 32-byte loads from the region at `src`, any alignment, in one
+    /// assembly block (one address register for all four).
+    ///
+    /// # Safety
+    /// `src..src + 128` valid for reads; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn load4(src: *const u8) -> [__m256i; 4] {
+        let (a, b, c, d): (__m256i, __m256i, __m256i, __m256i);
         // SAFETY: the caller's contract.
-        unsafe { super::to_region_in::<__m256i>(data, dst) }
+        unsafe {
+            asm!(
+                "vmovdqu {a}, ymmword ptr [{src}]",
+                "vmovdqu {b}, ymmword ptr [{src} + 32]",
+                "vmovdqu {c}, ymmword ptr [{src} + 64]",
+                "vmovdqu {d}, ymmword ptr [{src} + 96]",
+                src = in(reg) src,
+                a = out(ymm_reg) a,
+                b = out(ymm_reg) b,
+                c = out(ymm_reg) c,
+                d = out(ymm_reg) d,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        [a, b, c, d]
+    }
+
+    /// Four 32-byte stores to the region at `dst`, any alignment (see [`load4`]).
+    ///
+    /// # Safety
+    /// `dst..dst + 128` valid for writes; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn store4(dst: *mut u8, [a, b, c, d]: [__m256i; 4]) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "vmovdqu ymmword ptr [{dst}], {a}",
+                "vmovdqu ymmword ptr [{dst} + 32], {b}",
+                "vmovdqu ymmword ptr [{dst} + 64], {c}",
+                "vmovdqu ymmword ptr [{dst} + 96], {d}",
+                dst = in(reg) dst,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                c = in(ymm_reg) c,
+                d = in(ymm_reg) d,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// One 32-byte load from the region at `src`, any alignment. Inline assembly
+    /// (not `read_volatile`, which needs alignment): the compiler can neither
+    /// split, repeat nor elide it.
+    ///
+    /// # Safety
+    /// `src..src + 32` valid for reads; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn load(src: *const u8) -> __m256i {
+        let value: __m256i;
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "vmovdqu {value}, ymmword ptr [{src}]",
+                src = in(reg) src,
+                value = out(ymm_reg) value,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        value
+    }
+
+    /// One 32-byte store to the region at `dst`, any alignment (see [`load`]).
+    ///
+    /// # Safety
+    /// `dst..dst + 32` valid for writes; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn store(dst: *mut u8, value: __m256i) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "vmovdqu ymmword ptr [{dst}], {value}",
+                dst = in(reg) dst,
+                value = in(ymm_reg) value,
+                options(nostack, preserves_flags)
+            );
+        }
     }
 
     /// # Safety
