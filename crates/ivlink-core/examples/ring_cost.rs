@@ -1,11 +1,11 @@
 //! Instructions per message of the ring's hot path, for `valgrind --tool=callgrind`.
 //!
 //! Sends and receives `N` messages of SIZE bytes (the argument; 64 unless
-//! given) in batches of 16 through a ring on a
-//! heap region (the same `RawRegion` accessors as a mapped region), and through a
-//! plain memcpy ring with no checks for reference. Each phase runs in its own
-//! `#[inline(never)]` function, so `callgrind_annotate --inclusive=yes` gives the
-//! instructions of each; divide by `N`:
+//! given) in batches of 16 through a ring on a heap region (the same `RawRegion`
+//! accessors as a mapped region), and through a plain memcpy ring with no checks
+//! for reference. Each phase runs in its own `#[inline(never)]` function, so
+//! `callgrind_annotate --inclusive=yes` gives the instructions of each; divide by
+//! `N`, and `ivlink_recv`'s by `3 N` (three of the send phases share it):
 //!
 //! ```text
 //! cargo build --release -p ivlink-core --features alloc --example ring_cost

@@ -32,28 +32,32 @@
 //! record's length with the cached published data (a poisoned ring caches no free
 //! space and no data, so neither fast path needs its own "poisoned?" test). The
 //! record's header and payload go through [`Region::write_record`] /
-//! [`Region::read_words`]: one bounds check per copy, then whole 8-byte volatile
-//! words. No allocation, no fence per message.
+//! [`Region::read_words`]: one bounds check per copy, then volatile moves of
+//! whole words (16-byte pairs of them, and 32-byte blocks from 128 bytes on; see
+//! the region's `copy` module). No allocation, no fence per message.
 //!
-//! Instructions per 64-byte message (callgrind, `examples/ring_cost.rs`, batches
-//! of 16, heap region through the same `RawRegion` accessors as a mapping):
+//! Instructions per message (callgrind, `examples/ring_cost.rs SIZE`, batches of
+//! 16, heap region through the same `RawRegion` accessors as a mapping), send /
+//! receive:
 //!
-//! | path | before | now | plain memcpy ring (no checks) |
-//! |---|---|---|---|
-//! | send ([`Producer::try_send`], publish per batch) | 177 | 124 | 78 |
-//! | receive ([`Consumer::try_recv`], release per batch) | 162 | 130 | 78 |
-//! | send and [`Producer::publish`] every message | 218 | 165 | |
-//! | send and [`Producer::publish_quiet`] every message | | 147 | |
-//! | [`Producer::reserve`], fill in place, commit | | 197 | |
-//! | [`Consumer::peek`], read two words in place, release | | 218 | |
+//! | size | ring | plain memcpy ring (no checks) |
+//! |---|---|---|
+//! | 64 B | 117 / 123 | 79 / 81 |
+//! | 256 B | 153 / 159 | 97 / 99 |
+//! | 1 KiB | 226 / 232 | 192 / 194 |
+//! | 4000 B | 515 / 519 | 477 / 482 |
 //!
+//! At 64 bytes, [`Producer::publish`] after every message costs 158,
+//! [`Producer::publish_quiet`] 143; [`Producer::reserve`], filling in place and
+//! committing 198; [`Consumer::peek`], two reads in place and a release 218.
 //! Grants cost more instructions than a copy at 64 bytes (each accessor is its
 //! own checked region call); they pay off where the copy dominates, for
 //! messages of kilobytes, which are then written and read once, in place.
 //!
 //! The rest of the gap to the plain ring is the checked region access (a bounds
-//! and an alignment test per copy), the `Result` the API returns, and the plain
-//! ring's `memcpy` being inlined into its caller. Publishing every message with
+//! and an alignment test per copy, two copies per receive: the header, then the
+//! payload it sizes), the `Result` the API returns, and the plain ring's
+//! `memcpy` being inlined into its caller. Publishing every message with
 //! [`Producer::publish`] costs a fence per message, which on real hardware waits
 //! for a cross-core cache-line round trip (about 150 ns on the reference VM);
 //! [`Producer::publish_quiet`] costs one release store, and its floor is the head
