@@ -105,11 +105,15 @@ pub struct RpmsgLink<'d> {
     device: &'d dyn Device,
     link: Link,
     spin: Duration,
+    /// What polls copy messages into ([`Link::max_payload`] bytes).
     buf: Vec<u8>,
     /// Events (with payloads) that arrived while a sender waited for a buffer.
     queued: VecDeque<(LinkEvent, Vec<u8>)>,
-    /// The payload of the last message returned.
-    payload: Vec<u8>,
+    /// Holds the payload of the last message returned, in its first
+    /// `payload_len` bytes: it trades places with `buf` when a poll returns a
+    /// message, so a payload is copied once, out of the region.
+    last: Vec<u8>,
+    payload_len: usize,
 }
 
 impl<'d> RpmsgLink<'d> {
@@ -144,9 +148,10 @@ impl<'d> RpmsgLink<'d> {
             device,
             link,
             spin: options.spin,
+            last: buf.clone(),
             buf,
             queued: VecDeque::new(),
-            payload: Vec::new(),
+            payload_len: 0,
         })
     }
 
@@ -183,20 +188,21 @@ impl<'d> RpmsgLink<'d> {
 
     /// The payload of the last [`LinkEvent::Message`] returned.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        &self.last[..self.payload_len]
     }
 
     /// The next event without waiting.
     pub fn try_event(&mut self) -> Result<Option<LinkEvent>, RpmsgLinkError> {
         if let Some((event, payload)) = self.queued.pop_front() {
-            self.payload = payload;
+            self.last[..payload.len()].copy_from_slice(&payload);
+            self.payload_len = payload.len();
             return Ok(Some(event));
         }
         let device = self.device;
         let event = self.link.poll(device.region(), device, &mut self.buf)?;
         if let Some(LinkEvent::Message { len, .. }) = event {
-            self.payload.clear();
-            self.payload.extend_from_slice(&self.buf[..len]);
+            core::mem::swap(&mut self.buf, &mut self.last);
+            self.payload_len = len;
         }
         Ok(event)
     }
