@@ -201,6 +201,7 @@ impl Link {
     /// Sends `payload` from endpoint `local` to its bound remote address, or to
     /// `dst` if given. `NoBuffer` means the other side has not freed a buffer yet:
     /// wait (see [`Link::arm`]) and try again.
+    #[inline]
     pub fn send<R: Region + ?Sized, N: Notify + ?Sized>(
         &mut self,
         region: &R,
@@ -701,7 +702,8 @@ impl Link {
         let exposed =
             match &mut self.queues {
                 Queues::Host { tx, tx_fresh, .. } => {
-                    let id = match tx.take_used(region)? {
+                    // The remote only read it: its reported length says nothing.
+                    let id = match tx.take_used_unwritten(region)? {
                         Some(used) => used.id,
                         None if *tx_fresh < tx.ring().layout().num() => {
                             *tx_fresh += 1;

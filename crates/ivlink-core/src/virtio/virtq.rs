@@ -335,10 +335,16 @@ impl Vring {
         region: &R,
         idx: u16,
     ) -> Result<(u32, u32), VirtqError> {
-        let at = self.used() + 4 + USED_ELEM_SIZE * self.slot(idx);
+        let at = self.used_elem_at(idx);
         let id = in_ring(USED_ELEM_ID, at).load(region, Ordering::Relaxed)?;
         let len = in_ring(USED_ELEM_LEN, at).load(region, Ordering::Relaxed)?;
         Ok((id, len))
+    }
+
+    /// Region offset of the used element for index `idx`.
+    #[inline(always)]
+    fn used_elem_at(&self, idx: u16) -> usize {
+        self.used() + 4 + USED_ELEM_SIZE * self.slot(idx)
     }
 
     /// Says whether the other side asked to hear of this side's index moving
@@ -465,33 +471,44 @@ impl Outstanding {
         }
     }
 
+    /// The word holding `id`'s bit, and the bit: callers look the word up with
+    /// `get`, one range check for both the test and the update.
+    #[inline(always)]
+    fn bit(id: u16) -> (usize, u64) {
+        (usize::from(id) / 64, 1 << (id % 64))
+    }
+
     #[inline(always)]
     fn contains(&self, id: u16) -> bool {
-        let id = usize::from(id);
-        id < usize::from(MAX_QUEUE_SIZE) && self.bits[id / 64] & (1 << (id % 64)) != 0
+        let (word, bit) = Self::bit(id);
+        self.bits.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// Marks `id` (below `MAX_QUEUE_SIZE`); false if it already was.
     #[inline(always)]
     fn insert(&mut self, id: u16) -> bool {
-        if self.contains(id) || id >= MAX_QUEUE_SIZE {
-            return false;
+        let (word, bit) = Self::bit(id);
+        match self.bits.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                self.count += 1;
+                true
+            }
+            _ => false,
         }
-        let id = usize::from(id);
-        self.bits[id / 64] |= 1 << (id % 64);
-        self.count += 1;
-        true
     }
 
     #[inline(always)]
     fn remove(&mut self, id: u16) -> bool {
-        if !self.contains(id) {
-            return false;
+        let (word, bit) = Self::bit(id);
+        match self.bits.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                self.count -= 1;
+                true
+            }
+            _ => false,
         }
-        let id = usize::from(id);
-        self.bits[id / 64] &= !(1 << (id % 64));
-        self.count -= 1;
-        true
     }
 }
 
@@ -662,6 +679,25 @@ impl DriverQueue {
         &mut self,
         region: &R,
     ) -> Result<Option<UsedBuffer>, VirtqError> {
+        self.take(region, true)
+    }
+
+    /// [`take_used`](Self::take_used) for a buffer the device only read: its
+    /// length as the device reports it is not read (and is 0 here).
+    #[inline(always)]
+    pub fn take_used_unwritten<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<Option<UsedBuffer>, VirtqError> {
+        self.take(region, false)
+    }
+
+    #[inline(always)]
+    fn take<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        with_len: bool,
+    ) -> Result<Option<UsedBuffer>, VirtqError> {
         if self.used_seen == self.last_used {
             let used_idx = self.ring.used_idx(region)?;
             let pending = used_idx.wrapping_sub(self.last_used);
@@ -677,7 +713,13 @@ impl DriverQueue {
         }
         // Elements up to `used_seen` fitted the buffers posted then; each one
         // taken since returned one of them, so the rest still fit.
-        let (id, len) = self.ring.used_elem(region, self.last_used)?;
+        let at = self.ring.used_elem_at(self.last_used);
+        let id = in_ring(USED_ELEM_ID, at).load(region, Ordering::Relaxed)?;
+        let len = if with_len {
+            in_ring(USED_ELEM_LEN, at).load(region, Ordering::Relaxed)?
+        } else {
+            0
+        };
         let id = u16::try_from(id)
             .ok()
             .filter(|&id| id < self.ring.num())
@@ -845,7 +887,7 @@ impl DeviceQueue {
         if !self.held.contains(id) {
             return Err(VirtqError::NotHeld(id));
         }
-        let at = self.ring.used() + 4 + USED_ELEM_SIZE * self.ring.slot(self.used_idx);
+        let at = self.ring.used_elem_at(self.used_idx);
         in_ring(USED_ELEM_ID, at).store(region, u32::from(id), Ordering::Relaxed)?;
         in_ring(USED_ELEM_LEN, at).store(region, len, Ordering::Relaxed)?;
         self.held.remove(id);
