@@ -212,14 +212,21 @@ impl<'d> RpmsgLink<'d> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<LinkEvent>, RpmsgLinkError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The clock is read only once a look found nothing, and once per
+        // look after that: a busy link reads it at most once per message.
+        if let Some(event) = self.try_event()? {
+            return Ok(Some(event));
+        }
+        let mut now = Instant::now();
+        let deadline = timeout.map(|t| now + t);
         loop {
+            if !self.pause(now, deadline, false)? {
+                return Ok(None);
+            }
             if let Some(event) = self.try_event()? {
                 return Ok(Some(event));
             }
-            if !self.pause(deadline, false)? {
-                return Ok(None);
-            }
+            now = Instant::now();
         }
     }
 
@@ -241,7 +248,8 @@ impl<'d> RpmsgLink<'d> {
                 Err(RpmsgError::NoBuffer | RpmsgError::LinkDown) => {}
                 other => return Ok(other?),
             }
-            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| now + t));
             // Keep the link moving (handshake, incoming messages) while waiting.
             let event = self.link.poll(device.region(), device, &mut self.buf)?;
             if let Some(event) = event {
@@ -252,7 +260,7 @@ impl<'d> RpmsgLink<'d> {
                 self.queued.push_back((event, payload));
                 continue;
             }
-            if !self.pause(deadline, true)? {
+            if !self.pause(now, deadline, true)? {
                 return Err(RpmsgLinkError::Timeout(timeout.unwrap_or_default()));
             }
         }
@@ -260,12 +268,13 @@ impl<'d> RpmsgLink<'d> {
 
     /// Waits for something to do: spins for the budget, then sleeps on the
     /// doorbell (armed so the other side rings). False once `deadline` passed.
+    /// `now` is the caller's fresh reading of the clock.
     fn pause(
         &mut self,
+        now: Instant,
         deadline: Option<Instant>,
         want_space: bool,
     ) -> Result<bool, RpmsgLinkError> {
-        let now = Instant::now();
         let left = match deadline {
             Some(d) if now >= d => return Ok(false),
             Some(d) => Some(d - now),
