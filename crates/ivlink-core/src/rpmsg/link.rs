@@ -743,8 +743,8 @@ impl Link {
     }
 
     /// Decides about the doorbell for everything exposed since the last decision,
-    /// on both vrings (one fence each, none for a vring with nothing new), and
-    /// rings once if the other side asked on either.
+    /// on both vrings (one fence for both, none when neither has anything new),
+    /// and rings once if the other side asked on either.
     #[inline(always)]
     fn flush_notices<R: Region + ?Sized, N: Notify + ?Sized>(
         &mut self,

@@ -29,9 +29,9 @@
 //! descriptor's cache line shared with the device, which reads (and checks) it
 //! without a miss.
 //!
-//! The per-message operations are `#[inline(always)]`: a caller such as an RPMsg
-//! link runs a handful of them per message, and inlined their `Result`s and
-//! positions stay in registers instead of going through memory at every call.
+//! The per-message operations are `#[inline(always)]`: an RPMsg link runs a
+//! handful of them per message, and inlined, their `Result`s and positions stay
+//! in registers instead of going through memory at every call.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
