@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
 use ivlink_core::rpmsg::{ADDR_ANY, Link, LinkConfig, LinkLayout, RpmsgError};
-use ivlink_core::{PeerId, Region, Vector};
+use ivlink_core::{PeerId, RawRegion, Region, Vector};
 
 use crate::device::{Device, DeviceError, WaitFor};
 use crate::section::OpenFailure;
@@ -103,6 +103,8 @@ pub fn default_endpoint_name(profile: Profile) -> &'static str {
 /// One side of an RPMsg link on a device.
 pub struct RpmsgLink<'d> {
     device: &'d dyn Device,
+    /// The device's region, asked for once: not a virtual call per message.
+    region: &'d RawRegion,
     link: Link,
     spin: Duration,
     /// What polls copy messages into ([`Link::max_payload`] bytes).
@@ -146,6 +148,7 @@ impl<'d> RpmsgLink<'d> {
         let buf = vec![0u8; link.max_payload()];
         Ok(RpmsgLink {
             device,
+            region,
             link,
             spin: options.spin,
             last: buf.clone(),
@@ -183,7 +186,7 @@ impl<'d> RpmsgLink<'d> {
     /// Removes an endpoint (announcing it gone if it was announced).
     pub fn destroy_endpoint(&mut self, local: u32) -> Result<(), RpmsgLinkError> {
         let device = self.device;
-        Ok(self.link.destroy_endpoint(device.region(), device, local)?)
+        Ok(self.link.destroy_endpoint(self.region, device, local)?)
     }
 
     /// The payload of the last [`LinkEvent::Message`] returned.
@@ -199,7 +202,7 @@ impl<'d> RpmsgLink<'d> {
             return Ok(Some(event));
         }
         let device = self.device;
-        let event = self.link.poll(device.region(), device, &mut self.buf)?;
+        let event = self.link.poll(self.region, device, &mut self.buf)?;
         if let Some(LinkEvent::Message { len, .. }) = event {
             core::mem::swap(&mut self.buf, &mut self.last);
             self.payload_len = len;
@@ -244,14 +247,14 @@ impl<'d> RpmsgLink<'d> {
         // The clock is read only once the first try found no buffer.
         let mut deadline = None;
         loop {
-            match self.link.send(device.region(), device, local, dst, payload) {
+            match self.link.send(self.region, device, local, dst, payload) {
                 Err(RpmsgError::NoBuffer | RpmsgError::LinkDown) => {}
                 other => return Ok(other?),
             }
             let now = Instant::now();
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| now + t));
             // Keep the link moving (handshake, incoming messages) while waiting.
-            let event = self.link.poll(device.region(), device, &mut self.buf)?;
+            let event = self.link.poll(self.region, device, &mut self.buf)?;
             if let Some(event) = event {
                 let payload = match event {
                     LinkEvent::Message { len, .. } => self.buf[..len].to_vec(),
@@ -280,8 +283,7 @@ impl<'d> RpmsgLink<'d> {
             Some(d) => Some(d - now),
             None => None,
         };
-        let device = self.device;
-        let region = device.region();
+        let (device, region) = (self.device, self.region);
         if !self.link.is_running() || !device.has_doorbell() {
             let tick = left.map_or(IDLE_TICK, |l| l.min(IDLE_TICK));
             if device.has_doorbell() {
