@@ -10,6 +10,7 @@ use core::sync::atomic::Ordering;
 use ivlink_core::mailbox::{MailboxLayout, MailboxShape};
 use ivlink_core::region::check_bounds;
 use ivlink_core::ring::{self, Consumer, Producer, RingLayout};
+use ivlink_core::virtio::virtq::{DeviceQueue, DriverQueue, Vring, VringLayout};
 use ivlink_core::{Region, RegionError};
 use loom::sync::atomic::AtomicU64;
 use loom::sync::{Arc, Notify};
@@ -398,4 +399,68 @@ fn mailbox_messages_arrive_intact_and_complete() {
 #[test]
 fn mailbox_completion_handshake_loses_no_completion() {
     model(|| mailbox_model(true));
+}
+
+/// A driver posts one buffer on each of two vrings, exposes both, and decides
+/// about both doorbells after one fence (as an RPMsg link does before its next
+/// send, poll or sleep); the device takes from both, and when it finds nothing it
+/// asks for notifications on both and sleeps on the one doorbell. The shared
+/// fence must order both index stores against both looks at the flags (without
+/// it, loom finds the device asleep with both buffers posted).
+fn virtq_model() {
+    let layout = VringLayout::new(2, 8).unwrap();
+    let size = layout.size().next_multiple_of(8);
+    let region = Arc::new(LoomRegion::new(2 * size));
+    let rings = [0, size].map(|base| Vring::new(base, layout, region.len()).unwrap());
+    let mut drivers = rings.map(|ring| DriverQueue::new(ring, false));
+    let mut devices = rings.map(|ring| DeviceQueue::new(ring, false));
+    for (driver, device) in drivers.iter_mut().zip(&mut devices) {
+        driver.reset(&*region).unwrap();
+        // Busy at first, as a device is between messages.
+        device.set_notifications(&*region, false).unwrap();
+    }
+    let doorbell = Arc::new(Notify::new());
+    let driver = {
+        let (region, doorbell) = (region.clone(), doorbell.clone());
+        thread::spawn(move || {
+            for driver in &mut drivers {
+                driver.post(&*region, 0, 0, 16, false).unwrap();
+                assert!(driver.expose(&*region).unwrap());
+            }
+            region.fence(Ordering::SeqCst);
+            let mut due = false;
+            for driver in &mut drivers {
+                due |= driver.notify_due_fenced(&*region).unwrap();
+            }
+            if due {
+                doorbell.notify();
+            }
+        })
+    };
+    let mut got = [false; 2];
+    while got != [true; 2] {
+        for (device, got) in devices.iter_mut().zip(&mut got) {
+            *got |= device.take_avail(&*region).unwrap().is_some();
+        }
+        if got == [true; 2] {
+            break;
+        }
+        let mut arrived = false;
+        for device in &mut devices {
+            arrived |= device.set_notifications(&*region, true).unwrap();
+        }
+        if !arrived {
+            doorbell.wait();
+        }
+        for device in &mut devices {
+            device.set_notifications(&*region, false).unwrap();
+        }
+    }
+    driver.join().unwrap();
+}
+
+/// One fence for two vrings' doorbell decisions loses no wakeup.
+#[test]
+fn virtq_one_fence_for_two_vrings_loses_no_wakeup() {
+    model(virtq_model);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ivlink_core::directory::DirectoryError;
 use ivlink_core::rpmsg::{ADDR_ANY, Link, LinkConfig, LinkLayout, RpmsgError};
-use ivlink_core::{PeerId, Region, Vector};
+use ivlink_core::{PeerId, RawRegion, Region, Vector};
 
 use crate::device::{Device, DeviceError, WaitFor};
 use crate::section::OpenFailure;
@@ -103,13 +103,19 @@ pub fn default_endpoint_name(profile: Profile) -> &'static str {
 /// One side of an RPMsg link on a device.
 pub struct RpmsgLink<'d> {
     device: &'d dyn Device,
+    /// The device's region, asked for once: not a virtual call per message.
+    region: &'d RawRegion,
     link: Link,
     spin: Duration,
+    /// What polls copy messages into ([`Link::max_payload`] bytes).
     buf: Vec<u8>,
     /// Events (with payloads) that arrived while a sender waited for a buffer.
     queued: VecDeque<(LinkEvent, Vec<u8>)>,
-    /// The payload of the last message returned.
-    payload: Vec<u8>,
+    /// Holds the payload of the last message returned, in its first
+    /// `payload_len` bytes: it trades places with `buf` when a poll returns a
+    /// message, so a payload is copied once, out of the region.
+    last: Vec<u8>,
+    payload_len: usize,
 }
 
 impl<'d> RpmsgLink<'d> {
@@ -142,11 +148,13 @@ impl<'d> RpmsgLink<'d> {
         let buf = vec![0u8; link.max_payload()];
         Ok(RpmsgLink {
             device,
+            region,
             link,
             spin: options.spin,
+            last: buf.clone(),
             buf,
             queued: VecDeque::new(),
-            payload: Vec::new(),
+            payload_len: 0,
         })
     }
 
@@ -178,25 +186,26 @@ impl<'d> RpmsgLink<'d> {
     /// Removes an endpoint (announcing it gone if it was announced).
     pub fn destroy_endpoint(&mut self, local: u32) -> Result<(), RpmsgLinkError> {
         let device = self.device;
-        Ok(self.link.destroy_endpoint(device.region(), device, local)?)
+        Ok(self.link.destroy_endpoint(self.region, device, local)?)
     }
 
     /// The payload of the last [`LinkEvent::Message`] returned.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        &self.last[..self.payload_len]
     }
 
     /// The next event without waiting.
     pub fn try_event(&mut self) -> Result<Option<LinkEvent>, RpmsgLinkError> {
         if let Some((event, payload)) = self.queued.pop_front() {
-            self.payload = payload;
+            self.last[..payload.len()].copy_from_slice(&payload);
+            self.payload_len = payload.len();
             return Ok(Some(event));
         }
         let device = self.device;
-        let event = self.link.poll(device.region(), device, &mut self.buf)?;
+        let event = self.link.poll(self.region, device, &mut self.buf)?;
         if let Some(LinkEvent::Message { len, .. }) = event {
-            self.payload.clear();
-            self.payload.extend_from_slice(&self.buf[..len]);
+            core::mem::swap(&mut self.buf, &mut self.last);
+            self.payload_len = len;
         }
         Ok(event)
     }
@@ -206,14 +215,21 @@ impl<'d> RpmsgLink<'d> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<LinkEvent>, RpmsgLinkError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The clock is read only once a look found nothing, and once per
+        // look after that: a busy link reads it at most once per message.
+        if let Some(event) = self.try_event()? {
+            return Ok(Some(event));
+        }
+        let mut now = Instant::now();
+        let deadline = timeout.map(|t| now + t);
         loop {
+            if !self.pause(now, deadline, false)? {
+                return Ok(None);
+            }
             if let Some(event) = self.try_event()? {
                 return Ok(Some(event));
             }
-            if !self.pause(deadline, false)? {
-                return Ok(None);
-            }
+            now = Instant::now();
         }
     }
 
@@ -231,13 +247,14 @@ impl<'d> RpmsgLink<'d> {
         // The clock is read only once the first try found no buffer.
         let mut deadline = None;
         loop {
-            match self.link.send(device.region(), device, local, dst, payload) {
+            match self.link.send(self.region, device, local, dst, payload) {
                 Err(RpmsgError::NoBuffer | RpmsgError::LinkDown) => {}
                 other => return Ok(other?),
             }
-            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| now + t));
             // Keep the link moving (handshake, incoming messages) while waiting.
-            let event = self.link.poll(device.region(), device, &mut self.buf)?;
+            let event = self.link.poll(self.region, device, &mut self.buf)?;
             if let Some(event) = event {
                 let payload = match event {
                     LinkEvent::Message { len, .. } => self.buf[..len].to_vec(),
@@ -246,7 +263,7 @@ impl<'d> RpmsgLink<'d> {
                 self.queued.push_back((event, payload));
                 continue;
             }
-            if !self.pause(deadline, true)? {
+            if !self.pause(now, deadline, true)? {
                 return Err(RpmsgLinkError::Timeout(timeout.unwrap_or_default()));
             }
         }
@@ -254,19 +271,19 @@ impl<'d> RpmsgLink<'d> {
 
     /// Waits for something to do: spins for the budget, then sleeps on the
     /// doorbell (armed so the other side rings). False once `deadline` passed.
+    /// `now` is the caller's fresh reading of the clock.
     fn pause(
         &mut self,
+        now: Instant,
         deadline: Option<Instant>,
         want_space: bool,
     ) -> Result<bool, RpmsgLinkError> {
-        let now = Instant::now();
         let left = match deadline {
             Some(d) if now >= d => return Ok(false),
             Some(d) => Some(d - now),
             None => None,
         };
-        let device = self.device;
-        let region = device.region();
+        let (device, region) = (self.device, self.region);
         if !self.link.is_running() || !device.has_doorbell() {
             let tick = left.map_or(IDLE_TICK, |l| l.min(IDLE_TICK));
             if device.has_doorbell() {

@@ -2,6 +2,8 @@
 //! service, for either role. No I/O beyond the region and the doorbell: the caller
 //! polls and decides how to wait.
 
+use core::sync::atomic::Ordering;
+
 use super::endpoints::{EndpointError, Endpoints};
 use super::layout::{ControlWord, LinkLayout, Profile, Role};
 use super::wire::{
@@ -9,7 +11,7 @@ use super::wire::{
 };
 use super::{LinkEvent, ResetCause, RpmsgError};
 use crate::notify::{Notify, NotifyError, PeerId, Vector};
-use crate::region::Region;
+use crate::region::{Region, RegionError};
 use crate::virtio::status;
 use crate::virtio::virtq::{AvailBuffer, DeviceQueue, DriverQueue, VirtqError};
 
@@ -199,6 +201,7 @@ impl Link {
     /// Sends `payload` from endpoint `local` to its bound remote address, or to
     /// `dst` if given. `NoBuffer` means the other side has not freed a buffer yet:
     /// wait (see [`Link::arm`]) and try again.
+    #[inline]
     pub fn send<R: Region + ?Sized, N: Notify + ?Sized>(
         &mut self,
         region: &R,
@@ -257,16 +260,26 @@ impl Link {
         notify: &N,
         buf: &mut [u8],
     ) -> Result<Option<LinkEvent>, RpmsgError> {
+        // A running link whose status word is as it left it has no handshake
+        // step to take: one load, not the role's whole state machine.
+        let steady = match self.state {
+            State::Running { word, up: true } => self.layout.control.load(region)? == word,
+            _ => false,
+        };
         if self.undecided && self.is_running() {
             self.flush_notices(region, notify)?;
         }
-        if let Some(event) = self.handshake(region, notify)? {
-            return Ok(Some(event));
+        if !steady {
+            if let Some(event) = self.handshake(region, notify)? {
+                return Ok(Some(event));
+            }
+            if !self.is_running() {
+                return Ok(None);
+            }
         }
-        if !self.is_running() {
-            return Ok(None);
+        if self.announce_due {
+            self.announce_pending(region, notify)?;
         }
-        self.announce_pending(region, notify)?;
         loop {
             match self.receive(region, buf)? {
                 Incoming::Nothing => return Ok(None),
@@ -675,6 +688,7 @@ impl Link {
     }
 
     /// Puts one message on the wire.
+    #[inline(always)]
     fn transmit<R: Region + ?Sized, N: Notify + ?Sized>(
         &mut self,
         region: &R,
@@ -688,7 +702,8 @@ impl Link {
         let exposed =
             match &mut self.queues {
                 Queues::Host { tx, tx_fresh, .. } => {
-                    let id = match tx.take_used(region)? {
+                    // The remote only read it: its reported length says nothing.
+                    let id = match tx.take_used_unwritten(region)? {
                         Some(used) => used.id,
                         None if *tx_fresh < tx.ring().layout().num() => {
                             *tx_fresh += 1;
@@ -697,8 +712,7 @@ impl Link {
                         None => return Err(RpmsgError::NoBuffer),
                     };
                     let offset = layout.buffer(1, id);
-                    region.write(offset, &header)?;
-                    region.write(offset + HEADER_SIZE, payload)?;
+                    write_message(region, offset, layout.buf_size, &header, payload)?;
                     tx.post(region, id, layout.address(offset), layout.buf_size, false)?;
                     tx.expose(region)?
                 }
@@ -718,8 +732,7 @@ impl Link {
                             max: capacity,
                         });
                     }
-                    region.write(offset, &header)?;
-                    region.write(offset + HEADER_SIZE, payload)?;
+                    write_message(region, offset, buffer.len, &header, payload)?;
                     tx.put_used(region, buffer.id, buffer.len)?;
                     tx.expose(region)?
                 }
@@ -730,8 +743,9 @@ impl Link {
     }
 
     /// Decides about the doorbell for everything exposed since the last decision,
-    /// on both vrings (one fence each, none for a vring with nothing new), and
-    /// rings once if the other side asked on either.
+    /// on both vrings (one fence for both, none when neither has anything new),
+    /// and rings once if the other side asked on either.
+    #[inline(always)]
     fn flush_notices<R: Region + ?Sized, N: Notify + ?Sized>(
         &mut self,
         region: &R,
@@ -741,9 +755,21 @@ impl Link {
             return Ok(());
         }
         self.undecided = false;
+        // One fence for both vrings: it orders every index stored before it
+        // against both looks at the other side's wishes.
         let due = match &mut self.queues {
-            Queues::Host { rx, tx, .. } => tx.notify_due(region)? | rx.notify_due(region)?,
-            Queues::Remote { tx, rx, .. } => tx.notify_due(region)? | rx.notify_due(region)?,
+            Queues::Host { rx, tx, .. } => {
+                if tx.undecided() || rx.undecided() {
+                    region.fence(Ordering::SeqCst);
+                }
+                tx.notify_due_fenced(region)? | rx.notify_due_fenced(region)?
+            }
+            Queues::Remote { tx, rx, .. } => {
+                if tx.undecided() || rx.undecided() {
+                    region.fence(Ordering::SeqCst);
+                }
+                tx.notify_due_fenced(region)? | rx.notify_due_fenced(region)?
+            }
         };
         if due {
             self.kick(region, notify);
@@ -752,6 +778,7 @@ impl Link {
     }
 
     /// Takes one message off the wire; data goes into `buf`.
+    #[inline(always)]
     fn receive<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -808,6 +835,7 @@ impl Link {
 
 /// Reads the header and payload of a buffer of `len` bytes at `offset`; `None`
 /// when the header claims more than the buffer holds.
+#[inline(always)]
 fn read_message<R: Region + ?Sized>(
     region: &R,
     offset: usize,
@@ -815,12 +843,47 @@ fn read_message<R: Region + ?Sized>(
     buf: &mut [u8],
 ) -> Result<Option<(Header, usize)>, RpmsgError> {
     let mut raw = [0u8; HEADER_SIZE];
-    region.read(offset, &mut raw)?;
+    let whole_words = offset % 8 == 0;
+    if !(whole_words && region.read_words(offset, &mut raw).is_ok()) {
+        region.read(offset, &mut raw)?;
+    }
     let header = Header::from_bytes(&raw);
     let payload = usize::from(header.len);
     if HEADER_SIZE + payload > len as usize || payload > buf.len() {
         return Ok(None);
     }
-    region.read(offset + HEADER_SIZE, &mut buf[..payload])?;
+    // Whole words when the padded payload stays inside the buffer: the bytes
+    // read past the payload are the buffer's own, and dropped.
+    let at = offset + HEADER_SIZE;
+    let buf = &mut buf[..payload];
+    if !(whole_words
+        && HEADER_SIZE + payload.next_multiple_of(8) <= len as usize
+        && region.read_words(at, buf).is_ok())
+    {
+        region.read(at, buf)?;
+    }
     Ok(Some((header, payload)))
+}
+
+/// Writes a message into the buffer of `room` bytes at `offset` (the caller
+/// checked that header and payload fit): as whole words when the offset is
+/// aligned and the padding stays inside the buffer, else byte-exact.
+#[inline(always)]
+fn write_message<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    room: u32,
+    header: &[u8; HEADER_SIZE],
+    payload: &[u8],
+) -> Result<(), RegionError> {
+    let at = offset + HEADER_SIZE;
+    if offset % 8 == 0
+        && HEADER_SIZE + payload.len().next_multiple_of(8) <= room as usize
+        && region.write_words(offset, header).is_ok()
+        && region.write_words(at, payload).is_ok()
+    {
+        return Ok(());
+    }
+    region.write(offset, header)?;
+    region.write(at, payload)
 }

@@ -28,11 +28,16 @@
 //! a buffer posted again with the same address, length and flags leaves the
 //! descriptor's cache line shared with the device, which reads (and checks) it
 //! without a miss.
+//!
+//! The per-message operations are `#[inline(always)]`: an RPMsg link runs a
+//! handful of them per message, and inlined, their `Result`s and positions stay
+//! in registers instead of going through memory at every call.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
 
-use crate::region::{Le16, Le32, Region, RegionError};
+use crate::region::field::Word;
+use crate::region::{Le16, Le32, LeField, Region, RegionError};
 
 /// Descriptor flag: the buffer continues in `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -192,6 +197,12 @@ impl Descriptor {
 pub struct Vring {
     base: usize,
     layout: VringLayout,
+    /// Region offsets of the avail and used rings, derived once in `new` (where
+    /// the whole vring was checked to fit) instead of on every access.
+    avail: usize,
+    used: usize,
+    /// `num - 1`: the slot of an index.
+    mask: u16,
 }
 
 impl Vring {
@@ -206,7 +217,13 @@ impl Vring {
         }
         crate::region::check_bounds(base, layout.size(), region_len)
             .map_err(|_| VirtqError::Layout("vring does not fit in the region"))?;
-        Ok(Vring { base, layout })
+        Ok(Vring {
+            base,
+            layout,
+            avail: base + layout.avail_offset(),
+            used: base + layout.used_offset(),
+            mask: layout.num - 1,
+        })
     }
 
     /// The vring's shape.
@@ -224,15 +241,15 @@ impl Vring {
     }
 
     fn slot(&self, idx: u16) -> usize {
-        usize::from(idx & (self.num() - 1))
+        usize::from(idx & self.mask)
     }
 
     fn avail(&self) -> usize {
-        self.base + self.layout.avail_offset()
+        self.avail
     }
 
     fn used(&self) -> usize {
-        self.base + self.layout.used_offset()
+        self.used
     }
 
     /// Zeroes the whole vring (the driver does this before first use).
@@ -242,6 +259,7 @@ impl Vring {
     }
 
     /// Reads descriptor `id` (checked against `num`).
+    #[inline(always)]
     pub fn descriptor<R: Region + ?Sized>(
         &self,
         region: &R,
@@ -251,53 +269,59 @@ impl Vring {
             return Err(VirtqError::Corrupt("descriptor id out of range"));
         }
         let mut b = [0u8; DESC_SIZE];
-        region.read(self.base + DESC_SIZE * usize::from(id), &mut b)?;
+        read_small(region, self.base + DESC_SIZE * usize::from(id), &mut b)?;
         Ok(Descriptor::from_bytes(b))
     }
 
+    #[inline(always)]
     fn write_descriptor<R: Region + ?Sized>(
         &self,
         region: &R,
         id: u16,
         desc: Descriptor,
     ) -> Result<(), VirtqError> {
-        region.write(self.base + DESC_SIZE * usize::from(id), &desc.to_bytes())?;
+        write_small(
+            region,
+            self.base + DESC_SIZE * usize::from(id),
+            &desc.to_bytes(),
+        )?;
         Ok(())
     }
 
     /// `avail.flags` as written by the driver.
     pub fn avail_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Ok(RING_FLAGS
-            .of(self.avail())
-            .load(region, Ordering::Relaxed)?)
+        Ok(in_ring(RING_FLAGS, self.avail()).load(region, Ordering::Relaxed)?)
     }
 
     /// `avail.idx` as published by the driver.
+    #[inline(always)]
     pub fn avail_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Ok(RING_IDX.of(self.avail()).load(region, Ordering::Acquire)?)
+        Ok(in_ring(RING_IDX, self.avail()).load(region, Ordering::Acquire)?)
     }
 
     /// `used.flags` as written by the device.
     pub fn used_flags<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Ok(RING_FLAGS.of(self.used()).load(region, Ordering::Relaxed)?)
+        Ok(in_ring(RING_FLAGS, self.used()).load(region, Ordering::Relaxed)?)
     }
 
     /// `used.idx` as published by the device.
+    #[inline(always)]
     pub fn used_idx<R: Region + ?Sized>(&self, region: &R) -> Result<u16, VirtqError> {
-        Ok(RING_IDX.of(self.used()).load(region, Ordering::Acquire)?)
+        Ok(in_ring(RING_IDX, self.used()).load(region, Ordering::Acquire)?)
     }
 
+    #[inline(always)]
     fn avail_entry<R: Region + ?Sized>(&self, region: &R, idx: u16) -> Result<u16, VirtqError> {
-        Ok(AVAIL_RING
-            .of(self.avail())
-            .index(self.slot(idx), 2)
-            .load(region, Ordering::Relaxed)?)
+        Ok(self.avail_slot(idx).load(region, Ordering::Relaxed)?)
+    }
+
+    /// `avail.ring[idx % num]`.
+    fn avail_slot(&self, idx: u16) -> Le16 {
+        in_ring(AVAIL_RING, self.avail() + 2 * self.slot(idx))
     }
 
     fn used_event_at(&self) -> Le16 {
-        AVAIL_RING
-            .of(self.avail())
-            .index(usize::from(self.num()), 2)
+        in_ring(AVAIL_RING, self.avail() + 2 * usize::from(self.num()))
     }
 
     fn avail_event_at(&self) -> Le16 {
@@ -305,20 +329,30 @@ impl Vring {
     }
 
     /// Reads the used element for index `idx`: `(id, len)` as written.
+    #[inline(always)]
     pub fn used_elem<R: Region + ?Sized>(
         &self,
         region: &R,
         idx: u16,
     ) -> Result<(u32, u32), VirtqError> {
-        let at = self.used() + 4 + USED_ELEM_SIZE * self.slot(idx);
-        let id = USED_ELEM_ID.of(at).load(region, Ordering::Relaxed)?;
-        let len = USED_ELEM_LEN.of(at).load(region, Ordering::Relaxed)?;
+        let at = self.used_elem_at(idx);
+        let id = in_ring(USED_ELEM_ID, at).load(region, Ordering::Relaxed)?;
+        let len = in_ring(USED_ELEM_LEN, at).load(region, Ordering::Relaxed)?;
         Ok((id, len))
+    }
+
+    /// Region offset of the used element for index `idx`.
+    #[inline(always)]
+    fn used_elem_at(&self, idx: u16) -> usize {
+        self.used() + 4 + USED_ELEM_SIZE * self.slot(idx)
     }
 
     /// Says whether the other side asked to hear of this side's index moving
     /// `old -> new` (already stored): through its event index at `event_at`, or
-    /// through `suppress` not being set in its flags at `flags_at`.
+    /// through `suppress` not being set in its flags at `flags_at`. Fences first
+    /// unless the caller did (`fenced`) after the store.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn wants_notice<R: Region + ?Sized>(
         region: &R,
         (old, new): (u16, u16),
@@ -326,13 +360,16 @@ impl Vring {
         event_at: Le16,
         flags_at: Le16,
         suppress: u16,
+        fenced: bool,
     ) -> Result<bool, VirtqError> {
         if old == new {
             return Ok(false);
         }
         // Publishing our index and reading the other side's wish must not be
         // reordered.
-        region.fence(Ordering::SeqCst);
+        if !fenced {
+            region.fence(Ordering::SeqCst);
+        }
         if event_idx {
             let event = event_at.load(region, Ordering::Relaxed)?;
             Ok(need_event(event, new, old))
@@ -376,6 +413,42 @@ impl Vring {
     }
 }
 
+/// `field` of the ring part at `base`: a plain sum, as every part of a vring
+/// was checked to lie inside the region when the [`Vring`] was made (so it
+/// cannot overflow; the region still checks the access).
+#[inline(always)]
+fn in_ring<T: Word>(field: LeField<T>, base: usize) -> LeField<T> {
+    LeField::at(base + field.offset())
+}
+
+/// Copies `buf.len()` bytes (a multiple of 8) at `offset` out of the region: as
+/// whole words where the offset allows (two moves for a descriptor, not a
+/// byte-by-byte head and tail), else byte-exact.
+#[inline(always)]
+fn read_small<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    buf: &mut [u8],
+) -> Result<(), VirtqError> {
+    if offset % 8 == 0 && region.read_words(offset, buf).is_ok() {
+        return Ok(());
+    }
+    Ok(region.read(offset, buf)?)
+}
+
+/// The writing counterpart of [`read_small`].
+#[inline(always)]
+fn write_small<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    data: &[u8],
+) -> Result<(), VirtqError> {
+    if offset % 8 == 0 && region.write_words(offset, data).is_ok() {
+        return Ok(());
+    }
+    Ok(region.write(offset, data)?)
+}
+
 /// Whether index moves from `old` to `new` crossed `event` (virtio's
 /// `vring_need_event`).
 pub fn need_event(event: u16, new: u16, old: u16) -> bool {
@@ -398,30 +471,44 @@ impl Outstanding {
         }
     }
 
+    /// The word holding `id`'s bit, and the bit: callers look the word up with
+    /// `get`, one range check for both the test and the update.
+    #[inline(always)]
+    fn bit(id: u16) -> (usize, u64) {
+        (usize::from(id) / 64, 1 << (id % 64))
+    }
+
+    #[inline(always)]
     fn contains(&self, id: u16) -> bool {
-        let id = usize::from(id);
-        id < usize::from(MAX_QUEUE_SIZE) && self.bits[id / 64] & (1 << (id % 64)) != 0
+        let (word, bit) = Self::bit(id);
+        self.bits.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// Marks `id` (below `MAX_QUEUE_SIZE`); false if it already was.
+    #[inline(always)]
     fn insert(&mut self, id: u16) -> bool {
-        if self.contains(id) || id >= MAX_QUEUE_SIZE {
-            return false;
+        let (word, bit) = Self::bit(id);
+        match self.bits.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                self.count += 1;
+                true
+            }
+            _ => false,
         }
-        let id = usize::from(id);
-        self.bits[id / 64] |= 1 << (id % 64);
-        self.count += 1;
-        true
     }
 
+    #[inline(always)]
     fn remove(&mut self, id: u16) -> bool {
-        if !self.contains(id) {
-            return false;
+        let (word, bit) = Self::bit(id);
+        match self.bits.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                self.count -= 1;
+                true
+            }
+            _ => false,
         }
-        let id = usize::from(id);
-        self.bits[id / 64] &= !(1 << (id % 64));
-        self.count -= 1;
-        true
     }
 }
 
@@ -437,6 +524,9 @@ pub struct DriverQueue {
     /// `published` as of the last notification decision.
     decided: u16,
     last_used: u16,
+    /// `used.idx` as last read and validated (as `DeviceQueue::avail_seen`): used
+    /// elements up to it are taken without reading the index again.
+    used_seen: u16,
     with_device: Outstanding,
 }
 
@@ -459,6 +549,7 @@ impl DriverQueue {
             published: 0,
             decided: 0,
             last_used: 0,
+            used_seen: 0,
             with_device: Outstanding::new(),
         }
     }
@@ -487,6 +578,7 @@ impl DriverQueue {
 
     /// Writes descriptor `id` for one buffer and queues it on the available ring;
     /// the device sees it after [`DriverQueue::publish`].
+    #[inline(always)]
     pub fn post<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -513,9 +605,7 @@ impl DriverQueue {
         if self.ring.descriptor(region, id)? != desc {
             self.ring.write_descriptor(region, id, desc)?;
         }
-        let slot = AVAIL_RING
-            .of(self.ring.avail())
-            .index(self.ring.slot(self.avail_idx), 2);
+        let slot = self.ring.avail_slot(self.avail_idx);
         slot.store(region, id, Ordering::Relaxed)?;
         self.with_device.insert(id);
         self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -533,13 +623,12 @@ impl DriverQueue {
     /// Makes everything posted since the last call visible to the device, without
     /// deciding about its doorbell: call [`notify_due`](Self::notify_due) before
     /// waiting. Returns whether anything was new.
+    #[inline(always)]
     pub fn expose<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
         if self.published == self.avail_idx {
             return Ok(false);
         }
-        RING_IDX
-            .of(self.ring.avail())
-            .store(region, self.avail_idx, Ordering::Release)?;
+        in_ring(RING_IDX, self.ring.avail()).store(region, self.avail_idx, Ordering::Release)?;
         self.published = self.avail_idx;
         Ok(true)
     }
@@ -548,7 +637,29 @@ impl DriverQueue {
     /// decision: one fence and one look at its flags (or event index) for all of it;
     /// false without a look when nothing was exposed.
     pub fn notify_due<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let ring = self.ring;
+        self.decide(region, false)
+    }
+
+    /// Whether something was exposed since the last notification decision.
+    #[inline(always)]
+    pub fn undecided(&self) -> bool {
+        self.decided != self.published
+    }
+
+    /// [`notify_due`](Self::notify_due) for a caller that fenced
+    /// (`region.fence(SeqCst)`) after its last exposure: several queues are
+    /// decided about with one fence.
+    #[inline(always)]
+    pub fn notify_due_fenced<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<bool, VirtqError> {
+        self.decide(region, true)
+    }
+
+    #[inline(always)]
+    fn decide<R: Region + ?Sized>(&mut self, region: &R, fenced: bool) -> Result<bool, VirtqError> {
+        let ring = &self.ring;
         let moved = (self.decided, self.published);
         self.decided = self.published;
         Vring::wants_notice(
@@ -556,27 +667,59 @@ impl DriverQueue {
             moved,
             self.event_idx,
             ring.avail_event_at(),
-            RING_FLAGS.of(ring.used()),
+            in_ring(RING_FLAGS, ring.used()),
             USED_F_NO_NOTIFY,
+            fenced,
         )
     }
 
     /// Takes the next used buffer, if any.
+    #[inline(always)]
     pub fn take_used<R: Region + ?Sized>(
         &mut self,
         region: &R,
     ) -> Result<Option<UsedBuffer>, VirtqError> {
-        let used_idx = self.ring.used_idx(region)?;
-        let pending = used_idx.wrapping_sub(self.last_used);
-        if pending == 0 {
-            return Ok(None);
+        self.take(region, true)
+    }
+
+    /// [`take_used`](Self::take_used) for a buffer the device only read: its
+    /// length as the device reports it is not read (and is 0 here).
+    #[inline(always)]
+    pub fn take_used_unwritten<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<Option<UsedBuffer>, VirtqError> {
+        self.take(region, false)
+    }
+
+    #[inline(always)]
+    fn take<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        with_len: bool,
+    ) -> Result<Option<UsedBuffer>, VirtqError> {
+        if self.used_seen == self.last_used {
+            let used_idx = self.ring.used_idx(region)?;
+            let pending = used_idx.wrapping_sub(self.last_used);
+            if pending == 0 {
+                return Ok(None);
+            }
+            if pending > self.with_device.count {
+                return Err(VirtqError::Corrupt(
+                    "used index moved past the buffers posted",
+                ));
+            }
+            self.used_seen = used_idx;
         }
-        if pending > self.with_device.count {
-            return Err(VirtqError::Corrupt(
-                "used index moved past the buffers posted",
-            ));
-        }
-        let (id, len) = self.ring.used_elem(region, self.last_used)?;
+        // Elements up to `used_seen` fitted the buffers posted then; each one
+        // taken since returned one of them, so the rest still fit.
+        let at = self.ring.used_elem_at(self.last_used);
+        let id = in_ring(USED_ELEM_ID, at).load(region, Ordering::Relaxed)?;
+        let len = if with_len {
+            in_ring(USED_ELEM_LEN, at).load(region, Ordering::Relaxed)?
+        } else {
+            0
+        };
         let id = u16::try_from(id)
             .ok()
             .filter(|&id| id < self.ring.num())
@@ -597,7 +740,7 @@ impl DriverQueue {
 
     /// Whether the device has returned buffers not taken yet.
     pub fn has_used<R: Region + ?Sized>(&self, region: &R) -> Result<bool, VirtqError> {
-        Ok(self.ring.used_idx(region)? != self.last_used)
+        Ok(self.used_seen != self.last_used || self.ring.used_idx(region)? != self.last_used)
     }
 
     /// Asks the device to interrupt (or not) when it returns buffers. Enabling
@@ -614,7 +757,7 @@ impl DriverQueue {
             self.event_idx,
             ring.used_event_at(),
             self.last_used,
-            RING_FLAGS.of(ring.avail()),
+            in_ring(RING_FLAGS, ring.avail()),
             AVAIL_F_NO_INTERRUPT,
         )?;
         Ok(enabled && self.has_used(region)?)
@@ -682,6 +825,7 @@ impl DeviceQueue {
     }
 
     /// Takes the next posted buffer, if any.
+    #[inline(always)]
     pub fn take_avail<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -733,6 +877,7 @@ impl DeviceQueue {
 
     /// Returns buffer `id` with `len` bytes written; the driver sees it after
     /// [`DeviceQueue::publish`].
+    #[inline(always)]
     pub fn put_used<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -742,11 +887,9 @@ impl DeviceQueue {
         if !self.held.contains(id) {
             return Err(VirtqError::NotHeld(id));
         }
-        let at = self.ring.used() + 4 + USED_ELEM_SIZE * self.ring.slot(self.used_idx);
-        USED_ELEM_ID
-            .of(at)
-            .store(region, u32::from(id), Ordering::Relaxed)?;
-        USED_ELEM_LEN.of(at).store(region, len, Ordering::Relaxed)?;
+        let at = self.ring.used_elem_at(self.used_idx);
+        in_ring(USED_ELEM_ID, at).store(region, u32::from(id), Ordering::Relaxed)?;
+        in_ring(USED_ELEM_LEN, at).store(region, len, Ordering::Relaxed)?;
         self.held.remove(id);
         self.used_idx = self.used_idx.wrapping_add(1);
         Ok(())
@@ -763,13 +906,12 @@ impl DeviceQueue {
     /// Makes everything returned since the last call visible to the driver,
     /// without deciding about its interrupt: call [`notify_due`](Self::notify_due)
     /// before waiting. Returns whether anything was new.
+    #[inline(always)]
     pub fn expose<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
         if self.published == self.used_idx {
             return Ok(false);
         }
-        RING_IDX
-            .of(self.ring.used())
-            .store(region, self.used_idx, Ordering::Release)?;
+        in_ring(RING_IDX, self.ring.used()).store(region, self.used_idx, Ordering::Release)?;
         self.published = self.used_idx;
         Ok(true)
     }
@@ -778,7 +920,29 @@ impl DeviceQueue {
     /// last decision: one fence and one look at its flags (or event index) for all
     /// of it; false without a look when nothing was exposed.
     pub fn notify_due<R: Region + ?Sized>(&mut self, region: &R) -> Result<bool, VirtqError> {
-        let ring = self.ring;
+        self.decide(region, false)
+    }
+
+    /// Whether something was exposed since the last notification decision.
+    #[inline(always)]
+    pub fn undecided(&self) -> bool {
+        self.decided != self.published
+    }
+
+    /// [`notify_due`](Self::notify_due) for a caller that fenced
+    /// (`region.fence(SeqCst)`) after its last exposure: several queues are
+    /// decided about with one fence.
+    #[inline(always)]
+    pub fn notify_due_fenced<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+    ) -> Result<bool, VirtqError> {
+        self.decide(region, true)
+    }
+
+    #[inline(always)]
+    fn decide<R: Region + ?Sized>(&mut self, region: &R, fenced: bool) -> Result<bool, VirtqError> {
+        let ring = &self.ring;
         let moved = (self.decided, self.published);
         self.decided = self.published;
         Vring::wants_notice(
@@ -786,8 +950,9 @@ impl DeviceQueue {
             moved,
             self.event_idx,
             ring.used_event_at(),
-            RING_FLAGS.of(ring.avail()),
+            in_ring(RING_FLAGS, ring.avail()),
             AVAIL_F_NO_INTERRUPT,
+            fenced,
         )
     }
 
@@ -805,7 +970,7 @@ impl DeviceQueue {
             self.event_idx,
             ring.avail_event_at(),
             self.last_avail,
-            RING_FLAGS.of(ring.used()),
+            in_ring(RING_FLAGS, ring.used()),
             USED_F_NO_NOTIFY,
         )?;
         Ok(enabled && self.has_avail(region)?)

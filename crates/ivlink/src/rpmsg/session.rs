@@ -198,8 +198,9 @@ impl<'d> HostSession<'d> {
     ) -> Result<Outcome, RpmsgLinkError> {
         self.link.send(self.endpoint, None, data, Some(timeout))?;
         let deadline = Instant::now() + timeout;
+        // All of it is left on the first wait: no second clock read per message.
+        let mut left = timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
             match self.link.next_event(Some(left))? {
                 None => return Ok(Outcome::TimedOut),
                 Some(LinkEvent::Message { local, .. }) if local == self.endpoint => {
@@ -215,6 +216,7 @@ impl<'d> HostSession<'d> {
                 }
                 Some(other) => on_event(&other),
             }
+            left = deadline.saturating_duration_since(Instant::now());
         }
     }
 }

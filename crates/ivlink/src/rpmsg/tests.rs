@@ -92,3 +92,54 @@ fn a_native_section_whose_creator_died_mid_setup_is_set_up_again() {
         .unwrap();
     assert_ne!(now.offset, stuck.offset, "set up again in fresh bytes");
 }
+
+/// A message's payload stays readable while a later send waits for a buffer and
+/// keeps what arrives meanwhile for the next event.
+#[test]
+fn a_payload_outlives_a_send_that_waits_and_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let host_dev = FilePeer::create(&path, 1 << 20, 1).unwrap();
+    let remote_dev = FilePeer::create(&path, 1 << 20, 2).unwrap();
+    let mut host =
+        RpmsgLink::open(&host_dev, &RpmsgOptions::new(Profile::Native, Role::Host)).unwrap();
+    let mut remote = RpmsgLink::open(
+        &remote_dev,
+        &RpmsgOptions::new(Profile::Native, Role::Remote),
+    )
+    .unwrap();
+    let host_ep = host.create_endpoint("echo", None, None).unwrap();
+    let remote_ep = remote.create_endpoint("echo", None, None).unwrap();
+    let mut bound = false;
+    for _ in 0..10_000 {
+        while remote.try_event().unwrap().is_some() {}
+        while let Some(event) = host.try_event().unwrap() {
+            bound |= matches!(event, LinkEvent::Bound { .. });
+        }
+        if bound {
+            break;
+        }
+    }
+    assert!(bound, "the link did not come up");
+    let timeout = Some(Duration::from_millis(50));
+    remote.send(remote_ep, None, b"first", timeout).unwrap();
+    assert!(matches!(
+        host.try_event().unwrap(),
+        Some(LinkEvent::Message { len: 5, .. })
+    ));
+    assert_eq!(host.payload(), b"first");
+    remote.send(remote_ep, None, b"second", timeout).unwrap();
+    // The remote takes nothing: the host runs out of buffers, and its waiting
+    // send polls the second message in.
+    let mut sent = 0;
+    while host.send(host_ep, None, b"x", timeout).is_ok() {
+        sent += 1;
+        assert!(sent < 10_000, "the host never ran out of buffers");
+    }
+    assert_eq!(host.payload(), b"first");
+    assert!(matches!(
+        host.try_event().unwrap(),
+        Some(LinkEvent::Message { len: 6, .. })
+    ));
+    assert_eq!(host.payload(), b"second");
+}

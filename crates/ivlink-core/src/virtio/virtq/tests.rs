@@ -242,6 +242,92 @@ fn a_driver_cannot_post_nonsense() {
     ));
 }
 
+#[test]
+fn a_used_index_read_once_serves_its_batch_and_corruption_still_surfaces() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, mut device) = pair(&region, 4, false);
+    let used = device.ring().used();
+    for id in 0..3 {
+        driver.post(&*region, id, 0, 16, true).unwrap();
+    }
+    driver.publish(&*region).unwrap();
+    for id in 0..3 {
+        assert_eq!(device.take_avail(&*region).unwrap().unwrap().id, id);
+        device.put_used(&*region, id, 16).unwrap();
+    }
+    device.publish(&*region).unwrap();
+    assert_eq!(driver.take_used(&*region).unwrap().unwrap().id, 0);
+    // The index runs away after it was read: the batch it announced is still
+    // taken element by element, each one checked...
+    region.store_u16(used + 2, 40, Ordering::Release).unwrap();
+    assert!(driver.has_used(&*region).unwrap());
+    assert_eq!(driver.take_used(&*region).unwrap().unwrap().id, 1);
+    // ...a hostile element among them is refused...
+    region
+        .store_u32(used + 4 + 8 * 2, 0, Ordering::Relaxed)
+        .unwrap();
+    assert!(matches!(
+        driver.take_used(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    region
+        .store_u32(used + 4 + 8 * 2, 2, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(driver.take_used(&*region).unwrap().unwrap().id, 2);
+    // ...and the next read of the index finds it moved past what was posted.
+    assert!(matches!(
+        driver.take_used(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn a_read_only_buffer_comes_back_without_its_length_and_checked_alike() {
+    let region = HeapRegion::new(1024);
+    let (mut driver, mut device) = pair(&region, 4, false);
+    let used = device.ring().used();
+    driver.post(&*region, 1, 0, 16, false).unwrap();
+    driver.publish(&*region).unwrap();
+    device.take_avail(&*region).unwrap().unwrap();
+    device.put_used(&*region, 1, 9).unwrap();
+    device.publish(&*region).unwrap();
+    region.store_u32(used + 4, 3, Ordering::Relaxed).unwrap();
+    assert!(matches!(
+        driver.take_used_unwritten(&*region),
+        Err(VirtqError::Corrupt(_))
+    ));
+    region.store_u32(used + 4, 1, Ordering::Relaxed).unwrap();
+    assert_eq!(
+        driver.take_used_unwritten(&*region).unwrap(),
+        Some(UsedBuffer { id: 1, len: 0 })
+    );
+}
+
+#[test]
+fn one_fence_decides_for_several_queues_as_each_would_alone() {
+    let region = HeapRegion::new(2048);
+    let layout = VringLayout::new(4, 4).unwrap();
+    let rings = [0, 1024].map(|base| Vring::new(base, layout, region.len()).unwrap());
+    for wants in [false, true] {
+        let mut drivers = rings.map(|ring| DriverQueue::new(ring, false));
+        let mut devices = rings.map(|ring| DeviceQueue::new(ring, false));
+        for (driver, device) in drivers.iter_mut().zip(&mut devices) {
+            driver.reset(&*region).unwrap();
+            device.set_notifications(&*region, wants).unwrap();
+            assert!(!driver.undecided());
+            driver.post(&*region, 0, 0, 16, false).unwrap();
+            assert!(driver.expose(&*region).unwrap());
+            assert!(driver.undecided());
+        }
+        region.fence(Ordering::SeqCst);
+        for driver in &mut drivers {
+            assert_eq!(driver.notify_due_fenced(&*region).unwrap(), wants);
+            assert!(!driver.undecided());
+            assert!(!driver.notify_due_fenced(&*region).unwrap(), "decided");
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Post(u16),
