@@ -4,7 +4,7 @@
 //!   fetched with `apt-get download` into `<out>/.work` and unpacked with `dpkg -x`;
 //! - the VFIO and FUSE modules of [`MODULES`], in load order (built-in ones are skipped);
 //! - busybox from `busybox-static` (fetched the same way: nothing is installed);
-//! - `ivlink`, linked statically (`target/guest`, a target dir of its own);
+//! - `ivlink`, linked statically (`target/x86_64-unknown-linux-gnu`);
 //! - `/init` from `xtask/guest/init`.
 //!
 //! The archive is written here (newc cpio) and compressed with `gzip`.
@@ -894,7 +894,10 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
 
 /// Builds `ivlink` linked statically for the guest; returns the binary.
 fn build_static_ivlink(root: &Path) -> Result<PathBuf> {
-    let target_dir = root.join("target").join("guest");
+    // The workspace's own target dir: with `--target` the static build's crates
+    // go under the triple's directory, and the build scripts and proc macros
+    // (which RUSTFLAGS do not reach) are the release build's, reused.
+    let target_dir = root.join("target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!(
         "building the static ivlink (cargo, incremental, {})",
