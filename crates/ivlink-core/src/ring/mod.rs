@@ -33,8 +33,8 @@
 //! space and no data, so neither fast path needs its own "poisoned?" test). The
 //! record's header and payload go through [`Region::write_record`] /
 //! [`Region::read_words`]: one bounds check per copy, then volatile moves of
-//! whole words (16-byte pairs of them, and 32-byte blocks from 128 bytes on; see
-//! the region's `copy` module). No allocation, no fence per message.
+//! whole words (32-byte blocks from 128 bytes on; see the region's `copy`
+//! module). No allocation, no fence per message.
 //!
 //! Instructions per message (callgrind, `examples/ring_cost.rs SIZE`, batches of
 //! 16, heap region through the same `RawRegion` accessors as a mapping), send /
@@ -42,13 +42,13 @@
 //!
 //! | size | ring | plain memcpy ring (no checks) |
 //! |---|---|---|
-//! | 64 B | 117 / 123 | 79 / 81 |
-//! | 256 B | 153 / 159 | 97 / 99 |
-//! | 1 KiB | 226 / 232 | 192 / 194 |
-//! | 4000 B | 515 / 519 | 477 / 482 |
+//! | 64 B | 124 / 140 | 79 / 81 |
+//! | 256 B | 159 / 173 | 97 / 99 |
+//! | 1 KiB | 232 / 246 | 192 / 194 |
+//! | 4000 B | 521 / 534 | 477 / 482 |
 //!
-//! At 64 bytes, [`Producer::publish`] after every message costs 158,
-//! [`Producer::publish_quiet`] 143; [`Producer::reserve`], filling in place and
+//! At 64 bytes, [`Producer::publish`] after every message costs 165,
+//! [`Producer::publish_quiet`] 150; [`Producer::reserve`], filling in place and
 //! committing 198; [`Consumer::peek`], two reads in place and a release 218.
 //! Grants cost more instructions than a copy at 64 bytes (each accessor is its
 //! own checked region call); they pay off where the copy dominates, for
