@@ -10,9 +10,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 
+pub mod area;
 mod copy;
 pub mod field;
 
+pub use area::Area;
 pub use field::{Le8, Le16, Le32, Le64, LeField};
 
 /// An access that does not fit the region.
@@ -142,6 +144,47 @@ pub trait Region {
         check_word_aligned(offset)?;
         check_bounds(offset, buf.len().next_multiple_of(8), self.len())?;
         self.read(offset, buf)
+    }
+
+    /// [`write_record`](Self::write_record) without its checks, for a caller
+    /// that made them already ([`Area`] checks its window once). The default
+    /// makes them anyway.
+    ///
+    /// # Safety
+    /// `write_record(offset, header, payload)` must be an access this region
+    /// accepts: inside it, at an offset it takes word accesses at.
+    #[inline]
+    unsafe fn write_record_unchecked(
+        &self,
+        offset: usize,
+        header: u64,
+        payload: &[u8],
+    ) -> Result<(), RegionError> {
+        self.write_record(offset, header, payload)
+    }
+
+    /// [`write_words`](Self::write_words) without its checks (see
+    /// [`write_record_unchecked`](Self::write_record_unchecked)).
+    ///
+    /// # Safety
+    /// `write_words(offset, data)` must be an access this region accepts.
+    #[inline]
+    unsafe fn write_words_unchecked(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        self.write_words(offset, data)
+    }
+
+    /// [`read_words`](Self::read_words) without its checks (see
+    /// [`write_record_unchecked`](Self::write_record_unchecked)).
+    ///
+    /// # Safety
+    /// `read_words(offset, buf)` must be an access this region accepts.
+    #[inline]
+    unsafe fn read_words_unchecked(
+        &self,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Result<(), RegionError> {
+        self.read_words(offset, buf)
     }
 
     /// Atomically loads the byte at `offset`.
@@ -392,6 +435,38 @@ impl Region for RawRegion {
         // SAFETY: `src..src + padded` is inside the region and 8-byte aligned
         // (checked), and does not overlap `buf`, which is private memory.
         unsafe { copy::words_from_region(src, buf) };
+        Ok(())
+    }
+
+    #[inline]
+    unsafe fn write_record_unchecked(
+        &self,
+        offset: usize,
+        header: u64,
+        payload: &[u8],
+    ) -> Result<(), RegionError> {
+        // SAFETY: the caller guarantees that `write_record` would accept the
+        // access: `offset..offset + 8 + padded` inside the region, 8-byte aligned.
+        // `payload` is private memory, so they do not overlap.
+        unsafe { copy::record_to_region(header, payload, self.base.as_ptr().add(offset)) };
+        Ok(())
+    }
+
+    #[inline]
+    unsafe fn write_words_unchecked(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        // SAFETY: as in `write_record_unchecked`, for `write_words`.
+        unsafe { copy::words_to_region(data, self.base.as_ptr().add(offset)) };
+        Ok(())
+    }
+
+    #[inline]
+    unsafe fn read_words_unchecked(
+        &self,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Result<(), RegionError> {
+        // SAFETY: as in `write_record_unchecked`, for `read_words`.
+        unsafe { copy::words_from_region(self.base.as_ptr().add(offset), buf) };
         Ok(())
     }
 

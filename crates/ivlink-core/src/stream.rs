@@ -513,7 +513,8 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
         }
         let n = (self.cached() as usize).min(buf.len());
         self.ring
-            .read_wrapping(self.region, self.tail, &mut buf[..n])?;
+            .area(self.region)?
+            .read_wrapping(self.tail, &mut buf[..n])?;
         self.tail = self.tail.wrapping_add(n as u64);
         Ok(n)
     }
@@ -629,7 +630,8 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
         }
         let n = (self.free_cached() as usize).min(data.len());
         self.ring
-            .write_wrapping(self.region, self.head, &data[..n])?;
+            .area(self.region)?
+            .write_wrapping(self.head, &data[..n])?;
         self.head = self.head.wrapping_add(n as u64);
         Ok(n)
     }

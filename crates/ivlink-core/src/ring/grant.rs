@@ -35,22 +35,22 @@
 
 use core::fmt;
 
-use super::{Consumer, HEADER, Producer, RECORD_HEADER, RingError, RingLayout, record_size_u64};
-use crate::region::Region;
+use super::{Consumer, Producer, RECORD_HEADER, RingError, record_size_u64};
+use crate::region::{Area, Region};
 
 /// `len` bytes of a ring's data area starting at the free-running `position`,
 /// wrapping at the end: the place a grant lends out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Span {
-    layout: RingLayout,
+#[derive(Debug)]
+pub(crate) struct Span<'r, R: Region + ?Sized> {
+    area: Area<'r, R>,
     position: u64,
     len: usize,
 }
 
-impl Span {
-    pub(crate) fn new(layout: RingLayout, position: u64, len: usize) -> Span {
+impl<'r, R: Region + ?Sized> Span<'r, R> {
+    pub(crate) fn new(area: Area<'r, R>, position: u64, len: usize) -> Self {
         Span {
-            layout,
+            area,
             position,
             len,
         }
@@ -76,41 +76,19 @@ impl Span {
         }
     }
 
-    pub(crate) fn write<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        offset: usize,
-        data: &[u8],
-    ) -> Result<(), RingError> {
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result<(), RingError> {
         let at = self.check(offset, data.len())?;
-        self.layout.write_wrapping(region, at, data)
+        Ok(self.area.write_wrapping(at, data)?)
     }
 
-    pub(crate) fn fill<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        offset: usize,
-        len: usize,
-        byte: u8,
-    ) -> Result<(), RingError> {
+    pub(crate) fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RingError> {
         let at = self.check(offset, len)?;
-        let start = at as usize & (self.layout.capacity - 1);
-        let first = len.min(self.layout.capacity - start);
-        region.fill(self.layout.base + HEADER + start, first, byte)?;
-        if first < len {
-            region.fill(self.layout.base + HEADER, len - first, byte)?;
-        }
-        Ok(())
+        Ok(self.area.fill_wrapping(at, len, byte)?)
     }
 
-    pub(crate) fn read<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        offset: usize,
-        buf: &mut [u8],
-    ) -> Result<(), RingError> {
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RingError> {
         let at = self.check(offset, buf.len())?;
-        self.layout.read_wrapping(region, at, buf)
+        Ok(self.area.read_wrapping(at, buf)?)
     }
 }
 
@@ -118,7 +96,7 @@ impl Span {
 /// docs](self)). Holds the producer until committed or dropped.
 pub struct WriteGrant<'g, 'r, R: Region + ?Sized> {
     producer: &'g mut Producer<'r, R>,
-    span: Span,
+    span: Span<'r, R>,
 }
 
 impl<R: Region + ?Sized> fmt::Debug for WriteGrant<'_, '_, R> {
@@ -144,12 +122,12 @@ impl<R: Region + ?Sized> WriteGrant<'_, '_, R> {
     /// Copies `data` into the payload at `offset`; an error if it does not fit
     /// the grant.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), RingError> {
-        self.span.write(self.producer.region, offset, data)
+        self.span.write(offset, data)
     }
 
     /// Sets `len` payload bytes from `offset` to `byte`.
     pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), RingError> {
-        self.span.fill(self.producer.region, offset, len, byte)
+        self.span.fill(offset, len, byte)
     }
 
     /// Writes `value` little-endian at `offset` (any alignment).
@@ -174,18 +152,18 @@ impl<R: Region + ?Sized> WriteGrant<'_, '_, R> {
     pub fn commit(self) -> Result<(), RingError> {
         let producer = self.producer;
         let len = self.span.len();
-        let layout = producer.layout;
         let size = record_size_u64(len);
         // The padding, so a record reads the same as one `try_send` wrote.
         let payload_end = producer.head.wrapping_add((RECORD_HEADER + len) as u64);
         let pad = (size as usize) - RECORD_HEADER - len;
         if pad > 0 {
-            layout.write_wrapping(producer.region, payload_end, &[0u8; 8][..pad])?;
+            producer
+                .area
+                .write_wrapping(payload_end, &[0u8; 8][..pad])?;
         }
-        producer.region.write_words(
-            layout.data_offset(producer.head),
-            &(len as u64).to_le_bytes(),
-        )?;
+        producer
+            .area
+            .write_words(producer.head, &(len as u64).to_le_bytes())?;
         producer.head = producer.head.wrapping_add(size);
         Ok(())
     }
@@ -195,7 +173,7 @@ impl<R: Region + ?Sized> WriteGrant<'_, '_, R> {
 /// [module docs](self)). Holds the consumer until released or dropped.
 pub struct ReadGrant<'g, 'r, R: Region + ?Sized> {
     consumer: &'g mut Consumer<'r, R>,
-    span: Span,
+    span: Span<'r, R>,
     size: u64,
 }
 
@@ -222,7 +200,7 @@ impl<R: Region + ?Sized> ReadGrant<'_, '_, R> {
     /// Copies `buf.len()` payload bytes from `offset` into `buf`; an error if
     /// they are not all inside the record.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RingError> {
-        self.span.read(self.consumer.region, offset, buf)
+        self.span.read(offset, buf)
     }
 
     /// The byte at `offset`.
@@ -266,11 +244,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         if self.free_cached() < record_size_u64(len) && !self.make_room(len)? {
             return Ok(None);
         }
-        let span = Span::new(
-            self.layout,
-            self.head.wrapping_add(RECORD_HEADER as u64),
-            len,
-        );
+        let span = Span::new(self.area, self.head.wrapping_add(RECORD_HEADER as u64), len);
         Ok(Some(WriteGrant {
             producer: self,
             span,
@@ -286,11 +260,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         let Some((len, size)) = self.next_record()? else {
             return Ok(None);
         };
-        let span = Span::new(
-            self.layout,
-            self.tail.wrapping_add(RECORD_HEADER as u64),
-            len,
-        );
+        let span = Span::new(self.area, self.tail.wrapping_add(RECORD_HEADER as u64), len);
         Ok(Some(ReadGrant {
             consumer: self,
             span,

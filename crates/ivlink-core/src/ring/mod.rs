@@ -71,7 +71,7 @@
 use core::fmt;
 use core::sync::atomic::Ordering;
 
-use crate::region::{Le32, Le64, Region, RegionError};
+use crate::region::{Area, Le32, Le64, Region, RegionError};
 
 pub mod grant;
 
@@ -269,47 +269,9 @@ impl RingLayout {
         })
     }
 
-    fn data_offset(&self, position: u64) -> usize {
-        // capacity is a power of two, so masking keeps us inside the data area.
-        self.base + HEADER + (position as usize & (self.capacity - 1))
-    }
-
-    /// Copies `bytes` into the data area at `position`, wrapping at its end.
-    #[inline]
-    pub(crate) fn write_wrapping<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        position: u64,
-        bytes: &[u8],
-    ) -> Result<(), RingError> {
-        let start = position as usize & (self.capacity - 1);
-        let room = self.capacity - start;
-        if bytes.len() <= room {
-            return Ok(region.write(self.base + HEADER + start, bytes)?);
-        }
-        let (first, rest) = bytes.split_at(room);
-        region.write(self.base + HEADER + start, first)?;
-        region.write(self.base + HEADER, rest)?;
-        Ok(())
-    }
-
-    /// Copies `buf.len()` bytes out of the data area at `position`, wrapping.
-    #[inline]
-    pub(crate) fn read_wrapping<R: Region + ?Sized>(
-        &self,
-        region: &R,
-        position: u64,
-        buf: &mut [u8],
-    ) -> Result<(), RingError> {
-        let start = position as usize & (self.capacity - 1);
-        let room = self.capacity - start;
-        if buf.len() <= room {
-            return Ok(region.read(self.base + HEADER + start, buf)?);
-        }
-        let (first, rest) = buf.split_at_mut(room);
-        region.read(self.base + HEADER + start, first)?;
-        region.read(self.base + HEADER, rest)?;
-        Ok(())
+    /// The ring's data area in `region`, checked against it once.
+    pub fn area<'r, R: Region + ?Sized>(&self, region: &'r R) -> Result<Area<'r, R>, RingError> {
+        Ok(Area::new(region, self.base + HEADER, self.capacity)?)
     }
 
     fn check_indices(&self, head: u64, tail: u64) -> Result<u64, RingError> {
@@ -492,14 +454,14 @@ impl RingSnapshot {
 
 /// Bytes a record of `len` payload bytes takes in the ring.
 pub fn record_size(len: usize) -> usize {
-    (RECORD_HEADER + len).next_multiple_of(RECORD_ALIGN as usize)
+    crate::region::area::record_size(len)
 }
 
 /// [`record_size`] in the indices' type; cannot overflow (a slice's length is
 /// below `isize::MAX`, a `u32` length far below).
 #[inline]
 fn record_size_u64(len: usize) -> u64 {
-    (RECORD_HEADER as u64 + len as u64).next_multiple_of(RECORD_ALIGN)
+    record_size(len) as u64
 }
 
 /// The sending side of a ring. Only one may exist per ring.
@@ -507,6 +469,7 @@ fn record_size_u64(len: usize) -> u64 {
 pub struct Producer<'r, R: Region + ?Sized> {
     region: &'r R,
     layout: RingLayout,
+    area: Area<'r, R>,
     head: u64,
     published: u64,
     tail_cache: u64,
@@ -519,6 +482,7 @@ pub struct Producer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// Attaches as the producer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
+        let area = layout.area(region)?;
         let (head, tail) = layout.load_record_indices(region)?;
         PRODUCER_STATE
             .of(layout.base)
@@ -526,6 +490,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         Ok(Producer {
             region,
             layout,
+            area,
             head,
             published: head,
             tail_cache: tail,
@@ -545,7 +510,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
     /// The fast path is one comparison against the cached free space (a poisoned
     /// ring caches none, so its error comes from the slow path) and one or two
     /// region calls that write the header and the message as whole words.
-    #[inline]
+    #[inline(always)]
     pub fn try_send(&mut self, message: &[u8]) -> Result<bool, RingError> {
         let needed = record_size_u64(message.len());
         if self.free_cached() < needed && !self.make_room(message.len())? {
@@ -555,17 +520,14 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         // a reserved zero in the high half: `len` fits 32 bits (`make_room` or
         // the free space, which never exceeds the capacity, checked it).
         let header = message.len() as u64;
-        let at = self.head as usize & (self.layout.capacity - 1);
-        let room = self.layout.capacity - at;
-        let offset = self.layout.base + HEADER + at;
-        if needed <= room as u64 {
-            self.region.write_record(offset, header, message)?;
+        if self.area.fits_record(self.head, message.len()) {
+            self.area.write_record(self.head, header, message)?;
         } else {
             // The header never wraps (records start at multiples of 8); the
             // payload continues at the start of the data area.
-            let (first, rest) = message.split_at(room - RECORD_HEADER);
-            self.region.write_record(offset, header, first)?;
-            self.region.write_words(self.layout.base + HEADER, rest)?;
+            let (first, rest) = message.split_at(self.area.room(self.head) - RECORD_HEADER);
+            self.area.write_record(self.head, header, first)?;
+            self.area.write_words(0, rest)?;
         }
         self.head = self.head.wrapping_add(needed);
         Ok(true)
@@ -705,6 +667,7 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
 pub struct Consumer<'r, R: Region + ?Sized> {
     region: &'r R,
     layout: RingLayout,
+    area: Area<'r, R>,
     tail: u64,
     released: u64,
     head_cache: u64,
@@ -714,6 +677,7 @@ pub struct Consumer<'r, R: Region + ?Sized> {
 impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Attaches as the consumer, continuing from the published indices.
     pub fn attach(region: &'r R, layout: RingLayout) -> Result<Self, RingError> {
+        let area = layout.area(region)?;
         let (_, tail) = layout.load_record_indices(region)?;
         CONSUMER_STATE
             .of(layout.base)
@@ -721,6 +685,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         Ok(Consumer {
             region,
             layout,
+            area,
             tail,
             released: tail,
             head_cache: tail,
@@ -748,15 +713,13 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
         if len > buf.len() {
             return Err(RingError::BufferTooSmall { len });
         }
-        let at = self.tail as usize & (self.layout.capacity - 1);
-        let room = self.layout.capacity - at;
-        let offset = self.layout.base + HEADER + at + RECORD_HEADER;
-        if size <= room as u64 {
-            self.region.read_words(offset, &mut buf[..len])?;
+        let buf = &mut buf[..len];
+        if self.area.fits_record(self.tail, len) {
+            self.area.read_record_payload(self.tail, buf)?;
         } else {
-            let (first, rest) = buf[..len].split_at_mut(room - RECORD_HEADER);
-            self.region.read_words(offset, first)?;
-            self.region.read_words(self.layout.base + HEADER, rest)?;
+            let (first, rest) = buf.split_at_mut(self.area.room(self.tail) - RECORD_HEADER);
+            self.area.read_record_payload(self.tail, first)?;
+            self.area.read_words(0, rest)?;
         }
         self.tail = self.tail.wrapping_add(size);
         Ok(Some(len))
@@ -770,10 +733,8 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
             return Ok(None);
         }
         let available = self.head_cache.wrapping_sub(self.tail);
-        let mut header = [0u8; RECORD_HEADER];
-        self.region
-            .read_words(self.layout.data_offset(self.tail), &mut header)?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        // The length is the header word's low half (see `try_send`).
+        let len = self.area.load_word(self.tail)? as u32;
         // The record must lie inside what was published; that also bounds `len`
         // by the capacity (an `available` below 8 fails here too).
         let size = record_size_u64(len as usize);

@@ -21,7 +21,7 @@ use crate::ring::grant::Span;
 /// Free bytes of a stream lent to the writer (see the [module docs](self)).
 pub struct StreamWriteGrant<'g, 'r, R: Region + ?Sized> {
     writer: &'g mut StreamWriter<'r, R>,
-    span: Span,
+    span: Span<'r, R>,
 }
 
 impl<R: Region + ?Sized> fmt::Debug for StreamWriteGrant<'_, '_, R> {
@@ -45,12 +45,12 @@ impl<R: Region + ?Sized> StreamWriteGrant<'_, '_, R> {
 
     /// Copies `data` into the grant at `offset`; an error if it does not fit.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), StreamLayoutError> {
-        Ok(self.span.write(self.writer.region, offset, data)?)
+        Ok(self.span.write(offset, data)?)
     }
 
     /// Sets `len` bytes from `offset` to `byte`.
     pub fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), StreamLayoutError> {
-        Ok(self.span.fill(self.writer.region, offset, len, byte)?)
+        Ok(self.span.fill(offset, len, byte)?)
     }
 
     /// Writes `value` little-endian at `offset`.
@@ -80,7 +80,7 @@ impl<R: Region + ?Sized> StreamWriteGrant<'_, '_, R> {
 /// docs](self)).
 pub struct StreamReadGrant<'g, 'r, R: Region + ?Sized> {
     reader: &'g mut StreamReader<'r, R>,
-    span: Span,
+    span: Span<'r, R>,
 }
 
 impl<R: Region + ?Sized> fmt::Debug for StreamReadGrant<'_, '_, R> {
@@ -105,7 +105,7 @@ impl<R: Region + ?Sized> StreamReadGrant<'_, '_, R> {
     /// Copies `buf.len()` bytes from `offset` into `buf`; an error if they are
     /// not all inside the grant.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), StreamLayoutError> {
-        Ok(self.span.read(self.reader.region, offset, buf)?)
+        Ok(self.span.read(offset, buf)?)
     }
 
     /// The byte at `offset`.
@@ -171,7 +171,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
                 return Ok(None);
             }
         }
-        let span = Span::new(self.ring, self.head, len);
+        let span = Span::new(self.ring.area(self.region)?, self.head, len);
         Ok(Some(StreamWriteGrant { writer: self, span }))
     }
 }
@@ -186,7 +186,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
         if available == 0 {
             return Ok(None);
         }
-        let span = Span::new(self.ring, self.tail, available);
+        let span = Span::new(self.ring.area(self.region)?, self.tail, available);
         Ok(Some(StreamReadGrant { reader: self, span }))
     }
 }
