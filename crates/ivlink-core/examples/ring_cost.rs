@@ -13,11 +13,14 @@
 //! callgrind_annotate --inclusive=yes cg.out | grep ring_cost::
 //! ```
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use std::hint::black_box;
 
 use ivlink_core::ring::{Consumer, Producer, RingLayout};
 use ivlink_core::{HeapRegion, Region};
+
+#[path = "../benches/support/plain_ring.rs"]
+mod plain_ring;
+use plain_ring::{Plain, PlainRx, PlainTx};
 
 /// Messages per phase.
 const N: usize = 1 << 16;
@@ -83,90 +86,12 @@ fn ivlink_recv_grant(rx: &mut Consumer<'_, ivlink_core::RawRegion>) {
     rx.release().unwrap();
 }
 
-/// The plain ring of the bench's reference, on a private buffer.
-struct Plain {
-    head_word: AtomicU64,
-    tail_word: AtomicU64,
-    data: Vec<u64>,
-}
-
-struct PlainTx<'a> {
-    ring: &'a Plain,
-    head: u64,
-    tail_cache: u64,
-}
-
-struct PlainRx<'a> {
-    ring: &'a Plain,
-    tail: u64,
-    head_cache: u64,
-}
-
-fn record_size(len: usize) -> u64 {
-    (8 + len).next_multiple_of(8) as u64
-}
-
-impl PlainTx<'_> {
-    #[inline]
-    fn try_send(&mut self, message: &[u8]) -> bool {
-        let needed = record_size(message.len());
-        let capacity = CAPACITY as u64;
-        if capacity.saturating_sub(self.head.wrapping_sub(self.tail_cache)) < needed {
-            self.tail_cache = self.ring.tail_word.load(Ordering::Acquire);
-            if capacity.saturating_sub(self.head.wrapping_sub(self.tail_cache)) < needed {
-                return false;
-            }
-        }
-        let data = self.ring.data.as_ptr() as *mut u8;
-        let mask = CAPACITY - 1;
-        let start = self.head as usize & mask;
-        let len = message.len().min(CAPACITY - 8);
-        let payload = (start + 8) & mask;
-        let first = len.min(CAPACITY - payload);
-        // SAFETY: both copies stay inside `data` (CAPACITY bytes); single thread.
-        unsafe {
-            data.add(start).cast::<u64>().write(len as u64);
-            core::ptr::copy_nonoverlapping(message.as_ptr(), data.add(payload), first);
-            core::ptr::copy_nonoverlapping(message.as_ptr().add(first), data, len - first);
-        }
-        self.head = self.head.wrapping_add(needed);
-        true
-    }
-}
-
-impl PlainRx<'_> {
-    #[inline]
-    fn try_recv(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.head_cache == self.tail {
-            self.head_cache = self.ring.head_word.load(Ordering::Acquire);
-            if self.head_cache == self.tail {
-                return None;
-            }
-        }
-        let data = self.ring.data.as_ptr() as *const u8;
-        let mask = CAPACITY - 1;
-        let start = self.tail as usize & mask;
-        // SAFETY: an aligned word inside `data`.
-        let len = unsafe { data.add(start).cast::<u64>().read() } as usize;
-        let copy = len.min(buf.len()).min(CAPACITY - 8);
-        let payload = (start + 8) & mask;
-        let first = copy.min(CAPACITY - payload);
-        // SAFETY: both ranges stay inside `data` and `buf`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.add(payload), buf.as_mut_ptr(), first);
-            core::ptr::copy_nonoverlapping(data, buf.as_mut_ptr().add(first), copy - first);
-        }
-        self.tail = self.tail.wrapping_add(record_size(len));
-        Some(len)
-    }
-}
-
 #[inline(never)]
 fn plain_send(tx: &mut PlainTx<'_>, message: &[u8]) {
     for _ in 0..BATCH {
         assert!(tx.try_send(black_box(message)));
     }
-    tx.ring.head_word.store(tx.head, Ordering::Release);
+    tx.publish();
 }
 
 #[inline(never)]
@@ -174,7 +99,7 @@ fn plain_recv(rx: &mut PlainRx<'_>, buf: &mut [u8]) {
     for _ in 0..BATCH {
         assert_eq!(rx.try_recv(black_box(&mut *buf)), Some(buf.len()));
     }
-    rx.ring.tail_word.store(rx.tail, Ordering::Release);
+    rx.release();
 }
 
 fn main() {
@@ -210,21 +135,8 @@ fn main() {
         ivlink_recv_grant(&mut rx);
     }
 
-    let plain = Plain {
-        head_word: AtomicU64::new(0),
-        tail_word: AtomicU64::new(0),
-        data: vec![0; CAPACITY / 8],
-    };
-    let mut ptx = PlainTx {
-        ring: &plain,
-        head: 0,
-        tail_cache: 0,
-    };
-    let mut prx = PlainRx {
-        ring: &plain,
-        tail: 0,
-        head_cache: 0,
-    };
+    let plain = Plain::new(CAPACITY);
+    let (mut ptx, mut prx) = plain.ends();
     for _ in 0..N / BATCH {
         plain_send(&mut ptx, &message);
         plain_recv(&mut prx, &mut buf);

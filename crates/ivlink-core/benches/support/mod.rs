@@ -1,0 +1,3 @@
+//! Code the benches and examples share.
+
+pub mod plain_ring;
