@@ -417,9 +417,10 @@ mod avx2 {
 
     /// Calls `move32` and `block` with the offsets of the 32-byte move and the
     /// 128-byte blocks that cover `len` bytes (at least [`BLOCK`]) at `region` (the
-    /// region side's address): one unaligned move at 0, aligned blocks from the
-    /// next 32-byte boundary on (no load or store splits a cache line), and an
-    /// unaligned last block that ends at `len`. No alignment pieces and no loop of
+    /// region side's address). Up to two blocks: the first and one that ends at
+    /// `len`. Longer: one unaligned move at 0, aligned blocks from the next 32-byte
+    /// boundary on (no load or store splits a cache line), and an unaligned last
+    /// block that ends at `len`. No alignment pieces and no loop of
     /// leftovers: about the instructions `memcpy` spends at these sizes. The
     /// overlaps move some bytes twice: a write stores the same value again, and a
     /// read keeps the second value it saw, as good as any a racing peer could leave.
@@ -430,6 +431,13 @@ mod avx2 {
         mut move32: impl FnMut(usize),
         mut block: impl FnMut(usize),
     ) {
+        if len <= 2 * BLOCK {
+            // Two blocks, the second ending at `len`: fewer moves and no
+            // alignment arithmetic, which costs more than a split line here.
+            block(0);
+            block(len - BLOCK);
+            return;
+        }
         move32(0);
         let start = 32 - region % 32;
         let blocks = (len - start) / BLOCK;
