@@ -30,11 +30,14 @@
 //! is validated once, when the cached copy runs out; per message, a send compares
 //! the record's size with the cached free space and a receive compares the
 //! record's length with the cached published data (a poisoned ring caches no free
-//! space and no data, so neither fast path needs its own "poisoned?" test). The
-//! record's header and payload go through [`Region::write_record`] /
-//! [`Region::read_words`]: one bounds check per copy, then volatile moves of
-//! whole words (32-byte blocks from 128 bytes on; see the region's `copy`
-//! module). No allocation, no fence per message.
+//! space and no data, so neither fast path needs its own "poisoned?" test).
+//! Records go through the ring's [`Area`], its data area checked against the
+//! region once, at attach: a position is masked into the area, so it is inside
+//! and word-aligned by construction, and the one check a record needs (that it
+//! ends before the area does) is the comparison that decides whether it wraps,
+//! which the compiler folds into one. Then volatile moves of whole words (32-byte
+//! moves from 128 bytes on; see the region's `copy` module). No allocation, no
+//! fence per message.
 //!
 //! Instructions per message (callgrind, `examples/ring_cost.rs SIZE`, batches of
 //! 16, heap region through the same `RawRegion` accessors as a mapping), send /
@@ -42,26 +45,27 @@
 //!
 //! | size | ring | plain memcpy ring (no checks) |
 //! |---|---|---|
-//! | 64 B | 124 / 140 | 79 / 81 |
-//! | 256 B | 159 / 173 | 97 / 99 |
-//! | 1 KiB | 232 / 246 | 192 / 194 |
-//! | 4000 B | 521 / 534 | 477 / 482 |
+//! | 64 B | 88 / 98 | 80 / 83 |
+//! | 256 B | 98 / 112 | 98 / 101 |
+//! | 1 KiB | 196 / 208 | 193 / 196 |
+//! | 4000 B | 485 / 495 | 478 / 484 |
 //!
-//! At 64 bytes, [`Producer::publish`] after every message costs 165,
-//! [`Producer::publish_quiet`] 150; [`Producer::reserve`], filling in place and
-//! committing 198; [`Consumer::peek`], two reads in place and a release 218.
+//! At 64 bytes, [`Producer::publish`] after every message costs 128,
+//! [`Producer::publish_quiet`] 110; [`Producer::reserve`], filling in place and
+//! committing 190; [`Consumer::peek`], two reads in place and a release 207.
 //! Grants cost more instructions than a copy at 64 bytes (each accessor is its
-//! own checked region call); they pay off where the copy dominates, for
-//! messages of kilobytes, which are then written and read once, in place.
+//! own checked call); they pay off where the copy dominates, for messages of
+//! kilobytes, which are then written and read once, in place. The criterion
+//! bench `benches/ring.rs` times the same path on one thread against the plain
+//! ring.
 //!
-//! The rest of the gap to the plain ring is the checked region access (a bounds
-//! and an alignment test per copy, two copies per receive: the header, then the
-//! payload it sizes), the `Result` the API returns, and the plain ring's
-//! `memcpy` being inlined into its caller. Publishing every message with
-//! [`Producer::publish`] costs a fence per message, which on real hardware waits
-//! for a cross-core cache-line round trip (about 150 ns on the reference VM);
-//! [`Producer::publish_quiet`] costs one release store, and its floor is the head
-//! line moving to the consumer once per message.
+//! What is left at 64 bytes is the header word read and checked before the
+//! payload it sizes, the buffer-size check, and the `Result` the API returns.
+//! Publishing every message with [`Producer::publish`] costs a fence per
+//! message, which on real hardware waits for a cross-core cache-line round trip
+//! (about 150 ns on the reference VM); [`Producer::publish_quiet`] costs one
+//! release store, and its floor is the head line moving to the consumer once per
+//! message.
 //!
 //! # Zero-copy grants
 //!
@@ -368,6 +372,18 @@ impl RingLayout {
         Ok(())
     }
 
+    /// Publishes the consumer's index without the sleep handshake (see
+    /// [`Consumer::release_quiet`]).
+    #[inline]
+    pub(crate) fn store_tail_quiet<R: Region + ?Sized>(
+        &self,
+        region: &R,
+        tail: u64,
+    ) -> Result<(), RingError> {
+        TAIL.of(self.base).store(region, tail, Ordering::Release)?;
+        Ok(())
+    }
+
     /// Publishes the consumer's index; returns whether the producer asked to be
     /// notified (it sleeps on a full ring).
     pub(crate) fn store_tail<R: Region + ?Sized>(
@@ -671,6 +687,9 @@ pub struct Consumer<'r, R: Region + ?Sized> {
     tail: u64,
     released: u64,
     head_cache: u64,
+    /// Released by [`Consumer::release_quiet`] since the notify flag was last
+    /// checked: the next [`Consumer::release`] checks it even with nothing new.
+    unchecked: bool,
     poisoned: Option<RingError>,
 }
 
@@ -689,6 +708,7 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
             tail,
             released: tail,
             head_cache: tail,
+            unchecked: false,
             poisoned: None,
         })
     }
@@ -757,12 +777,30 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
     /// Returns whether the producer asked to be told (it sleeps on a full ring).
     pub fn release(&mut self) -> Result<bool, RingError> {
         self.healthy()?;
-        if self.tail == self.released {
+        if self.tail == self.released && !self.unchecked {
             return Ok(false);
         }
         let asked = self.layout.store_tail(self.region, self.tail)?;
         self.released = self.tail;
+        self.unchecked = false;
         Ok(asked)
+    }
+
+    /// Returns the space of every message received so far with one release
+    /// store of the tail: no fence and no look at the producer's "please
+    /// notify" flag, so it never asks for a doorbell. The counterpart of
+    /// [`Producer::publish_quiet`]: call [`release`](Self::release) now and
+    /// then, and always before waiting or stopping, because until then a
+    /// producer asleep on a full ring is not told about the space.
+    #[inline]
+    pub fn release_quiet(&mut self) -> Result<(), RingError> {
+        if self.tail != self.released {
+            self.healthy()?;
+            self.layout.store_tail_quiet(self.region, self.tail)?;
+            self.released = self.tail;
+            self.unchecked = true;
+        }
+        Ok(())
     }
 
     /// Whether a message is waiting (re-reads the producer's index).
@@ -1020,6 +1058,29 @@ mod tests {
         assert!(rx.release().unwrap(), "the producer asked to be woken");
         tx.finish_sleep().unwrap();
         assert!(!tx.prepare_sleep(24).unwrap(), "space is free already");
+    }
+
+    #[test]
+    fn quiet_releases_are_checked_for_a_sleeper_at_the_next_release() {
+        let (region, layout) = ring(64);
+        let mut tx = Producer::attach(&*region, layout).unwrap();
+        let mut rx = Consumer::attach(&*region, layout).unwrap();
+        while tx.try_send(&[1; 24]).unwrap() {}
+        tx.publish().unwrap();
+        assert!(tx.prepare_sleep(24).unwrap(), "full: may sleep");
+        let mut buf = [0u8; 64];
+        rx.try_recv(&mut buf).unwrap();
+        rx.release_quiet().unwrap();
+        assert!(
+            tx.free().unwrap() >= record_size(24),
+            "the space is back at once"
+        );
+        // Nothing new since, but the sleeper's flag was never looked at.
+        assert!(rx.release().unwrap(), "the sleeper asked for a doorbell");
+        assert!(!rx.release().unwrap(), "checked once");
+        tx.finish_sleep().unwrap();
+        rx.release_quiet().unwrap();
+        assert!(!rx.release().unwrap(), "nothing quiet to check");
     }
 
     #[test]

@@ -270,7 +270,7 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
         };
         streams.push((
             "ivlink",
-            "ivlink ring: publish per batch, consumer spins 50 µs then sleeps, doorbell only when asked",
+            "ivlink ring: publish per batch and release per batch (the notify flag checked with a fence every 16th time and before waiting), consumer spins 50 µs then sleeps, doorbell only when asked",
             Job {
                 spin: Some(STREAM_SPIN),
                 ..job.clone()
@@ -278,7 +278,7 @@ fn stream_jobs(config: &BenchConfig, base: &Job, ntb_base: &Job) -> Vec<StreamJo
         ));
         streams.push((
             "ivlink-grant",
-            "ivlink ring, zero-copy: the producer fills each payload in place through a write grant, the consumer reads its first and last 8 bytes in place through a read grant; publish per batch, consumer spins 50 µs then sleeps",
+            "ivlink ring, zero-copy: the producer fills each payload in place through a write grant, the consumer reads its first and last 8 bytes in place through a read grant; publish and release per batch as in the ivlink row, consumer spins 50 µs then sleeps",
             Job {
                 spin: Some(STREAM_SPIN),
                 grants: true,
