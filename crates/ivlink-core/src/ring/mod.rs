@@ -401,6 +401,12 @@ impl RingLayout {
         Ok(WANT_DATA.of(self.base).load(region, Ordering::Relaxed)? != 0)
     }
 
+    /// Whether the producer's "please notify" flag is up, as a relaxed load
+    /// sees it (no fence: a hint, see [`Consumer::producer_sleeps`]).
+    pub(crate) fn wants_space<R: Region + ?Sized>(&self, region: &R) -> Result<bool, RingError> {
+        Ok(WANT_SPACE.of(self.base).load(region, Ordering::Relaxed)? != 0)
+    }
+
     /// Raises the consumer's "please notify" flag, then fences: the caller
     /// re-checks for data afterwards and withdraws if some arrived.
     pub(crate) fn arm_want_data<R: Region + ?Sized>(&self, region: &R) -> Result<(), RingError> {
@@ -603,6 +609,17 @@ impl<'r, R: Region + ?Sized> Producer<'r, R> {
         Ok(())
     }
 
+    /// Whether the consumer has asked to be notified, as one relaxed load sees
+    /// it: no fence, so right after it raised the flag this may still say no
+    /// (only [`publish`](Self::publish) decides that race). For a streaming
+    /// sender that publishes quietly: a consumer that went to sleep a while ago
+    /// shows here, and the sender then calls [`publish`](Self::publish) at
+    /// once instead of at its next checked batch.
+    #[inline]
+    pub fn consumer_sleeps(&self) -> Result<bool, RingError> {
+        self.layout.wants_data(self.region)
+    }
+
     /// Bytes free as far as this side knows (re-reads the consumer's index).
     pub fn free(&mut self) -> Result<usize, RingError> {
         self.healthy()?;
@@ -801,6 +818,14 @@ impl<'r, R: Region + ?Sized> Consumer<'r, R> {
             self.unchecked = true;
         }
         Ok(())
+    }
+
+    /// Whether the producer has asked to be notified (it sleeps on a full
+    /// ring), as one relaxed load sees it: the counterpart of
+    /// [`Producer::consumer_sleeps`], for a consumer that releases quietly.
+    #[inline]
+    pub fn producer_sleeps(&self) -> Result<bool, RingError> {
+        self.layout.wants_space(self.region)
     }
 
     /// Whether a message is waiting (re-reads the producer's index).
@@ -1032,7 +1057,9 @@ mod tests {
         let (region, layout) = ring(128);
         let mut tx = Producer::attach(&*region, layout).unwrap();
         let mut rx = Consumer::attach(&*region, layout).unwrap();
+        assert!(!tx.consumer_sleeps().unwrap());
         assert!(rx.prepare_sleep().unwrap(), "empty: may sleep");
+        assert!(tx.consumer_sleeps().unwrap(), "the flag shows without a fence");
         tx.try_send(b"now").unwrap();
         tx.publish_quiet().unwrap();
         let mut buf = [0u8; 8];
@@ -1067,7 +1094,9 @@ mod tests {
         let mut rx = Consumer::attach(&*region, layout).unwrap();
         while tx.try_send(&[1; 24]).unwrap() {}
         tx.publish().unwrap();
+        assert!(!rx.producer_sleeps().unwrap());
         assert!(tx.prepare_sleep(24).unwrap(), "full: may sleep");
+        assert!(rx.producer_sleeps().unwrap(), "the flag shows without a fence");
         let mut buf = [0u8; 64];
         rx.try_recv(&mut buf).unwrap();
         rx.release_quiet().unwrap();
