@@ -39,7 +39,7 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::notify::PeerId;
-use crate::region::{Le32, Le64, Region, RegionError, check_bounds};
+use crate::region::{Area, Le32, Le64, Region, RegionError, check_bounds};
 use crate::ring::{self, Corruption, RingError, RingLayout};
 use crate::setup::{SetupError, SetupState, SetupWord};
 
@@ -496,6 +496,8 @@ pub struct StreamReader<'r, R: Region + ?Sized> {
     layout: StreamLayout,
     side: Side,
     ring: RingLayout,
+    /// The ring's data area, checked once at attach.
+    area: Area<'r, R>,
     tail: u64,
     released: u64,
     head_cache: u64,
@@ -512,9 +514,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
             self.refresh()?;
         }
         let n = (self.cached() as usize).min(buf.len());
-        self.ring
-            .area(self.region)?
-            .read_wrapping(self.tail, &mut buf[..n])?;
+        self.area.read_wrapping(self.tail, &mut buf[..n])?;
         self.tail = self.tail.wrapping_add(n as u64);
         Ok(n)
     }
@@ -608,6 +608,8 @@ pub struct StreamWriter<'r, R: Region + ?Sized> {
     layout: StreamLayout,
     side: Side,
     ring: RingLayout,
+    /// The ring's data area, checked once at attach.
+    area: Area<'r, R>,
     head: u64,
     published: u64,
     tail_cache: u64,
@@ -629,9 +631,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
             self.refresh()?;
         }
         let n = (self.free_cached() as usize).min(data.len());
-        self.ring
-            .area(self.region)?
-            .write_wrapping(self.head, &data[..n])?;
+        self.area.write_wrapping(self.head, &data[..n])?;
         self.head = self.head.wrapping_add(n as u64);
         Ok(n)
     }
@@ -758,6 +758,7 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
         let rx = layout.ring(side.other());
         let (head, tx_tail) = tx.load_indices(region)?;
         let (_, rx_tail) = rx.load_indices(region)?;
+        let (tx_area, rx_area) = (tx.area(region)?, rx.area(region)?);
         let claimed = layout.state_at(side).compare_exchange(
             region,
             PeerState::Never.as_u32(),
@@ -775,6 +776,7 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
                 layout,
                 side,
                 ring: rx,
+                area: rx_area,
                 tail: rx_tail,
                 released: rx_tail,
                 head_cache: rx_tail,
@@ -785,6 +787,7 @@ impl<'r, R: Region + ?Sized> StreamEnd<'r, R> {
                 layout,
                 side,
                 ring: tx,
+                area: tx_area,
                 head,
                 published: head,
                 tail_cache: tx_tail,

@@ -171,7 +171,7 @@ impl<'r, R: Region + ?Sized> StreamWriter<'r, R> {
                 return Ok(None);
             }
         }
-        let span = Span::new(self.ring.area(self.region)?, self.head, len);
+        let span = Span::new(self.area, self.head, len);
         Ok(Some(StreamWriteGrant { writer: self, span }))
     }
 }
@@ -186,7 +186,7 @@ impl<'r, R: Region + ?Sized> StreamReader<'r, R> {
         if available == 0 {
             return Ok(None);
         }
-        let span = Span::new(self.ring.area(self.region)?, self.tail, available);
+        let span = Span::new(self.area, self.tail, available);
         Ok(Some(StreamReadGrant { reader: self, span }))
     }
 }
