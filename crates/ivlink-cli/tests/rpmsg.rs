@@ -104,13 +104,14 @@ fn bench_reports_round_trips_as_json() {
     let _server = server(&socket);
     let _echo = Running::start(&["rpmsg", "echo", "-S", sock, "-q"]);
     let out = run(&[
-        "rpmsg", "bench", "-S", sock, "--count", "500", "--warmup", "50", "--json",
+        "rpmsg", "bench", "-S", sock, "--count", "500", "--warmup", "50", "--rounds", "3", "--json",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     // Standard output is the one object (link events go to standard error).
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["profile"], "native");
     assert_eq!(json["round_trips"], 500);
+    assert_eq!(json["rounds"], 3);
     assert!(json["round_trips_per_second"].as_f64().unwrap() > 0.0);
     assert!(json["latency_ns"]["p50"].as_f64().unwrap() > 0.0);
     // The reference line: a plain ring ping-pong in the same run.
@@ -199,6 +200,13 @@ fn bad_arguments_are_refused_clearly() {
     );
     let out = run(&["rpmsg", "echo", "--address-base", "zz"]);
     assert!(text(&out).contains("not an address"), "{}", text(&out));
+    let out = run(&["rpmsg", "bench", "-S", "/nonexistent/sock", "--rounds", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--rounds must be at least 1"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// OpenAMP's event socket and shared file, private to the test.

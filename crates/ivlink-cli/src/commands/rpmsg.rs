@@ -571,9 +571,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE", default_value_t = 64, value_parser = parse_size_as::<usize>)]
     pub size: usize,
 
-    /// Round trips before measuring
+    /// Round trips before measuring, in every round
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = parse_uint::<u64>)]
     pub warmup: u64,
+
+    /// Rounds that alternate RPMsg and the reference ring ping-pong, sharing
+    /// --count: a slow phase of the machine weighs on both alike
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = parse_uint::<u64>)]
+    pub rounds: u64,
 
     /// How long to wait for each echo (500ms, 5s, ...; a bare number is seconds)
     #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
@@ -602,9 +607,12 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// Measures round trips against a running `ivlink rpmsg echo`, then the
-    /// reference ring ping-pong with the same payload.
+    /// Measures round trips against a running `ivlink rpmsg echo` and the
+    /// reference ring ping-pong with the same payload, in alternating rounds.
     pub fn run(&self) -> anyhow::Result<()> {
+        if self.rounds == 0 {
+            anyhow::bail!("--rounds must be at least 1");
+        }
         if let Some(cpu) = self.cpu {
             placement::pin(cpu).with_context(|| format!("cannot pin to CPU {cpu}"))?;
         }
@@ -620,9 +628,9 @@ impl BenchArgs {
             count: self.count,
             timeout: self.timeout,
         };
-        let rpmsg = rpmsg_rtt::measure(&mut session, &plan, &mut |event| reports.host_link(event))?;
-        let ring = rpmsg_rtt::measure_ring(&plan, self.echo_cpu)?;
-        let compared = Comparison { rpmsg, ring };
+        let compared = rpmsg_rtt::compare(&plan, self.rounds, self.echo_cpu, |round| {
+            rpmsg_rtt::measure(&mut session, round, &mut |event| reports.host_link(event))
+        })?;
         if self.json {
             println!(
                 "{}",
@@ -654,6 +662,7 @@ impl BenchArgs {
             "profile": cli_name(&self.link.profile),
             "size": self.size,
             "round_trips": self.count,
+            "rounds": self.rounds,
             "seconds": rpmsg.seconds,
             "round_trips_per_second": rpmsg.round_trips_per_second,
             "latency_ns": latency(rpmsg),

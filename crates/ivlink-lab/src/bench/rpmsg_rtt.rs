@@ -69,12 +69,69 @@ pub enum RttError {
     Reference(#[from] BenchError),
 }
 
+/// The round trips of one measurement, before they are summed up.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    /// Seconds the measured round trips took.
+    pub seconds: f64,
+    /// Each measured round trip, in nanoseconds.
+    pub latency_ns: Vec<u64>,
+}
+
+impl Samples {
+    /// Adds `other`'s round trips (another round of the same measurement).
+    pub fn append(&mut self, mut other: Samples) {
+        self.seconds += other.seconds;
+        self.latency_ns.append(&mut other.latency_ns);
+    }
+
+    /// The rate and the percentiles.
+    pub fn result(self) -> Result<RttResult, RttError> {
+        let count = self.latency_ns.len() as f64;
+        let latency_ns = Histogram::new(self.latency_ns)
+            .percentiles()
+            .ok_or(RttError::NoRoundTrips)?;
+        Ok(RttResult {
+            seconds: self.seconds,
+            round_trips_per_second: count / self.seconds,
+            latency_ns,
+        })
+    }
+}
+
+/// Measures RPMsg (`rpmsg`, called once per round with that round's plan) and
+/// the reference ring ping-pong in `rounds` alternating rounds that share
+/// `plan.count` between them, each round warming up first: a slow phase of a
+/// shared machine then weighs on both lines alike. The figures pool the rounds.
+pub fn compare(
+    plan: &RttPlan,
+    rounds: u64,
+    echo_cpu: Option<usize>,
+    mut rpmsg: impl FnMut(&RttPlan) -> Result<Samples, RttError>,
+) -> Result<Comparison, RttError> {
+    if plan.count == 0 {
+        return Err(RttError::NoRoundTrips);
+    }
+    let rounds = rounds.clamp(1, plan.count);
+    let (mut on_rpmsg, mut on_ring) = (Samples::default(), Samples::default());
+    for round in 0..rounds {
+        let count = plan.count / rounds + u64::from(round < plan.count % rounds);
+        let plan = RttPlan { count, ..*plan };
+        on_rpmsg.append(rpmsg(&plan)?);
+        on_ring.append(measure_ring(&plan, echo_cpu)?);
+    }
+    Ok(Comparison {
+        rpmsg: on_rpmsg.result()?,
+        ring: on_ring.result()?,
+    })
+}
+
 /// Runs `plan` on a bound session; events other than echoes go to `on_event`.
 pub fn measure(
     session: &mut HostSession<'_>,
     plan: &RttPlan,
     on_event: &mut dyn FnMut(&LinkEvent),
-) -> Result<RttResult, RttError> {
+) -> Result<Samples, RttError> {
     if plan.size > session.max_payload() {
         return Err(RttError::TooLarge {
             size: plan.size,
@@ -100,7 +157,7 @@ pub fn measure(
 fn timed(
     plan: &RttPlan,
     mut round_trip: impl FnMut() -> Result<(), RttError>,
-) -> Result<RttResult, RttError> {
+) -> Result<Samples, RttError> {
     let mut samples = Vec::with_capacity(plan.count as usize);
     let mut measuring_since = Instant::now();
     for i in 0..plan.warmup + plan.count {
@@ -113,7 +170,10 @@ fn timed(
             samples.push(t0.elapsed().as_nanos() as u64);
         }
     }
-    finish(plan, measuring_since, samples)
+    Ok(Samples {
+        seconds: measuring_since.elapsed().as_secs_f64(),
+        latency_ns: samples,
+    })
 }
 
 /// How the reference ring ping-pong runs, in words (for the report).
@@ -123,7 +183,7 @@ pub const REFERENCE_HOW: &str = "plain memcpy ring ping-pong: two rings in one m
 /// The reference line: a plain ring ping-pong of `plan.size` bytes between this
 /// thread and an echo thread (pinned to `echo_cpu` if given), both busy-polling:
 /// what one round trip costs without RPMsg, measured in the same run.
-pub fn measure_ring(plan: &RttPlan, echo_cpu: Option<usize>) -> Result<RttResult, RttError> {
+pub fn measure_ring(plan: &RttPlan, echo_cpu: Option<usize>) -> Result<Samples, RttError> {
     if plan.count == 0 {
         return Err(RttError::NoRoundTrips);
     }
@@ -205,7 +265,7 @@ fn take(
 }
 
 /// The measuring side: `plan.warmup + plan.count` round trips, each checked.
-fn ring_ping(ring: &MemRing, plan: &RttPlan, spinner: &mut Spinner) -> Result<RttResult, RttError> {
+fn ring_ping(ring: &MemRing, plan: &RttPlan, spinner: &mut Spinner) -> Result<Samples, RttError> {
     let (mut tx, mut rx) = (ring.producer(0), ring.consumer(1));
     let data: Vec<u8> = (0..plan.size).map(|i| i as u8).collect();
     let mut back = vec![0u8; plan.size];
@@ -216,18 +276,6 @@ fn ring_ping(ring: &MemRing, plan: &RttPlan, spinner: &mut Spinner) -> Result<Rt
             return Err(RttError::Mismatch);
         }
         Ok(())
-    })
-}
-
-fn finish(plan: &RttPlan, since: Instant, samples: Vec<u64>) -> Result<RttResult, RttError> {
-    let seconds = since.elapsed().as_secs_f64();
-    let latency_ns = Histogram::new(samples)
-        .percentiles()
-        .ok_or(RttError::NoRoundTrips)?;
-    Ok(RttResult {
-        seconds,
-        round_trips_per_second: plan.count as f64 / seconds,
-        latency_ns,
     })
 }
 
@@ -300,7 +348,7 @@ mod tests {
     #[test]
     fn the_reference_ring_measures_every_round_trip() {
         for size in [1, 64, 496, 4000] {
-            let result = measure_ring(&plan(size), None).unwrap();
+            let result = measure_ring(&plan(size), None).unwrap().result().unwrap();
             assert_eq!(result.latency_ns.count, 200, "size {size}");
             assert!(result.round_trips_per_second > 0.0);
             assert!(result.latency_ns.min <= result.latency_ns.p50);
@@ -317,6 +365,35 @@ mod tests {
             measure_ring(&nothing, None),
             Err(RttError::NoRoundTrips)
         ));
+    }
+
+    #[test]
+    fn rounds_alternate_and_share_the_count() {
+        let mut calls = Vec::new();
+        let compared = compare(&plan(64), 3, None, |round| {
+            calls.push(round.count);
+            measure_ring(round, None)
+        })
+        .unwrap();
+        assert_eq!(calls, [67, 67, 66]);
+        assert_eq!(compared.rpmsg.latency_ns.count, 200);
+        assert_eq!(compared.ring.latency_ns.count, 200);
+        let many = compare(
+            &RttPlan {
+                count: 2,
+                ..plan(8)
+            },
+            10,
+            None,
+            |round| measure_ring(round, None),
+        )
+        .unwrap();
+        assert_eq!(
+            many.ring.latency_ns.count, 2,
+            "no round without round trips"
+        );
+        let failed = compare(&plan(64), 2, None, |_| Err(RttError::Mismatch));
+        assert!(matches!(failed, Err(RttError::Mismatch)));
     }
 
     fn result(p50: f64, rate: f64) -> RttResult {
