@@ -265,6 +265,15 @@ pub trait Region {
     fn fetch_and_u64(&self, offset: usize, value: u64, order: Ordering)
     -> Result<u64, RegionError>;
 
+    /// Hints that the bytes around `offset` will be accessed soon (`Intent::Write`:
+    /// written), so their cache line can be fetched while the caller does other
+    /// work. Nothing is read or written; an offset outside the region is ignored.
+    /// The default does nothing.
+    #[inline(always)]
+    fn prefetch(&self, offset: usize, intent: Intent) {
+        let _ = (offset, intent);
+    }
+
     /// A memory fence of the given ordering, as seen by every peer of the region.
     ///
     /// Protocols fence through the region rather than calling
@@ -284,6 +293,16 @@ pub trait Region {
         self.read(offset, &mut buf[..n])?;
         Ok(buf[..n].iter().position(|&b| b == 0).unwrap_or(n))
     }
+}
+
+/// What a [`Region::prefetch`] prepares a cache line for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// The line will be read: fetch a shared copy.
+    Read,
+    /// The line will be written: fetch it owned, so the store does not wait for
+    /// the other peers' copies to be invalidated.
+    Write,
 }
 
 /// A region at a raw address: a mapping made by a transport, or memory owned by a
@@ -410,6 +429,34 @@ impl Region for RawRegion {
         // overlap `data`, which is private memory.
         unsafe { copy::to_region(data, dst) };
         Ok(())
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, offset: usize, intent: Intent) {
+        if offset >= self.len {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+            let at = self
+                .base
+                .as_ptr()
+                .wrapping_add(offset)
+                .cast::<i8>()
+                .cast_const();
+            // SAFETY: a prefetch is a hint: it cannot fault and changes no memory, and
+            // `at` lies inside the mapping. `ET0` is `prefetchw`, a no-op on
+            // processors without it.
+            unsafe {
+                match intent {
+                    Intent::Read => _mm_prefetch::<_MM_HINT_T0>(at),
+                    Intent::Write => _mm_prefetch::<_MM_HINT_ET0>(at),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = intent;
     }
 
     #[inline]

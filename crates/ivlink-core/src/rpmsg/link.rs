@@ -11,7 +11,7 @@ use super::wire::{
 };
 use super::{LinkEvent, ResetCause, RpmsgError};
 use crate::notify::{Notify, NotifyError, PeerId, Vector};
-use crate::region::{Region, RegionError};
+use crate::region::{Intent, Region, RegionError};
 use crate::virtio::status;
 use crate::virtio::virtq::{AvailBuffer, DeviceQueue, DriverQueue, VirtqError};
 
@@ -86,6 +86,52 @@ pub struct Link {
     undecided: bool,
     /// Some endpoint may still have to be announced (skips the scan per poll).
     announce_due: bool,
+    /// Where the next send will most likely write.
+    next_out: NextBuffer,
+}
+
+/// Where the next message will most likely be written. Buffers come back in a
+/// steady pattern (the same one again in a ping-pong, the next one in a stream),
+/// so the step between the last two is the guess; a wrong one costs a prefetch.
+#[derive(Debug, Clone, Copy, Default)]
+struct NextBuffer {
+    last: usize,
+    step: usize,
+    len: usize,
+}
+
+impl NextBuffer {
+    /// Lines prefetched at most: a round trip of small messages is what gains.
+    const MAX_LINES: usize = 4;
+    const LINE: usize = 64;
+
+    #[inline(always)]
+    fn record(&mut self, offset: usize, len: usize) {
+        self.step = offset.wrapping_sub(self.last);
+        self.last = offset;
+        self.len = len;
+    }
+
+    /// The offset the next message will most likely be written at.
+    #[inline(always)]
+    fn guess(&self) -> usize {
+        self.last.wrapping_add(self.step)
+    }
+
+    /// Prefetches the lines of the guessed buffer, owned.
+    #[inline(always)]
+    fn prefetch<R: Region + ?Sized>(&self, region: &R) {
+        let start = self.guess();
+        let end = start.saturating_add(self.len);
+        let mut at = start;
+        for _ in 0..Self::MAX_LINES {
+            if at >= end {
+                break;
+            }
+            region.prefetch(at, Intent::Write);
+            at = (at & !(Self::LINE - 1)) + Self::LINE;
+        }
+    }
 }
 
 enum Incoming {
@@ -120,6 +166,7 @@ impl Link {
             stats: LinkStats::default(),
             undecided: false,
             announce_due: false,
+            next_out: NextBuffer::default(),
         }
     }
 
@@ -712,6 +759,7 @@ impl Link {
                         None => return Err(RpmsgError::NoBuffer),
                     };
                     let offset = layout.buffer(1, id);
+                    self.next_out.record(offset, HEADER_SIZE + payload.len());
                     write_message(region, offset, layout.buf_size, &header, payload)?;
                     tx.post(region, id, layout.address(offset), layout.buf_size, false)?;
                     tx.expose(region)?
@@ -732,6 +780,7 @@ impl Link {
                             max: capacity,
                         });
                     }
+                    self.next_out.record(offset, HEADER_SIZE + payload.len());
                     write_message(region, offset, buffer.len, &header, payload)?;
                     tx.put_used(region, buffer.id, buffer.len)?;
                     tx.expose(region)?
@@ -815,6 +864,14 @@ impl Link {
         // The buffer is back; whether the other side wants to hear of it is
         // decided by this side's next send, poll or arm, with one fence for all.
         self.undecided |= returned;
+        // A message in usually means a message out soon (a reply): fetch what
+        // that send touches now, while this message is read and handled, instead
+        // of miss after miss inside the send.
+        match &self.queues {
+            Queues::Host { tx, .. } => tx.prefetch_next(region),
+            Queues::Remote { tx, .. } => tx.prefetch_next(region),
+        }
+        self.next_out.prefetch(region);
         let Some((header, len)) = message? else {
             self.stats.bad += 1;
             return Ok(Incoming::Nothing);
@@ -886,4 +943,31 @@ fn write_message<R: Region + ?Sized>(
     }
     region.write(offset, header)?;
     region.write(at, payload)
+}
+
+#[cfg(test)]
+mod next_buffer_tests {
+    use super::NextBuffer;
+
+    #[test]
+    fn the_guess_follows_a_steady_pattern() {
+        let mut same = NextBuffer::default();
+        for _ in 0..3 {
+            same.record(0x4000, 80);
+        }
+        assert_eq!(same.guess(), 0x4000, "a ping-pong reuses its buffer");
+        let mut stream = NextBuffer::default();
+        for i in 0..3 {
+            stream.record(0x8000 + i * 512, 80);
+        }
+        assert_eq!(
+            stream.guess(),
+            0x8000 + 3 * 512,
+            "a stream takes the next one"
+        );
+        stream.record(0x8000, 80);
+        assert_eq!(stream.guess(), 0x8000 - 1024, "a wrap misleads once");
+        stream.record(0x8000 + 512, 80);
+        assert_eq!(stream.guess(), 0x8000 + 1024);
+    }
 }

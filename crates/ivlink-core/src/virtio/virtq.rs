@@ -29,6 +29,11 @@
 //! descriptor's cache line shared with the device, which reads (and checks) it
 //! without a miss.
 //!
+//! `prefetch_next` asks for the ring's lines the next take and return touch
+//! before they are needed: an RPMsg link that just received a message (a reply
+//! is likely) fetches them while it reads the message, instead of waiting for one
+//! line after another, each last written by the other side, inside the send.
+//!
 //! The per-message operations are `#[inline(always)]`: an RPMsg link runs a
 //! handful of them per message, and inlined, their `Result`s and positions stay
 //! in registers instead of going through memory at every call.
@@ -37,7 +42,7 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::region::field::Word;
-use crate::region::{Le16, Le32, LeField, Region, RegionError};
+use crate::region::{Intent, Le16, Le32, LeField, Region, RegionError};
 
 /// Descriptor flag: the buffer continues in `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -345,6 +350,15 @@ impl Vring {
     #[inline(always)]
     fn used_elem_at(&self, idx: u16) -> usize {
         self.used() + 4 + USED_ELEM_SIZE * self.slot(idx)
+    }
+
+    /// Prefetches the used element for index `idx`: both its ends, as a ring
+    /// aligned to less than a line can put an element across two.
+    #[inline(always)]
+    fn prefetch_used_elem<R: Region + ?Sized>(&self, region: &R, idx: u16, intent: Intent) {
+        let at = self.used_elem_at(idx);
+        region.prefetch(at, intent);
+        region.prefetch(at + USED_ELEM_SIZE - 1, intent);
     }
 
     /// Says whether the other side asked to hear of this side's index moving
@@ -673,6 +687,21 @@ impl DriverQueue {
         )
     }
 
+    /// Prefetches the lines the next [`take_used`](Self::take_used),
+    /// [`post`](Self::post) and [`expose`](Self::expose) touch in the ring (the
+    /// used index and element; the avail slot and index, owned), so a caller
+    /// that knows a post is coming soon does not wait for them one after another.
+    #[inline(always)]
+    pub fn prefetch_next<R: Region + ?Sized>(&self, region: &R) {
+        let ring = &self.ring;
+        if self.used_seen == self.last_used {
+            region.prefetch(ring.used() + RING_IDX.offset(), Intent::Read);
+        }
+        ring.prefetch_used_elem(region, self.last_used, Intent::Read);
+        region.prefetch(ring.avail_slot(self.avail_idx).offset(), Intent::Write);
+        region.prefetch(ring.avail() + RING_IDX.offset(), Intent::Write);
+    }
+
     /// Takes the next used buffer, if any.
     #[inline(always)]
     pub fn take_used<R: Region + ?Sized>(
@@ -873,6 +902,22 @@ impl DeviceQueue {
             len: desc.len,
             device_writes: desc.flags & DESC_F_WRITE != 0,
         }))
+    }
+
+    /// Prefetches the lines the next [`take_avail`](Self::take_avail),
+    /// [`put_used`](Self::put_used) and [`expose`](Self::expose) touch in the
+    /// ring (the avail index and entry; the used element and index, owned), so a
+    /// caller that knows a buffer is needed soon does not wait for them one after
+    /// another.
+    #[inline(always)]
+    pub fn prefetch_next<R: Region + ?Sized>(&self, region: &R) {
+        let ring = &self.ring;
+        if self.avail_seen == self.last_avail {
+            region.prefetch(ring.avail() + RING_IDX.offset(), Intent::Read);
+        }
+        region.prefetch(ring.avail_slot(self.last_avail).offset(), Intent::Read);
+        ring.prefetch_used_elem(region, self.used_idx, Intent::Write);
+        region.prefetch(ring.used() + RING_IDX.offset(), Intent::Write);
     }
 
     /// Returns buffer `id` with `len` bytes written; the driver sees it after

@@ -1,5 +1,5 @@
 use super::*;
-use crate::region::HeapRegion;
+use crate::region::{HeapRegion, Intent, RawRegion};
 use alloc::collections::VecDeque;
 use proptest::prelude::*;
 
@@ -326,6 +326,156 @@ fn one_fence_decides_for_several_queues_as_each_would_alone() {
             assert!(!driver.notify_due_fenced(&*region).unwrap(), "decided");
         }
     }
+}
+
+/// A region that records the cache lines each access touches and each prefetch
+/// asks for, to check that a prefetch covers what the next operations touch.
+struct Traced<'a> {
+    inner: &'a RawRegion,
+    touched: core::cell::RefCell<alloc::collections::BTreeSet<usize>>,
+    prefetched: core::cell::RefCell<alloc::collections::BTreeSet<usize>>,
+}
+
+const LINE: usize = 64;
+
+impl<'a> Traced<'a> {
+    fn new(inner: &'a RawRegion) -> Self {
+        Traced {
+            inner,
+            touched: Default::default(),
+            prefetched: Default::default(),
+        }
+    }
+
+    fn touch(&self, offset: usize, len: usize) {
+        let mut touched = self.touched.borrow_mut();
+        for line in offset / LINE..=(offset + len.max(1) - 1) / LINE {
+            touched.insert(line);
+        }
+    }
+
+    /// Forgets what was recorded.
+    fn clear(&self) {
+        self.touched.borrow_mut().clear();
+        self.prefetched.borrow_mut().clear();
+    }
+}
+
+macro_rules! traced {
+    ($width:expr; $($name:ident($($arg:ident: $t:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&self, offset: usize, $($arg: $t),*) -> $ret {
+            self.touch(offset, $width);
+            self.inner.$name(offset, $($arg),*)
+        })*
+    };
+}
+
+impl Region for Traced<'_> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
+        self.touch(offset, buf.len());
+        self.inner.read(offset, buf)
+    }
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), RegionError> {
+        self.touch(offset, data.len());
+        self.inner.write(offset, data)
+    }
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), RegionError> {
+        self.touch(offset, len);
+        self.inner.fill(offset, len, byte)
+    }
+    fn prefetch(&self, offset: usize, _: Intent) {
+        self.prefetched.borrow_mut().insert(offset / LINE);
+    }
+    traced! { 1;
+        load_u8(order: Ordering) -> Result<u8, RegionError>;
+        store_u8(value: u8, order: Ordering) -> Result<(), RegionError>;
+        compare_exchange_u8(current: u8, new: u8) -> Result<Result<u8, u8>, RegionError>;
+    }
+    traced! { 2;
+        load_u16(order: Ordering) -> Result<u16, RegionError>;
+        store_u16(value: u16, order: Ordering) -> Result<(), RegionError>;
+        compare_exchange_u16(current: u16, new: u16) -> Result<Result<u16, u16>, RegionError>;
+    }
+    traced! { 4;
+        load_u32(order: Ordering) -> Result<u32, RegionError>;
+        store_u32(value: u32, order: Ordering) -> Result<(), RegionError>;
+        compare_exchange_u32(current: u32, new: u32) -> Result<Result<u32, u32>, RegionError>;
+        fetch_or_u32(value: u32, order: Ordering) -> Result<u32, RegionError>;
+        fetch_and_u32(value: u32, order: Ordering) -> Result<u32, RegionError>;
+    }
+    traced! { 8;
+        load_u64(order: Ordering) -> Result<u64, RegionError>;
+        store_u64(value: u64, order: Ordering) -> Result<(), RegionError>;
+        compare_exchange_u64(current: u64, new: u64) -> Result<Result<u64, u64>, RegionError>;
+        fetch_or_u64(value: u64, order: Ordering) -> Result<u64, RegionError>;
+        fetch_and_u64(value: u64, order: Ordering) -> Result<u64, RegionError>;
+    }
+}
+
+/// The lines touched outside the descriptor table (the next descriptor is not
+/// known before the ring names it) that no prefetch asked for.
+fn unprefetched(traced: &Traced<'_>, table_end: usize) -> alloc::vec::Vec<usize> {
+    let prefetched = traced.prefetched.borrow();
+    traced
+        .touched
+        .borrow()
+        .iter()
+        .copied()
+        .filter(|&line| line * LINE >= table_end && !prefetched.contains(&line))
+        .collect()
+}
+
+#[test]
+fn a_prefetch_covers_the_ring_lines_of_the_next_take_and_return() {
+    // 64 entries: the avail and used rings span several lines, and the slots
+    // move across them as the positions advance.
+    let region = HeapRegion::new(8192);
+    let (mut driver, mut device) = pair(&region, 64, false);
+    let table_end = 16 * 64;
+    for round in 0..200u16 {
+        let id = round % 64;
+        // The driver's next send: reclaim (from round 1 on), post, expose.
+        let traced = Traced::new(&region);
+        driver.prefetch_next(&traced);
+        if round > 0 {
+            let back = driver.take_used_unwritten(&traced).unwrap().unwrap();
+            assert_eq!(back.id, (round - 1) % 64);
+        }
+        driver.post(&traced, id, 0x1000, 512, false).unwrap();
+        driver.expose(&traced).unwrap();
+        assert_eq!(
+            unprefetched(&traced, table_end),
+            [],
+            "driver, round {round}"
+        );
+        // The device's next reply: take, return, expose.
+        traced.clear();
+        device.prefetch_next(&traced);
+        let taken = device.take_avail(&traced).unwrap().unwrap();
+        device.put_used(&traced, taken.id, 0).unwrap();
+        device.expose(&traced).unwrap();
+        assert_eq!(
+            unprefetched(&traced, table_end),
+            [],
+            "device, round {round}"
+        );
+    }
+}
+
+#[test]
+fn a_prefetch_changes_nothing_and_ignores_offsets_outside_the_region() {
+    let region = HeapRegion::new(256);
+    region.fill(0, 256, 0xA5).unwrap();
+    for offset in [0, 63, 64, 255, 256, 4096, usize::MAX] {
+        region.prefetch(offset, Intent::Read);
+        region.prefetch(offset, Intent::Write);
+    }
+    let mut bytes = [0u8; 256];
+    region.read(0, &mut bytes).unwrap();
+    assert!(bytes.iter().all(|&b| b == 0xA5));
 }
 
 #[derive(Debug, Clone)]
