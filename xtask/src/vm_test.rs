@@ -359,21 +359,32 @@ fn stress_between(bed: &mut Bed, host: &HostPeer, guests: [(usize, PeerId); 2]) 
 /// stress run left): guest `remote` echoes, guest `host` sends, then a second
 /// host process (a restart, as far as the link can tell) measures round trips.
 fn rpmsg_between(bed: &mut Bed, remote: usize, host: usize) -> Result<()> {
-    // The echo stops after exactly what send and bench ask for, freeing the shell.
-    bed.guests[remote].start("ivlink rpmsg echo --device -q --count 3200")?;
+    const SENT: u64 = 1000;
+    const ROUNDS: u64 = 2;
+    const WARMUP: u64 = 200;
+    const COUNT: u64 = 2000;
+    // The echo stops after exactly what send and bench ask for, freeing the
+    // shell; the bench warms up in each of its rounds.
+    let echoes = SENT + ROUNDS * WARMUP + COUNT;
+    bed.guests[remote].start(&format!("ivlink rpmsg echo --device -q --count {echoes}"))?;
     bed.wait_for(remote, "echoing on endpoint 'rpmsg-echo'")?;
     let sent = bed.run_ok(
         host,
-        "ivlink rpmsg send --device 'RPMsg between guests' 1000 -q --wait 30",
+        &format!("ivlink rpmsg send --device 'RPMsg between guests' {SENT} -q --wait 30"),
     )?;
     ensure!(
-        sent.contains("sent 1000, echoed 1000, lost 0"),
+        sent.contains(&format!("sent {SENT}, echoed {SENT}, lost 0")),
         "unexpected rpmsg send output:\n{sent}"
     );
-    check("RPMsg echo between two guests: 1000 messages sent, 1000 echoed, 0 lost");
+    check(&format!(
+        "RPMsg echo between two guests: {SENT} messages sent, {SENT} echoed, 0 lost"
+    ));
     let bench = bed.run_ok(
         host,
-        "ivlink rpmsg bench --device --count 2000 --warmup 200 --wait 30 --json",
+        &format!(
+            "ivlink rpmsg bench --device --count {COUNT} --warmup {WARMUP} --rounds {ROUNDS} \
+             --wait 30 --json"
+        ),
     )?;
     let json = &bench[bench.find('{').context("no JSON from rpmsg bench")?..];
     let report: serde_json::Value =
@@ -381,7 +392,7 @@ fn rpmsg_between(bed: &mut Bed, remote: usize, host: usize) -> Result<()> {
     let rate = report["round_trips_per_second"].as_f64().unwrap_or(0.0);
     let p50 = report["latency_ns"]["p50"].as_f64().unwrap_or(0.0);
     ensure!(rate > 0.0, "rpmsg bench measured nothing: {json}");
-    bed.wait_for(remote, "echoed 3200 messages")?;
+    bed.wait_for(remote, &format!("echoed {echoes} messages"))?;
     check(&format!(
         "RPMsg round trips between guests after a host restart: {rate:.0}/s, median {:.1} µs (TCG)",
         p50 / 1000.0
