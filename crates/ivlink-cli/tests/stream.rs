@@ -299,6 +299,9 @@ fn a_pty_is_opened_and_closed_twice_by_another_program() {
     };
     let path = line.trim_start_matches("stream: pty ").to_owned();
     assert!(path.starts_with("/dev/pts/"), "{line}");
+    // The pty is shown before the server is reached: the other side may only
+    // start once the pty side holds id 0, or it could take that id itself.
+    expect_line(&pty_errors, "peer 0 on stream 'pipe' to peer 1");
     let mut other = Command::new(IVLINK)
         .args(["stream", "pipe", "--peer", "0", "-S", sock])
         .stdin(Stdio::piped())
